@@ -1,0 +1,247 @@
+//! The lease: what a paid request turns into, and the states it moves through.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::money::MintUrl;
+use crate::names::{LeaseId, Username};
+use crate::pricing::Tier;
+use crate::secret::Password;
+
+/// Where a lease stands.
+///
+/// ```text
+/// requested -> paid -> provisioning -> active -> (extended -> active)* -> expired
+///                 \            \
+///                  `------------`--> refunded
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseState {
+    /// A request arrived; no money has moved.
+    Requested,
+    /// The token was redeemed; the service holds the payment.
+    Paid,
+    /// The backend is creating the pod.
+    Provisioning,
+    /// The pod exists and its time runs.
+    Active,
+    /// A top-up was paid and the expiry moved; the lease is active again.
+    Extended,
+    /// The paid time ran out and the pod was removed.
+    Expired,
+    /// The payment went back to the payer (pricing or provisioning failed).
+    Refunded,
+}
+
+/// What happens to a lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseEvent {
+    /// The token was redeemed.
+    PaymentRedeemed,
+    /// Provisioning started.
+    ProvisioningStarted,
+    /// The backend reported the pod created.
+    Provisioned,
+    /// A top-up moved the expiry.
+    TopUp,
+    /// The expiry passed.
+    Expire,
+    /// The payment was returned.
+    Refund,
+}
+
+/// A transition the state machine does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("lease cannot go from {from:?} on {event:?}")]
+pub struct InvalidTransition {
+    /// The state the lease was in.
+    pub from: LeaseState,
+    /// The event that cannot apply.
+    pub event: LeaseEvent,
+}
+
+impl LeaseState {
+    /// The state after `event`, or an error if the event is not allowed here.
+    pub fn on(self, event: LeaseEvent) -> Result<LeaseState, InvalidTransition> {
+        use LeaseEvent as E;
+        use LeaseState as S;
+        let next = match (self, event) {
+            (S::Requested, E::PaymentRedeemed) => S::Paid,
+            (S::Paid, E::ProvisioningStarted) => S::Provisioning,
+            (S::Provisioning, E::Provisioned) => S::Active,
+            (S::Active | S::Extended, E::TopUp) => S::Extended,
+            (S::Active | S::Extended, E::Expire) => S::Expired,
+            (S::Paid | S::Provisioning, E::Refund) => S::Refunded,
+            (from, event) => return Err(InvalidTransition { from, event }),
+        };
+        Ok(next)
+    }
+
+    /// Whether the lease's pod may be in use.
+    pub fn is_live(self) -> bool {
+        matches!(self, LeaseState::Active | LeaseState::Extended)
+    }
+
+    /// Whether no further event can apply.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, LeaseState::Expired | LeaseState::Refunded)
+    }
+}
+
+/// Who asked for something, as a transport identifies them (`nostr:<hex pubkey>`,
+/// `http:<peer>`). Owner checks compare these.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Requester(String);
+
+impl Requester {
+    /// An identity scoped by transport name.
+    pub fn new(transport: &str, id: &str) -> Self {
+        Self(format!("{transport}:{id}"))
+    }
+
+    /// Wraps an already-scoped identity string (as stored by a backend).
+    pub fn from_raw(raw: impl Into<String>) -> Self {
+        Self(raw.into())
+    }
+
+    /// The identity as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Everything a backend needs to create a lease's pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseSpec {
+    /// The lease name.
+    pub id: LeaseId,
+    /// Who paid (kept so status requests can be answered to the owner only).
+    pub owner: Requester,
+    /// Login name inside the pod.
+    pub username: Username,
+    /// Login password.
+    pub password: Password,
+    /// An OpenSSH public key line the buyer may log in with.
+    pub ssh_public_key: Option<String>,
+    /// Container image (ignored by backends without containers).
+    pub image: String,
+    /// Resources.
+    pub tier: Tier,
+    /// When the lease was paid.
+    pub created_at: Timestamp,
+    /// When it ends.
+    pub expires_at: Timestamp,
+    /// What was paid, in msat (informational).
+    pub paid_msat: u64,
+    /// The mint the payment came from (informational).
+    pub mint: MintUrl,
+}
+
+/// Where a created lease can be reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provisioned {
+    /// The SSH port inside the pod or sandbox.
+    pub ssh_port: u16,
+    /// The externally reachable port (NodePort on Kubernetes, the listener locally).
+    pub node_port: Option<u16>,
+    /// Host to connect to when the backend knows better than `SSH_HOST`.
+    pub ssh_host: Option<String>,
+    /// Backend-specific connection hints (e.g. a `kubectl port-forward` line).
+    pub instructions: Vec<String>,
+}
+
+/// What a backend knows about an existing lease (public data only: no secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    /// The lease name.
+    pub id: LeaseId,
+    /// Who paid.
+    pub owner: Requester,
+    /// Login name.
+    pub username: Username,
+    /// Tier id.
+    pub tier: String,
+    /// Image.
+    pub image: String,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Expiry.
+    pub expires_at: Timestamp,
+    /// Total paid so far, in msat.
+    pub paid_msat: u64,
+    /// SSH port inside the pod.
+    pub ssh_port: u16,
+    /// Externally reachable port.
+    pub node_port: Option<u16>,
+}
+
+impl LeaseRecord {
+    /// `Active` while time is left at `now`, else `Expired`.
+    pub fn state_at(&self, now: Timestamp) -> LeaseState {
+        if now < self.expires_at {
+            LeaseState::Active
+        } else {
+            LeaseState::Expired
+        }
+    }
+
+    /// Whole seconds left at `now` (zero once expired).
+    pub fn remaining_seconds(&self, now: Timestamp) -> u64 {
+        let secs = self.expires_at.as_second() - now.as_second();
+        u64::try_from(secs).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use LeaseEvent as E;
+    use LeaseState as S;
+
+    #[test]
+    fn happy_path() {
+        let s = S::Requested
+            .on(E::PaymentRedeemed)
+            .and_then(|s| s.on(E::ProvisioningStarted))
+            .and_then(|s| s.on(E::Provisioned))
+            .and_then(|s| s.on(E::TopUp))
+            .and_then(|s| s.on(E::TopUp))
+            .and_then(|s| s.on(E::Expire))
+            .unwrap();
+        assert_eq!(s, S::Expired);
+        assert!(s.is_terminal());
+    }
+
+    #[test]
+    fn refunds_only_while_money_is_held() {
+        assert_eq!(S::Paid.on(E::Refund), Ok(S::Refunded));
+        assert_eq!(S::Provisioning.on(E::Refund), Ok(S::Refunded));
+        assert!(S::Requested.on(E::Refund).is_err());
+        assert!(S::Active.on(E::Refund).is_err());
+    }
+
+    #[test]
+    fn terminal_states_accept_nothing() {
+        for s in [S::Expired, S::Refunded] {
+            for e in [
+                E::PaymentRedeemed,
+                E::ProvisioningStarted,
+                E::Provisioned,
+                E::TopUp,
+                E::Expire,
+                E::Refund,
+            ] {
+                assert!(s.on(e).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn no_top_up_before_active() {
+        assert!(S::Paid.on(E::TopUp).is_err());
+        assert!(S::Provisioning.on(E::TopUp).is_err());
+    }
+}

@@ -1,0 +1,29 @@
+#![doc = include_str!("../README.md")]
+
+pub mod contract;
+pub mod lease;
+pub mod memory;
+pub mod money;
+pub mod names;
+pub mod ports;
+pub mod pricing;
+pub mod protocol;
+pub mod secret;
+pub mod service;
+
+pub use lease::{LeaseEvent, LeaseRecord, LeaseSpec, LeaseState, Provisioned, Requester};
+pub use money::{Amount, MintUrl, Unit};
+pub use names::{LeaseId, NameError, Username};
+pub use ports::{
+    BackendError, Clock, DynClock, DynJournal, DynPaymentVerifier, DynPodBackend, DynTransport,
+    Extension, Incoming, Journal, JournalError, PaymentError, PaymentVerifier, PodBackend,
+    Purpose, Redeemed, RequestKey, Responder, Stage, SystemClock, TokenCheck, TokenInfo, Transport,
+    TransportError,
+};
+pub use pricing::{DurationLimits, Purchase, PricingError, Rate, Tier};
+pub use protocol::{
+    AccessDetails, ErrorCode, ErrorReply, LeaseStatus, Offer, Reply, Request, SpawnRequest,
+    StatusRequest, TierOffer, TopUpRequest, TopUpResult,
+};
+pub use secret::{CashuToken, Password};
+pub use service::{Paygress, PaygressBuilder, ServiceConfig, TokenQuote};

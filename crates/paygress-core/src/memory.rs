@@ -1,0 +1,365 @@
+//! In-memory implementations of the ports: real code (not mocks) for tests, demos and
+//! embedders' own test suites. Nothing here touches a network or a disk.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use jiff::{SignedDuration, Timestamp};
+
+use crate::lease::{LeaseRecord, LeaseSpec, Provisioned};
+use crate::money::{Amount, MintUrl, Unit};
+use crate::names::LeaseId;
+use crate::ports::{
+    BackendError, Clock, Extension, Journal, JournalError, PaymentError, PaymentVerifier,
+    PodBackend, Redeemed, RequestKey, Stage, TokenCheck, TokenInfo,
+};
+use crate::secret::CashuToken;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+// ---------------------------------------------------------------- clock
+
+/// A clock that moves only when told to.
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<Mutex<Timestamp>>);
+
+impl ManualClock {
+    /// A clock showing `start`.
+    pub fn new(start: Timestamp) -> Self {
+        Self(Arc::new(Mutex::new(start)))
+    }
+
+    /// Moves time forward by `seconds`.
+    pub fn advance(&self, seconds: i64) {
+        let mut t = lock(&self.0);
+        *t = t.saturating_add(SignedDuration::from_secs(seconds)).unwrap_or(*t);
+    }
+
+    /// Sets the time.
+    pub fn set(&self, t: Timestamp) {
+        *lock(&self.0) = t;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *lock(&self.0)
+    }
+}
+
+// ---------------------------------------------------------------- backend
+
+/// A failure the memory backend should produce on its next call of one kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailOn {
+    /// Next `create`.
+    Create,
+    /// Next `extend`.
+    Extend,
+}
+
+#[derive(Debug, Default)]
+struct BackendState {
+    leases: BTreeMap<LeaseId, (LeaseRecord, LeaseSpec)>,
+    fail: HashSet<FailOn>,
+    next_port: u16,
+}
+
+impl std::hash::Hash for FailOn {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (*self as u8).hash(state);
+    }
+}
+
+/// A [`PodBackend`] that keeps leases in a map. Ports are handed out from 30000 up.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryBackend {
+    state: Arc<Mutex<BackendState>>,
+}
+
+impl MemoryBackend {
+    /// An empty backend.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the next call of `kind` fail with [`BackendError::Unavailable`].
+    pub fn fail_next(&self, kind: FailOn) {
+        lock(&self.state).fail.insert(kind);
+    }
+
+    /// The spec a lease was created with (tests check credentials with it).
+    pub fn spec(&self, id: &LeaseId) -> Option<LeaseSpec> {
+        lock(&self.state).leases.get(id).map(|(_, s)| s.clone())
+    }
+
+    /// How many leases exist.
+    pub fn len(&self) -> usize {
+        lock(&self.state).leases.len()
+    }
+
+    /// Whether no lease exists.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn take_failure(&self, kind: FailOn) -> Result<(), BackendError> {
+        if lock(&self.state).fail.remove(&kind) {
+            Err(BackendError::Unavailable(
+                format!("injected {kind:?} failure").into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl PodBackend for MemoryBackend {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn create(&self, spec: &LeaseSpec) -> Result<Provisioned, BackendError> {
+        self.take_failure(FailOn::Create)?;
+        let mut st = lock(&self.state);
+        if st.leases.contains_key(&spec.id) {
+            return Err(BackendError::AlreadyExists(spec.id.clone()));
+        }
+        let port = 30000 + st.next_port;
+        st.next_port = st.next_port.wrapping_add(1) % 2768;
+        let record = LeaseRecord {
+            id: spec.id.clone(),
+            owner: spec.owner.clone(),
+            username: spec.username.clone(),
+            tier: spec.tier.id.clone(),
+            image: spec.image.clone(),
+            created_at: spec.created_at,
+            expires_at: spec.expires_at,
+            paid_msat: spec.paid_msat,
+            ssh_port: 2222,
+            node_port: Some(port),
+        };
+        st.leases.insert(spec.id.clone(), (record, spec.clone()));
+        Ok(Provisioned {
+            ssh_port: 2222,
+            node_port: Some(port),
+            ssh_host: None,
+            instructions: vec![],
+        })
+    }
+
+    async fn extend(&self, id: &LeaseId, extension: &Extension) -> Result<(), BackendError> {
+        self.take_failure(FailOn::Extend)?;
+        let mut st = lock(&self.state);
+        let (record, _) = st
+            .leases
+            .get_mut(id)
+            .ok_or_else(|| BackendError::NotFound(id.clone()))?;
+        if extension.expires_at <= record.expires_at {
+            return Err(BackendError::Rejected(format!(
+                "new expiry {} is not after the current {}",
+                extension.expires_at, record.expires_at
+            )));
+        }
+        record.expires_at = extension.expires_at;
+        record.paid_msat = extension.paid_msat;
+        Ok(())
+    }
+
+    async fn delete(&self, id: &LeaseId) -> Result<(), BackendError> {
+        lock(&self.state).leases.remove(id);
+        Ok(())
+    }
+
+    async fn get(&self, id: &LeaseId) -> Result<Option<LeaseRecord>, BackendError> {
+        Ok(lock(&self.state).leases.get(id).map(|(r, _)| r.clone()))
+    }
+
+    async fn list(&self) -> Result<Vec<LeaseRecord>, BackendError> {
+        Ok(lock(&self.state)
+            .leases
+            .values()
+            .map(|(r, _)| r.clone())
+            .collect())
+    }
+}
+
+// ---------------------------------------------------------------- journal
+
+/// A [`Journal`] in memory: idempotency within one process, lost on restart.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryJournal(Arc<Mutex<HashMap<RequestKey, Stage>>>);
+
+impl MemoryJournal {
+    /// An empty journal.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl Journal for MemoryJournal {
+    async fn get(&self, key: &RequestKey) -> Result<Option<Stage>, JournalError> {
+        Ok(lock(&self.0).get(key).cloned())
+    }
+
+    async fn put(&self, key: &RequestKey, stage: &Stage) -> Result<(), JournalError> {
+        lock(&self.0).insert(key.clone(), stage.clone());
+        Ok(())
+    }
+
+    async fn unfinished(&self) -> Result<Vec<(RequestKey, Stage)>, JournalError> {
+        Ok(lock(&self.0)
+            .iter()
+            .filter(|(_, s)| !matches!(s, Stage::Done { .. }))
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect())
+    }
+}
+
+// ---------------------------------------------------------------- payments
+
+#[derive(Debug, Default)]
+struct Ledger {
+    /// Unspent tokens: text -> (mint, amount).
+    unspent: HashMap<String, (MintUrl, Amount)>,
+    spent: HashSet<String>,
+    issued: u64,
+    balance: HashMap<(MintUrl, Unit), u64>,
+    mint_down: bool,
+}
+
+/// A [`PaymentVerifier`] over an in-memory ledger of fake tokens
+/// (`fakecashu:<n>`): double spends fail, balances move, issued tokens are redeemable.
+/// For transport and service tests that are not about Cashu itself; the real
+/// verifier is tested against a real mint.
+#[derive(Debug, Clone)]
+pub struct MemoryVerifier {
+    ledger: Arc<Mutex<Ledger>>,
+    accepted: Vec<MintUrl>,
+}
+
+impl MemoryVerifier {
+    /// A verifier accepting tokens of `mints`.
+    pub fn new(mints: Vec<MintUrl>) -> Self {
+        Self {
+            ledger: Arc::default(),
+            accepted: mints,
+        }
+    }
+
+    /// Creates a spendable token worth `amount` at `mint` (the buyer's wallet).
+    pub fn mint_token(&self, mint: &MintUrl, amount: Amount) -> CashuToken {
+        let mut l = lock(&self.ledger);
+        l.issued += 1;
+        let text = format!("fakecashu:{}", l.issued);
+        l.unspent.insert(text.clone(), (mint.clone(), amount));
+        CashuToken::new(text)
+    }
+
+    /// What the service's wallet holds at `mint` in `unit`.
+    pub fn balance(&self, mint: &MintUrl, unit: Unit) -> u64 {
+        lock(&self.ledger)
+            .balance
+            .get(&(mint.clone(), unit))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Whether `token` is still spendable.
+    pub fn is_unspent(&self, token: &CashuToken) -> bool {
+        lock(&self.ledger).unspent.contains_key(token.expose())
+    }
+
+    /// Simulates the mint going down (redeem and issue fail) or coming back.
+    pub fn set_mint_down(&self, down: bool) {
+        lock(&self.ledger).mint_down = down;
+    }
+
+    /// Spends `token` as a buyer would (e.g. to check a change token), returning its value.
+    pub fn spend(&self, token: &CashuToken) -> Option<Amount> {
+        let mut l = lock(&self.ledger);
+        let (_, amount) = l.unspent.remove(token.expose())?;
+        l.spent.insert(token.expose().to_owned());
+        Some(amount)
+    }
+}
+
+#[async_trait]
+impl PaymentVerifier for MemoryVerifier {
+    fn inspect(&self, token: &CashuToken) -> Result<TokenInfo, PaymentError> {
+        let l = lock(&self.ledger);
+        let text = token.expose();
+        if !text.starts_with("fakecashu:") {
+            return Err(PaymentError::InvalidToken("not a token".into()));
+        }
+        let (mint, amount) = match l.unspent.get(text) {
+            Some(v) => v.clone(),
+            None if l.spent.contains(text) => return Err(PaymentError::AlreadySpent),
+            None => return Err(PaymentError::InvalidToken("unknown token".into())),
+        };
+        if !self.accepted.contains(&mint) {
+            return Err(PaymentError::MintNotAccepted(mint.to_string()));
+        }
+        if amount.is_zero() {
+            return Err(PaymentError::InvalidToken("token is worth nothing".into()));
+        }
+        Ok(TokenInfo { mint, amount })
+    }
+
+    async fn redeem(&self, token: &CashuToken) -> Result<Redeemed, PaymentError> {
+        let info = self.inspect(token)?;
+        let mut l = lock(&self.ledger);
+        if l.mint_down {
+            return Err(PaymentError::MintUnavailable("mint is down".into()));
+        }
+        if l.unspent.remove(token.expose()).is_none() {
+            return Err(PaymentError::AlreadySpent);
+        }
+        l.spent.insert(token.expose().to_owned());
+        *l.balance
+            .entry((info.mint.clone(), info.amount.unit))
+            .or_default() += info.amount.value;
+        Ok(Redeemed {
+            mint: info.mint,
+            amount: info.amount,
+        })
+    }
+
+    async fn check(&self, token: &CashuToken) -> Result<TokenCheck, PaymentError> {
+        match self.inspect(token) {
+            Ok(info) => Ok(TokenCheck {
+                mint: info.mint,
+                amount: info.amount,
+                spendable: true,
+            }),
+            Err(PaymentError::AlreadySpent) => Err(PaymentError::AlreadySpent),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn issue(&self, mint: &MintUrl, amount: Amount) -> Result<CashuToken, PaymentError> {
+        {
+            let mut l = lock(&self.ledger);
+            if l.mint_down {
+                return Err(PaymentError::Issue("mint is down".into()));
+            }
+            let bal = l.balance.entry((mint.clone(), amount.unit)).or_default();
+            if *bal < amount.value {
+                return Err(PaymentError::Issue(
+                    format!("balance {bal} {} < {}", amount.unit, amount.value).into(),
+                ));
+            }
+            *bal -= amount.value;
+        }
+        Ok(self.mint_token(mint, amount))
+    }
+
+    fn accepted_mints(&self) -> Vec<MintUrl> {
+        self.accepted.clone()
+    }
+}

@@ -1,0 +1,364 @@
+//! The ports: what core needs from the outside world. Each adapter crate implements one.
+//!
+//! All ports are object safe, `Send + Sync`, and used as `Arc<dyn …>`.
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::lease::{LeaseRecord, LeaseSpec, Provisioned, Requester};
+use crate::money::{Amount, MintUrl, Unit};
+use crate::names::LeaseId;
+use crate::protocol::{Offer, Reply, Request};
+use crate::secret::CashuToken;
+
+/// A boxed error from an adapter's own technology.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+// ---------------------------------------------------------------- payments
+
+/// What a token claims, read offline (no mint contacted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// The token's mint, normalised and accepted.
+    pub mint: MintUrl,
+    /// Face value (before any mint input fee).
+    pub amount: Amount,
+}
+
+/// The result of redeeming a token: what the service's wallet now holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redeemed {
+    /// The mint the value now sits at.
+    pub mint: MintUrl,
+    /// Amount credited after the mint's input fee (the payer's fee).
+    pub amount: Amount,
+}
+
+/// A token checked without redeeming it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCheck {
+    /// The token's mint.
+    pub mint: MintUrl,
+    /// Face value.
+    pub amount: Amount,
+    /// Whether every proof is still unspent at the mint.
+    pub spendable: bool,
+}
+
+/// Why a payment operation failed.
+///
+/// Every variant except [`PaymentError::Issue`] means the token was **not** received:
+/// the payer still holds its value (or never had it).
+#[derive(Debug, Error)]
+pub enum PaymentError {
+    /// The token cannot be decoded, has no proofs or is worth nothing.
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    /// The token's mint is not whitelisted. No request was sent to it.
+    #[error("mint {0} is not accepted")]
+    MintNotAccepted(String),
+    /// The token's unit is not one Paygress prices in.
+    #[error("unit {0:?} is not accepted")]
+    UnsupportedUnit(String),
+    /// The mint says (some of) the proofs are spent.
+    #[error("token already spent")]
+    AlreadySpent,
+    /// The mint could not be reached or answered nonsense; the token was not received.
+    #[error("mint unavailable: {0}")]
+    MintUnavailable(#[source] BoxError),
+    /// Creating a token for the payer (change or refund) failed.
+    #[error("could not issue a token: {0}")]
+    Issue(#[source] BoxError),
+    /// Anything else.
+    #[error("payment error: {0}")]
+    Other(#[source] BoxError),
+}
+
+/// Redeems and issues Cashu tokens.
+#[cfg_attr(any(test, feature = "mockall"), mockall::automock)]
+#[async_trait]
+pub trait PaymentVerifier: Send + Sync {
+    /// Decodes a token and checks mint and unit offline. Must not contact any mint.
+    fn inspect(&self, token: &CashuToken) -> Result<TokenInfo, PaymentError>;
+
+    /// Swaps the token's proofs at its (accepted) mint into the service's wallet.
+    async fn redeem(&self, token: &CashuToken) -> Result<Redeemed, PaymentError>;
+
+    /// Checks whether a token is spendable without redeeming it.
+    async fn check(&self, token: &CashuToken) -> Result<TokenCheck, PaymentError>;
+
+    /// Creates a token worth exactly `amount` at `mint` from the service's wallet.
+    async fn issue(&self, mint: &MintUrl, amount: Amount) -> Result<CashuToken, PaymentError>;
+
+    /// The mints tokens are accepted from.
+    fn accepted_mints(&self) -> Vec<MintUrl>;
+
+    /// An encoded payment request (NUT-18 `creqA…`) asking for `amount` at any accepted
+    /// mint, for HTTP 402 answers (NUT-24). Default: not supported.
+    fn payment_request(&self, amount: Amount, description: &str) -> Result<String, PaymentError> {
+        let _ = (amount, description);
+        Err(PaymentError::Other("payment requests are not supported".into()))
+    }
+
+    /// The units tokens are accepted in.
+    fn accepted_units(&self) -> Vec<Unit> {
+        vec![Unit::Sat, Unit::Msat]
+    }
+}
+
+/// A shared payment verifier.
+pub type DynPaymentVerifier = Arc<dyn PaymentVerifier>;
+
+// ---------------------------------------------------------------- pods
+
+/// Why a backend operation failed.
+#[derive(Debug, Error)]
+pub enum BackendError {
+    /// No such lease.
+    #[error("lease {0} not found")]
+    NotFound(LeaseId),
+    /// A lease with that id already exists.
+    #[error("lease {0} already exists")]
+    AlreadyExists(LeaseId),
+    /// The backend refused the spec (bad image, quota, invalid field).
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// A concurrent change won (e.g. HTTP 409); retrying may succeed.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The backend cannot be reached or is overloaded.
+    #[error("backend unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+    /// Anything else.
+    #[error("backend error: {0}")]
+    Other(#[source] BoxError),
+}
+
+/// A new expiry for a lease, with the total paid so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extension {
+    /// The new end of the paid time (always later than the current one).
+    pub expires_at: Timestamp,
+    /// Total paid for the lease, msat.
+    pub paid_msat: u64,
+}
+
+/// Runs leases' pods. A backend enforces expiry on its own (the Kubernetes Job deadline,
+/// the local backend's timers); the service's reaper is a second line.
+#[cfg_attr(any(test, feature = "mockall"), mockall::automock)]
+#[async_trait]
+pub trait PodBackend: Send + Sync {
+    /// Short name (`kubernetes`, `local`, `memory`).
+    fn name(&self) -> &'static str;
+
+    /// Creates the lease's pod, reachable until `spec.expires_at`.
+    async fn create(&self, spec: &LeaseSpec) -> Result<Provisioned, BackendError>;
+
+    /// Moves a live lease's expiry later.
+    async fn extend(&self, id: &LeaseId, extension: &Extension) -> Result<(), BackendError>;
+
+    /// Removes the lease and everything it owns. Deleting a missing lease is not an error.
+    async fn delete(&self, id: &LeaseId) -> Result<(), BackendError>;
+
+    /// Public data of one lease, if it exists.
+    async fn get(&self, id: &LeaseId) -> Result<Option<LeaseRecord>, BackendError>;
+
+    /// Public data of every lease the backend holds (including ones not yet removed
+    /// after expiry).
+    async fn list(&self) -> Result<Vec<LeaseRecord>, BackendError>;
+}
+
+/// A shared pod backend.
+pub type DynPodBackend = Arc<dyn PodBackend>;
+
+// ---------------------------------------------------------------- transports
+
+/// A transport's failure to deliver or receive.
+#[derive(Debug, Error)]
+pub enum TransportError {
+    /// The peer or relay could not be reached.
+    #[error("transport unavailable: {0}")]
+    Unavailable(String),
+    /// The transport is closed.
+    #[error("transport closed")]
+    Closed,
+    /// Anything else.
+    #[error("transport error: {0}")]
+    Other(#[source] BoxError),
+}
+
+/// Identifies one request message, scoped by transport (`nostr:<event id>`). Handling
+/// the same key twice returns the first reply and never charges twice.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RequestKey(String);
+
+impl RequestKey {
+    /// A key for message `id` on `transport`.
+    pub fn new(transport: &str, id: &str) -> Self {
+        Self(format!("{transport}:{id}"))
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Sends the reply to one request back to its sender.
+#[async_trait]
+pub trait Responder: Send {
+    /// Delivers `reply`.
+    async fn respond(self: Box<Self>, reply: &Reply) -> Result<(), TransportError>;
+}
+
+/// An authenticated request from a transport.
+pub struct Incoming {
+    /// Message identity, for idempotency.
+    pub key: RequestKey,
+    /// Who sent it (authenticated by the transport: a Nostr signature, …).
+    pub sender: Requester,
+    /// What they ask.
+    pub request: Request,
+    /// Where the reply goes.
+    pub responder: Box<dyn Responder>,
+}
+
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming")
+            .field("key", &self.key)
+            .field("sender", &self.sender)
+            .field("request", &self.request.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A source of requests.
+#[async_trait]
+pub trait Transport: Send + Sync {
+    /// Short name (`nostr`, `http`).
+    fn name(&self) -> &'static str;
+
+    /// The next request; `None` once the transport is closed.
+    async fn next(&self) -> Option<Incoming>;
+
+    /// Publishes the service's offer where buyers look for it. Default: nothing to do.
+    async fn publish_offer(&self, _offer: &Offer) -> Result<(), TransportError> {
+        Ok(())
+    }
+}
+
+/// A shared transport.
+pub type DynTransport = Arc<dyn Transport>;
+
+// ---------------------------------------------------------------- time
+
+/// The current time. A port so tests can move time by hand.
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> Timestamp;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A shared clock.
+pub type DynClock = Arc<dyn Clock>;
+
+// ---------------------------------------------------------------- journal
+
+/// Why a payment was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// A new lease (its pod may be half-created after a crash: remove it).
+    Spawn,
+    /// A top-up of an existing lease (never remove the lease).
+    TopUp,
+}
+
+/// Where a journaled request stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "stage")]
+pub enum Stage {
+    /// The token is being redeemed. The token is kept only for this window, so that
+    /// recovery after a crash can ask the mint whether it was spent.
+    Redeeming {
+        /// Spawn or top-up.
+        purpose: Purpose,
+        /// The lease id chosen (spawn) or targeted (top-up).
+        lease: LeaseId,
+        /// The token being redeemed.
+        token: CashuToken,
+        /// Its mint.
+        mint: MintUrl,
+        /// Its face value.
+        face: Amount,
+    },
+    /// The payment is held by the service; no reply decided yet.
+    Paid {
+        /// Spawn or top-up.
+        purpose: Purpose,
+        /// The lease id chosen (spawn) or targeted (top-up).
+        lease: LeaseId,
+        /// What was received.
+        payment: Redeemed,
+    },
+    /// The reply is decided except that `amount` at `mint` is still owed to the payer
+    /// as a token (the mint was down when change or refund was due).
+    Owed {
+        /// The reply, to be completed with the token.
+        reply: Reply,
+        /// Mint of the owed amount.
+        mint: MintUrl,
+        /// Amount owed.
+        amount: Amount,
+    },
+    /// Finished: every redeemed msat is lease time or in a token inside `reply`.
+    Done {
+        /// The reply, resent as-is to duplicates.
+        reply: Reply,
+    },
+}
+
+/// A journal failure.
+#[derive(Debug, Error)]
+pub enum JournalError {
+    /// Reading or writing the store failed.
+    #[error("journal I/O: {0}")]
+    Io(#[source] BoxError),
+    /// A stored record could not be decoded.
+    #[error("journal corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A durable record of paid requests, so that duplicates get the first reply and money
+/// held across a crash is returned. `put` must be durable when it returns.
+#[cfg_attr(any(test, feature = "mockall"), mockall::automock)]
+#[async_trait]
+pub trait Journal: Send + Sync {
+    /// The latest stage recorded for `key`.
+    async fn get(&self, key: &RequestKey) -> Result<Option<Stage>, JournalError>;
+
+    /// Records `stage` for `key`, replacing the previous one.
+    async fn put(&self, key: &RequestKey, stage: &Stage) -> Result<(), JournalError>;
+
+    /// Every key whose stage is not `Done`.
+    async fn unfinished(&self) -> Result<Vec<(RequestKey, Stage)>, JournalError>;
+}
+
+/// A shared journal.
+pub type DynJournal = Arc<dyn Journal>;

@@ -1,0 +1,374 @@
+//! Requests buyers send and replies they get, with the seed's JSON field names.
+//!
+//! These shapes are the contract shared by every transport (the Nostr event content and
+//! the HTTP bodies are the same JSON). Transport envelopes (event kinds, tags, status
+//! codes, headers) live in the transport crates.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::lease::LeaseState;
+use crate::money::{MintUrl, Unit};
+use crate::names::LeaseId;
+use crate::pricing::{DurationLimits, Rate, Tier};
+use crate::secret::{CashuToken, Password};
+
+/// Kind 1000 / `POST /spawn-pod`: pay for a new lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnRequest {
+    /// The payment.
+    pub cashu_token: CashuToken,
+    /// Login name; `user` when absent. Validated by the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_username: Option<String>,
+    /// Container image; must be the default or on the operator's allow-list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_image: Option<String>,
+    /// Exact duration to buy; when absent the whole token is spent on time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_minutes: Option<u64>,
+    /// Resource tier id; the first configured tier when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// An OpenSSH public key line to authorise besides the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_public_key: Option<String>,
+}
+
+/// Kind 1002 / `POST /top-up-pod`: pay to extend a lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopUpRequest {
+    /// The lease to extend (unvalidated text; the service checks it).
+    pub pod_name: String,
+    /// The payment.
+    pub cashu_token: CashuToken,
+}
+
+/// Ask for a lease's state; answered to the lease owner only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRequest {
+    /// The lease.
+    pub pod_name: String,
+}
+
+/// Anything a buyer can ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// New lease.
+    Spawn(SpawnRequest),
+    /// Extend a lease.
+    TopUp(TopUpRequest),
+    /// Lease state.
+    Status(StatusRequest),
+}
+
+impl Request {
+    /// Short name for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Spawn(_) => "spawn",
+            Request::TopUp(_) => "top_up",
+            Request::Status(_) => "status",
+        }
+    }
+}
+
+/// How to log in to a new lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessDetails {
+    /// Lease name, for top-ups.
+    pub pod_name: LeaseId,
+    /// Login name.
+    pub ssh_username: String,
+    /// Login password.
+    pub ssh_password: Password,
+    /// Host to connect to.
+    pub ssh_host: String,
+    /// SSH port inside the pod.
+    pub ssh_port: u16,
+    /// Externally reachable port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_port: Option<u16>,
+    /// End of the paid time (RFC 3339).
+    pub expires_at: Timestamp,
+    /// Seconds bought.
+    pub duration_seconds: u64,
+    /// Tier id.
+    pub tier: String,
+    /// Human-readable steps (the ssh command, port-forward alternative).
+    pub instructions: Vec<String>,
+    /// The part of the payment not spent, as a token for the payer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_token: Option<CashuToken>,
+}
+
+/// A successful top-up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopUpResult {
+    /// The lease.
+    pub pod_name: LeaseId,
+    /// New end of the paid time.
+    pub expires_at: Timestamp,
+    /// Seconds added.
+    pub added_seconds: u64,
+    /// Change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_token: Option<CashuToken>,
+}
+
+/// A lease's state, for its owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseStatus {
+    /// The lease.
+    pub pod_name: LeaseId,
+    /// `active` or `expired`.
+    pub state: LeaseState,
+    /// End of the paid time.
+    pub expires_at: Timestamp,
+    /// Seconds left.
+    pub remaining_seconds: u64,
+    /// Tier id.
+    pub tier: String,
+    /// Externally reachable port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_port: Option<u16>,
+}
+
+/// Stable machine-readable error codes (they cross the wire; never rename one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request could not be parsed or has unknown fields.
+    InvalidRequest,
+    /// `ssh_username` is not a safe login name.
+    InvalidUsername,
+    /// `pod_name` is not a lease name.
+    InvalidPodName,
+    /// `pod_image` is not allowed.
+    ImageNotAllowed,
+    /// `tier` is not offered.
+    UnknownTier,
+    /// `duration_minutes` outside the limits.
+    DurationOutOfRange,
+    /// `ssh_public_key` is not an OpenSSH public key line.
+    InvalidPublicKey,
+    /// The token cannot be decoded or is empty.
+    InvalidToken,
+    /// The token's mint is not accepted.
+    MintNotAccepted,
+    /// The token's unit is not accepted.
+    UnsupportedUnit,
+    /// The token was already spent.
+    TokenAlreadySpent,
+    /// The payment does not cover the price.
+    InsufficientPayment,
+    /// The mint could not be reached; the token was not redeemed.
+    MintUnavailable,
+    /// No such lease.
+    PodNotFound,
+    /// The lease's time is over.
+    LeaseExpired,
+    /// The lease already has the maximum time left.
+    LeaseAtMaximum,
+    /// The requester does not own the lease.
+    NotOwner,
+    /// The backend failed to create or extend the pod; the payment was refunded.
+    ProvisioningFailed,
+    /// A refund or change is owed but could not be issued yet; it will be retried.
+    RefundPending,
+    /// Too many requests.
+    RateLimited,
+    /// The service is shutting down or overloaded.
+    Unavailable,
+    /// Anything else.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Whether the same request may succeed if sent again later.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::MintUnavailable
+                | ErrorCode::RateLimited
+                | ErrorCode::Unavailable
+                | ErrorCode::ProvisioningFailed
+                | ErrorCode::RefundPending
+        )
+    }
+}
+
+/// A failed request. When the payment had been redeemed, `refund_token` returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// Machine-readable code.
+    pub code: ErrorCode,
+    /// Human-readable explanation.
+    pub message: String,
+    /// The payment, returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_token: Option<CashuToken>,
+}
+
+/// Any reply. Serialized with a `type` field next to the payload's own fields, so the
+/// seed's readers (which look for `pod_name`, `ssh_password`, …) keep working.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    /// Spawn succeeded.
+    AccessDetails(AccessDetails),
+    /// Top-up succeeded.
+    TopUp(TopUpResult),
+    /// Status.
+    Status(LeaseStatus),
+    /// Something failed.
+    Error(ErrorReply),
+}
+
+impl Reply {
+    /// An error reply with no refund.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Reply::Error(ErrorReply {
+            code,
+            message: message.into(),
+            refund_token: None,
+        })
+    }
+
+    /// The error code, if this is an error.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        match self {
+            Reply::Error(e) => Some(e.code),
+            _ => None,
+        }
+    }
+
+    /// The token this reply hands back to the payer (change or refund), if any.
+    pub fn returned_token(&self) -> Option<&CashuToken> {
+        match self {
+            Reply::AccessDetails(a) => a.change_token.as_ref(),
+            Reply::TopUp(t) => t.change_token.as_ref(),
+            Reply::Error(e) => e.refund_token.as_ref(),
+            Reply::Status(_) => None,
+        }
+    }
+}
+
+/// A tier as advertised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierOffer {
+    /// Id to request.
+    pub id: String,
+    /// CPU millicores.
+    pub cpu_millicores: u32,
+    /// Memory MiB.
+    pub memory_mib: u32,
+    /// Price in msat per hour.
+    pub rate_msat_per_hour: u64,
+}
+
+impl TierOffer {
+    /// Advertises `tier` with `base` as the fallback rate.
+    pub fn new(tier: &Tier, base: Rate) -> Self {
+        Self {
+            id: tier.id.clone(),
+            cpu_millicores: tier.cpu_millicores,
+            memory_mib: tier.memory_mib,
+            rate_msat_per_hour: tier.rate.unwrap_or(base).msat_per_hour(),
+        }
+    }
+}
+
+/// What the service sells and on which terms; transports publish it (Nostr kind
+/// 38383, `GET /offer`) and may add their own fields around it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// Operator-chosen service name.
+    pub name: String,
+    /// Paygress version.
+    pub version: String,
+    /// Base rate in sat per hour (the seed's `PAYMENT_RATE_SATS_PER_HOUR`).
+    pub rate_sats_per_hour: u64,
+    /// Base rate in msat per hour (exact).
+    pub rate_msat_per_hour: u64,
+    /// Tiers with their rates.
+    pub tiers: Vec<TierOffer>,
+    /// Shortest lease, minutes (rounded up).
+    pub min_duration_minutes: u64,
+    /// Longest lease, minutes (rounded down).
+    pub max_duration_minutes: u64,
+    /// Accepted mints.
+    pub mints: Vec<MintUrl>,
+    /// Accepted units.
+    pub units: Vec<Unit>,
+    /// Host buyers connect to.
+    pub ssh_host: String,
+    /// Which backend runs leases (`kubernetes`, `local`, …).
+    pub backend: String,
+    /// Images a buyer may ask for (the default first).
+    pub images: Vec<String>,
+}
+
+impl Offer {
+    /// The limits, in seconds, as the offer states them.
+    pub fn limits(&self) -> DurationLimits {
+        DurationLimits {
+            min_seconds: self.min_duration_minutes * 60,
+            max_seconds: self.max_duration_minutes * 60,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_spawn_request_parses() {
+        let json = r#"{"cashu_token":"cashuBxyz","ssh_username":"alice","pod_image":"linuxserver/openssh-server:latest","duration_minutes":120}"#;
+        let r: SpawnRequest = serde_json::from_str(json).unwrap();
+        assert_eq!(r.duration_minutes, Some(120));
+        assert_eq!(r.ssh_username.as_deref(), Some("alice"));
+        assert_eq!(r.cashu_token.expose(), "cashuBxyz");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let json = r#"{"cashu_token":"cashuBxyz","duration_minute":120}"#;
+        assert!(serde_json::from_str::<SpawnRequest>(json).is_err());
+    }
+
+    #[test]
+    fn reply_keeps_seed_field_names() {
+        let reply = Reply::AccessDetails(AccessDetails {
+            pod_name: "ssh-pod-abc12345".parse().unwrap(),
+            ssh_username: "alice".into(),
+            ssh_password: Password::new("pw"),
+            ssh_host: "localhost".into(),
+            ssh_port: 2222,
+            node_port: Some(30022),
+            expires_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+            duration_seconds: 60,
+            tier: "standard".into(),
+            instructions: vec![],
+            change_token: None,
+        });
+        let v: serde_json::Value = serde_json::to_value(&reply).unwrap();
+        assert_eq!(v["type"], "access_details");
+        assert_eq!(v["pod_name"], "ssh-pod-abc12345");
+        assert_eq!(v["ssh_password"], "pw");
+        assert_eq!(v["node_port"], 30022);
+        assert_eq!(v["expires_at"], "2026-01-01T00:00:00Z");
+        let back: Reply = serde_json::from_value(v).unwrap();
+        assert_eq!(back, reply);
+    }
+
+    #[test]
+    fn error_reply_shape() {
+        let v = serde_json::to_value(Reply::error(ErrorCode::PodNotFound, "no such pod")).unwrap();
+        assert_eq!(v, serde_json::json!({"type":"error","code":"pod_not_found","message":"no such pod"}));
+    }
+}
