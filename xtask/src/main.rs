@@ -1,1 +1,294 @@
-fn main() {}
+//! Development tasks (the matklad xtask pattern): `cargo xtask <task>`.
+//!
+//! - `ci`: what CI runs, in order: tool check, fmt, clippy, core-has-no-I/O, manifest
+//!   validation, tests.
+//! - `demo [args…]`: `paygress dev --demo` with the in-process relay and mint.
+//! - `dev [args…]`: `paygress dev` (services only).
+//! - `bench cashu [args…]`: redeem latency/throughput against an in-process mint.
+//! - `e2e-kind`: real-cluster tests on a kind cluster (needs Docker).
+//! - `protoc-path`: prints the vendored protoc (`export PROTOC=$(cargo xtask protoc-path)`).
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+/// Crates that must never appear in `paygress-core`'s normal dependency tree: network
+/// clients and servers, Cashu/Nostr/Kubernetes libraries, and tokio's networking (mio).
+const CORE_FORBIDDEN: &[&str] = &[
+    "cdk",
+    "cashu",
+    "nostr",
+    "kube",
+    "k8s-openapi",
+    "axum",
+    "hyper",
+    "reqwest",
+    "tonic",
+    "russh",
+    "mio",
+    "socket2",
+    "rustls",
+    "tokio-tungstenite",
+];
+
+/// Debian packages the test suite uses (the real `ssh` client, `sshpass`, bubblewrap).
+const APT_PACKAGES: &[(&str, &str)] = &[
+    ("ssh", "openssh-client"),
+    ("sshpass", "sshpass"),
+    ("bwrap", "bubblewrap"),
+];
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let mut args = env::args().skip(1);
+    let task = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    match task.as_str() {
+        "ci" => ci(),
+        "demo" => {
+            let mut a = vec!["dev".to_owned(), "--demo".to_owned()];
+            a.extend(rest);
+            run_paygress(&a)
+        }
+        "dev" => {
+            let mut a = vec!["dev".to_owned()];
+            a.extend(rest);
+            run_paygress(&a)
+        }
+        "bench" => bench(&rest),
+        "e2e-kind" => {
+            let script = root()?.join("deploy/kind-e2e.sh");
+            cmd("bash", &[script.to_str().context("path")?])
+        }
+        "protoc-path" => {
+            println!("{}", protoc()?.display());
+            Ok(())
+        }
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <ci | demo [args] | dev [args] | bench cashu [args] | e2e-kind | protoc-path>"
+            );
+            bail!("unknown task {task:?}")
+        }
+    }
+}
+
+fn root() -> Result<PathBuf> {
+    let manifest = env::var("CARGO_MANIFEST_DIR").context("run through `cargo xtask`")?;
+    Ok(Path::new(&manifest)
+        .parent()
+        .context("xtask has a parent dir")?
+        .to_path_buf())
+}
+
+fn protoc() -> Result<PathBuf> {
+    if let Some(p) = env::var_os("PROTOC") {
+        return Ok(PathBuf::from(p));
+    }
+    protoc_bin_vendored::protoc_bin_path().context("no vendored protoc for this platform")
+}
+
+/// Runs a command in the workspace root with `PROTOC` set; fails on non-zero exit.
+fn cmd(program: &str, args: &[&str]) -> Result<()> {
+    eprintln!("xtask: $ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root()?)
+        .env("PROTOC", protoc()?)
+        .status()
+        .with_context(|| format!("cannot start {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn output(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(root()?)
+        .env("PROTOC", protoc()?)
+        .output()
+        .with_context(|| format!("cannot start {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program} >/dev/null 2>&1")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn ci() -> Result<()> {
+    ensure_tools()?;
+    cmd("cargo", &["fmt", "--all", "--", "--check"])?;
+    cmd(
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    check_core_has_no_io()?;
+    if root()?.join("deploy/validate.sh").exists() {
+        cmd("bash", &["deploy/validate.sh"])?;
+    }
+    if have("cargo-nextest") {
+        cmd(
+            "cargo",
+            &[
+                "nextest",
+                "run",
+                "--workspace",
+                "--all-features",
+                "--no-fail-fast",
+            ],
+        )?;
+        cmd("cargo", &["test", "--workspace", "--all-features", "--doc"])?;
+    } else {
+        cmd(
+            "cargo",
+            &["test", "--workspace", "--all-features", "--no-fail-fast"],
+        )?;
+    }
+    eprintln!("xtask: ci passed");
+    Ok(())
+}
+
+/// Installs the Debian packages the tests use when running as root (CI, a fresh
+/// container); otherwise names the command to run.
+fn ensure_tools() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .filter(|(bin, _)| !have(bin))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let is_root = output("id", &["-u"]).is_ok_and(|s| s.trim() == "0");
+    if !is_root || !have("apt-get") {
+        bail!(
+            "the tests need {}: run `sudo apt-get update && sudo apt-get install -y {}`",
+            missing.join(", "),
+            missing.join(" ")
+        );
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    cmd("apt-get", &["update", "-qq"])?;
+    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    args.extend(&missing);
+    cmd("apt-get", &args)
+}
+
+/// Proves the architecture invariant: core depends on no I/O crate.
+fn check_core_has_no_io() -> Result<()> {
+    let tree = output(
+        "cargo",
+        &[
+            "tree",
+            "-p",
+            "paygress-core",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+        ],
+    )?;
+    let offenders: Vec<&str> = tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| {
+            CORE_FORBIDDEN
+                .iter()
+                .any(|f| *name == *f || name.starts_with(&format!("{f}-")))
+        })
+        .collect();
+    if !offenders.is_empty() {
+        bail!(
+            "paygress-core must not depend on I/O crates, found: {}",
+            offenders.join(", ")
+        );
+    }
+    let features = output(
+        "cargo",
+        &[
+            "tree",
+            "-p",
+            "paygress-core",
+            "-e",
+            "normal,features",
+            "-i",
+            "tokio",
+            "--prefix",
+            "none",
+        ],
+    )?;
+    if features.lines().any(|l| l.contains("\"net\"")) {
+        bail!("paygress-core must not enable tokio's `net` feature");
+    }
+    eprintln!("xtask: paygress-core has no I/O dependencies");
+    Ok(())
+}
+
+fn run_paygress(args: &[String]) -> Result<()> {
+    let mut a = vec![
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "paygress-bin",
+        "--features",
+        "dev",
+        "--",
+    ];
+    a.extend(args.iter().map(String::as_str));
+    cmd("cargo", &a)
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("cashu") => {
+            let mut a = vec![
+                "run",
+                "--release",
+                "-p",
+                "paygress-cashu",
+                "--features",
+                "test-mint",
+                "--example",
+                "bench_redeem",
+                "--",
+            ];
+            a.extend(args[1..].iter().map(String::as_str));
+            cmd("cargo", &a)
+        }
+        _ => bail!("usage: cargo xtask bench cashu [--n N]"),
+    }
+}
