@@ -102,7 +102,11 @@ pub async fn extend_moves_expiry(backend: &dyn PodBackend) {
         .await
         .expect("extend");
     let record = backend.get(&spec.id).await.expect("get").expect("present");
-    assert_eq!(record.expires_at.as_second(), later.as_second(), "extend: expiry");
+    assert_eq!(
+        record.expires_at.as_second(),
+        later.as_second(),
+        "extend: expiry"
+    );
     assert_eq!(record.paid_msat, spec.paid_msat + 10_000, "extend: paid");
     backend.delete(&spec.id).await.expect("cleanup");
 }

@@ -16,11 +16,11 @@ pub use money::{Amount, MintUrl, Unit};
 pub use names::{LeaseId, NameError, Username};
 pub use ports::{
     BackendError, Clock, DynClock, DynJournal, DynPaymentVerifier, DynPodBackend, DynTransport,
-    Extension, Incoming, Journal, JournalError, PaymentError, PaymentVerifier, PodBackend,
-    Purpose, Redeemed, RequestKey, Responder, Stage, SystemClock, TokenCheck, TokenInfo, Transport,
+    Extension, Incoming, Journal, JournalError, PaymentError, PaymentVerifier, PodBackend, Purpose,
+    Redeemed, RequestKey, Responder, Stage, SystemClock, TokenCheck, TokenInfo, Transport,
     TransportError,
 };
-pub use pricing::{DurationLimits, Purchase, PricingError, Rate, Tier};
+pub use pricing::{DurationLimits, PricingError, Purchase, Rate, Tier};
 pub use protocol::{
     AccessDetails, ErrorCode, ErrorReply, LeaseStatus, Offer, Reply, Request, SpawnRequest,
     StatusRequest, TierOffer, TopUpRequest, TopUpResult,

@@ -35,7 +35,9 @@ impl ManualClock {
     /// Moves time forward by `seconds`.
     pub fn advance(&self, seconds: i64) {
         let mut t = lock(&self.0);
-        *t = t.saturating_add(SignedDuration::from_secs(seconds)).unwrap_or(*t);
+        *t = t
+            .saturating_add(SignedDuration::from_secs(seconds))
+            .unwrap_or(*t);
     }
 
     /// Sets the time.

@@ -10,7 +10,9 @@ use thiserror::Error;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum NameError {
     /// Not a valid lease name.
-    #[error("invalid pod name {0:?}: expected \"ssh-pod-\" followed by 8 lowercase letters or digits")]
+    #[error(
+        "invalid pod name {0:?}: expected \"ssh-pod-\" followed by 8 lowercase letters or digits"
+    )]
     LeaseId(String),
     /// Not a safe POSIX login name.
     #[error(
@@ -89,9 +91,28 @@ impl fmt::Display for LeaseId {
 /// Login names that a buyer may not take: they belong to the system or would confuse
 /// the operator's logs.
 const RESERVED_USERNAMES: &[&str] = &[
-    "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp",
-    "proxy", "www-data", "backup", "list", "irc", "nobody", "sshd", "systemd-network",
-    "messagebus", "admin", "abc",
+    "root",
+    "daemon",
+    "bin",
+    "sys",
+    "sync",
+    "games",
+    "man",
+    "lp",
+    "mail",
+    "news",
+    "uucp",
+    "proxy",
+    "www-data",
+    "backup",
+    "list",
+    "irc",
+    "nobody",
+    "sshd",
+    "systemd-network",
+    "messagebus",
+    "admin",
+    "abc",
 ];
 
 /// A safe POSIX login name: `[a-z_][a-z0-9_-]{0,31}`, not reserved.

@@ -102,7 +102,9 @@ pub trait PaymentVerifier: Send + Sync {
     /// mint, for HTTP 402 answers (NUT-24). Default: not supported.
     fn payment_request(&self, amount: Amount, description: &str) -> Result<String, PaymentError> {
         let _ = (amount, description);
-        Err(PaymentError::Other("payment requests are not supported".into()))
+        Err(PaymentError::Other(
+            "payment requests are not supported".into(),
+        ))
     }
 
     /// The units tokens are accepted in.

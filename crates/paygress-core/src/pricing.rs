@@ -128,7 +128,9 @@ pub struct Purchase {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PricingError {
     /// The requested duration is outside the operator's limits.
-    #[error("requested duration {requested_seconds}s is outside the allowed {min_seconds}s..={max_seconds}s")]
+    #[error(
+        "requested duration {requested_seconds}s is outside the allowed {min_seconds}s..={max_seconds}s"
+    )]
     DurationOutOfRange {
         /// What was asked.
         requested_seconds: u64,
@@ -245,7 +247,9 @@ fn charge_for(rate: Rate, paid: Amount, seconds: u64, cap: u64) -> Result<Purcha
         });
     }
     let charged = Amount::new(price, paid.unit);
-    let granted = rate.seconds_for_msat(charged.to_msat()).clamp(seconds, cap.max(seconds));
+    let granted = rate
+        .seconds_for_msat(charged.to_msat())
+        .clamp(seconds, cap.max(seconds));
     Ok(Purchase {
         seconds: granted,
         charged,

@@ -369,6 +369,9 @@ mod tests {
     #[test]
     fn error_reply_shape() {
         let v = serde_json::to_value(Reply::error(ErrorCode::PodNotFound, "no such pod")).unwrap();
-        assert_eq!(v, serde_json::json!({"type":"error","code":"pod_not_found","message":"no such pod"}));
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"error","code":"pod_not_found","message":"no such pod"})
+        );
     }
 }

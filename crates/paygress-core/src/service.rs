@@ -14,8 +14,8 @@ use crate::memory::MemoryJournal;
 use crate::money::{Amount, MintUrl};
 use crate::names::{LeaseId, NameError, Username};
 use crate::ports::{
-    BackendError, DynClock, DynJournal, DynPaymentVerifier, DynPodBackend, DynTransport,
-    Extension, PaymentError, Purpose, Redeemed, RequestKey, Stage, SystemClock, TokenInfo,
+    BackendError, DynClock, DynJournal, DynPaymentVerifier, DynPodBackend, DynTransport, Extension,
+    PaymentError, Purpose, Redeemed, RequestKey, Stage, SystemClock, TokenInfo,
 };
 use crate::pricing::{self, DurationLimits, PricingError, Rate, Tier};
 use crate::protocol::{
@@ -113,6 +113,7 @@ impl PaygressBuilder {
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             inflight: Mutex::default(),
             lease_locks: Mutex::default(),
+            settle_lock: tokio::sync::Mutex::default(),
         }
     }
 }
@@ -128,6 +129,7 @@ pub struct Paygress {
     clock: DynClock,
     inflight: Mutex<HashMap<RequestKey, Arc<OnceCell<Reply>>>>,
     lease_locks: Mutex<HashMap<LeaseId, Arc<tokio::sync::Mutex<()>>>>,
+    settle_lock: tokio::sync::Mutex<()>,
 }
 
 /// A request that failed before or after payment; turned into an [`ErrorReply`].
@@ -174,17 +176,20 @@ impl From<PricingError> for Failure {
 fn payment_failure(e: &PaymentError) -> Failure {
     let (code, hint) = match e {
         PaymentError::InvalidToken(_) => (ErrorCode::InvalidToken, ""),
-        PaymentError::MintNotAccepted(_) => (ErrorCode::MintNotAccepted, " Your token was not redeemed."),
-        PaymentError::UnsupportedUnit(_) => (ErrorCode::UnsupportedUnit, " Your token was not redeemed."),
+        PaymentError::MintNotAccepted(_) => {
+            (ErrorCode::MintNotAccepted, " Your token was not redeemed.")
+        }
+        PaymentError::UnsupportedUnit(_) => {
+            (ErrorCode::UnsupportedUnit, " Your token was not redeemed.")
+        }
         PaymentError::AlreadySpent => (ErrorCode::TokenAlreadySpent, ""),
         PaymentError::MintUnavailable(_) => (
             ErrorCode::MintUnavailable,
             " Your token was not redeemed; try again later.",
         ),
-        PaymentError::Issue(_) | PaymentError::Other(_) => (
-            ErrorCode::Internal,
-            " Your token was not redeemed.",
-        ),
+        PaymentError::Issue(_) | PaymentError::Other(_) => {
+            (ErrorCode::Internal, " Your token was not redeemed.")
+        }
     };
     Failure::new(code, format!("{e}.{hint}"))
 }
@@ -267,7 +272,10 @@ impl Paygress {
         let seconds = minutes_to_seconds(duration_minutes).map_err(|f| error_reply(f, None))?;
         pricing::check_requested(self.config.limits, seconds)
             .map_err(|e| error_reply(e.into(), None))?;
-        Ok(Amount::new(self.rate_of(&tier).price_in(seconds, unit), unit))
+        Ok(Amount::new(
+            self.rate_of(&tier).price_in(seconds, unit),
+            unit,
+        ))
     }
 
     /// Checks a token without redeeming it and says what it buys.
@@ -310,20 +318,21 @@ impl Paygress {
                 return self.status(sender, status).await;
             }
             let cell = {
-                let mut inflight = self
-                    .inflight
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
+                let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
                 inflight.entry(key.clone()).or_default().clone()
             };
             let reply = cell
                 .get_or_init(|| self.process_once(key, sender, request))
                 .await
                 .clone();
-            self.inflight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(key);
+            {
+                let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+                // Remove only our own entry: a newer request with this key may have
+                // replaced it after ours finished.
+                if inflight.get(key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                    inflight.remove(key);
+                }
+            }
             reply
         }
         .instrument(span)
@@ -334,9 +343,16 @@ impl Paygress {
     async fn process_once(&self, key: &RequestKey, sender: &Requester, request: Request) -> Reply {
         match self.journal.get(key).await {
             Ok(None) => {}
-            Ok(Some(Stage::Done { reply } | Stage::Owed { reply, .. })) => {
+            Ok(Some(Stage::Done { reply })) if !refused_without_payment(&reply) => {
                 debug!("duplicate request, replaying the first reply");
                 return reply;
+            }
+            Ok(Some(Stage::Done { .. })) => {
+                debug!("retrying a request that was refused before its token was received");
+            }
+            Ok(Some(Stage::Owed { reply, amount, .. })) => {
+                debug!("duplicate request, replaying the first reply (token still owed)");
+                return owed_reply(reply, amount);
             }
             Ok(Some(Stage::Redeeming { .. } | Stage::Paid { .. })) => {
                 return Reply::error(
@@ -368,6 +384,18 @@ impl Paygress {
             Ok(info) => info,
             Err(f) => return f.into_reply(),
         };
+        // What the face value buys, checked before redeeming: a token too small for the
+        // minimum lease is refused untouched (the quote is redone on the amount received).
+        if let Err(e) = pricing::quote_spawn(
+            plan.rate,
+            self.config.limits,
+            info.amount,
+            plan.requested_seconds,
+        ) {
+            let mut failure = Failure::from(e);
+            failure.message.push_str("; your token was not redeemed");
+            return failure.into_reply();
+        }
         let lease = LeaseId::generate();
         let payment = match self
             .redeem(key, Purpose::Spawn, &lease, &req.cashu_token, &info)
@@ -453,7 +481,8 @@ impl Paygress {
             instructions,
             change_token: None,
         });
-        self.finish(key, reply, &payment.mint, purchase.change).await
+        self.finish(key, reply, &payment.mint, purchase.change)
+            .await
     }
 
     async fn top_up(&self, key: &RequestKey, req: TopUpRequest) -> Reply {
@@ -495,6 +524,7 @@ impl Paygress {
             Ok(r) => r,
             Err(f) => {
                 drop(guard);
+                self.release_lease_lock(&lease, lock);
                 return self.refund(key, &payment, f).await;
             }
         };
@@ -507,6 +537,7 @@ impl Paygress {
             Ok(p) => p,
             Err(e) => {
                 drop(guard);
+                self.release_lease_lock(&lease, lock);
                 return self.refund(key, &payment, e.into()).await;
             }
         };
@@ -520,9 +551,10 @@ impl Paygress {
         if let Err(e) = result {
             warn!(lease = %lease, error = %e, "extend failed; refunding");
             let failure = match e {
-                BackendError::NotFound(_) => {
-                    Failure::new(ErrorCode::PodNotFound, format!("lease {lease} no longer exists"))
-                }
+                BackendError::NotFound(_) => Failure::new(
+                    ErrorCode::PodNotFound,
+                    format!("lease {lease} no longer exists"),
+                ),
                 e => backend_failure(&e, "extend the lease"),
             };
             return self.refund(key, &payment, failure).await;
@@ -534,7 +566,8 @@ impl Paygress {
             added_seconds: purchase.seconds,
             change_token: None,
         });
-        self.finish(key, reply, &payment.mint, purchase.change).await
+        self.finish(key, reply, &payment.mint, purchase.change)
+            .await
     }
 
     async fn status(&self, sender: &Requester, req: &StatusRequest) -> Reply {
@@ -548,7 +581,10 @@ impl Paygress {
             Err(e) => return backend_failure(&e, "read the lease").into_reply(),
         };
         if record.owner != *sender {
-            return Reply::error(ErrorCode::NotOwner, "only the lease's owner may ask its status");
+            return Reply::error(
+                ErrorCode::NotOwner,
+                "only the lease's owner may ask its status",
+            );
         }
         let now = self.clock.now();
         Reply::Status(LeaseStatus {
@@ -574,16 +610,21 @@ impl Paygress {
         for record in self.backend.list().await? {
             if record.expires_at <= now {
                 let lock = self.lease_lock(&record.id);
-                let _guard = lock.lock().await;
+                let guard = lock.lock().await;
                 // A top-up may have extended it while we waited for the lock.
-                match self.backend.get(&record.id).await? {
-                    Some(r) if r.expires_at > now => continue,
-                    None => continue,
-                    Some(_) => {}
+                let result = match self.backend.get(&record.id).await {
+                    Ok(Some(r)) if r.expires_at <= now => {
+                        self.backend.delete(&record.id).await.map(|()| true)
+                    }
+                    Ok(_) => Ok(false),
+                    Err(e) => Err(e),
+                };
+                drop(guard);
+                self.release_lease_lock(&record.id, lock);
+                if result? {
+                    info!(lease = %record.id, "lease expired and removed");
+                    removed += 1;
                 }
-                self.backend.delete(&record.id).await?;
-                info!(lease = %record.id, "lease expired and removed");
-                removed += 1;
             }
         }
         Ok(removed)
@@ -594,6 +635,8 @@ impl Paygress {
     /// refunds are issued. Returns how many entries were settled; the rest stay for the
     /// next call. Run at start and periodically.
     pub async fn settle(&self) -> usize {
+        // One settlement at a time: two would issue the same debt twice.
+        let _one_at_a_time = self.settle_lock.lock().await;
         let entries = match self.journal.unfinished().await {
             Ok(e) => e,
             Err(e) => {
@@ -613,7 +656,10 @@ impl Paygress {
                     token,
                     mint,
                     face,
-                } => self.settle_redeeming(&key, purpose, &lease, &token, mint, face).await,
+                } => {
+                    self.settle_redeeming(&key, purpose, &lease, &token, mint, face)
+                        .await
+                }
                 Stage::Paid {
                     purpose,
                     lease,
@@ -688,10 +734,15 @@ impl Paygress {
                 .find(|t| t.id == id)
                 .cloned()
                 .ok_or_else(|| {
-                    let known: Vec<&str> = self.config.tiers.iter().map(|t| t.id.as_str()).collect();
+                    let known: Vec<&str> =
+                        self.config.tiers.iter().map(|t| t.id.as_str()).collect();
                     Failure::new(
                         ErrorCode::UnknownTier,
-                        format!("unknown tier {:?}; offered: {}", truncate(id), known.join(", ")),
+                        format!(
+                            "unknown tier {:?}; offered: {}",
+                            truncate(id),
+                            known.join(", ")
+                        ),
                     )
                 }),
         }
@@ -716,7 +767,10 @@ impl Paygress {
         };
         let image = match &req.pod_image {
             None => self.config.default_image.clone(),
-            Some(img) if *img == self.config.default_image || self.config.allowed_images.contains(img) => {
+            Some(img)
+                if *img == self.config.default_image
+                    || self.config.allowed_images.contains(img) =>
+            {
                 img.clone()
             }
             Some(img) => {
@@ -767,7 +821,10 @@ impl Paygress {
             .inspect(token)
             .map_err(|e| payment_failure(&e))?;
         if info.amount.is_zero() {
-            return Err(Failure::new(ErrorCode::InvalidToken, "the token is worth nothing"));
+            return Err(Failure::new(
+                ErrorCode::InvalidToken,
+                "the token is worth nothing",
+            ));
         }
         let required = match requested_seconds {
             Some(secs) => rate.price_in(secs, info.amount.unit),
@@ -836,14 +893,24 @@ impl Paygress {
     async fn refund(&self, key: &RequestKey, payment: &Redeemed, failure: Failure) -> Reply {
         let reply = Reply::Error(ErrorReply {
             code: failure.code,
-            message: format!("{}; your payment of {} is refunded", failure.message, payment.amount),
+            message: format!(
+                "{}; your payment of {} is refunded",
+                failure.message, payment.amount
+            ),
             refund_token: None,
         });
-        self.pay_out(key, reply, &payment.mint, payment.amount).await
+        self.pay_out(key, reply, &payment.mint, payment.amount)
+            .await
     }
 
     /// Completes a successful reply with its change (if any) and journals it.
-    async fn finish(&self, key: &RequestKey, reply: Reply, mint: &MintUrl, change: Amount) -> Reply {
+    async fn finish(
+        &self,
+        key: &RequestKey,
+        reply: Reply,
+        mint: &MintUrl,
+        change: Amount,
+    ) -> Reply {
         if change.is_zero() {
             self.record_done(key, &reply).await;
             return reply;
@@ -854,7 +921,13 @@ impl Paygress {
     /// Issues `amount` at `mint` into `reply` (change or refund) and journals the
     /// outcome. If the mint cannot issue now, journals the debt (retried by `settle`)
     /// and says so in the reply.
-    async fn pay_out(&self, key: &RequestKey, mut reply: Reply, mint: &MintUrl, amount: Amount) -> Reply {
+    async fn pay_out(
+        &self,
+        key: &RequestKey,
+        mut reply: Reply,
+        mint: &MintUrl,
+        amount: Amount,
+    ) -> Reply {
         match self.payments.issue(mint, amount).await {
             Ok(token) => {
                 match &mut reply {
@@ -876,20 +949,7 @@ impl Paygress {
                 if let Err(e) = self.journal.put(key, &owed).await {
                     warn!(error = %e, %amount, "could not journal a debt to the payer");
                 }
-                match &mut reply {
-                    Reply::AccessDetails(AccessDetails { instructions, .. }) => instructions.push(format!(
-                        "Change of {amount} could not be issued yet; send this same request again later to receive it"
-                    )),
-                    Reply::TopUp(_) | Reply::Status(_) => {}
-                    Reply::Error(e) => {
-                        e.message = format!(
-                            "{}; the refund of {amount} could not be issued yet (mint unreachable): send this same request again later to receive it",
-                            e.message
-                        );
-                        e.code = ErrorCode::RefundPending;
-                    }
-                }
-                reply
+                owed_reply(reply, amount)
             }
         }
     }
@@ -992,6 +1052,36 @@ impl Paygress {
     }
 }
 
+/// Whether `reply` refused a request before its token was received, for a reason that
+/// may pass (mint or service unavailable): a retry of the same request runs again
+/// instead of replaying the refusal.
+fn refused_without_payment(reply: &Reply) -> bool {
+    reply.returned_token().is_none()
+        && matches!(
+            reply.error_code(),
+            Some(ErrorCode::MintUnavailable | ErrorCode::Unavailable)
+        )
+}
+
+/// The reply sent while `amount` is still owed to the payer: says so, in place of the
+/// token it lacks.
+fn owed_reply(mut reply: Reply, amount: Amount) -> Reply {
+    match &mut reply {
+        Reply::AccessDetails(AccessDetails { instructions, .. }) => instructions.push(format!(
+            "Change of {amount} could not be issued yet; send this same request again later to receive it"
+        )),
+        Reply::TopUp(_) | Reply::Status(_) => {}
+        Reply::Error(e) => {
+            e.message = format!(
+                "{}; the refund of {amount} could not be issued yet (mint unreachable): send this same request again later to receive it",
+                e.message
+            );
+            e.code = ErrorCode::RefundPending;
+        }
+    }
+    reply
+}
+
 fn error_reply(f: Failure, refund_token: Option<CashuToken>) -> ErrorReply {
     ErrorReply {
         code: f.code,
@@ -1038,7 +1128,8 @@ fn validate_public_key(key: &str) -> Result<String, Failure> {
         "sk-ssh-ed25519@openssh.com",
         "sk-ecdsa-sha2-nistp256@openssh.com",
     ];
-    let bad = |why: &str| Failure::new(ErrorCode::InvalidPublicKey, format!("ssh_public_key {why}"));
+    let bad =
+        |why: &str| Failure::new(ErrorCode::InvalidPublicKey, format!("ssh_public_key {why}"));
     let key = key.trim();
     if key.len() > 16 * 1024 || key.contains(['\n', '\r', '\0']) {
         return Err(bad("must be a single OpenSSH public key line"));
