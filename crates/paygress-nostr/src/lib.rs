@@ -1,1 +1,19 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod client;
+pub mod config;
+mod dedup;
+pub mod error;
+#[cfg(feature = "test-relay")]
+pub mod testkit;
+pub mod transport;
+pub mod wire;
+
+pub use client::{BuyerClient, DiscoveredOffer, SendOptions, fetch_offers};
+pub use config::NostrConfig;
+pub use error::NostrError;
+/// Re-export of the nostr-sdk version this crate is built on.
+pub use nostr_sdk;
+pub use transport::{NostrTransport, TransportStats};
+pub use wire::{NostrOffer, Scheme};

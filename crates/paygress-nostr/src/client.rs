@@ -1,0 +1,366 @@
+//! The buyer side: send requests to a Paygress service over Nostr, wait for its reply,
+//! and discover services' offers. Used by the buyer CLI, the demo and the tests.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nostr_sdk::nips::nip59::UnwrappedGift;
+use nostr_sdk::{
+    Client, Event, EventBuilder, EventId, Filter, Keys, Kind, PublicKey, RelayPoolNotification,
+    RelayUrl, Tag, Timestamp,
+};
+use paygress_core::{Reply, Request, SpawnRequest, StatusRequest, TopUpRequest};
+use tokio::sync::{Notify, broadcast};
+use tokio::task::JoinHandle;
+
+use crate::error::NostrError;
+use crate::transport::{GIFT_WRAP_SKEW, OFFER_HASHTAG};
+use crate::wire::{self, KIND_OFFER, KIND_REPLY, NostrOffer, RequestKind, Scheme};
+
+/// How a request is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendOptions {
+    /// Encryption (default NIP-44).
+    pub scheme: Scheme,
+    /// Whether a direct request carries a `p` tag naming the service (default yes; the
+    /// seed's `nak` commands sent none).
+    pub p_tag: bool,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        Self {
+            scheme: Scheme::Nip44,
+            p_tag: true,
+        }
+    }
+}
+
+/// A request event ready to publish, and the id its reply will reference.
+#[derive(Debug, Clone)]
+pub struct PreparedRequest {
+    /// The event to publish (a kind 1000/1002/1003 event, or a gift wrap).
+    pub event: Event,
+    /// The id the reply's `e` tag carries (the event id, or the rumor id for NIP-17).
+    pub reply_key: EventId,
+    /// The scheme, to decrypt the reply.
+    pub scheme: Scheme,
+}
+
+/// Replies received so far, by the id their `e` tag answers.
+#[derive(Debug, Default)]
+struct Inbox {
+    replies: Mutex<HashMap<EventId, Result<Reply, String>>>,
+    arrived: Notify,
+}
+
+/// Replies kept for requests nobody waits for (yet); older ones are dropped first.
+const INBOX_CAPACITY: usize = 1024;
+
+#[derive(Debug)]
+struct Inner {
+    client: Client,
+    keys: Keys,
+    service: PublicKey,
+    inbox: Arc<Inbox>,
+    listener: JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// A buyer's connection to one Paygress service.
+///
+/// At connect it opens two long-lived subscriptions (kind 1001 from the service to the
+/// buyer, and gift wraps to the buyer) and files every reply it receives by the request
+/// it answers; [`BuyerClient::wait_reply`] takes it from there. One subscription for the
+/// client's lifetime (rather than a REQ/CLOSE per request) also avoids a Nagle stall per
+/// request on connections that never answer a CLOSE.
+#[derive(Debug, Clone)]
+pub struct BuyerClient {
+    inner: Arc<Inner>,
+    timeout: Duration,
+}
+
+impl BuyerClient {
+    /// Connects to `relays` as `keys` (waiting at most 5 s for them) to talk to `service`.
+    /// Replies to requests sent in the last hour are picked up too.
+    pub async fn connect(
+        keys: Keys,
+        relays: &[RelayUrl],
+        service: PublicKey,
+    ) -> Result<Self, NostrError> {
+        let client = Client::builder().signer(keys.clone()).build();
+        for url in relays {
+            client.add_relay(url.clone()).await?;
+        }
+        let notifications = client.notifications();
+        client.connect().await;
+        client.wait_for_connection(Duration::from_secs(5)).await;
+        let me = keys.public_key();
+        let recent = Timestamp::now() - Duration::from_secs(3600);
+        let direct = Filter::new()
+            .kind(Kind::Custom(KIND_REPLY))
+            .author(service)
+            .pubkey(me)
+            .since(recent);
+        let wraps = Filter::new()
+            .kind(Kind::GiftWrap)
+            .pubkey(me)
+            .since(recent - GIFT_WRAP_SKEW);
+        client.subscribe(direct, None).await?;
+        client.subscribe(wraps, None).await?;
+        let inbox = Arc::new(Inbox::default());
+        let listener = tokio::spawn(listen(notifications, keys.clone(), service, inbox.clone()));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                keys,
+                service,
+                inbox,
+                listener,
+            }),
+            timeout: Duration::from_secs(30),
+        })
+    }
+
+    /// Sets how long [`BuyerClient::request`] waits for a reply (default 30 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The buyer's public key.
+    pub fn public_key(&self) -> PublicKey {
+        self.inner.keys.public_key()
+    }
+
+    /// The underlying nostr-sdk client (to publish hand-made events).
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// Asks for a new lease (NIP-44, `p`-tagged).
+    pub async fn spawn(&self, request: SpawnRequest) -> Result<Reply, NostrError> {
+        self.request(&Request::Spawn(request), SendOptions::default())
+            .await
+    }
+
+    /// Extends a lease (NIP-44, `p`-tagged).
+    pub async fn top_up(&self, request: TopUpRequest) -> Result<Reply, NostrError> {
+        self.request(&Request::TopUp(request), SendOptions::default())
+            .await
+    }
+
+    /// Asks for a lease's state (NIP-44, `p`-tagged).
+    pub async fn status(&self, request: StatusRequest) -> Result<Reply, NostrError> {
+        self.request(&Request::Status(request), SendOptions::default())
+            .await
+    }
+
+    /// Sends `request` and waits for its reply.
+    pub async fn request(&self, request: &Request, opts: SendOptions) -> Result<Reply, NostrError> {
+        let prepared = self.prepare(request, opts).await?;
+        self.send_and_wait(&prepared).await
+    }
+
+    /// Publishes a prepared request and waits for its reply.
+    pub async fn send_and_wait(&self, prepared: &PreparedRequest) -> Result<Reply, NostrError> {
+        self.publish(&prepared.event).await?;
+        self.wait_reply(prepared.reply_key, self.timeout).await
+    }
+
+    /// Builds the event for `request` without sending it.
+    pub async fn prepare(
+        &self,
+        request: &Request,
+        opts: SendOptions,
+    ) -> Result<PreparedRequest, NostrError> {
+        let Inner { keys, service, .. } = &*self.inner;
+        let json = wire::request_json(request)?;
+        let kind = RequestKind::of(request);
+        match opts.scheme {
+            Scheme::Nip17 => {
+                let mut rumor = EventBuilder::new(Kind::PrivateDirectMessage, json)
+                    .tags([
+                        Tag::public_key(*service),
+                        Tag::custom(nostr_sdk::TagKind::k(), [kind.kind().as_u16().to_string()]),
+                    ])
+                    .build(keys.public_key());
+                let reply_key = rumor.id();
+                let event = EventBuilder::gift_wrap(keys, service, rumor, [])
+                    .await
+                    .map_err(|e| NostrError::Event(e.to_string()))?;
+                Ok(PreparedRequest {
+                    event,
+                    reply_key,
+                    scheme: Scheme::Nip17,
+                })
+            }
+            scheme => {
+                let content = wire::encrypt(scheme, keys.secret_key(), service, &json)?;
+                let mut builder = EventBuilder::new(kind.kind(), content);
+                if opts.p_tag {
+                    builder = builder.tag(Tag::public_key(*service));
+                }
+                let event = builder
+                    .sign_with_keys(keys)
+                    .map_err(|e| NostrError::Event(e.to_string()))?;
+                Ok(PreparedRequest {
+                    reply_key: event.id,
+                    event,
+                    scheme,
+                })
+            }
+        }
+    }
+
+    /// Publishes `event` to every relay; fails if none accepted it.
+    pub async fn publish(&self, event: &Event) -> Result<(), NostrError> {
+        let out = self.inner.client.send_event(event).await?;
+        if out.success.is_empty() {
+            let why: Vec<String> = out
+                .failed
+                .iter()
+                .map(|(u, e)| format!("{u}: {e}"))
+                .collect();
+            return Err(NostrError::NotPublished(why.join("; ")));
+        }
+        Ok(())
+    }
+
+    /// Waits for the reply to the request whose reply key is `key` (the request event's
+    /// id, or the rumor id for NIP-17), whatever scheme it came in.
+    pub async fn wait_reply(&self, key: EventId, timeout: Duration) -> Result<Reply, NostrError> {
+        let inbox = &self.inner.inbox;
+        let found = tokio::time::timeout(timeout, async {
+            loop {
+                let arrived = inbox.arrived.notified();
+                tokio::pin!(arrived);
+                arrived.as_mut().enable();
+                if let Some(reply) = lock(&inbox.replies).remove(&key) {
+                    return reply.map_err(NostrError::Malformed);
+                }
+                arrived.await;
+            }
+        })
+        .await;
+        found.map_err(|_| NostrError::Timeout(timeout))?
+    }
+
+    /// Disconnects.
+    pub async fn shutdown(&self) {
+        self.inner.listener.abort();
+        self.inner.client.shutdown().await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Files every reply from `service` by the request it answers.
+async fn listen(
+    mut rx: broadcast::Receiver<RelayPoolNotification>,
+    keys: Keys,
+    service: PublicKey,
+    inbox: Arc<Inbox>,
+) {
+    loop {
+        match rx.recv().await {
+            Ok(RelayPoolNotification::Event { event, .. }) => {
+                if let Some((key, reply)) = read_reply(&keys, service, &event).await {
+                    let mut replies = lock(&inbox.replies);
+                    if replies.len() >= INBOX_CAPACITY
+                        && let Some(old) = replies.keys().next().copied()
+                    {
+                        replies.remove(&old);
+                    }
+                    replies.insert(key, reply);
+                    drop(replies);
+                    inbox.arrived.notify_waiters();
+                }
+            }
+            Ok(RelayPoolNotification::Shutdown) | Err(broadcast::error::RecvError::Closed) => {
+                break;
+            }
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+        }
+    }
+}
+
+/// The request id `event` answers and its reply, if it is a reply from `service`.
+async fn read_reply(
+    keys: &Keys,
+    service: PublicKey,
+    event: &Event,
+) -> Option<(EventId, Result<Reply, String>)> {
+    let parse = |json: &str| serde_json::from_str::<Reply>(json).map_err(|e| e.to_string());
+    if event.kind == Kind::GiftWrap {
+        let UnwrappedGift { sender, rumor } =
+            UnwrappedGift::from_gift_wrap(keys, event).await.ok()?;
+        if sender != service || rumor.pubkey != sender {
+            return None;
+        }
+        let key = *rumor.tags.event_ids().next()?;
+        return Some((key, parse(&rumor.content)));
+    }
+    if event.kind != Kind::Custom(KIND_REPLY) || event.pubkey != service {
+        return None;
+    }
+    let key = *event.tags.event_ids().next()?;
+    let reply = wire::decrypt(keys.secret_key(), &service, &event.content)
+        .map_err(|e| e.to_string())
+        .and_then(|(_, json)| parse(&json));
+    Some((key, reply))
+}
+
+/// A service's offer found on a relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveredOffer {
+    /// The service's public key (send requests to it).
+    pub service: PublicKey,
+    /// The offer's `d` tag.
+    pub identifier: String,
+    /// When it was (re)published.
+    pub published_at: Timestamp,
+    /// The offer.
+    pub offer: NostrOffer,
+}
+
+/// Fetches Paygress offers (kind 38383 tagged `#paygress`) from `relays`; events that do
+/// not parse as an offer are skipped.
+pub async fn fetch_offers(
+    relays: &[RelayUrl],
+    timeout: Duration,
+) -> Result<Vec<DiscoveredOffer>, NostrError> {
+    let client = Client::default();
+    for url in relays {
+        client.add_relay(url.clone()).await?;
+    }
+    client.connect().await;
+    client.wait_for_connection(timeout).await;
+    let filter = Filter::new()
+        .kind(Kind::Custom(KIND_OFFER))
+        .hashtag(OFFER_HASHTAG);
+    let events = client.fetch_events(filter, timeout).await;
+    client.shutdown().await;
+    let mut offers: Vec<DiscoveredOffer> = events?
+        .into_iter()
+        .filter_map(|e| {
+            let offer = serde_json::from_str::<NostrOffer>(&e.content).ok()?;
+            Some(DiscoveredOffer {
+                service: e.pubkey,
+                identifier: e.tags.identifier().unwrap_or_default().to_owned(),
+                published_at: e.created_at,
+                offer,
+            })
+        })
+        .collect();
+    offers.sort_by_key(|o| std::cmp::Reverse(o.published_at));
+    Ok(offers)
+}

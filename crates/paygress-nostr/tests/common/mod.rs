@@ -1,0 +1,116 @@
+//! Shared set-up: real relays on 127.0.0.1, a real core service on in-memory ports.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use paygress_core::memory::{MemoryBackend, MemoryVerifier};
+use paygress_core::{Amount, CashuToken, MintUrl, Paygress, ServiceConfig};
+use paygress_nostr::nostr_sdk::{Keys, RelayUrl};
+use paygress_nostr::testkit::TestRelay;
+use paygress_nostr::{BuyerClient, NostrConfig, NostrTransport};
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Harness {
+    pub relays: Vec<TestRelay>,
+    pub backend: MemoryBackend,
+    pub verifier: MemoryVerifier,
+    pub mint: MintUrl,
+    pub keys: Keys,
+    pub data_dir: TempDir,
+    pub transport: Arc<NostrTransport>,
+    pub serve: JoinHandle<()>,
+}
+
+impl Harness {
+    pub async fn start(relays: usize) -> Self {
+        let mut started = Vec::new();
+        for _ in 0..relays {
+            started.push(TestRelay::start().await.unwrap());
+        }
+        let mint = MintUrl::new("http://127.0.0.1:3338");
+        let verifier = MemoryVerifier::new(vec![mint.clone()]);
+        let backend = MemoryBackend::new();
+        let keys = Keys::generate();
+        let data_dir = tempfile::tempdir().unwrap();
+        let urls: Vec<RelayUrl> = started.iter().map(TestRelay::url).collect();
+        let (transport, serve) =
+            start_service(&keys, &urls, data_dir.path(), &backend, &verifier).await;
+        Self {
+            relays: started,
+            backend,
+            verifier,
+            mint,
+            keys,
+            data_dir,
+            transport,
+            serve,
+        }
+    }
+
+    pub fn urls(&self) -> Vec<RelayUrl> {
+        self.relays.iter().map(TestRelay::url).collect()
+    }
+
+    pub fn token(&self, sats: u64) -> CashuToken {
+        self.verifier.mint_token(&self.mint, Amount::sat(sats))
+    }
+
+    pub async fn buyer(&self) -> BuyerClient {
+        self.buyer_as(Keys::generate()).await
+    }
+
+    pub async fn buyer_as(&self, keys: Keys) -> BuyerClient {
+        BuyerClient::connect(keys, &self.urls(), self.keys.public_key())
+            .await
+            .unwrap()
+            .with_timeout(TIMEOUT)
+    }
+
+    /// Stops the transport and waits for `serve` to return (as a process exit would).
+    pub async fn stop_service(&mut self) {
+        self.transport.shutdown().await;
+        (&mut self.serve).await.unwrap();
+    }
+
+    /// Starts a new service process: fresh core service and journal, same keys, data
+    /// directory, backend and wallet.
+    pub async fn restart_service(&mut self) {
+        let (t, s) = start_service(
+            &self.keys,
+            &self.urls(),
+            self.data_dir.path(),
+            &self.backend,
+            &self.verifier,
+        )
+        .await;
+        self.transport = t;
+        self.serve = s;
+    }
+}
+
+pub async fn start_service(
+    keys: &Keys,
+    relays: &[RelayUrl],
+    data_dir: &Path,
+    backend: &MemoryBackend,
+    verifier: &MemoryVerifier,
+) -> (Arc<NostrTransport>, JoinHandle<()>) {
+    let service = Arc::new(
+        Paygress::builder(
+            ServiceConfig::default(),
+            Arc::new(verifier.clone()),
+            Arc::new(backend.clone()),
+        )
+        .build(),
+    );
+    let mut config = NostrConfig::new(keys.clone(), relays.to_vec(), data_dir);
+    config.connect_timeout = Duration::from_secs(5);
+    let transport = Arc::new(NostrTransport::start(config).await.unwrap());
+    let serve = tokio::spawn(service.serve(transport.clone()));
+    (transport, serve)
+}
