@@ -1,0 +1,56 @@
+//! The OpenAPI document of the HTTP API (served at `/openapi.json`, kept at
+//! `docs/openapi.json`).
+
+use utoipa::OpenApi;
+
+use crate::routes;
+use crate::wire::{
+    AuthResponse, ComponentHealth, ErrorBody, ErrorCodeBody, HealthBody, OfferBody, PodInfo,
+    SpawnPodBody, SpawnPodResponse, TierOfferBody, TopUpPodBody, TopUpPodResponse,
+};
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Paygress HTTP API",
+        description = "Buy SSH-reachable compute with Cashu ecash. Spawn and top-up follow \
+            NUT-24: without a token they answer 402 with a NUT-18 payment request in the \
+            X-Cashu header; a retry with a cashuB token in X-Cashu pays. Every error body is \
+            {code, message, refund_token?}.",
+        license(name = "MIT"),
+    ),
+    paths(
+        routes::healthz,
+        routes::spawn_pod,
+        routes::top_up_pod,
+        routes::list_pods,
+        routes::get_pod,
+        routes::auth,
+        routes::offer,
+        routes::openapi_json,
+    ),
+    components(schemas(
+        SpawnPodBody,
+        SpawnPodResponse,
+        TopUpPodBody,
+        TopUpPodResponse,
+        PodInfo,
+        AuthResponse,
+        OfferBody,
+        TierOfferBody,
+        HealthBody,
+        ComponentHealth,
+        ErrorBody,
+        ErrorCodeBody,
+    ))
+)]
+pub struct ApiDoc;
+
+/// The document as pretty-printed JSON with a trailing newline (the form kept in
+/// `docs/openapi.json`).
+pub fn openapi_json_string() -> Result<String, serde_json::Error> {
+    let mut doc = ApiDoc::openapi().to_pretty_json()?;
+    doc.push('\n');
+    Ok(doc)
+}

@@ -1,0 +1,524 @@
+//! The endpoint handlers.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use paygress_core::{
+    Amount, CashuToken, ErrorCode, LeaseId, Reply, Request, RequestKey, Requester, SpawnRequest,
+    TopUpRequest, Unit,
+};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use tracing::{debug, warn};
+
+use crate::error::ApiError;
+use crate::openapi::openapi_json_string;
+use crate::server::{AppState, peer_ip};
+use crate::wire::{
+    AuthQuery, AuthResponse, ComponentHealth, ErrorBody, HealthBody, OfferBody, PodInfo,
+    SpawnPodBody, SpawnPodResponse, TopUpPodBody, TopUpPodResponse,
+};
+
+/// The NUT-24 header: a payment request in a `402`, a token in a retry.
+pub const X_CASHU: &str = "x-cashu";
+/// The optional header naming one logical request across retries.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+type Shared = State<Arc<AppState>>;
+
+// ---------------------------------------------------------------- extractors
+
+/// A JSON body, parsed whatever the content type; an empty body reads as `{}`. Syntax
+/// errors answer `400`, well-formed JSON of the wrong shape `422`, a body over the limit
+/// `413`, all with the typed error body.
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            let message = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                "request body too large".to_owned()
+            } else {
+                format!("could not read the request body: {}", r.body_text())
+            };
+            ApiError::with_status(r.status(), ErrorCode::InvalidRequest, message)
+        })?;
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(text).map(JsonBody).map_err(|e| {
+            let status = match e.classify() {
+                serde_json::error::Category::Data => StatusCode::UNPROCESSABLE_ENTITY,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            ApiError::with_status(
+                status,
+                ErrorCode::InvalidRequest,
+                format!("invalid JSON body: {e}"),
+            )
+        })
+    }
+}
+
+/// Who sent a request: `http:<peer ip>`, or `http:anonymous` without connect info.
+pub(crate) struct Peer(Requester);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let id =
+            peer_ip(&parts.extensions).map_or_else(|| "anonymous".to_owned(), |ip| ip.to_string());
+        Ok(Peer(Requester::new("http", &id)))
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+/// The token from the `X-Cashu` header or the body; both present must agree.
+fn payment_token(
+    headers: &HeaderMap,
+    body: Option<CashuToken>,
+) -> Result<Option<CashuToken>, ApiError> {
+    let header = match headers.get(X_CASHU) {
+        None => None,
+        Some(v) => {
+            let text = v.to_str().map_err(|_| {
+                ApiError::new(ErrorCode::InvalidToken, "the X-Cashu header is not ASCII")
+            })?;
+            let text = text.trim();
+            (!text.is_empty()).then(|| CashuToken::new(text))
+        }
+    };
+    match (header, body) {
+        (Some(h), Some(b)) if h != b => Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "the X-Cashu header and cashu_token differ; send the token once",
+        )),
+        (Some(h), _) => Ok(Some(h)),
+        (None, b) => Ok(b.filter(|t| !t.is_empty())),
+    }
+}
+
+/// The idempotency key of a paid request: a hash of the endpoint, the optional
+/// `Idempotency-Key` header and the token. Binding the token in means a retry of the same
+/// payment gets the first answer (a token pays once, so the same token is the same
+/// request), and nobody without the token can fetch that answer (it holds a password).
+fn request_key(kind: &str, headers: &HeaderMap, token: &CashuToken) -> RequestKey {
+    let mut h = Sha256::new();
+    h.update(b"paygress-http\0");
+    h.update(kind.as_bytes());
+    h.update([0]);
+    if let Some(k) = headers.get(IDEMPOTENCY_KEY) {
+        h.update(k.as_bytes());
+    }
+    h.update([0]);
+    h.update(token.expose().as_bytes());
+    RequestKey::new("http", &hex::encode(h.finalize()))
+}
+
+impl AppState {
+    fn quote_unit(&self) -> Unit {
+        self.payments
+            .accepted_units()
+            .first()
+            .copied()
+            .unwrap_or(Unit::Sat)
+    }
+
+    /// `402` with a NUT-18 payment request for `amount` in `X-Cashu` (NUT-24).
+    fn payment_required(&self, amount: Amount, description: &str) -> Response {
+        let mut response = ApiError::with_status(
+            StatusCode::PAYMENT_REQUIRED,
+            ErrorCode::InsufficientPayment,
+            format!(
+                "payment required: {amount} for {description}; pay with a Cashu token in the \
+                 X-Cashu header (NUT-24) or the cashu_token field"
+            ),
+        )
+        .into_response();
+        match self.payments.payment_request(amount, description) {
+            Ok(request) => match HeaderValue::from_str(&request) {
+                Ok(v) => {
+                    response.headers_mut().insert(X_CASHU, v);
+                }
+                Err(_) => warn!("payment request is not a valid header value"),
+            },
+            Err(e) => warn!(error = %e, "no payment request for the 402 answer"),
+        }
+        response
+    }
+
+    /// Runs a paid request in its own task (a dropped connection cannot cancel it) and
+    /// turns the reply into a response.
+    async fn run(&self, key: RequestKey, sender: Requester, request: Request) -> Response {
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            return ApiError::new(ErrorCode::Unavailable, "the service is shutting down")
+                .into_response();
+        };
+        let paygress = self.paygress.clone();
+        let task = tokio::spawn(async move {
+            let reply = paygress.handle(&key, &sender, request).await;
+            drop(permit);
+            reply
+        });
+        match task.await {
+            Ok(reply) => reply_response(reply),
+            Err(e) => {
+                warn!(error = %e, "request task failed");
+                ApiError::new(ErrorCode::Internal, "the request failed unexpectedly")
+                    .into_response()
+            }
+        }
+    }
+}
+
+fn reply_response(reply: Reply) -> Response {
+    match reply {
+        Reply::AccessDetails(a) => {
+            (StatusCode::CREATED, Json(SpawnPodResponse::from(a))).into_response()
+        }
+        Reply::TopUp(t) => (StatusCode::OK, Json(TopUpPodResponse::from(t))).into_response(),
+        Reply::Error(e) => ApiError::from_reply(e).into_response(),
+        Reply::Status(_) => {
+            ApiError::new(ErrorCode::Internal, "unexpected status reply").into_response()
+        }
+    }
+}
+
+fn parse_lease(name: &str) -> Result<LeaseId, ApiError> {
+    name.parse::<LeaseId>()
+        .map_err(|e| ApiError::new(ErrorCode::InvalidPodName, e.to_string()))
+}
+
+// ---------------------------------------------------------------- handlers
+
+/// Buy a new lease.
+#[utoipa::path(
+    post,
+    path = "/spawn-pod",
+    tag = "leases",
+    request_body = SpawnPodBody,
+    params(
+        ("X-Cashu" = Option<String>, Header, description = "A cashuB token paying for the request (NUT-24); replaces the body's cashu_token"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Names this request across retries; a retry with the same key and token gets the first answer"),
+    ),
+    responses(
+        (status = 201, description = "Lease created; log in with these details", body = SpawnPodResponse),
+        (status = 400, description = "Bad request or unusable token (not accepted mint, wrong unit, too small); nothing was redeemed", body = ErrorBody),
+        (status = 402, description = "No token: pay the NUT-18 request in the X-Cashu header", body = ErrorBody,
+            headers(("X-Cashu" = String, description = "Encoded NUT-18 payment request (creqA…)"))),
+        (status = 409, description = "Token already spent", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Well-formed but invalid field (username, image, tier, duration, key)", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Mint or backend unavailable (refund_token returns a redeemed payment), or timed out", body = ErrorBody),
+    )
+)]
+pub(crate) async fn spawn_pod(
+    State(state): Shared,
+    Peer(sender): Peer,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<SpawnPodBody>,
+) -> Result<Response, ApiError> {
+    let Some(token) = payment_token(&headers, body.cashu_token)? else {
+        let minutes = body
+            .duration_minutes
+            .unwrap_or(state.config.default_duration_minutes);
+        let amount = state
+            .paygress
+            .price(minutes, body.tier.as_deref(), state.quote_unit())?;
+        let tier = body.tier.as_deref().unwrap_or("default");
+        debug!(minutes, "spawn without payment: 402");
+        return Ok(state.payment_required(
+            amount,
+            &format!("a {minutes}-minute Paygress lease ({tier} tier)"),
+        ));
+    };
+    let key = request_key("spawn", &headers, &token);
+    let request = Request::Spawn(SpawnRequest {
+        cashu_token: token,
+        ssh_username: body.ssh_username,
+        pod_image: body.pod_image,
+        duration_minutes: body.duration_minutes,
+        tier: body.tier,
+        ssh_public_key: body.ssh_public_key,
+    });
+    Ok(state.run(key, sender, request).await)
+}
+
+/// Extend a lease.
+#[utoipa::path(
+    post,
+    path = "/top-up-pod",
+    tag = "leases",
+    request_body = TopUpPodBody,
+    params(
+        ("X-Cashu" = Option<String>, Header, description = "A cashuB token paying for the top-up (NUT-24)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Names this request across retries"),
+    ),
+    responses(
+        (status = 200, description = "Lease extended", body = TopUpPodResponse),
+        (status = 400, description = "Bad request or unusable token; nothing was redeemed", body = ErrorBody),
+        (status = 402, description = "No token: pay the NUT-18 request in the X-Cashu header (priced for the default duration)", body = ErrorBody,
+            headers(("X-Cashu" = String, description = "Encoded NUT-18 payment request (creqA…)"))),
+        (status = 404, description = "No such lease", body = ErrorBody),
+        (status = 409, description = "Lease expired, already at its maximum, or token spent", body = ErrorBody),
+        (status = 422, description = "Invalid pod name or body shape", body = ErrorBody),
+        (status = 503, description = "Mint or backend unavailable", body = ErrorBody),
+    )
+)]
+pub(crate) async fn top_up_pod(
+    State(state): Shared,
+    Peer(sender): Peer,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<TopUpPodBody>,
+) -> Result<Response, ApiError> {
+    let Some(token) = payment_token(&headers, body.cashu_token)? else {
+        return top_up_payment_required(&state, &body.pod_name).await;
+    };
+    let key = request_key("top_up", &headers, &token);
+    let request = Request::TopUp(TopUpRequest {
+        pod_name: body.pod_name,
+        cashu_token: token,
+    });
+    Ok(state.run(key, sender, request).await)
+}
+
+/// The `402` of a top-up: priced at the lease's tier for the default duration, or less
+/// when the lease is near its maximum.
+async fn top_up_payment_required(state: &AppState, pod_name: &str) -> Result<Response, ApiError> {
+    let id = parse_lease(pod_name)?;
+    let record = match state.paygress.backend().get(&id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return Err(ApiError::new(
+                ErrorCode::PodNotFound,
+                format!("lease {id} not found"),
+            ));
+        }
+        Err(e) => {
+            warn!(error = %e, "backend unavailable");
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "the backend is unavailable",
+            ));
+        }
+    };
+    let now = state.paygress.now();
+    if record.expires_at <= now {
+        return Err(ApiError::new(
+            ErrorCode::LeaseExpired,
+            format!("lease {id} has expired"),
+        ));
+    }
+    let limits = state.paygress.config().limits;
+    let headroom = limits
+        .max_seconds
+        .saturating_sub(record.remaining_seconds(now))
+        / 60;
+    let minutes = state.config.default_duration_minutes.min(headroom);
+    if minutes == 0 {
+        return Err(ApiError::new(
+            ErrorCode::LeaseAtMaximum,
+            format!("lease {id} already has the maximum time left"),
+        ));
+    }
+    let amount = state
+        .paygress
+        .price(minutes, Some(&record.tier), state.quote_unit())?;
+    Ok(state.payment_required(
+        amount,
+        &format!("{minutes} more minutes of Paygress lease {id}"),
+    ))
+}
+
+/// Public information about every lease.
+#[utoipa::path(
+    get,
+    path = "/pods",
+    tag = "leases",
+    responses(
+        (status = 200, description = "Every lease (public fields only)", body = Vec<PodInfo>),
+        (status = 503, description = "Backend unavailable", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_pods(State(state): Shared) -> Result<Json<Vec<PodInfo>>, ApiError> {
+    let records = state.paygress.leases().await.map_err(|e| {
+        warn!(error = %e, "cannot list leases");
+        ApiError::new(ErrorCode::Unavailable, "the backend is unavailable")
+    })?;
+    let now = state.paygress.now();
+    Ok(Json(
+        records
+            .iter()
+            .map(|r| PodInfo::from_record(r, now))
+            .collect(),
+    ))
+}
+
+/// Public information about one lease.
+#[utoipa::path(
+    get,
+    path = "/pods/{name}",
+    tag = "leases",
+    params(("name" = String, Path, description = "Lease name (pod_name)")),
+    responses(
+        (status = 200, description = "The lease (public fields only)", body = PodInfo),
+        (status = 404, description = "No such lease", body = ErrorBody),
+        (status = 422, description = "Not a lease name", body = ErrorBody),
+        (status = 503, description = "Backend unavailable", body = ErrorBody),
+    )
+)]
+pub(crate) async fn get_pod(
+    State(state): Shared,
+    Path(name): Path<String>,
+) -> Result<Json<PodInfo>, ApiError> {
+    let id = parse_lease(&name)?;
+    match state.paygress.backend().get(&id).await {
+        Ok(Some(r)) => Ok(Json(PodInfo::from_record(&r, state.paygress.now()))),
+        Ok(None) => Err(ApiError::new(
+            ErrorCode::PodNotFound,
+            format!("lease {id} not found"),
+        )),
+        Err(e) => {
+            warn!(error = %e, "backend unavailable");
+            Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "the backend is unavailable",
+            ))
+        }
+    }
+}
+
+/// Check a token without redeeming it.
+#[utoipa::path(
+    get,
+    path = "/auth",
+    tag = "payments",
+    params(
+        AuthQuery,
+        ("X-Cashu" = Option<String>, Header, description = "The token, instead of the query (keeps it out of URLs)"),
+    ),
+    responses(
+        (status = 200, description = "What the token is worth and buys", body = AuthResponse),
+        (status = 400, description = "No token, undecodable token, not accepted mint or unit", body = ErrorBody),
+        (status = 409, description = "Token already spent", body = ErrorBody),
+        (status = 503, description = "Mint unavailable", body = ErrorBody),
+    )
+)]
+pub(crate) async fn auth(
+    State(state): Shared,
+    headers: HeaderMap,
+    query: Result<Query<AuthQuery>, QueryRejection>,
+) -> Result<Json<AuthResponse>, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("invalid query: {}", e.body_text()),
+        )
+    })?;
+    let token = payment_token(&headers, query.token)?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            "pass the token as ?token= or in the X-Cashu header",
+        )
+    })?;
+    let quote = state
+        .paygress
+        .quote_token(&token, query.duration_minutes)
+        .await?;
+    Ok(Json(quote.into()))
+}
+
+/// What the service sells.
+#[utoipa::path(
+    get,
+    path = "/offer",
+    tag = "service",
+    responses((status = 200, description = "The offer (the same one the Nostr transport publishes)", body = OfferBody))
+)]
+pub(crate) async fn offer(State(state): Shared) -> Json<OfferBody> {
+    Json(state.paygress.offer().into())
+}
+
+/// Liveness, and which transports and backends are up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "service",
+    responses(
+        (status = 200, description = "Everything is up", body = HealthBody),
+        (status = 503, description = "A component is down", body = HealthBody),
+    )
+)]
+pub(crate) async fn healthz(State(state): Shared) -> Response {
+    let backend = state.paygress.backend();
+    let backend_up = matches!(
+        tokio::time::timeout(state.config.health_check_timeout, backend.list()).await,
+        Ok(Ok(_))
+    );
+    let transports = match &state.transports {
+        Some(probe) => probe(),
+        None => vec![ComponentHealth {
+            name: "http".to_owned(),
+            up: true,
+        }],
+    };
+    let all_up = backend_up && transports.iter().all(|t| t.up);
+    let body = HealthBody {
+        status: if all_up { "ok" } else { "degraded" }.to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        backend: ComponentHealth {
+            name: backend.name().to_owned(),
+            up: backend_up,
+        },
+        transports,
+    };
+    let status = if all_up {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// This API's OpenAPI document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "service",
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json"))
+)]
+pub(crate) async fn openapi_json() -> Response {
+    match openapi_json_string() {
+        Ok(doc) => ([(header::CONTENT_TYPE, "application/json")], doc).into_response(),
+        Err(e) => {
+            warn!(error = %e, "openapi document");
+            ApiError::new(ErrorCode::Internal, "no OpenAPI document").into_response()
+        }
+    }
+}
+
+/// Unknown paths.
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::with_status(
+        StatusCode::NOT_FOUND,
+        ErrorCode::InvalidRequest,
+        "no such endpoint",
+    )
+}

@@ -1,0 +1,370 @@
+//! The server: configuration, the router with its layers, and serving with graceful
+//! shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use paygress_core::{DynPaymentVerifier, ErrorCode, Paygress};
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+use tracing::info_span;
+
+use crate::error::{ApiError, HttpError};
+use crate::routes;
+use crate::wire::ComponentHealth;
+
+/// Tunables of the HTTP API (defaults in each field's doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Largest request body accepted; larger ones answer `413`. Default: 64 KiB.
+    pub body_limit_bytes: usize,
+    /// Longest a request may take before it answers `503`. Default: 30 s. A paid request keeps
+    /// running after that; the buyer gets its answer by sending it again.
+    pub request_timeout: Duration,
+    /// Minutes a `402` payment request asks for when the body names no duration (the
+    /// seed's `DEFAULT_POD_DURATION_MINUTES`). Default: 60.
+    pub default_duration_minutes: u64,
+    /// Requests per minute one client IP may make (`/healthz` exempt); `None` means
+    /// unlimited. Default: `None`.
+    pub rate_limit_per_minute: Option<u32>,
+    /// How long `/healthz` waits for the backend to list its leases. Default: 2 s.
+    pub health_check_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 64 * 1024,
+            request_timeout: Duration::from_secs(30),
+            default_duration_minutes: 60,
+            rate_limit_per_minute: None,
+            health_check_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Reads the configuration from the environment; unset variables keep their default.
+    ///
+    /// | variable | field |
+    /// |---|---|
+    /// | `HTTP_BODY_LIMIT_BYTES` | `body_limit_bytes` |
+    /// | `HTTP_REQUEST_TIMEOUT_SECS` | `request_timeout` |
+    /// | `DEFAULT_POD_DURATION_MINUTES` (seed) | `default_duration_minutes` |
+    /// | `HTTP_RATE_LIMIT_PER_MINUTE` (0 = unlimited) | `rate_limit_per_minute` |
+    ///
+    /// `BIND_ADDR` (seed, default `0.0.0.0:8080`) is the binary's to bind; see
+    /// [`HttpApi::serve`].
+    pub fn from_env() -> Result<Self, HttpError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`HttpConfig::from_env`], reading variables through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, HttpError> {
+        fn parse<T: std::str::FromStr>(
+            lookup: &impl Fn(&str) -> Option<String>,
+            name: &'static str,
+        ) -> Result<Option<T>, HttpError> {
+            match lookup(name) {
+                None => Ok(None),
+                Some(v) if v.trim().is_empty() => Ok(None),
+                Some(v) => v.trim().parse().map(Some).map_err(|_| HttpError::Config {
+                    name,
+                    value: v.clone(),
+                }),
+            }
+        }
+        let mut c = Self::default();
+        if let Some(v) = parse::<usize>(&lookup, "HTTP_BODY_LIMIT_BYTES")? {
+            c.body_limit_bytes = v;
+        }
+        if let Some(v) = parse::<u64>(&lookup, "HTTP_REQUEST_TIMEOUT_SECS")? {
+            c.request_timeout = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = parse::<u64>(&lookup, "DEFAULT_POD_DURATION_MINUTES")? {
+            c.default_duration_minutes = v.max(1);
+        }
+        if let Some(v) = parse::<u32>(&lookup, "HTTP_RATE_LIMIT_PER_MINUTE")? {
+            c.rate_limit_per_minute = (v > 0).then_some(v);
+        }
+        Ok(c)
+    }
+}
+
+/// Reports the state of the service's request transports for `/healthz` (e.g. whether
+/// the Nostr client is connected to a relay). Called on every health check.
+pub type TransportProbe = Arc<dyn Fn() -> Vec<ComponentHealth> + Send + Sync>;
+
+/// Shared state of every handler.
+pub(crate) struct AppState {
+    pub(crate) paygress: Arc<Paygress>,
+    pub(crate) payments: DynPaymentVerifier,
+    pub(crate) config: HttpConfig,
+    pub(crate) transports: Option<TransportProbe>,
+    /// Paid requests processed at once (`ServiceConfig::max_concurrent_requests`); more
+    /// wait, up to the request timeout.
+    pub(crate) permits: Arc<tokio::sync::Semaphore>,
+    limiter: Option<RateLimiter>,
+}
+
+/// The HTTP API of one [`Paygress`] service.
+///
+/// The router calls [`Paygress::handle`] directly instead of going through core's
+/// `Transport` port: HTTP is request/response on one connection, so a queue between the
+/// handler and the service would only add a hop and a channel per request, and the
+/// status code must be chosen from the reply in the handler anyway. Each paid request
+/// runs in its own task, so a client that disconnects or times out never cancels a
+/// payment half-way: the journal finishes it and a retry gets the same reply.
+#[derive(Clone)]
+pub struct HttpApi {
+    state: Arc<AppState>,
+}
+
+impl std::fmt::Debug for HttpApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpApi")
+            .field("config", &self.state.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpApi {
+    /// An API over `paygress`. `payments` must be the verifier the service was built
+    /// with: it encodes the NUT-18 payment requests of `402` answers.
+    pub fn new(paygress: Arc<Paygress>, payments: DynPaymentVerifier, config: HttpConfig) -> Self {
+        Self::build(paygress, payments, config, None)
+    }
+
+    /// Reports transports through `probe` in `/healthz` (default: `http` up).
+    pub fn with_transport_probe(self, probe: TransportProbe) -> Self {
+        let state = &self.state;
+        Self::build(
+            state.paygress.clone(),
+            state.payments.clone(),
+            state.config.clone(),
+            Some(probe),
+        )
+    }
+
+    fn build(
+        paygress: Arc<Paygress>,
+        payments: DynPaymentVerifier,
+        config: HttpConfig,
+        transports: Option<TransportProbe>,
+    ) -> Self {
+        let limiter = config.rate_limit_per_minute.map(RateLimiter::new);
+        let permits = Arc::new(tokio::sync::Semaphore::new(
+            paygress.config().max_concurrent_requests.max(1),
+        ));
+        Self {
+            state: Arc::new(AppState {
+                paygress,
+                payments,
+                config,
+                transports,
+                permits,
+                limiter,
+            }),
+        }
+    }
+
+    /// The router with every endpoint and layer. Serve it with
+    /// `into_make_service_with_connect_info::<SocketAddr>()` so that requests are
+    /// attributed to (and rate limited by) the peer's IP; [`HttpApi::serve`] does.
+    pub fn router(&self) -> Router {
+        let state = self.state.clone();
+        Router::new()
+            .route("/healthz", get(routes::healthz))
+            .route("/spawn-pod", post(routes::spawn_pod))
+            .route("/top-up-pod", post(routes::top_up_pod))
+            .route("/pods", get(routes::list_pods))
+            .route("/pods/{name}", get(routes::get_pod))
+            .route("/auth", get(routes::auth))
+            .route("/offer", get(routes::offer))
+            .route("/openapi.json", get(routes::openapi_json))
+            .fallback(routes::not_found)
+            .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
+            .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
+            .layer(middleware::from_fn_with_state(state.clone(), timeout))
+            .layer(middleware::from_fn(typed_errors))
+            .layer(
+                // Method and path only: the query of `/auth` carries a token.
+                TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                    info_span!("http", method = %req.method(), path = %req.uri().path())
+                }),
+            )
+            .with_state(state)
+    }
+
+    /// Serves the API on `listener` until `shutdown` completes, then stops accepting
+    /// connections and waits for requests in flight to finish.
+    pub async fn serve<F>(self, listener: TcpListener, shutdown: F) -> Result<(), HttpError>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The client's IP, when the router is served with connect info.
+pub(crate) fn peer_ip(extensions: &axum::http::Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+// ---------------------------------------------------------------- middleware
+
+/// Fixed one-minute windows per client IP.
+struct RateLimiter {
+    per_minute: u32,
+    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl RateLimiter {
+    const WINDOW: Duration = Duration::from_secs(60);
+    const MAX_TRACKED: usize = 100_000;
+
+    fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute,
+            windows: Mutex::default(),
+        }
+    }
+
+    fn allow(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        if windows.len() >= Self::MAX_TRACKED {
+            windows.retain(|_, (start, _)| now.duration_since(*start) < Self::WINDOW);
+        }
+        let (start, count) = windows.entry(ip).or_insert((now, 0));
+        if now.duration_since(*start) >= Self::WINDOW {
+            *start = now;
+            *count = 0;
+        }
+        *count = count.saturating_add(1);
+        *count <= self.per_minute
+    }
+}
+
+async fn rate_limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if let (Some(limiter), Some(ip)) = (&state.limiter, peer_ip(req.extensions()))
+        && req.uri().path() != "/healthz"
+        && !limiter.allow(ip)
+    {
+        return ApiError::new(ErrorCode::RateLimited, "too many requests; slow down")
+            .into_response();
+    }
+    next.run(req).await
+}
+
+async fn timeout(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.config.request_timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            ErrorCode::Unavailable,
+            "the request timed out; a paid request keeps running: send the same request \
+             (same token and Idempotency-Key) again to get its answer",
+        )
+        .into_response(),
+    }
+}
+
+/// Gives every error answer axum or a layer produced as plain text (405, 413, …) the
+/// typed JSON body.
+async fn typed_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_json(response.headers()) {
+        return response;
+    }
+    let code = if status.is_server_error() {
+        ErrorCode::Internal
+    } else {
+        ErrorCode::InvalidRequest
+    };
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this path".to_owned(),
+        StatusCode::PAYLOAD_TOO_LARGE => "request body too large".to_owned(),
+        s => s.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let typed = ApiError::with_status(status, code, message).into_response();
+    let (typed_parts, body) = typed.into_parts();
+    parts.headers.extend(typed_parts.headers);
+    Response::from_parts(parts, body)
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_from_lookup() {
+        let vars = [
+            ("HTTP_BODY_LIMIT_BYTES", "1024"),
+            ("HTTP_REQUEST_TIMEOUT_SECS", "5"),
+            ("DEFAULT_POD_DURATION_MINUTES", "120"),
+            ("HTTP_RATE_LIMIT_PER_MINUTE", "0"),
+        ];
+        let lookup = |n: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| (*v).to_owned())
+        };
+        let c = HttpConfig::from_lookup(lookup).unwrap();
+        assert_eq!(c.body_limit_bytes, 1024);
+        assert_eq!(c.request_timeout, Duration::from_secs(5));
+        assert_eq!(c.default_duration_minutes, 120);
+        assert_eq!(c.rate_limit_per_minute, None);
+        assert_eq!(
+            HttpConfig::from_lookup(|_| None).unwrap(),
+            HttpConfig::default()
+        );
+        let bad =
+            HttpConfig::from_lookup(|n| (n == "HTTP_REQUEST_TIMEOUT_SECS").then(|| "soon".into()));
+        assert!(matches!(
+            bad,
+            Err(HttpError::Config {
+                name: "HTTP_REQUEST_TIMEOUT_SECS",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn rate_limiter_counts_per_ip() {
+        let l = RateLimiter::new(2);
+        let a: IpAddr = [127, 0, 0, 1].into();
+        let b: IpAddr = [127, 0, 0, 2].into();
+        assert!(l.allow(a));
+        assert!(l.allow(a));
+        assert!(!l.allow(a));
+        assert!(l.allow(b));
+    }
+}
