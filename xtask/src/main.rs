@@ -34,10 +34,13 @@ const CORE_FORBIDDEN: &[&str] = &[
 ];
 
 /// Debian packages the test suite uses (the real `ssh` client, `sshpass`, bubblewrap).
+/// Each entry: a command on PATH (or an absolute file path) and the package providing it.
 const APT_PACKAGES: &[(&str, &str)] = &[
     ("ssh", "openssh-client"),
     ("sshpass", "sshpass"),
     ("bwrap", "bubblewrap"),
+    ("/usr/lib/openssh/sftp-server", "openssh-sftp-server"),
+    ("prlimit", "util-linux"),
 ];
 
 fn main() -> ExitCode {
@@ -184,7 +187,13 @@ fn ci() -> Result<()> {
 fn ensure_tools() -> Result<()> {
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
-        .filter(|(bin, _)| !have(bin))
+        .filter(|(bin, _)| {
+            if bin.starts_with('/') {
+                !Path::new(bin).exists()
+            } else {
+                !have(bin)
+            }
+        })
         .map(|(_, pkg)| *pkg)
         .collect();
     if missing.is_empty() {

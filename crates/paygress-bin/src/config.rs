@@ -60,7 +60,12 @@ pub struct ServeArgs {
     #[arg(long, env = "CASHU_DB_PATH")]
     pub cashu_db_path: Option<PathBuf>,
     /// Accepted mints, comma-separated URLs (exact match after normalisation).
-    #[arg(long, env = "WHITELISTED_MINTS", value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        env = "WHITELISTED_MINTS",
+        value_delimiter = ',',
+        required = true
+    )]
     pub whitelisted_mints: Vec<String>,
     /// Base price in sat per hour.
     #[arg(long, env = "PAYMENT_RATE_SATS_PER_HOUR", default_value_t = 60)]
@@ -98,7 +103,11 @@ pub struct ServeArgs {
     pub nostr_private_key: Option<String>,
 
     /// SSH image for Kubernetes leases.
-    #[arg(long, env = "SSH_BASE_IMAGE", default_value = "linuxserver/openssh-server:latest")]
+    #[arg(
+        long,
+        env = "SSH_BASE_IMAGE",
+        default_value = "linuxserver/openssh-server:latest"
+    )]
     pub ssh_base_image: String,
     /// Other images buyers may request, comma-separated.
     #[arg(long, env = "ALLOWED_POD_IMAGES", value_delimiter = ',')]
@@ -119,6 +128,9 @@ pub struct ServeArgs {
     /// Local backend: address the SSH servers listen on.
     #[arg(long, env = "BIND_HOST", default_value = "127.0.0.1")]
     pub bind_host: String,
+    /// Local backend: `bubblewrap` (default) or `unsandboxed` (trusted buyers only).
+    #[arg(long, env = "LOCAL_SANDBOX", default_value = "bubblewrap")]
+    pub local_sandbox: String,
 }
 
 impl ServeArgs {

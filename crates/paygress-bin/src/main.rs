@@ -1,1 +1,100 @@
-fn main() {}
+//! The `paygress` command.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use paygress_bin::buyer::{self, IdentityArgs, OffersArgs, RequestArgs, StatusArgs, TopUpArgs};
+use paygress_bin::config::ServeArgs;
+use paygress_bin::wallet::WalletArgs;
+use tracing_subscriber::EnvFilter;
+
+/// Sell compute for ecash: Cashu-paid SSH leases over Nostr or HTTP.
+#[derive(Debug, Parser)]
+#[command(name = "paygress", version, about)]
+struct Cli {
+    /// What to run; without a subcommand, `serve` with the environment's configuration.
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// The buyer's identity (for buyer commands).
+    #[command(flatten)]
+    identity: IdentityArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the service (the default).
+    Serve(Box<ServeArgs>),
+    /// Runs a complete local stack: in-process relay and mint, local backend.
+    #[cfg(feature = "dev")]
+    Dev(paygress_bin::dev::DevArgs),
+    /// The operator's wallet: balance and export of income.
+    Wallet(WalletArgs),
+    /// Buyer: creates your identity (stored with mode 0600).
+    Keygen {
+        /// Replace an existing identity.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Buyer: shows your identity.
+    Whoami,
+    /// Buyer: lists services' offers found on relays.
+    Offers(OffersArgs),
+    /// Buyer: pays for a lease and prints how to log in.
+    Request(Box<RequestArgs>),
+    /// Buyer: pays to extend a lease.
+    Topup(Box<TopUpArgs>),
+    /// Buyer: shows a lease's expiry and state (owner only).
+    Status(Box<StatusArgs>),
+}
+
+/// Parses only the serve configuration (for `paygress` with no subcommand).
+#[derive(Debug, Parser)]
+#[command(name = "paygress")]
+struct ServeOnly {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+fn init_tracing(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // Buyer commands talk to people on stdout; the service logs.
+    let service_side = matches!(
+        cli.command,
+        None | Some(Command::Serve(_)) | Some(Command::Wallet(_))
+    ) || is_dev(&cli.command);
+    init_tracing(if service_side { "info" } else { "warn" });
+    match cli.command {
+        None => {
+            let args = ServeOnly::parse_from(["paygress"]).serve;
+            paygress_bin::serve::run(args).await
+        }
+        Some(Command::Serve(args)) => paygress_bin::serve::run(*args).await,
+        #[cfg(feature = "dev")]
+        Some(Command::Dev(args)) => paygress_bin::dev::run(args).await,
+        Some(Command::Wallet(args)) => paygress_bin::wallet::run(args).await,
+        Some(Command::Keygen { force }) => buyer::keygen(&cli.identity, force),
+        Some(Command::Whoami) => buyer::whoami(&cli.identity),
+        Some(Command::Offers(args)) => buyer::offers(args).await,
+        Some(Command::Request(args)) => buyer::request(&cli.identity, *args).await,
+        Some(Command::Topup(args)) => buyer::top_up(&cli.identity, *args).await,
+        Some(Command::Status(args)) => buyer::status(&cli.identity, *args).await,
+    }
+}
+
+#[cfg(feature = "dev")]
+fn is_dev(c: &Option<Command>) -> bool {
+    matches!(c, Some(Command::Dev(_)))
+}
+
+#[cfg(not(feature = "dev"))]
+fn is_dev(_: &Option<Command>) -> bool {
+    false
+}

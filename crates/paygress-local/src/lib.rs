@@ -1,1 +1,14 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod backend;
+mod config;
+mod error;
+mod sandbox;
+mod ssh;
+mod store;
+
+pub use backend::LocalBackend;
+pub use config::{LocalConfig, PortRange, SandboxMode};
+pub use error::LocalError;
+pub use sandbox::Limits;

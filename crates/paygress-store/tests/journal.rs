@@ -16,7 +16,7 @@ fn done(msg: &str) -> Stage {
 fn paid() -> Stage {
     Stage::Paid {
         purpose: Purpose::Spawn,
-        lease: "ssh-pod-abcd1234".parse().unwrap(),
+        lease: "ssh-pod-abcd1234".parse().expect("valid lease id"),
         payment: Redeemed {
             mint: MintUrl::new("http://127.0.0.1:1"),
             amount: Amount::sat(5),

@@ -1,0 +1,649 @@
+//! The buyer's commands: `keygen`, `whoami`, `offers`, `request`, `topup`, `status`.
+//! One command replaces the seed's nak + jq + cashu ritual.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use paygress_core::{
+    CashuToken, ErrorCode, Reply, Request, SpawnRequest, StatusRequest, TopUpRequest,
+};
+use paygress_nostr::nostr_sdk::{FromBech32, Keys, PublicKey, RelayUrl, SecretKey, ToBech32};
+use paygress_nostr::{BuyerClient, NostrError, Scheme, SendOptions, fetch_offers};
+use serde_json::json;
+
+/// Where the buyer's identity and saved tokens live.
+#[derive(Debug, Clone, Args)]
+pub struct IdentityArgs {
+    /// Use this key (nsec or hex) instead of the stored identity.
+    #[arg(long, env = "PAYGRESS_NSEC", hide_env_values = true, global = true)]
+    pub nsec: Option<String>,
+    /// Directory for the identity and saved tokens
+    /// [default: $XDG_CONFIG_HOME/paygress or ~/.config/paygress].
+    #[arg(long, env = "PAYGRESS_CONFIG_DIR", global = true)]
+    pub config_dir: Option<PathBuf>,
+}
+
+impl IdentityArgs {
+    fn dir(&self) -> Result<PathBuf> {
+        if let Some(d) = &self.config_dir {
+            return Ok(d.clone());
+        }
+        if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+            return Ok(PathBuf::from(x).join("paygress"));
+        }
+        let home = std::env::var_os("HOME").context("HOME is not set; pass --config-dir")?;
+        Ok(PathBuf::from(home).join(".config").join("paygress"))
+    }
+
+    fn identity_file(&self) -> Result<PathBuf> {
+        Ok(self.dir()?.join("identity.nsec"))
+    }
+
+    /// The buyer's keys: `--nsec`, else the stored identity.
+    pub fn keys(&self) -> Result<Keys> {
+        if let Some(s) = &self.nsec {
+            return parse_secret(s);
+        }
+        let path = self.identity_file()?;
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "no buyer identity at {}: run `paygress keygen` first (or pass --nsec)",
+                path.display()
+            )
+        })?;
+        parse_secret(text.trim())
+    }
+}
+
+fn parse_secret(s: &str) -> Result<Keys> {
+    let s = s.trim();
+    let secret = if s.starts_with("nsec1") {
+        SecretKey::from_bech32(s).context("invalid nsec")?
+    } else {
+        SecretKey::from_hex(s).context("invalid secret key (expected nsec1… or 64 hex)")?
+    };
+    Ok(Keys::new(secret))
+}
+
+fn parse_service(s: &str) -> Result<PublicKey> {
+    let s = s.trim();
+    if s.starts_with("npub1") {
+        PublicKey::from_bech32(s).context("invalid service npub")
+    } else {
+        PublicKey::from_hex(s).context("invalid service key (expected npub1… or 64 hex)")
+    }
+}
+
+/// Writes `contents` to `path` with mode 0600, creating parent directories.
+fn write_private(path: &Path, contents: &str) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    use std::io::Write;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+fn print_identity(keys: &Keys) -> Result<()> {
+    let pk = keys.public_key();
+    println!("npub: {}", pk.to_bech32()?);
+    println!("hex:  {}", pk.to_hex());
+    Ok(())
+}
+
+/// `paygress keygen`: creates the buyer identity.
+pub fn keygen(id: &IdentityArgs, force: bool) -> Result<()> {
+    let path = id.identity_file()?;
+    if path.exists() && !force {
+        bail!(
+            "an identity already exists at {} (use --force to replace it; its old key is lost)",
+            path.display()
+        );
+    }
+    let keys = Keys::generate();
+    write_private(&path, &format!("{}\n", keys.secret_key().to_bech32()?))?;
+    eprintln!("Saved a new identity to {} (mode 0600)", path.display());
+    print_identity(&keys)
+}
+
+/// `paygress whoami`.
+pub fn whoami(id: &IdentityArgs) -> Result<()> {
+    print_identity(&id.keys()?)
+}
+
+/// Parses `90m`, `2h`, `1d`, `45` (minutes) into whole minutes.
+pub fn parse_duration_minutes(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'm')) => (&s[..i], 1),
+        Some((i, 'h')) => (&s[..i], 60),
+        Some((i, 'd')) => (&s[..i], 24 * 60),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .with_context(|| format!("duration {s:?}: expected e.g. 90m, 2h, 1d"))?;
+    let minutes = n
+        .checked_mul(mult)
+        .with_context(|| format!("duration {s:?} is too long"))?;
+    if minutes == 0 {
+        bail!("duration must be at least one minute");
+    }
+    Ok(minutes)
+}
+
+/// Reads a token from the argument: the token itself, `-` for stdin, or a file path.
+pub fn read_token(arg: &str) -> Result<CashuToken> {
+    let text = if arg == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the token from stdin")?;
+        s
+    } else if arg.starts_with("cashu") {
+        arg.to_owned()
+    } else {
+        std::fs::read_to_string(arg)
+            .with_context(|| format!("{arg:?} is not a cashu token nor a readable file"))?
+    };
+    let token = text.trim();
+    if !token.starts_with("cashuA") && !token.starts_with("cashuB") {
+        bail!("not a Cashu token (expected cashuA… or cashuB…)");
+    }
+    Ok(CashuToken::new(token))
+}
+
+/// How to reach the service.
+#[derive(Debug, Clone, Args)]
+pub struct ServiceArgs {
+    /// The service's public key (npub or hex), for Nostr.
+    #[arg(long, required_unless_present = "http")]
+    pub service: Option<String>,
+    /// Relays, repeatable or comma-separated.
+    #[arg(long = "relay", value_delimiter = ',')]
+    pub relays: Vec<String>,
+    /// Talk to an HTTP-mode service at this base URL instead of Nostr.
+    #[arg(long)]
+    pub http: Option<String>,
+    /// Send as a NIP-17 gift-wrapped private message.
+    #[arg(long)]
+    pub nip17: bool,
+    /// Seconds to wait for the reply.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    /// Print the reply as JSON (for scripts).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `paygress request`.
+#[derive(Debug, Clone, Args)]
+pub struct RequestArgs {
+    /// Service and transport.
+    #[command(flatten)]
+    pub to: ServiceArgs,
+    /// The payment: a cashuA/cashuB token, a file holding one, or `-` for stdin.
+    #[arg(long)]
+    pub token: String,
+    /// Time to buy (90m, 2h, 1d); without it the whole token buys time.
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Login name in the pod.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Resource tier.
+    #[arg(long)]
+    pub tier: Option<String>,
+    /// Container image (must be on the service's allow-list).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// An SSH public key file to authorise (e.g. ~/.ssh/id_ed25519.pub).
+    #[arg(long)]
+    pub ssh_key: Option<PathBuf>,
+}
+
+/// `paygress topup`.
+#[derive(Debug, Clone, Args)]
+pub struct TopUpArgs {
+    /// Service and transport.
+    #[command(flatten)]
+    pub to: ServiceArgs,
+    /// The lease (`ssh-pod-…`).
+    #[arg(long)]
+    pub pod: String,
+    /// The payment: a token, a file holding one, or `-` for stdin.
+    #[arg(long)]
+    pub token: String,
+}
+
+/// `paygress status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Service and transport.
+    #[command(flatten)]
+    pub to: ServiceArgs,
+    /// The lease.
+    #[arg(long)]
+    pub pod: String,
+}
+
+/// `paygress offers`.
+#[derive(Debug, Clone, Args)]
+pub struct OffersArgs {
+    /// Relays, repeatable or comma-separated.
+    #[arg(long = "relay", value_delimiter = ',', required = true)]
+    pub relays: Vec<String>,
+    /// Seconds to wait for relays.
+    #[arg(long, default_value_t = 10)]
+    pub timeout: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn relays(list: &[String]) -> Result<Vec<RelayUrl>> {
+    if list.is_empty() {
+        bail!("give at least one --relay");
+    }
+    list.iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| RelayUrl::parse(s.trim()).with_context(|| format!("invalid relay URL {s:?}")))
+        .collect()
+}
+
+fn spinner(msg: String, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    pb.set_message(msg);
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+/// Sends `request` over the chosen transport and returns the reply.
+async fn send(id: &IdentityArgs, to: &ServiceArgs, request: Request) -> Result<Reply> {
+    let timeout = Duration::from_secs(to.timeout);
+    let pays = !matches!(request, Request::Status(_));
+    if let Some(base) = &to.http {
+        let pb = spinner(format!("Waiting for {base}"), to.json);
+        let reply = send_http(base, &request, timeout).await;
+        pb.finish_and_clear();
+        return reply;
+    }
+    let service = parse_service(to.service.as_deref().context("--service is required")?)?;
+    let relay_urls = relays(&to.relays)?;
+    let keys = id.keys()?;
+    let tried = to.relays.join(", ");
+    let client = BuyerClient::connect(keys, &relay_urls, service)
+        .await
+        .with_context(|| format!("connecting to relays {tried}"))?
+        .with_timeout(timeout);
+    let opts = SendOptions {
+        scheme: if to.nip17 {
+            Scheme::Nip17
+        } else {
+            Scheme::Nip44
+        },
+        p_tag: true,
+    };
+    let prepared = client.prepare(&request, opts).await?;
+    if let Err(e) = client.publish(&prepared.event).await {
+        client.shutdown().await;
+        let note = if pays {
+            " Your token was not sent and is not spent."
+        } else {
+            ""
+        };
+        bail!("no relay accepted the request (tried {tried}): {e}.{note}");
+    }
+    let pb = spinner(
+        format!(
+            "Request {} sent; waiting for the reply",
+            prepared.reply_key.to_hex()
+        ),
+        to.json,
+    );
+    let reply = client.wait_reply(prepared.reply_key, timeout).await;
+    pb.finish_and_clear();
+    client.shutdown().await;
+    match reply {
+        Ok(r) => Ok(r),
+        Err(NostrError::Timeout(_)) => {
+            let note = if pays {
+                " The service may have redeemed the token: wait and run `paygress status`, or check the token with your wallet."
+            } else {
+                ""
+            };
+            bail!(
+                "no reply within {}s from relays {tried} (request id {}).{note}",
+                to.timeout,
+                prepared.reply_key.to_hex()
+            )
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn send_http(base: &str, request: &Request, timeout: Duration) -> Result<Reply> {
+    let base = base.trim_end_matches('/');
+    let client = reqwest::Client::builder().timeout(timeout).build()?;
+    let resp = match request {
+        Request::Spawn(r) => {
+            client
+                .post(format!("{base}/spawn-pod"))
+                .json(r)
+                .send()
+                .await
+        }
+        Request::TopUp(r) => {
+            client
+                .post(format!("{base}/top-up-pod"))
+                .json(r)
+                .send()
+                .await
+        }
+        Request::Status(r) => {
+            client
+                .get(format!("{base}/pods/{}", r.pod_name))
+                .send()
+                .await
+        }
+    }
+    .with_context(|| format!("no answer from {base}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp
+        .json()
+        .await
+        .with_context(|| format!("{base} answered {status} with a body that is not JSON"))?;
+    // The HTTP API answers with the same reply JSON (with a `type`), or a bare error body.
+    if body.get("type").is_some() {
+        return Ok(serde_json::from_value(body)?);
+    }
+    if body.get("code").is_some() {
+        let mut body = body;
+        body["type"] = json!("error");
+        return Ok(serde_json::from_value(body)?);
+    }
+    if let Request::Status(_) = request {
+        let lease: paygress_core::LeaseRecord = serde_json::from_value(body)?;
+        let now = jiff::Timestamp::now();
+        return Ok(Reply::Status(paygress_core::LeaseStatus {
+            state: lease.state_at(now),
+            remaining_seconds: lease.remaining_seconds(now),
+            pod_name: lease.id,
+            expires_at: lease.expires_at,
+            tier: lease.tier,
+            node_port: lease.node_port,
+        }));
+    }
+    bail!("{base} answered {status} with an unexpected body")
+}
+
+/// Saves a change or refund token to the config dir; returns where.
+fn save_token(id: &IdentityArgs, what: &str, token: &CashuToken) -> Result<PathBuf> {
+    let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ");
+    let dir = id.dir()?.join("tokens");
+    let mut path = dir.join(format!("{stamp}-{what}.cashu"));
+    let mut n = 1;
+    while path.exists() {
+        n += 1;
+        path = dir.join(format!("{stamp}-{what}-{n}.cashu"));
+    }
+    write_private(&path, &format!("{}\n", token.expose()))?;
+    Ok(path)
+}
+
+/// Prints a reply for humans or as JSON, saving any returned token. Fails on an error reply.
+fn report(id: &IdentityArgs, reply: &Reply, as_json: bool) -> Result<()> {
+    let saved = match reply.returned_token() {
+        Some(t) => {
+            let what = if matches!(reply, Reply::Error(_)) {
+                "refund"
+            } else {
+                "change"
+            };
+            Some(save_token(id, what, t)?)
+        }
+        None => None,
+    };
+    if as_json {
+        let mut v = serde_json::to_value(reply)?;
+        if let Some(p) = &saved {
+            v["saved_token_file"] = json!(p.display().to_string());
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        match reply {
+            Reply::AccessDetails(a) => {
+                let port = a.node_port.unwrap_or(a.ssh_port);
+                println!("Lease {} is ready until {}", a.pod_name, a.expires_at);
+                println!();
+                println!("  ssh -p {port} {}@{}", a.ssh_username, a.ssh_host);
+                println!("  password: {}", a.ssh_password.expose());
+                println!();
+                for line in &a.instructions {
+                    println!("  {line}");
+                }
+            }
+            Reply::TopUp(t) => {
+                println!(
+                    "Lease {} extended by {} s; now paid until {}",
+                    t.pod_name, t.added_seconds, t.expires_at
+                );
+            }
+            Reply::Status(s) => {
+                println!(
+                    "Lease {}: {:?}, {} s left (until {}), tier {}{}",
+                    s.pod_name,
+                    s.state,
+                    s.remaining_seconds,
+                    s.expires_at,
+                    s.tier,
+                    s.node_port
+                        .map(|p| format!(", port {p}"))
+                        .unwrap_or_default()
+                );
+            }
+            Reply::Error(e) => {
+                eprintln!("The service refused: {} ({})", e.message, code_name(e.code));
+            }
+        }
+        if let Some(p) = &saved {
+            let what = if matches!(reply, Reply::Error(_)) {
+                "Refund"
+            } else {
+                "Change"
+            };
+            eprintln!(
+                "{what} token saved to {} (redeem it with your wallet)",
+                p.display()
+            );
+        }
+    }
+    if let Reply::Error(e) = reply {
+        bail!("request failed: {}", code_name(e.code));
+    }
+    Ok(())
+}
+
+fn code_name(code: ErrorCode) -> String {
+    serde_json::to_value(code)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{code:?}"))
+}
+
+/// `paygress request`.
+pub async fn request(id: &IdentityArgs, args: RequestArgs) -> Result<()> {
+    let token = read_token(&args.token)?;
+    let duration_minutes = args
+        .duration
+        .as_deref()
+        .map(parse_duration_minutes)
+        .transpose()?;
+    let ssh_public_key = match &args.ssh_key {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let request = Request::Spawn(SpawnRequest {
+        cashu_token: token,
+        ssh_username: args.user,
+        pod_image: args.image,
+        duration_minutes,
+        tier: args.tier,
+        ssh_public_key,
+    });
+    let reply = send(id, &args.to, request).await?;
+    report(id, &reply, args.to.json)
+}
+
+/// `paygress topup`.
+pub async fn top_up(id: &IdentityArgs, args: TopUpArgs) -> Result<()> {
+    let request = Request::TopUp(TopUpRequest {
+        pod_name: args.pod,
+        cashu_token: read_token(&args.token)?,
+    });
+    let reply = send(id, &args.to, request).await?;
+    report(id, &reply, args.to.json)
+}
+
+/// `paygress status`.
+pub async fn status(id: &IdentityArgs, args: StatusArgs) -> Result<()> {
+    let request = Request::Status(StatusRequest { pod_name: args.pod });
+    let reply = send(id, &args.to, request).await?;
+    report(id, &reply, args.to.json)
+}
+
+/// `paygress offers`.
+pub async fn offers(args: OffersArgs) -> Result<()> {
+    let urls = relays(&args.relays)?;
+    let found = fetch_offers(&urls, Duration::from_secs(args.timeout))
+        .await
+        .with_context(|| format!("querying {}", args.relays.join(", ")))?;
+    if args.json {
+        let list: Vec<serde_json::Value> = found
+            .iter()
+            .map(|o| {
+                json!({
+                    "service": o.service.to_hex(),
+                    "npub": o.service.to_bech32().unwrap_or_default(),
+                    "published_at": o.published_at.as_secs(),
+                    "offer": o.offer,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    if found.is_empty() {
+        println!("No Paygress offers on {}", args.relays.join(", "));
+        return Ok(());
+    }
+    let now = paygress_nostr::nostr_sdk::Timestamp::now().as_secs();
+    println!(
+        "{:<64} {:>9} {:<24} {:>11} {:>6} mints",
+        "service (npub)", "sat/hour", "tiers", "minutes", "age"
+    );
+    for o in found {
+        let offer = &o.offer.offer;
+        let tiers: Vec<&str> = offer.tiers.iter().map(|t| t.id.as_str()).collect();
+        let mints: Vec<&str> = offer.mints.iter().map(|m| m.as_str()).collect();
+        let age = now.saturating_sub(o.published_at.as_secs());
+        println!(
+            "{:<64} {:>9} {:<24} {:>11} {:>5}s {}",
+            o.service.to_bech32().unwrap_or_else(|_| o.service.to_hex()),
+            offer.rate_sats_per_hour,
+            tiers.join(","),
+            format!(
+                "{}-{}",
+                offer.min_duration_minutes, offer.max_duration_minutes
+            ),
+            age,
+            mints.join(",")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_minutes("90m").unwrap(), 90);
+        assert_eq!(parse_duration_minutes("2h").unwrap(), 120);
+        assert_eq!(parse_duration_minutes("1d").unwrap(), 1440);
+        assert_eq!(parse_duration_minutes("45").unwrap(), 45);
+        for bad in ["", "0m", "m", "1.5h", "-1h", "1w", "99999999999999999999d"] {
+            assert!(parse_duration_minutes(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn token_argument_forms() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t");
+        std::fs::write(&file, "  cashuBabc\n").unwrap();
+        assert_eq!(
+            read_token(file.to_str().unwrap()).unwrap().expose(),
+            "cashuBabc"
+        );
+        assert_eq!(read_token("cashuAxyz").unwrap().expose(), "cashuAxyz");
+        assert!(read_token("/nonexistent/file").is_err());
+        std::fs::write(&file, "hello").unwrap();
+        assert!(read_token(file.to_str().unwrap()).is_err());
+    }
+
+    #[test]
+    fn identity_is_created_private_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = IdentityArgs {
+            nsec: None,
+            config_dir: Some(dir.path().to_path_buf()),
+        };
+        assert!(id.keys().is_err(), "no identity yet");
+        keygen(&id, false).unwrap();
+        let k1 = id.keys().unwrap();
+        assert!(keygen(&id, false).is_err(), "no silent overwrite");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(id.identity_file().unwrap())
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let over = IdentityArgs {
+            nsec: Some(k1.secret_key().to_secret_hex()),
+            config_dir: None,
+        };
+        assert_eq!(over.keys().unwrap().public_key(), k1.public_key());
+    }
+}

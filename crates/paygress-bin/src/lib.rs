@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+//! Glue for the `paygress` command: configuration, wiring of the adapters, the dev
+//! stack and its demo. No domain logic lives here.
+
+pub mod buyer;
+pub mod config;
+#[cfg(feature = "dev")]
+pub mod demo;
+#[cfg(feature = "dev")]
+pub mod dev;
+pub mod serve;
+pub mod wallet;

@@ -1,0 +1,152 @@
+//! `paygress serve`: build every component from the configuration and run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use paygress_cashu::{CashuConfig, CashuVerifier};
+use paygress_core::{DynJournal, DynPodBackend, Paygress};
+use paygress_local::{LocalBackend, LocalConfig};
+use paygress_nostr::{NostrConfig, NostrTransport};
+use paygress_store::FileJournal;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::config::{BackendKind, ServeArgs};
+
+/// How often owed refunds are retried and expired leases reaped.
+pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Opens the service wallet.
+pub async fn open_wallet(args: &ServeArgs) -> Result<Arc<CashuVerifier>> {
+    let config = CashuConfig::new(args.cashu_db(), &args.whitelisted_mints)
+        .context("WHITELISTED_MINTS / CASHU_DB_PATH")?;
+    let verifier = CashuVerifier::open(&config)
+        .await
+        .with_context(|| format!("opening the wallet at {}", config.db_path.display()))?;
+    // Settles wallet operations a crash interrupted and caches mint metadata, so the
+    // first payment costs one mint request. A mint that is down is not fatal.
+    for (mint, unit, e) in verifier.warm_up().await {
+        warn!(%mint, %unit, error = %e, "mint not reachable at start");
+    }
+    Ok(Arc::new(verifier))
+}
+
+/// Builds the pod backend `POD_BACKEND` names.
+pub async fn backend(args: &ServeArgs) -> Result<DynPodBackend> {
+    Ok(match args.pod_backend {
+        BackendKind::Local => {
+            let mut config = LocalConfig::new(&args.data_dir);
+            config.port_range = args.local_port_range.parse().context("LOCAL_PORT_RANGE")?;
+            config.bind_host = args.bind_host.clone();
+            config.sandbox = args.local_sandbox.parse().context("LOCAL_SANDBOX")?;
+            Arc::new(LocalBackend::start(config).await.context("local backend")?)
+        }
+        BackendKind::Kubernetes => crate::serve::kubernetes(args).await?,
+    })
+}
+
+/// Builds the Kubernetes backend from the in-cluster or kubeconfig credentials.
+pub async fn kubernetes(_args: &ServeArgs) -> Result<DynPodBackend> {
+    anyhow::bail!("TEMP")
+}
+
+/// Builds the service with a durable journal and settles what a previous run left open.
+pub async fn service(
+    args: &ServeArgs,
+    payments: Arc<CashuVerifier>,
+    backend: DynPodBackend,
+) -> Result<Arc<Paygress>> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let journal: DynJournal =
+        Arc::new(FileJournal::open(args.journal_path()).context("opening the request journal")?);
+    let service = Arc::new(
+        Paygress::builder(args.service_config()?, payments, backend)
+            .journal(journal)
+            .build(),
+    );
+    let settled = service.settle().await;
+    if settled > 0 {
+        info!(settled, "settled requests left open by the previous run");
+    }
+    Ok(service)
+}
+
+/// Runs `paygress serve` until Ctrl-C / SIGTERM.
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let payments = open_wallet(&args).await?;
+    let backend = backend(&args).await?;
+    info!(backend = backend.name(), "pod backend ready");
+    let service = service(&args, payments.clone(), backend).await?;
+
+    let mut tasks = JoinSet::new();
+    if args.enable_cleanup_task {
+        tasks.spawn(service.clone().run_maintenance(MAINTENANCE_INTERVAL));
+    }
+    let mut nostr = None;
+    if args.run_mode.nostr() {
+        let config = NostrConfig::from_values(
+            args.nostr_private_key.as_deref(),
+            &args.nostr_relays.join(","),
+            &args.data_dir,
+        )
+        .context("NOSTR_PRIVATE_KEY / NOSTR_RELAYS")?;
+        let transport = Arc::new(NostrTransport::start(config).await.context("nostr")?);
+        tasks.spawn(service.clone().serve(transport.clone()));
+        nostr = Some(transport);
+    }
+    if args.run_mode.http() {
+        let listener = tokio::net::TcpListener::bind(args.bind_addr)
+            .await
+            .with_context(|| format!("binding BIND_ADDR {}", args.bind_addr))?;
+        info!(addr = %args.bind_addr, "HTTP listening");
+        let api =
+            paygress_http::HttpApi::new(service.clone(), payments.clone(), http_config(&args));
+        tasks.spawn(async move {
+            if let Err(e) = api.serve(listener, shutdown_signal()).await {
+                warn!(error = %e, "HTTP server stopped");
+            }
+        });
+    }
+
+    tokio::select! {
+        _ = shutdown_signal() => info!("shutting down"),
+        _ = tasks.join_next() => warn!("a component stopped; shutting down"),
+    }
+    if let Some(n) = nostr {
+        n.shutdown().await;
+    }
+    tasks.abort_all();
+    Ok(())
+}
+
+/// The HTTP transport's settings.
+pub fn http_config(args: &ServeArgs) -> paygress_http::HttpConfig {
+    paygress_http::HttpConfig {
+        default_duration_minutes: args.default_pod_duration_minutes,
+        ..paygress_http::HttpConfig::default()
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

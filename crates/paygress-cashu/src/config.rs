@@ -1,0 +1,189 @@
+//! Configuration and the persistent wallet seed.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use paygress_core::money::MintUrl;
+
+use crate::error::CashuError;
+use crate::url::normalize_mint_url;
+
+/// Environment variable naming the wallet database file.
+pub const ENV_DB_PATH: &str = "CASHU_DB_PATH";
+/// Environment variable listing the accepted mints, comma-separated.
+pub const ENV_WHITELISTED_MINTS: &str = "WHITELISTED_MINTS";
+/// Database path used when `CASHU_DB_PATH` is not set (the seed's default).
+pub const DEFAULT_DB_PATH: &str = "/app/data/cashu.db";
+
+/// Settings of the service's Cashu wallet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CashuConfig {
+    /// The SQLite wallet database (`CASHU_DB_PATH`). Parent directories are created.
+    /// The seed lives next to it, see [`CashuConfig::seed_path`].
+    pub db_path: PathBuf,
+    /// Accepted mints, normalised (`WHITELISTED_MINTS`). Never empty.
+    pub mints: Vec<MintUrl>,
+}
+
+impl CashuConfig {
+    /// A configuration from a database path and raw mint URLs (normalised and
+    /// de-duplicated here).
+    pub fn new<S: AsRef<str>>(
+        db_path: impl Into<PathBuf>,
+        mints: impl IntoIterator<Item = S>,
+    ) -> Result<Self, CashuError> {
+        let mut out: Vec<MintUrl> = Vec::new();
+        for raw in mints {
+            let raw = raw.as_ref();
+            if raw.trim().is_empty() {
+                continue;
+            }
+            let url = normalize_mint_url(raw)?;
+            if !out.contains(&url) {
+                out.push(url);
+            }
+        }
+        if out.is_empty() {
+            return Err(CashuError::Config("no whitelisted mint".into()));
+        }
+        Ok(Self {
+            db_path: db_path.into(),
+            mints: out,
+        })
+    }
+
+    /// Reads `CASHU_DB_PATH` (default [`DEFAULT_DB_PATH`]) and `WHITELISTED_MINTS`
+    /// (comma-separated, required).
+    pub fn from_env() -> Result<Self, CashuError> {
+        let db = std::env::var(ENV_DB_PATH).unwrap_or_else(|_| DEFAULT_DB_PATH.to_owned());
+        let mints = std::env::var(ENV_WHITELISTED_MINTS)
+            .map_err(|_| CashuError::Config(format!("{ENV_WHITELISTED_MINTS} is not set")))?;
+        Self::new(db, mints.split(','))
+    }
+
+    /// Where the wallet seed is kept: the database path with `.seed` appended.
+    pub fn seed_path(&self) -> PathBuf {
+        let mut s = self.db_path.clone().into_os_string();
+        s.push(".seed");
+        PathBuf::from(s)
+    }
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CashuError + 'a {
+    move |source| CashuError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hex_decode_seed(text: &str) -> Option<[u8; 64]> {
+    let text = text.trim();
+    if text.len() != 128 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 64];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Creates the parent directory of `path` if needed.
+pub(crate) fn ensure_parent(path: &Path) -> Result<(), CashuError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(io("create directory", parent))?;
+    }
+    Ok(())
+}
+
+/// Loads the seed at `path`, or creates it (64 random bytes, hex, mode 0600) if the file
+/// does not exist. An existing file is never replaced.
+pub fn load_or_create_seed(path: &Path) -> Result<[u8; 64], CashuError> {
+    ensure_parent(path)?;
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            let seed =
+                hex_decode_seed(&text).ok_or_else(|| CashuError::CorruptSeed(path.into()))?;
+            if let Ok(meta) = fs::metadata(path)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                tracing::warn!(path = %path.display(), "wallet seed file is readable by others; chmod 600 it");
+            }
+            Ok(seed)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let seed: [u8; 64] = rand::random();
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io("create seed file", path))?;
+            file.write_all(hex_encode(&seed).as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(io("write seed file", path))?;
+            tracing::info!(path = %path.display(), "created a new wallet seed");
+            Ok(seed)
+        }
+        Err(e) => Err(io("read seed file", path)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_dedups_mints() {
+        let c = CashuConfig::new(
+            "/x/cashu.db",
+            "https://Mint.Example/, https://mint.example,http://127.0.0.1:3338".split(','),
+        )
+        .expect("valid");
+        assert_eq!(
+            c.mints,
+            vec![
+                MintUrl::new("https://mint.example"),
+                MintUrl::new("http://127.0.0.1:3338")
+            ]
+        );
+        assert_eq!(c.seed_path(), PathBuf::from("/x/cashu.db.seed"));
+    }
+
+    #[test]
+    fn empty_whitelist_is_an_error() {
+        assert!(CashuConfig::new("/x", " , ".split(',')).is_err());
+        assert!(CashuConfig::new("/x", ["not a url"]).is_err());
+    }
+
+    #[test]
+    fn seed_is_created_once_with_0600_and_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("deep/er/cashu.db.seed");
+        let a = load_or_create_seed(&path).expect("create");
+        let mode = fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let b = load_or_create_seed(&path).expect("load");
+        assert_eq!(a, b);
+        assert_ne!(a, [0u8; 64]);
+    }
+
+    #[test]
+    fn corrupt_seed_is_not_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.seed");
+        fs::write(&path, "garbage").expect("write");
+        assert!(matches!(
+            load_or_create_seed(&path),
+            Err(CashuError::CorruptSeed(_))
+        ));
+        assert_eq!(fs::read_to_string(&path).expect("read"), "garbage");
+    }
+}

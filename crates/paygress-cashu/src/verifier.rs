@@ -1,0 +1,470 @@
+//! [`CashuVerifier`]: core's `PaymentVerifier` on cdk wallets.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use cdk::Error as CdkError;
+use cdk::cdk_database::WalletDatabase;
+use cdk::nuts::{CurrencyUnit, KeySetInfo, PaymentRequest, Proofs, State, Token};
+use cdk::wallet::types::KeysetLoadPolicy;
+use cdk::wallet::{ReceiveOptions, SendOptions, Wallet, WalletBuilder};
+use cdk_sqlite::WalletSqliteDatabase;
+use paygress_core::money::{Amount, MintUrl, Unit};
+use paygress_core::ports::{PaymentError, PaymentVerifier, Redeemed, TokenCheck, TokenInfo};
+use paygress_core::secret::CashuToken;
+use tracing::instrument;
+
+use crate::config::{CashuConfig, ensure_parent, load_or_create_seed};
+use crate::error::CashuError;
+use crate::url::normalize_mint_url;
+
+/// Largest encoded token accepted (bytes). Anything longer is rejected before decoding.
+pub const MAX_TOKEN_LEN: usize = 64 * 1024;
+
+type Db = Arc<dyn WalletDatabase<cdk::cdk_database::Error> + Send + Sync>;
+
+/// The balance of the service's wallet at one mint in one unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Balance {
+    /// The mint.
+    pub mint: MintUrl,
+    /// What the wallet holds there (unspent proofs).
+    pub amount: Amount,
+}
+
+/// A token decoded and accepted offline.
+struct Parsed {
+    token: Token,
+    mint: MintUrl,
+    amount: Amount,
+}
+
+/// Redeems and issues Cashu tokens with one cdk [`Wallet`] per (mint, unit), all sharing
+/// one SQLite store and one persistent seed.
+///
+/// Wallets are built lazily without network access, with cdk's client-side rate limit
+/// off and mint metadata (info, keysets, keys) cached without expiry: in steady state a
+/// redeem is one request (`POST /v1/swap`); keysets are refetched only when a token names
+/// a keyset the cache does not know.
+#[derive(Clone)]
+pub struct CashuVerifier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    seed: [u8; 64],
+    mints: Vec<MintUrl>,
+    wallets: Mutex<HashMap<(MintUrl, Unit), Slot>>,
+}
+
+/// One wallet and the lock that serialises its sends (cdk's proof selection is not safe
+/// against concurrent sends from one store: both may pick the same proofs).
+#[derive(Clone)]
+struct Slot {
+    wallet: Wallet,
+    send_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for CashuVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CashuVerifier")
+            .field("mints", &self.inner.mints)
+            .finish_non_exhaustive()
+    }
+}
+
+fn cdk_unit(unit: Unit) -> CurrencyUnit {
+    match unit {
+        Unit::Sat => CurrencyUnit::Sat,
+        Unit::Msat => CurrencyUnit::Msat,
+    }
+}
+
+fn cdk_mint_url(mint: &MintUrl) -> Result<cdk::mint_url::MintUrl, CdkError> {
+    Ok(cdk::mint_url::MintUrl::from_str(mint.as_str())?)
+}
+
+/// Maps a cdk error from a redeem or check to core's error. Anything that is not a clear
+/// verdict on the token itself is `MintUnavailable`: the payer keeps the token.
+fn map_redeem_error(e: CdkError) -> PaymentError {
+    use CdkError as E;
+    match e {
+        E::TokenAlreadySpent | E::TokenPending => PaymentError::AlreadySpent,
+        E::UnsupportedUnit | E::UnitMismatch | E::MultipleUnits => {
+            PaymentError::UnsupportedUnit(e.to_string())
+        }
+        E::TransactionUnbalanced(..)
+        | E::DuplicateInputs
+        | E::SignatureMissingOrInvalid
+        | E::KeysetUnknown(_)
+        | E::UnknownKeySet
+        | E::ExpiredKeyset
+        | E::CouldNotVerifyDleq
+        | E::AmountOverflow
+        | E::DHKE(_)
+        | E::Secret(_)
+        | E::ProofContentTooLarge { .. }
+        | E::MaxInputsExceeded { .. }
+        | E::InvalidSpendConditions(_)
+        | E::LocktimeNotProvided => PaymentError::InvalidToken(e.to_string()),
+        other => PaymentError::MintUnavailable(Box::new(other)),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A short, non-reversible tag of a token for logs.
+fn token_tag(token: &CashuToken) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    token.expose().hash(&mut h);
+    format!("{:08x}", h.finish() as u32)
+}
+
+impl CashuVerifier {
+    /// Opens (or creates) the wallet store and seed described by `config`. No network
+    /// access: wallets contact their mint on first use.
+    pub async fn open(config: &CashuConfig) -> Result<Self, CashuError> {
+        ensure_parent(&config.db_path)?;
+        let seed = load_or_create_seed(&config.seed_path())?;
+        let db = WalletSqliteDatabase::new(config.db_path.clone())
+            .await
+            .map_err(CashuError::Database)?;
+        Ok(Self::with_database(
+            Arc::new(db),
+            seed,
+            config.mints.clone(),
+        ))
+    }
+
+    /// A verifier on an existing cdk wallet database (e.g. an in-memory one in tests).
+    /// `mints` must already be normalised ([`normalize_mint_url`]).
+    pub fn with_database(db: Db, seed: [u8; 64], mints: Vec<MintUrl>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                seed,
+                mints,
+                wallets: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The cdk wallet for `mint` (which must be accepted) in `unit`, built on first use.
+    pub fn wallet(&self, mint: &MintUrl, unit: Unit) -> Result<Wallet, CashuError> {
+        Ok(self.slot(mint, unit)?.wallet)
+    }
+
+    fn slot(&self, mint: &MintUrl, unit: Unit) -> Result<Slot, CashuError> {
+        if !self.inner.mints.contains(mint) {
+            return Err(CashuError::MintNotAccepted(mint.to_string()));
+        }
+        let mut wallets = lock(&self.inner.wallets);
+        if let Some(slot) = wallets.get(&(mint.clone(), unit)) {
+            return Ok(slot.clone());
+        }
+        let wallet = WalletBuilder::new()
+            .mint_url(cdk_mint_url(mint).map_err(CashuError::Wallet)?)
+            .unit(cdk_unit(unit))
+            .localstore(self.inner.db.clone())
+            .seed(self.inner.seed)
+            .without_rate_limiting()
+            .set_metadata_cache_ttl(None)
+            .build()
+            .map_err(CashuError::Wallet)?;
+        let slot = Slot {
+            wallet,
+            send_lock: Arc::default(),
+        };
+        wallets.insert((mint.clone(), unit), slot.clone());
+        Ok(slot)
+    }
+
+    /// Call at startup (after [`CashuVerifier::open`]): for every accepted mint and unit,
+    /// finishes or rolls back wallet operations a crash interrupted (cdk's saga
+    /// recovery), then fetches mint info and keysets so that the first payment costs one
+    /// round trip. Returns the failures (e.g. a mint that is down, or one without an
+    /// `msat` keyset); none is fatal, a later payment retries.
+    pub async fn warm_up(&self) -> Vec<(MintUrl, Unit, CashuError)> {
+        let mut failed = Vec::new();
+        for mint in &self.inner.mints {
+            for unit in [Unit::Sat, Unit::Msat] {
+                let res = match self.wallet(mint, unit) {
+                    Ok(w) => async {
+                        w.load_mint_info().await?;
+                        let report = w.recover_incomplete_sagas().await?;
+                        if !report.is_empty() {
+                            tracing::info!(%mint, %unit, ?report, "recovered interrupted wallet operations");
+                        }
+                        Ok::<_, CdkError>(())
+                    }
+                    .await
+                    .map_err(CashuError::Wallet),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = res {
+                    failed.push((mint.clone(), unit, e));
+                }
+            }
+        }
+        failed
+    }
+
+    /// The accepted mints, normalised.
+    pub fn mints(&self) -> &[MintUrl] {
+        &self.inner.mints
+    }
+
+    fn parse(&self, token: &CashuToken) -> Result<Parsed, PaymentError> {
+        let text = token.expose().trim();
+        if text.len() > MAX_TOKEN_LEN {
+            return Err(PaymentError::InvalidToken(format!(
+                "token is {} bytes, more than {MAX_TOKEN_LEN}",
+                text.len()
+            )));
+        }
+        let decoded = Token::from_str(text)
+            .map_err(|e| PaymentError::InvalidToken(format!("cannot decode token: {e}")))?;
+        let raw_mint = decoded
+            .mint_url()
+            .map_err(|e| PaymentError::InvalidToken(format!("token names no single mint: {e}")))?;
+        let mint = normalize_mint_url(&raw_mint.to_string())
+            .map_err(|_| PaymentError::MintNotAccepted(raw_mint.to_string()))?;
+        if !self.inner.mints.contains(&mint) {
+            return Err(PaymentError::MintNotAccepted(mint.to_string()));
+        }
+        let cdk_unit = decoded.unit().unwrap_or_default();
+        let unit = Unit::parse(&cdk_unit.to_string())
+            .ok_or_else(|| PaymentError::UnsupportedUnit(cdk_unit.to_string()))?;
+        let value = decoded
+            .value()
+            .map_err(|e| PaymentError::InvalidToken(format!("bad amounts: {e}")))?;
+        if value == cdk::Amount::ZERO {
+            return Err(PaymentError::InvalidToken("token is worth nothing".into()));
+        }
+        Ok(Parsed {
+            token: decoded,
+            mint,
+            amount: Amount::new(value.to_u64(), unit),
+        })
+    }
+
+    /// Resolves the token's proofs (full keyset ids) from the cached keysets, refreshing
+    /// them from the mint only when the token names a keyset the cache lacks.
+    async fn proofs(&self, wallet: &Wallet, token: &Token) -> Result<Proofs, PaymentError> {
+        let resolve = |keysets: Vec<cdk::nuts::KeySet>| -> Option<Proofs> {
+            let infos: Vec<KeySetInfo> = keysets
+                .into_iter()
+                .map(|k| KeySetInfo {
+                    id: k.id,
+                    unit: k.unit,
+                    active: k.active.unwrap_or(false),
+                    input_fee_ppk: k.input_fee_ppk,
+                    final_expiry: k.final_expiry,
+                })
+                .collect();
+            let proofs = token.proofs(&infos).ok()?;
+            proofs
+                .iter()
+                .all(|p| infos.iter().any(|k| k.id == p.keyset_id))
+                .then_some(proofs)
+        };
+        let cached = wallet
+            .keysets(KeysetLoadPolicy::CacheThenNetwork)
+            .await
+            .map_err(map_redeem_error)?;
+        if let Some(p) = resolve(cached) {
+            return Ok(p);
+        }
+        tracing::debug!("token names an unknown keyset; refreshing keysets");
+        let fresh = wallet
+            .keysets(KeysetLoadPolicy::Refresh)
+            .await
+            .map_err(map_redeem_error)?;
+        resolve(fresh).ok_or_else(|| {
+            PaymentError::InvalidToken("token names a keyset the mint does not have".into())
+        })
+    }
+
+    /// What the wallet holds, per accepted mint and unit (zero balances included).
+    pub async fn balances(&self) -> Result<Vec<Balance>, CashuError> {
+        let mut out = Vec::new();
+        for mint in &self.inner.mints {
+            for unit in [Unit::Sat, Unit::Msat] {
+                let w = self.wallet(mint, unit)?;
+                let value = w.total_balance().await.map_err(CashuError::Wallet)?;
+                out.push(Balance {
+                    mint: mint.clone(),
+                    amount: Amount::new(value.to_u64(), unit),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Exports a token worth exactly `amount` from the wallet, at `mint` or, if `None`,
+    /// at the first accepted mint holding enough. The token leaves the wallet: whoever
+    /// holds it owns the value.
+    #[instrument(skip_all, fields(amount = %amount))]
+    pub async fn send(
+        &self,
+        amount: Amount,
+        mint: Option<&MintUrl>,
+    ) -> Result<CashuToken, CashuError> {
+        let mint = match mint {
+            Some(m) => m.clone(),
+            None => {
+                let mut chosen = None;
+                for b in self.balances().await? {
+                    if b.amount.unit == amount.unit && b.amount.value >= amount.value {
+                        chosen = Some(b.mint);
+                        break;
+                    }
+                }
+                chosen.ok_or(CashuError::InsufficientFunds(amount))?
+            }
+        };
+        let slot = self.slot(&mint, amount.unit)?;
+        let _one_send_at_a_time = slot.send_lock.lock().await;
+        let prepared = slot
+            .wallet
+            .prepare_send(cdk::Amount::from(amount.value), SendOptions::default())
+            .await
+            .map_err(CashuError::Wallet)?;
+        let token = prepared.confirm(None).await.map_err(CashuError::Wallet)?;
+        Ok(CashuToken::new(token.to_string()))
+    }
+}
+
+#[async_trait]
+impl PaymentVerifier for CashuVerifier {
+    fn inspect(&self, token: &CashuToken) -> Result<TokenInfo, PaymentError> {
+        let p = self.parse(token)?;
+        Ok(TokenInfo {
+            mint: p.mint,
+            amount: p.amount,
+        })
+    }
+
+    #[instrument(skip_all, fields(token = %token_tag(token)))]
+    async fn redeem(&self, token: &CashuToken) -> Result<Redeemed, PaymentError> {
+        let p = self.parse(token)?;
+        let wallet = self
+            .wallet(&p.mint, p.amount.unit)
+            .map_err(|e| PaymentError::Other(Box::new(e)))?;
+        let proofs = self.proofs(&wallet, &p.token).await?;
+        let received = wallet
+            .receive_proofs(proofs, ReceiveOptions::default(), None, None)
+            .await
+            .map_err(map_redeem_error)?;
+        tracing::info!(mint = %p.mint, face = %p.amount, credited = received.to_u64(), "token redeemed");
+        Ok(Redeemed {
+            mint: p.mint,
+            amount: Amount::new(received.to_u64(), p.amount.unit),
+        })
+    }
+
+    #[instrument(skip_all, fields(token = %token_tag(token)))]
+    async fn check(&self, token: &CashuToken) -> Result<TokenCheck, PaymentError> {
+        let p = self.parse(token)?;
+        let wallet = self
+            .wallet(&p.mint, p.amount.unit)
+            .map_err(|e| PaymentError::Other(Box::new(e)))?;
+        let proofs = self.proofs(&wallet, &p.token).await?;
+        let states = wallet
+            .check_proofs_spent(proofs)
+            .await
+            .map_err(map_redeem_error)?;
+        let spendable = !states.is_empty() && states.iter().all(|s| s.state == State::Unspent);
+        Ok(TokenCheck {
+            mint: p.mint,
+            amount: p.amount,
+            spendable,
+        })
+    }
+
+    #[instrument(skip_all, fields(mint = %mint, amount = %amount))]
+    async fn issue(&self, mint: &MintUrl, amount: Amount) -> Result<CashuToken, PaymentError> {
+        if amount.is_zero() {
+            return Err(PaymentError::Issue(
+                "cannot issue a zero-value token".into(),
+            ));
+        }
+        self.send(amount, Some(mint))
+            .await
+            .map_err(|e| PaymentError::Issue(Box::new(e)))
+    }
+
+    fn accepted_mints(&self) -> Vec<MintUrl> {
+        self.inner.mints.clone()
+    }
+
+    fn payment_request(&self, amount: Amount, description: &str) -> Result<String, PaymentError> {
+        let mints = self
+            .inner
+            .mints
+            .iter()
+            .map(cdk_mint_url)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| PaymentError::Other(Box::new(e)))?;
+        let mut builder = PaymentRequest::builder()
+            .amount(amount.value)
+            .unit(cdk_unit(amount.unit))
+            .single_use(true)
+            .mints(mints);
+        if !description.is_empty() {
+            builder = builder.description(description);
+        }
+        Ok(builder.build().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cdk_errors_map_to_payment_errors() {
+        assert!(matches!(
+            map_redeem_error(CdkError::TokenAlreadySpent),
+            PaymentError::AlreadySpent
+        ));
+        assert!(matches!(
+            map_redeem_error(CdkError::TokenPending),
+            PaymentError::AlreadySpent
+        ));
+        assert!(matches!(
+            map_redeem_error(CdkError::HttpError(None, "connection refused".into())),
+            PaymentError::MintUnavailable(_)
+        ));
+        assert!(matches!(
+            map_redeem_error(CdkError::HttpError(Some(502), "bad gateway".into())),
+            PaymentError::MintUnavailable(_)
+        ));
+        assert!(matches!(
+            map_redeem_error(CdkError::InvalidMintResponse("junk".into())),
+            PaymentError::MintUnavailable(_)
+        ));
+        assert!(matches!(
+            map_redeem_error(CdkError::TransactionUnbalanced(1, 2, 0)),
+            PaymentError::InvalidToken(_)
+        ));
+        assert!(matches!(
+            map_redeem_error(CdkError::UnitMismatch),
+            PaymentError::UnsupportedUnit(_)
+        ));
+    }
+
+    #[test]
+    fn token_tag_is_short_and_hides_the_token() {
+        let t = CashuToken::new("cashuBsecretsecretsecret");
+        let tag = token_tag(&t);
+        assert_eq!(tag.len(), 8);
+        assert!(!tag.contains("secret"));
+    }
+}

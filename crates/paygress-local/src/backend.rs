@@ -1,0 +1,524 @@
+//! [`LocalBackend`]: the [`PodBackend`] that runs leases on this machine.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use paygress_core::lease::{LeaseRecord, LeaseSpec, Provisioned};
+use paygress_core::names::LeaseId;
+use paygress_core::ports::{BackendError, Extension, PodBackend};
+use russh::keys::PublicKey;
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{LocalConfig, SandboxMode};
+use crate::error::LocalError;
+use crate::sandbox::{Limits, Sandbox};
+use crate::ssh::{LeaseShared, serve, server_config};
+use crate::store::{self, PasswordHash, StoredLease};
+
+/// Runs each lease as an SSH server embedded in Paygress, on its own port, whose
+/// commands run in a bubblewrap sandbox with a private home. Cheap to clone.
+///
+/// Dropping the last clone stops every listener and kills every lease process; the
+/// leases stay persisted and resume on the next [`LocalBackend::start`].
+#[derive(Clone)]
+pub struct LocalBackend {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for LocalBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalBackend")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    /// Held (flock) for the backend's lifetime: one process per data directory.
+    _lock: std::fs::File,
+    config: LocalConfig,
+    state_dir: PathBuf,
+    sandbox: Arc<Sandbox>,
+    ssh_config: Arc<russh::server::Config>,
+    leases: Mutex<BTreeMap<LeaseId, Live>>,
+}
+
+/// A lease with its running parts.
+struct Live {
+    stored: StoredLease,
+    shared: Arc<LeaseShared>,
+    listener: JoinHandle<()>,
+    timer: JoinHandle<()>,
+    expiry: watch::Sender<Timestamp>,
+}
+
+impl Live {
+    /// Refuses logins, disconnects, kills every process and stops the listener and
+    /// timer. Synchronous (used from `Drop`); the home directory is left alone.
+    fn stop(&self) {
+        self.shared.close();
+        self.listener.abort();
+        self.timer.abort();
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(leases) = self.leases.try_lock() {
+            for live in leases.values() {
+                live.stop();
+            }
+        }
+    }
+}
+
+impl LocalBackend {
+    /// Prepares `<data_dir>/local/` (host key, lease store, homes), checks the sandbox,
+    /// resumes the persisted leases that are still live (listening on their ports
+    /// again) and removes those that expired while Paygress was down.
+    ///
+    /// Fails with [`LocalError::BwrapMissing`] (an install hint) when bubblewrap was
+    /// requested and `bwrap` is not installed.
+    pub async fn start(config: LocalConfig) -> Result<Self, LocalError> {
+        let sandbox = Arc::new(Sandbox::detect(config.sandbox).await?);
+        if sandbox.mode() == SandboxMode::Unsandboxed {
+            tracing::warn!(
+                "local backend runs lease commands UNSANDBOXED: buyers get a shell as the Paygress user; development only"
+            );
+        }
+        let state_dir = config.state_dir();
+        for dir in [state_dir.clone(), state_dir.join("homes")] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| LocalError::io("creating", &dir, e))?;
+        }
+        let lock = lock_state_dir(&state_dir)?;
+        let host_key = store::load_or_create_host_key(&state_dir)?;
+        let inner = Arc::new(Inner {
+            _lock: lock,
+            ssh_config: Arc::new(server_config(host_key)),
+            sandbox,
+            state_dir: state_dir.clone(),
+            config,
+            leases: Mutex::new(BTreeMap::new()),
+        });
+
+        let stored = store::load_leases(&store::leases_path(&state_dir))?;
+        let now = Timestamp::now();
+        {
+            let mut leases = inner.leases.lock().await;
+            for mut lease in stored {
+                let id = lease.record.id.clone();
+                if lease.record.expires_at <= now {
+                    tracing::info!(lease = %id, "lease expired while Paygress was down: removing");
+                    remove_home(inner.home_of(&id)).await;
+                    continue;
+                }
+                let (listener, port) = inner.resume_listener(&lease, &leases).await?;
+                if lease.record.node_port != Some(port) {
+                    tracing::warn!(lease = %id, old = ?lease.record.node_port, new = port, "lease port was taken; moved");
+                    lease.record.ssh_port = port;
+                    lease.record.node_port = Some(port);
+                }
+                let live = inner.launch(lease, listener)?;
+                tracing::info!(lease = %id, port, "resumed lease");
+                leases.insert(id, live);
+            }
+            inner.persist(&leases)?;
+            inner.remove_orphan_homes(&leases).await;
+        }
+        Ok(Self { inner })
+    }
+
+    /// Like [`start`](Self::start), but when bubblewrap is missing or cannot create a
+    /// sandbox on this host, falls back to [`SandboxMode::Unsandboxed`] with a loud
+    /// warning. For `paygress dev` only: `serve` must use [`start`](Self::start).
+    pub async fn start_with_fallback(config: LocalConfig) -> Result<Self, LocalError> {
+        match Self::start(config.clone()).await {
+            Err(e @ (LocalError::BwrapMissing | LocalError::SandboxUnavailable(_)))
+                if config.sandbox == SandboxMode::Bubblewrap =>
+            {
+                tracing::warn!(
+                    reason = %e,
+                    "!!! bubblewrap unavailable: falling back to UNSANDBOXED lease shells (development only) !!!"
+                );
+                Self::start(LocalConfig {
+                    sandbox: SandboxMode::Unsandboxed,
+                    ..config
+                })
+                .await
+            }
+            other => other,
+        }
+    }
+
+    /// The sandbox mode actually in use.
+    pub fn sandbox_mode(&self) -> SandboxMode {
+        self.inner.sandbox.mode()
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &LocalConfig {
+        &self.inner.config
+    }
+
+    /// The host key's public half (what clients see as the server key).
+    pub fn host_public_key(&self) -> Option<PublicKey> {
+        self.inner
+            .ssh_config
+            .keys
+            .first()
+            .map(|k| k.public_key().clone())
+    }
+
+    /// Pids of every live process of lease `id` (empty if none or unknown). For
+    /// monitoring and tests.
+    pub async fn processes(&self, id: &LeaseId) -> Vec<u32> {
+        let leases = self.inner.leases.lock().await;
+        leases
+            .get(id)
+            .map(|l| l.shared.processes().into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// The host directory that is lease `id`'s home.
+    pub fn home_dir(&self, id: &LeaseId) -> PathBuf {
+        self.inner.home_of(id)
+    }
+}
+
+impl Inner {
+    /// Removes home directories that belong to no live lease (left by a crash between
+    /// creating a home and persisting its lease, or by a failed removal).
+    async fn remove_orphan_homes(&self, leases: &BTreeMap<LeaseId, Live>) {
+        let Ok(dir) = std::fs::read_dir(self.state_dir.join("homes")) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let known = name
+                .to_str()
+                .and_then(|n| n.parse::<LeaseId>().ok())
+                .is_some_and(|id| leases.contains_key(&id));
+            if !known {
+                tracing::info!(home = %entry.path().display(), "removing orphaned lease home");
+                remove_home(entry.path()).await;
+            }
+        }
+    }
+
+    fn home_of(&self, id: &LeaseId) -> PathBuf {
+        self.state_dir.join("homes").join(id.as_str())
+    }
+
+    fn used_ports(leases: &BTreeMap<LeaseId, Live>) -> Vec<u16> {
+        leases
+            .values()
+            .filter_map(|l| l.stored.record.node_port)
+            .collect()
+    }
+
+    async fn bind(&self, port: u16) -> std::io::Result<TcpListener> {
+        TcpListener::bind((self.config.bind_host.as_str(), port)).await
+    }
+
+    /// A listener on the first free port of the range.
+    async fn allocate(
+        &self,
+        leases: &BTreeMap<LeaseId, Live>,
+    ) -> Result<(TcpListener, u16), LocalError> {
+        let used = Self::used_ports(leases);
+        for port in self.config.port_range.ports() {
+            if used.contains(&port) {
+                continue;
+            }
+            if let Ok(l) = self.bind(port).await {
+                return Ok((l, port));
+            }
+        }
+        Err(LocalError::NoFreePort(self.config.port_range.to_string()))
+    }
+
+    /// A listener on the lease's old port, retried briefly (a previous instance may
+    /// still be letting it go), else on a new one.
+    async fn resume_listener(
+        &self,
+        lease: &StoredLease,
+        leases: &BTreeMap<LeaseId, Live>,
+    ) -> Result<(TcpListener, u16), LocalError> {
+        if let Some(port) = lease.record.node_port {
+            for _ in 0..40 {
+                match self.bind(port).await {
+                    Ok(l) => return Ok((l, port)),
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        self.allocate(leases).await
+    }
+
+    /// Starts the listener and the expiry timer of `stored`.
+    fn launch(
+        self: &Arc<Self>,
+        stored: StoredLease,
+        listener: TcpListener,
+    ) -> Result<Live, LocalError> {
+        let id = stored.record.id.clone();
+        let public_key = stored
+            .ssh_public_key
+            .as_deref()
+            .and_then(|k| PublicKey::from_openssh(k.trim()).ok());
+        let shared = Arc::new(LeaseShared::new(
+            id.clone(),
+            stored.record.username.as_str().to_owned(),
+            stored.password.clone(),
+            public_key,
+            Limits::for_tier(&stored.tier),
+            self.home_of(&id),
+            self.sandbox.clone(),
+            stored.record.expires_at,
+        ));
+        let home = self.home_of(&id);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&home)
+            .map_err(|e| LocalError::io("creating", &home, e))?;
+        if let Some((uid, gid)) = self.sandbox.owner() {
+            std::os::unix::fs::chown(&home, Some(uid), Some(gid))
+                .map_err(|e| LocalError::io("handing over", &home, e))?;
+        }
+        let listener = tokio::spawn(serve(listener, shared.clone(), self.ssh_config.clone()));
+        let (expiry, rx) = watch::channel(stored.record.expires_at);
+        let timer = tokio::spawn(expiry_timer(Arc::downgrade(self), id, rx));
+        Ok(Live {
+            stored,
+            shared,
+            listener,
+            timer,
+            expiry,
+        })
+    }
+
+    fn persist(&self, leases: &BTreeMap<LeaseId, Live>) -> Result<(), LocalError> {
+        let all: Vec<StoredLease> = leases.values().map(|l| l.stored.clone()).collect();
+        store::save_leases(&store::leases_path(&self.state_dir), &all)
+    }
+
+    /// Stops a removed lease and deletes its home once its processes are gone.
+    async fn teardown(&self, live: Live) {
+        live.stop();
+        // SIGKILL is asynchronous: wait (bounded) until the processes are gone before
+        // removing the directory they may still hold open.
+        for _ in 0..100 {
+            if live.shared.processes().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        remove_home(self.home_of(&live.stored.record.id)).await;
+    }
+
+    /// Removes `id` if its expiry has passed (an extension may have won the race).
+    async fn expire(&self, id: &LeaseId) {
+        let mut leases = self.leases.lock().await;
+        let due = leases
+            .get(id)
+            .is_some_and(|l| l.stored.record.expires_at <= Timestamp::now());
+        if !due {
+            return;
+        }
+        if let Some(live) = leases.remove(id) {
+            tracing::info!(lease = %id, "lease expired");
+            if let Err(e) = self.persist(&leases) {
+                tracing::error!(lease = %id, error = %e, "could not persist lease removal");
+            }
+            drop(leases);
+            self.teardown(live).await;
+        }
+    }
+}
+
+/// Takes an exclusive, non-blocking `flock` on `<state_dir>/lock`.
+fn lock_state_dir(state_dir: &Path) -> Result<std::fs::File, LocalError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| LocalError::io("opening", &path, e))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(LocalError::Locked(state_dir.to_owned())),
+        Err(e) => Err(LocalError::io("locking", &path, e.into())),
+    }
+}
+
+async fn remove_home(home: PathBuf) {
+    let path = home.clone();
+    let result = tokio::task::spawn_blocking(move || remove_dir_retrying(&path)).await;
+    if let Ok(Err(e)) = result {
+        tracing::warn!(home = %home.display(), error = %e, "could not remove lease home");
+    }
+}
+
+fn remove_dir_retrying(path: &Path) -> std::io::Result<()> {
+    let mut last = Ok(());
+    for _ in 0..5 {
+        last = match std::fs::remove_dir_all(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            other => other,
+        };
+        if last.is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    last
+}
+
+/// Sleeps until the lease's expiry (following extensions), then expires it.
+async fn expiry_timer(inner: Weak<Inner>, id: LeaseId, mut rx: watch::Receiver<Timestamp>) {
+    loop {
+        let at = *rx.borrow_and_update();
+        let now = Timestamp::now();
+        if now >= at {
+            break;
+        }
+        // Re-checked at least every minute, so a wall-clock jump cannot delay expiry.
+        let wait = now
+            .duration_until(at)
+            .unsigned_abs()
+            .min(Duration::from_secs(60));
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    if let Some(inner) = inner.upgrade() {
+        // A separate task: teardown aborts this timer task.
+        tokio::spawn(async move { inner.expire(&id).await });
+    }
+}
+
+#[async_trait]
+impl PodBackend for LocalBackend {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    #[tracing::instrument(skip_all, fields(lease = %spec.id))]
+    async fn create(&self, spec: &LeaseSpec) -> Result<Provisioned, BackendError> {
+        let inner = &self.inner;
+        let mut leases = inner.leases.lock().await;
+        if leases.contains_key(&spec.id) {
+            return Err(BackendError::AlreadyExists(spec.id.clone()));
+        }
+        if spec.expires_at <= Timestamp::now() {
+            return Err(BackendError::Rejected(
+                "the lease has already expired".into(),
+            ));
+        }
+        if let Some(key) = &spec.ssh_public_key {
+            PublicKey::from_openssh(key.trim())
+                .map_err(|e| BackendError::Rejected(format!("invalid ssh public key: {e}")))?;
+        }
+        let (listener, port) = inner.allocate(&leases).await?;
+        let stored = StoredLease {
+            record: LeaseRecord {
+                id: spec.id.clone(),
+                owner: spec.owner.clone(),
+                username: spec.username.clone(),
+                tier: spec.tier.id.clone(),
+                image: spec.image.clone(),
+                created_at: spec.created_at,
+                expires_at: spec.expires_at,
+                paid_msat: spec.paid_msat,
+                ssh_port: port,
+                node_port: Some(port),
+            },
+            password: PasswordHash::new(&spec.password)?,
+            ssh_public_key: spec.ssh_public_key.clone(),
+            tier: spec.tier.clone(),
+        };
+        let live = inner.launch(stored, listener)?;
+        leases.insert(spec.id.clone(), live);
+        if let Err(e) = inner.persist(&leases) {
+            if let Some(live) = leases.remove(&spec.id) {
+                drop(leases);
+                inner.teardown(live).await;
+            }
+            return Err(e.into());
+        }
+        tracing::info!(port, "lease listening");
+        Ok(Provisioned {
+            ssh_port: port,
+            node_port: Some(port),
+            ssh_host: None,
+            instructions: Vec::new(),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(lease = %id))]
+    async fn extend(&self, id: &LeaseId, extension: &Extension) -> Result<(), BackendError> {
+        let mut leases = self.inner.leases.lock().await;
+        let live = leases
+            .get_mut(id)
+            .ok_or_else(|| BackendError::NotFound(id.clone()))?;
+        let previous = (live.stored.record.expires_at, live.stored.record.paid_msat);
+        live.stored.record.expires_at = extension.expires_at;
+        live.stored.record.paid_msat = extension.paid_msat;
+        if let Err(e) = self.inner.persist(&leases) {
+            if let Some(live) = leases.get_mut(id) {
+                (live.stored.record.expires_at, live.stored.record.paid_msat) = previous;
+            }
+            return Err(e.into());
+        }
+        if let Some(live) = leases.get(id) {
+            live.shared.set_expiry(extension.expires_at);
+            live.expiry.send_replace(extension.expires_at);
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(lease = %id))]
+    async fn delete(&self, id: &LeaseId) -> Result<(), BackendError> {
+        let mut leases = self.inner.leases.lock().await;
+        let Some(live) = leases.remove(id) else {
+            return Ok(());
+        };
+        let persisted = self.inner.persist(&leases);
+        drop(leases);
+        self.inner.teardown(live).await;
+        persisted.map_err(Into::into)
+    }
+
+    async fn get(&self, id: &LeaseId) -> Result<Option<LeaseRecord>, BackendError> {
+        let leases = self.inner.leases.lock().await;
+        Ok(leases.get(id).map(|l| l.stored.record.clone()))
+    }
+
+    async fn list(&self) -> Result<Vec<LeaseRecord>, BackendError> {
+        let leases = self.inner.leases.lock().await;
+        Ok(leases.values().map(|l| l.stored.record.clone()).collect())
+    }
+}

@@ -1,0 +1,218 @@
+//! Configuration of the local backend.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::error::LocalError;
+
+/// How lease commands are isolated from the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SandboxMode {
+    /// Every command runs inside bubblewrap (`bwrap`): private home, read-only system
+    /// directories, private `/tmp`, own PID namespace. The production mode.
+    #[default]
+    Bubblewrap,
+    /// Commands run directly on the host as the Paygress user, in their own process
+    /// group. For development only: a buyer can read whatever that user can.
+    Unsandboxed,
+}
+
+impl FromStr for SandboxMode {
+    type Err = LocalError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "bubblewrap" | "bwrap" => Ok(Self::Bubblewrap),
+            "unsandboxed" | "none" => Ok(Self::Unsandboxed),
+            other => Err(LocalError::Config(format!(
+                "LOCAL_SANDBOX={other:?}: expected \"bubblewrap\" or \"unsandboxed\""
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for SandboxMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Bubblewrap => "bubblewrap",
+            Self::Unsandboxed => "unsandboxed",
+        })
+    }
+}
+
+/// An inclusive range of TCP ports, parsed from `"2300-2399"` (or a single `"2300"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    /// First port.
+    pub start: u16,
+    /// Last port (inclusive).
+    pub end: u16,
+}
+
+impl PortRange {
+    /// A range from `start` to `end` inclusive.
+    pub fn new(start: u16, end: u16) -> Result<Self, LocalError> {
+        if start == 0 || end < start {
+            return Err(LocalError::Config(format!(
+                "port range {start}-{end}: expected 1 <= start <= end"
+            )));
+        }
+        Ok(Self { start, end })
+    }
+
+    /// Whether `port` lies in the range.
+    pub fn contains(&self, port: u16) -> bool {
+        (self.start..=self.end).contains(&port)
+    }
+
+    /// Every port of the range, in order.
+    pub fn ports(&self) -> impl Iterator<Item = u16> + use<> {
+        self.start..=self.end
+    }
+}
+
+impl Default for PortRange {
+    /// `2300-2399`.
+    fn default() -> Self {
+        Self {
+            start: 2300,
+            end: 2399,
+        }
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = LocalError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || LocalError::Config(format!("port range {s:?}: expected e.g. \"2300-2399\""));
+        let (a, b) = match s.trim().split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (s.trim(), s.trim()),
+        };
+        let start = a.parse::<u16>().map_err(|_| bad())?;
+        let end = b.parse::<u16>().map_err(|_| bad())?;
+        Self::new(start, end)
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.start, self.end)
+    }
+}
+
+/// Everything [`LocalBackend::start`](crate::LocalBackend::start) needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalConfig {
+    /// Paygress' data directory (`PAYGRESS_DATA_DIR`); the backend keeps its state in
+    /// `<data_dir>/local/` (leases, host key, homes).
+    pub data_dir: PathBuf,
+    /// Ports lease SSH servers listen on (`LOCAL_PORT_RANGE`).
+    pub port_range: PortRange,
+    /// Address the SSH servers bind (`BIND_HOST`, default `127.0.0.1`).
+    pub bind_host: String,
+    /// Isolation of lease commands (`LOCAL_SANDBOX`, default bubblewrap).
+    pub sandbox: SandboxMode,
+}
+
+impl LocalConfig {
+    /// A configuration with the defaults: ports 2300-2399 on 127.0.0.1, bubblewrap.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            port_range: PortRange::default(),
+            bind_host: "127.0.0.1".to_owned(),
+            sandbox: SandboxMode::Bubblewrap,
+        }
+    }
+
+    /// Reads `PAYGRESS_DATA_DIR` (default `./data`), `LOCAL_PORT_RANGE` (default
+    /// `2300-2399`), `BIND_HOST` (default `127.0.0.1`) and `LOCAL_SANDBOX`
+    /// (`bubblewrap` | `unsandboxed`, default `bubblewrap`).
+    pub fn from_env() -> Result<Self, LocalError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Like [`from_env`](Self::from_env) with a custom variable lookup (for tests and
+    /// layered configuration).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, LocalError> {
+        let nonempty = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let mut config =
+            Self::new(nonempty("PAYGRESS_DATA_DIR").unwrap_or_else(|| "./data".to_owned()));
+        if let Some(r) = nonempty("LOCAL_PORT_RANGE") {
+            config.port_range = r.parse()?;
+        }
+        if let Some(h) = nonempty("BIND_HOST") {
+            config.bind_host = h.trim().to_owned();
+        }
+        if let Some(m) = nonempty("LOCAL_SANDBOX") {
+            config.sandbox = m.parse()?;
+        }
+        Ok(config)
+    }
+
+    /// `<data_dir>/local`.
+    pub fn state_dir(&self) -> PathBuf {
+        self.data_dir.join("local")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_range_parses() {
+        assert_eq!(
+            "2300-2399".parse::<PortRange>().unwrap(),
+            PortRange {
+                start: 2300,
+                end: 2399
+            }
+        );
+        assert_eq!(
+            " 22 ".parse::<PortRange>().unwrap(),
+            PortRange { start: 22, end: 22 }
+        );
+        assert!("2399-2300".parse::<PortRange>().is_err());
+        assert!("0-10".parse::<PortRange>().is_err());
+        assert!("a-b".parse::<PortRange>().is_err());
+        assert!("1-70000".parse::<PortRange>().is_err());
+    }
+
+    #[test]
+    fn from_lookup_reads_every_variable() {
+        let c = LocalConfig::from_lookup(|k| match k {
+            "PAYGRESS_DATA_DIR" => Some("/var/lib/paygress".into()),
+            "LOCAL_PORT_RANGE" => Some("4000-4010".into()),
+            "BIND_HOST" => Some("0.0.0.0".into()),
+            "LOCAL_SANDBOX" => Some("unsandboxed".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/paygress"));
+        assert_eq!(
+            c.port_range,
+            PortRange {
+                start: 4000,
+                end: 4010
+            }
+        );
+        assert_eq!(c.bind_host, "0.0.0.0");
+        assert_eq!(c.sandbox, SandboxMode::Unsandboxed);
+        assert_eq!(c.state_dir(), PathBuf::from("/var/lib/paygress/local"));
+    }
+
+    #[test]
+    fn from_lookup_defaults() {
+        let c = LocalConfig::from_lookup(|_| None).unwrap();
+        assert_eq!(c.port_range, PortRange::default());
+        assert_eq!(c.bind_host, "127.0.0.1");
+        assert_eq!(c.sandbox, SandboxMode::Bubblewrap);
+        assert!(
+            LocalConfig::from_lookup(|k| (k == "LOCAL_SANDBOX").then(|| "docker".into())).is_err()
+        );
+    }
+}
