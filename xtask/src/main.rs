@@ -267,9 +267,9 @@ fn check_core_has_no_io() -> Result<()> {
 }
 
 fn run_paygress(args: &[String]) -> Result<()> {
+    // Debug profile: it shares the test build, and the demo needs no speed.
     let mut a = vec![
         "run",
-        "--release",
         "--quiet",
         "-p",
         "paygress-bin",

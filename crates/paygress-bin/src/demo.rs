@@ -155,7 +155,7 @@ pub async fn run(stack: &DevStack) -> Result<()> {
     let workdir = tempfile::tempdir()?;
     let out = ssh_run(
         &access,
-        "echo \"hello from $(whoami) in $(pwd)\"; uname -sr",
+        "echo \"hello from $USER in $(pwd)\"; uname -sr",
         workdir.path(),
     )
     .await?;

@@ -65,12 +65,7 @@ fn init_tracing(default: &str) {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    // Buyer commands talk to people on stdout; the service logs.
-    let service_side = matches!(
-        cli.command,
-        None | Some(Command::Serve(_)) | Some(Command::Wallet(_))
-    ) || is_dev(&cli.command);
-    init_tracing(if service_side { "info" } else { "warn" });
+    init_tracing(default_log_filter(&cli.command));
     match cli.command {
         None => {
             let args = ServeOnly::parse_from(["paygress"]).serve;
@@ -89,12 +84,14 @@ async fn main() -> Result<()> {
     }
 }
 
-#[cfg(feature = "dev")]
-fn is_dev(c: &Option<Command>) -> bool {
-    matches!(c, Some(Command::Dev(_)))
-}
-
-#[cfg(not(feature = "dev"))]
-fn is_dev(_: &Option<Command>) -> bool {
-    false
+/// The log filter when `RUST_LOG` is unset: the service logs at info (third-party
+/// chatter at warn); buyer commands and the demo talk on stdout and log only problems.
+fn default_log_filter(command: &Option<Command>) -> &'static str {
+    const SERVICE: &str = "info,cdk=warn,cdk_axum=warn,cdk_sqlite=warn,nostr_relay_pool=warn,nostr_relay_builder=warn,russh=warn";
+    match command {
+        None | Some(Command::Serve(_)) | Some(Command::Wallet(_)) => SERVICE,
+        #[cfg(feature = "dev")]
+        Some(Command::Dev(args)) if !args.demo => SERVICE,
+        _ => "warn",
+    }
 }

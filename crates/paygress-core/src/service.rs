@@ -416,7 +416,8 @@ impl Paygress {
             Err(e) => return self.refund(key, &payment, e.into()).await,
         };
 
-        let now = self.clock.now();
+        // Whole seconds, rounded up: the buyer never loses the fraction.
+        let now = ceil_to_second(self.clock.now());
         let expires_at = add_seconds(now, purchase.seconds);
         let password = Password::generate();
         let spec = LeaseSpec {
@@ -1109,6 +1110,11 @@ fn minutes_to_seconds(minutes: u64) -> Result<u64, Failure> {
             format!("duration of {minutes} minutes is too long"),
         )
     })
+}
+
+fn ceil_to_second(t: Timestamp) -> Timestamp {
+    let whole = t.as_second() + i64::from(t.subsec_nanosecond() > 0);
+    Timestamp::from_second(whole).unwrap_or(t)
 }
 
 fn add_seconds(t: Timestamp, seconds: u64) -> Timestamp {
