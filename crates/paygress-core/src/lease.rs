@@ -190,7 +190,8 @@ impl LeaseRecord {
 
     /// Whole seconds left at `now` (zero once expired).
     pub fn remaining_seconds(&self, now: Timestamp) -> u64 {
-        let secs = self.expires_at.as_second() - now.as_second();
+        // Whole seconds of the exact duration, rounded down.
+        let secs = self.expires_at.duration_since(now).as_secs();
         u64::try_from(secs).unwrap_or(0)
     }
 }
