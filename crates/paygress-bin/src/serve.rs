@@ -102,7 +102,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             .with_context(|| format!("binding BIND_ADDR {}", args.bind_addr))?;
         info!(addr = %args.bind_addr, "HTTP listening");
         let api =
-            paygress_http::HttpApi::new(service.clone(), payments.clone(), http_config(&args));
+            paygress_http::HttpApi::new(service.clone(), payments.clone(), http_config(&args)?);
         tasks.spawn(async move {
             if let Err(e) = api.serve(listener, shutdown_signal()).await {
                 warn!(error = %e, "HTTP server stopped");
@@ -121,12 +121,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// The HTTP transport's settings.
-pub fn http_config(args: &ServeArgs) -> paygress_http::HttpConfig {
-    paygress_http::HttpConfig {
-        default_duration_minutes: args.default_pod_duration_minutes,
-        ..paygress_http::HttpConfig::default()
-    }
+/// The HTTP transport's settings: `HTTP_BODY_LIMIT_BYTES`, `HTTP_REQUEST_TIMEOUT_SECS`,
+/// `HTTP_RATE_LIMIT_PER_MINUTE` from the environment, the quoted default duration from
+/// the serve arguments.
+pub fn http_config(args: &ServeArgs) -> Result<paygress_http::HttpConfig> {
+    let mut config = paygress_http::HttpConfig::from_env().context("HTTP_* settings")?;
+    config.default_duration_minutes = args.default_pod_duration_minutes;
+    Ok(config)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
