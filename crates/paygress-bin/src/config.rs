@@ -47,7 +47,7 @@ pub struct ServeArgs {
     /// Transports: nostr, http or both.
     #[arg(long, env = "RUN_MODE", value_enum, default_value = "nostr")]
     pub run_mode: RunMode,
-    /// HTTP listen address.
+    /// HTTP listen address (in nostr mode only `GET /healthz` is served there).
     #[arg(long, env = "BIND_ADDR", default_value = "0.0.0.0:8080")]
     pub bind_addr: SocketAddr,
     /// Where leases run: kubernetes or local.

@@ -1,11 +1,13 @@
 //! `paygress serve`: build every component from the configuration and run.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use paygress_cashu::{CashuConfig, CashuVerifier};
 use paygress_core::{DynJournal, DynPodBackend, Paygress};
+use paygress_http::wire::ComponentHealth;
 use paygress_local::{LocalBackend, LocalConfig};
 use paygress_nostr::{NostrConfig, NostrTransport};
 use paygress_store::FileJournal;
@@ -47,8 +49,18 @@ pub async fn backend(args: &ServeArgs) -> Result<DynPodBackend> {
 }
 
 /// Builds the Kubernetes backend from the in-cluster or kubeconfig credentials.
-pub async fn kubernetes(_args: &ServeArgs) -> Result<DynPodBackend> {
-    anyhow::bail!("TEMP")
+pub async fn kubernetes(args: &ServeArgs) -> Result<DynPodBackend> {
+    let mut config = paygress_k8s::K8sConfig::from_env().context("Kubernetes settings")?;
+    config.namespace = args.pod_namespace.clone();
+    config.ssh_port = args.ssh_port;
+    config.default_image = args.ssh_base_image.clone();
+    let backend = paygress_k8s::K8sBackend::try_default(config)
+        .await
+        .context(
+            "no Kubernetes credentials (in-cluster service account or ~/.kube/config); \
+         on one machine without a cluster set POD_BACKEND=local",
+        )?;
+    Ok(Arc::new(backend))
 }
 
 /// Builds the service with a durable journal and settles what a previous run left open.
@@ -81,10 +93,20 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let service = service(&args, payments.clone(), backend).await?;
 
     let mut tasks = JoinSet::new();
-    if args.enable_cleanup_task {
-        tasks.spawn(service.clone().run_maintenance(MAINTENANCE_INTERVAL));
-    }
+    // One shutdown signal, fanned out to the HTTP servers for a graceful stop.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let maintenance = args
+        .enable_cleanup_task
+        .then(|| tasks.spawn(service.clone().run_maintenance(MAINTENANCE_INTERVAL)));
     let mut nostr = None;
+    // Set while the Nostr serve loop runs; reported by `/healthz`.
+    let nostr_up = Arc::new(AtomicBool::new(false));
     if args.run_mode.nostr() {
         let config = NostrConfig::from_values(
             args.nostr_private_key.as_deref(),
@@ -93,19 +115,52 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         )
         .context("NOSTR_PRIVATE_KEY / NOSTR_RELAYS")?;
         let transport = Arc::new(NostrTransport::start(config).await.context("nostr")?);
-        tasks.spawn(service.clone().serve(transport.clone()));
+        nostr_up.store(true, Ordering::SeqCst);
+        let (svc, t, up) = (service.clone(), transport.clone(), nostr_up.clone());
+        tasks.spawn(async move {
+            svc.serve(t).await;
+            up.store(false, Ordering::SeqCst);
+        });
         nostr = Some(transport);
     }
+
+    // HTTP: the whole API in http/both mode; in nostr mode only `/healthz`, so that
+    // orchestrator probes have an endpoint.
+    let listener = tokio::net::TcpListener::bind(args.bind_addr)
+        .await
+        .with_context(|| format!("binding BIND_ADDR {}", args.bind_addr))?;
+    let run_mode = args.run_mode;
+    let probe_up = nostr_up.clone();
+    let probe: paygress_http::TransportProbe = Arc::new(move || {
+        let mut list = Vec::new();
+        if run_mode.http() {
+            list.push(ComponentHealth {
+                name: "http".to_owned(),
+                up: true,
+            });
+        }
+        if run_mode.nostr() {
+            list.push(ComponentHealth {
+                name: "nostr".to_owned(),
+                up: probe_up.load(Ordering::SeqCst),
+            });
+        }
+        list
+    });
+    let api = paygress_http::HttpApi::new(service.clone(), payments.clone(), http_config(&args)?)
+        .with_transport_probe(probe);
     if args.run_mode.http() {
-        let listener = tokio::net::TcpListener::bind(args.bind_addr)
-            .await
-            .with_context(|| format!("binding BIND_ADDR {}", args.bind_addr))?;
-        info!(addr = %args.bind_addr, "HTTP listening");
-        let api =
-            paygress_http::HttpApi::new(service.clone(), payments.clone(), http_config(&args)?);
+        info!(addr = %args.bind_addr, "HTTP API listening");
         tasks.spawn(async move {
-            if let Err(e) = api.serve(listener, shutdown_signal()).await {
+            if let Err(e) = api.serve(listener, stopped()).await {
                 warn!(error = %e, "HTTP server stopped");
+            }
+        });
+    } else {
+        info!(addr = %args.bind_addr, "health endpoint listening (GET /healthz)");
+        tasks.spawn(async move {
+            if let Err(e) = api.serve_health_only(listener, stopped()).await {
+                warn!(error = %e, "health endpoint stopped");
             }
         });
     }
@@ -114,9 +169,22 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         _ = shutdown_signal() => info!("shutting down"),
         _ = tasks.join_next() => warn!("a component stopped; shutting down"),
     }
+    let _ = stop_tx.send(true);
+    if let Some(m) = maintenance {
+        m.abort();
+    }
     if let Some(n) = nostr {
         n.shutdown().await;
     }
+    // Let the HTTP servers finish requests in flight (bounded), then stop the rest.
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(done) = tasks.join_next().await {
+            if done.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
     tasks.abort_all();
     Ok(())
 }

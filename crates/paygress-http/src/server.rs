@@ -205,6 +205,31 @@ impl HttpApi {
             .with_state(state)
     }
 
+    /// Only `GET /healthz` (typed 404 elsewhere): for a service whose requests come over
+    /// Nostr, so that orchestrator probes still have an endpoint.
+    pub fn health_router(&self) -> Router {
+        Router::new()
+            .route("/healthz", get(routes::healthz))
+            .fallback(routes::not_found)
+            .layer(middleware::from_fn(typed_errors))
+            .with_state(self.state.clone())
+    }
+
+    /// Serves [`HttpApi::health_router`] on `listener` until `shutdown` completes.
+    pub async fn serve_health_only<F>(
+        self,
+        listener: TcpListener,
+        shutdown: F,
+    ) -> Result<(), HttpError>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        axum::serve(listener, self.health_router())
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(())
+    }
+
     /// Serves the API on `listener` until `shutdown` completes, then stops accepting
     /// connections and waits for requests in flight to finish.
     pub async fn serve<F>(self, listener: TcpListener, shutdown: F) -> Result<(), HttpError>

@@ -1,1 +1,12 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+mod backend;
+mod config;
+mod error;
+pub mod objects;
+
+pub use backend::{EXTEND_ATTEMPTS, K8sBackend};
+pub use config::{
+    DEFAULT_IMAGE, DEFAULT_NAMESPACE, DEFAULT_SSH_PORT, DEFAULT_TTL_AFTER_FINISHED, K8sConfig,
+};
+pub use error::K8sError;
