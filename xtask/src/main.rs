@@ -161,6 +161,8 @@ fn ci() -> Result<()> {
         cmd("bash", &["deploy/validate.sh"])?;
     }
     if have("cargo-nextest") {
+        // Doc tests first, so the run closes on nextest's summary of every test.
+        cmd("cargo", &["test", "--workspace", "--all-features", "--doc"])?;
         cmd(
             "cargo",
             &[
@@ -171,7 +173,6 @@ fn ci() -> Result<()> {
                 "--no-fail-fast",
             ],
         )?;
-        cmd("cargo", &["test", "--workspace", "--all-features", "--doc"])?;
     } else {
         cmd(
             "cargo",
