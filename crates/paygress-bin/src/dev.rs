@@ -169,6 +169,18 @@ impl DevStack {
         self.relay.url()
     }
 
+    /// Mints a test token for a person to spend by hand and saves it in the data dir.
+    pub async fn mint_buyer_token(&self, sats: u64) -> Result<PathBuf> {
+        let token = self
+            .mint
+            .mint_token(sats, paygress_cashu::testkit::TokenFormat::V4)
+            .await
+            .context("minting a test token")?;
+        let path = self.data_dir.join("buyer-token.cashu");
+        std::fs::write(&path, format!("{}\n", token.expose()))?;
+        Ok(path)
+    }
+
     /// Prints where everything is and what to try.
     pub fn print_banner(&self) {
         let npub = self
@@ -192,13 +204,36 @@ impl DevStack {
             }
         );
         println!();
-        println!("Try:");
+        println!("Try over HTTP:");
         println!("  curl -s {}/offer", self.http_url);
         println!(
-            "  curl -s {}/spawn-pod -X POST -i   # 402 with an X-Cashu payment request",
+            "  curl -s -i -X POST {}/spawn-pod   # 402 with an X-Cashu payment request",
             self.http_url
         );
-        println!("  cargo xtask demo                 # a scripted buyer, end to end");
+        println!();
+    }
+
+    /// Prints the buyer commands to try by hand with the token at `token`.
+    pub fn print_buyer_commands(&self, token: &std::path::Path) {
+        let exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "paygress".to_owned());
+        let conf = self.data_dir.join("buyer");
+        println!(
+            "Try as a buyer (a 1000 sat test token is in {}):",
+            token.display()
+        );
+        println!("  export PAYGRESS_CONFIG_DIR={}", conf.display());
+        println!("  {exe} keygen");
+        println!(
+            "  {exe} request --service {} --relay {} --token {} --duration 10m --user alice",
+            self.service_key.to_hex(),
+            self.relay.url(),
+            token.display()
+        );
+        println!(
+            "  # then ssh with the printed command; change is saved under $PAYGRESS_CONFIG_DIR/tokens"
+        );
         println!();
     }
 
@@ -220,6 +255,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
         stack.shutdown().await;
         return result;
     }
+    let token = stack.mint_buyer_token(1000).await?;
+    stack.print_buyer_commands(&token);
     crate::serve::shutdown_signal().await;
     stack.shutdown().await;
     Ok(())
