@@ -380,21 +380,19 @@ impl Paygress {
             Ok(plan) => plan,
             Err(f) => return f.into_reply(),
         };
-        let info = match self.inspect_for(&req.cashu_token, &plan.rate, plan.requested_seconds) {
+        let info = match self.inspect(&req.cashu_token) {
             Ok(info) => info,
             Err(f) => return f.into_reply(),
         };
-        // What the face value buys, checked before redeeming: a token too small for the
-        // minimum lease is refused untouched (the quote is redone on the amount received).
+        // What the face value buys, checked before redeeming: a token too small is
+        // refused untouched (the quote is redone on the amount received, after fees).
         if let Err(e) = pricing::quote_spawn(
             plan.rate,
             self.config.limits,
             info.amount,
             plan.requested_seconds,
         ) {
-            let mut failure = Failure::from(e);
-            failure.message.push_str("; your token was not redeemed");
-            return failure.into_reply();
+            return untouched(e).into_reply();
         }
         let lease = LeaseId::generate();
         let payment = match self
@@ -498,7 +496,7 @@ impl Paygress {
             Err(f) => return f.into_reply(),
         };
         let rate = self.rate_of_tier_id(&record.tier);
-        let info = match self.inspect_for(&req.cashu_token, &rate, None) {
+        let info = match self.inspect(&req.cashu_token) {
             Ok(info) => info,
             Err(f) => return f.into_reply(),
         };
@@ -508,7 +506,7 @@ impl Paygress {
             info.amount,
             record.remaining_seconds(self.clock.now()),
         ) {
-            return Failure::from(e).into_reply();
+            return untouched(e).into_reply();
         }
         let payment = match self
             .redeem(key, Purpose::TopUp, &lease, &req.cashu_token, &info)
@@ -670,11 +668,11 @@ impl Paygress {
                     reply,
                     mint,
                     amount,
-                } => {
-                    let reply = self.pay_out(&key, reply, &mint, amount).await;
-                    !matches!(self.journal.get(&key).await, Ok(Some(Stage::Owed { .. })))
-                        && reply.returned_token().is_some()
-                }
+                } => self
+                    .pay_out(&key, reply, &mint, amount)
+                    .await
+                    .returned_token()
+                    .is_some(),
                 Stage::Done { .. } => true,
             };
             settled += usize::from(done);
@@ -809,14 +807,8 @@ impl Paygress {
         })
     }
 
-    /// Inspects a token offline and checks its face value covers the price, so an
-    /// obviously short payment is refused with the token untouched.
-    fn inspect_for(
-        &self,
-        token: &CashuToken,
-        rate: &Rate,
-        requested_seconds: Option<u64>,
-    ) -> Result<TokenInfo, Failure> {
+    /// Decodes a token and checks mint, unit and value offline (no mint contacted).
+    fn inspect(&self, token: &CashuToken) -> Result<TokenInfo, Failure> {
         let info = self
             .payments
             .inspect(token)
@@ -825,19 +817,6 @@ impl Paygress {
             return Err(Failure::new(
                 ErrorCode::InvalidToken,
                 "the token is worth nothing",
-            ));
-        }
-        let required = match requested_seconds {
-            Some(secs) => rate.price_in(secs, info.amount.unit),
-            None => 0,
-        };
-        if info.amount.value < required {
-            return Err(Failure::new(
-                ErrorCode::InsufficientPayment,
-                format!(
-                    "the token is worth {} but the requested duration costs {} {}; your token was not redeemed",
-                    info.amount, required, info.amount.unit
-                ),
             ));
         }
         Ok(info)
@@ -1089,6 +1068,13 @@ fn error_reply(f: Failure, refund_token: Option<CashuToken>) -> ErrorReply {
         message: f.message,
         refund_token,
     }
+}
+
+/// A pricing refusal before the token was touched.
+fn untouched(e: PricingError) -> Failure {
+    let mut failure = Failure::from(e);
+    failure.message.push_str("; your token was not redeemed");
+    failure
 }
 
 fn not_found(lease: &LeaseId) -> Failure {
