@@ -278,6 +278,41 @@ impl Paygress {
         ))
     }
 
+    /// What a top-up of `minutes` of `pod_name` costs in `unit` (for an HTTP 402 quote),
+    /// capped so the lease never has more than the maximum left. Returns the seconds
+    /// quoted and their price; refuses as the top-up itself would (bad name, unknown or
+    /// expired lease, lease at maximum).
+    pub async fn top_up_price(
+        &self,
+        pod_name: &str,
+        minutes: u64,
+        unit: crate::money::Unit,
+    ) -> Result<(u64, Amount), ErrorReply> {
+        let lease: LeaseId = pod_name
+            .parse()
+            .map_err(|e: NameError| error_reply(e.into(), None))?;
+        let record = self
+            .live_lease(&lease)
+            .await
+            .map_err(|f| error_reply(f, None))?;
+        let headroom = self
+            .config
+            .limits
+            .max_seconds
+            .saturating_sub(record.remaining_seconds(self.clock.now()));
+        let seconds = minutes_to_seconds(minutes)
+            .map_err(|f| error_reply(f, None))?
+            .min(headroom);
+        if seconds == 0 {
+            let e = PricingError::AtMaximum {
+                max_seconds: self.config.limits.max_seconds,
+            };
+            return Err(error_reply(e.into(), None));
+        }
+        let rate = self.rate_of_tier_id(&record.tier);
+        Ok((seconds, Amount::new(rate.price_in(seconds, unit), unit)))
+    }
+
     /// Checks a token without redeeming it and says what it buys.
     pub async fn quote_token(
         &self,

@@ -302,48 +302,20 @@ pub(crate) async fn top_up_pod(
 /// The `402` of a top-up: priced at the lease's tier for the default duration, or less
 /// when the lease is near its maximum.
 async fn top_up_payment_required(state: &AppState, pod_name: &str) -> Result<Response, ApiError> {
-    let id = parse_lease(pod_name)?;
-    let record = match state.paygress.backend().get(&id).await {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            return Err(ApiError::new(
-                ErrorCode::PodNotFound,
-                format!("lease {id} not found"),
-            ));
-        }
-        Err(e) => {
-            warn!(error = %e, "backend unavailable");
-            return Err(ApiError::new(
-                ErrorCode::Unavailable,
-                "the backend is unavailable",
-            ));
-        }
-    };
-    let now = state.paygress.now();
-    if record.expires_at <= now {
-        return Err(ApiError::new(
-            ErrorCode::LeaseExpired,
-            format!("lease {id} has expired"),
-        ));
-    }
-    let limits = state.paygress.config().limits;
-    let headroom = limits
-        .max_seconds
-        .saturating_sub(record.remaining_seconds(now))
-        / 60;
-    let minutes = state.config.default_duration_minutes.min(headroom);
-    if minutes == 0 {
-        return Err(ApiError::new(
-            ErrorCode::LeaseAtMaximum,
-            format!("lease {id} already has the maximum time left"),
-        ));
-    }
-    let amount = state
+    let (seconds, amount) = state
         .paygress
-        .price(minutes, Some(&record.tier), state.quote_unit())?;
+        .top_up_price(
+            pod_name,
+            state.config.default_duration_minutes,
+            state.quote_unit(),
+        )
+        .await?;
     Ok(state.payment_required(
         amount,
-        &format!("{minutes} more minutes of Paygress lease {id}"),
+        &format!(
+            "{} more minutes of Paygress lease {pod_name}",
+            seconds.div_ceil(60)
+        ),
     ))
 }
 

@@ -1617,3 +1617,51 @@ async fn offer_price_and_quote_follow_the_config() {
         .expect("quote");
     assert_eq!(quote.covers_requested, Some(false));
 }
+
+// ---------------------------------------------------------------- top-up quotes
+
+#[tokio::test]
+async fn top_up_price_uses_the_leases_tier_and_falls_back_to_the_base_rate() {
+    let (service, memory, _, _) = Ports::new().build();
+    let big = seed_lease(&memory, big_tier(), at(HOUR)).await;
+    assert_eq!(
+        service.top_up_price(big.as_str(), 60, Unit::Sat).await,
+        Ok((HOUR, Amount::sat(120)))
+    );
+    // A tier the operator has since removed is priced at the base rate, as the top-up
+    // itself would be.
+    let gone = Tier {
+        id: "retired".to_owned(),
+        ..big_tier()
+    };
+    let old = seed_lease(&memory, gone, at(HOUR)).await;
+    assert_eq!(
+        service.top_up_price(old.as_str(), 60, Unit::Sat).await,
+        Ok((HOUR, Amount::sat(60)))
+    );
+}
+
+#[tokio::test]
+async fn top_up_price_is_capped_by_headroom_and_refuses_like_a_top_up() {
+    let (service, memory, _, clock) = Ports::new().build();
+    // 30 s below the maximum: the quote is for those 30 s, below the spawn minimum.
+    let near_max = seed_lease(&memory, Tier::standard(), at(MAX_SECONDS - 30)).await;
+    assert_eq!(
+        service
+            .top_up_price(near_max.as_str(), 60, Unit::Msat)
+            .await,
+        Ok((30, Amount::msat(500)))
+    );
+    let full = seed_lease(&memory, Tier::standard(), at(MAX_SECONDS)).await;
+    let e = service.top_up_price(full.as_str(), 60, Unit::Sat).await;
+    assert_eq!(e.map_err(|e| e.code), Err(ErrorCode::LeaseAtMaximum));
+    let e = service
+        .top_up_price("ssh-pod-zzzzzzzz", 60, Unit::Sat)
+        .await;
+    assert_eq!(e.map_err(|e| e.code), Err(ErrorCode::PodNotFound));
+    let e = service.top_up_price("nope", 60, Unit::Sat).await;
+    assert_eq!(e.map_err(|e| e.code), Err(ErrorCode::InvalidPodName));
+    clock.advance(i64::try_from(MAX_SECONDS).expect("fits"));
+    let e = service.top_up_price(full.as_str(), 60, Unit::Sat).await;
+    assert_eq!(e.map_err(|e| e.code), Err(ErrorCode::LeaseExpired));
+}
