@@ -371,32 +371,26 @@ async fn send_http(base: &str, request: &Request, timeout: Duration) -> Result<R
     }
     .with_context(|| format!("no answer from {base}"))?;
     let status = resp.status();
-    let body: serde_json::Value = resp
+    let mut body: serde_json::Value = resp
         .json()
         .await
         .with_context(|| format!("{base} answered {status} with a body that is not JSON"))?;
-    // The HTTP API answers with the same reply JSON (with a `type`), or a bare error body.
-    if body.get("type").is_some() {
-        return Ok(serde_json::from_value(body)?);
+    // The HTTP API answers with the reply's fields but no `type`: errors carry `code`,
+    // otherwise the request decides which reply it is.
+    let kind = if body.get("code").is_some() {
+        "error"
+    } else {
+        match request {
+            Request::Spawn(_) => "access_details",
+            Request::TopUp(_) => "top_up",
+            Request::Status(_) => "status",
+        }
+    };
+    if let Some(fields) = body.as_object_mut() {
+        fields.insert("type".to_owned(), json!(kind));
     }
-    if body.get("code").is_some() {
-        let mut body = body;
-        body["type"] = json!("error");
-        return Ok(serde_json::from_value(body)?);
-    }
-    if let Request::Status(_) = request {
-        let lease: paygress_core::LeaseRecord = serde_json::from_value(body)?;
-        let now = jiff::Timestamp::now();
-        return Ok(Reply::Status(paygress_core::LeaseStatus {
-            state: lease.state_at(now),
-            remaining_seconds: lease.remaining_seconds(now),
-            pod_name: lease.id,
-            expires_at: lease.expires_at,
-            tier: lease.tier,
-            node_port: lease.node_port,
-        }));
-    }
-    bail!("{base} answered {status} with an unexpected body")
+    serde_json::from_value(body)
+        .with_context(|| format!("{base} answered {status} with an unexpected body"))
 }
 
 /// Saves a change or refund token to the config dir; returns where.

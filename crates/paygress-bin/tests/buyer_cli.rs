@@ -174,6 +174,86 @@ async fn keygen_offers_request_topup_status() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(json(&out)["expires_at"], top["expires_at"]);
 
+    // The same commands against the HTTP API.
+    let http = stack.http_url.clone();
+    let token = stack
+        .mint
+        .mint_token(4, TokenFormat::V4)
+        .await
+        .expect("mint");
+    let token_file = write_token(cfg, "http.cashu", &token).await;
+    let out = paygress(
+        cfg,
+        &[
+            "request",
+            "--http",
+            &http,
+            "--token",
+            &token_file,
+            "--duration",
+            "3m",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let over_http = json(&out);
+    assert_eq!(over_http["type"], "access_details");
+    let change_file = over_http["saved_token_file"]
+        .as_str()
+        .expect("change saved");
+    let change = CashuToken::new(std::fs::read_to_string(change_file).expect("read").trim());
+    assert_eq!(
+        stack.mint.redeem_as_buyer(&change).await.expect("redeems"),
+        1
+    );
+    let http_pod = over_http["pod_name"].as_str().expect("pod").to_owned();
+    let token = stack
+        .mint
+        .mint_token(2, TokenFormat::V4)
+        .await
+        .expect("mint");
+    let token_file = write_token(cfg, "http-topup.cashu", &token).await;
+    let out = paygress(
+        cfg,
+        &[
+            "topup",
+            "--http",
+            &http,
+            "--pod",
+            &http_pod,
+            "--token",
+            &token_file,
+            "--json",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(json(&out)["added_seconds"], 120);
+    let out = paygress(
+        cfg,
+        &["status", "--http", &http, "--pod", &http_pod, "--json"],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let status = json(&out);
+    assert_eq!(status["type"], "status");
+    assert_eq!(status["state"], "active");
+    let out = paygress(
+        cfg,
+        &[
+            "status",
+            "--http",
+            &http,
+            "--pod",
+            "ssh-pod-zzzzzzzz",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert_eq!(json(&out)["code"], "pod_not_found");
+
     // Human output names the ssh command and the password.
     let token = stack
         .mint
