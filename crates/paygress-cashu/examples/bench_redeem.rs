@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use paygress_cashu::testkit::{TestMint, TokenFormat};
 use paygress_cashu::{CashuConfig, CashuVerifier};
-use paygress_core::ports::PaymentVerifier;
 use paygress_core::secret::CashuToken;
 
 const AMOUNT: u64 = 8;
@@ -66,7 +65,7 @@ async fn main() {
     eprintln!("minting {} tokens of {AMOUNT} sat ...", 2 * n + 1);
     let mut all = tokens(&mint, 2 * n + 1).await;
     let warm = all.pop().expect("token");
-    verifier.redeem(&warm).await.expect("warm-up redeem");
+    verifier.receive(&warm).await.expect("warm-up redeem");
     let concurrent = all.split_off(n);
     let sequential = all;
 
@@ -75,7 +74,7 @@ async fn main() {
     let mut lat = Vec::with_capacity(n);
     for t in &sequential {
         let t0 = Instant::now();
-        verifier.redeem(t).await.expect("redeem");
+        verifier.receive(t).await.expect("redeem");
         lat.push(t0.elapsed());
     }
     let wall = start.elapsed();
@@ -88,7 +87,7 @@ async fn main() {
         let v = verifier.clone();
         set.spawn(async move {
             let t0 = Instant::now();
-            v.redeem(&t).await.expect("redeem");
+            v.receive(&t).await.expect("redeem");
             t0.elapsed()
         });
     }

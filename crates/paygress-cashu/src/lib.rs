@@ -2,6 +2,7 @@
 
 mod config;
 mod error;
+mod redeem;
 mod url;
 mod verifier;
 

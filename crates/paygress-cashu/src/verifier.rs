@@ -9,19 +9,25 @@ use cdk::Error as CdkError;
 use cdk::cdk_database::WalletDatabase;
 use cdk::nuts::{CurrencyUnit, KeySetInfo, PaymentRequest, Proofs, State, Token};
 use cdk::wallet::types::KeysetLoadPolicy;
-use cdk::wallet::{ReceiveOptions, SendOptions, Wallet, WalletBuilder};
+use cdk::wallet::{HttpClient, MintConnector, SendOptions, Wallet, WalletBuilder};
 use cdk_sqlite::WalletSqliteDatabase;
 use paygress_core::money::{Amount, MintUrl, Unit};
-use paygress_core::ports::{PaymentError, PaymentVerifier, Redeemed, TokenCheck, TokenInfo};
+use paygress_core::ports::{
+    PaymentError, PaymentVerifier, RedeemAttempt, Redeemed, TokenCheck, TokenInfo,
+};
 use paygress_core::secret::CashuToken;
 use tracing::instrument;
 
 use crate::config::{CashuConfig, ensure_parent, load_or_create_seed};
 use crate::error::CashuError;
+use crate::redeem::{self, Receipt, SwapFailure};
 use crate::url::normalize_mint_url;
 
 /// Largest encoded token accepted (bytes). Anything longer is rejected before decoding.
 pub const MAX_TOKEN_LEN: usize = 64 * 1024;
+
+/// Most proofs redeemed from one token. A wallet pays any amount with a few dozen.
+pub const MAX_PROOFS: usize = 256;
 
 type Db = Arc<dyn WalletDatabase<cdk::cdk_database::Error> + Send + Sync>;
 
@@ -58,6 +64,8 @@ struct Inner {
     seed: [u8; 64],
     mints: Vec<MintUrl>,
     wallets: Mutex<HashMap<(MintUrl, Unit), Slot>>,
+    /// Keysets seen per mint, for offline fee estimates in `inspect`.
+    keysets: Mutex<HashMap<MintUrl, Vec<KeySetInfo>>>,
 }
 
 /// One wallet and the lock that serialises its sends (cdk's proof selection is not safe
@@ -65,6 +73,7 @@ struct Inner {
 #[derive(Clone)]
 struct Slot {
     wallet: Wallet,
+    client: Arc<dyn MintConnector + Send + Sync>,
     send_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -151,6 +160,7 @@ impl CashuVerifier {
                 seed,
                 mints,
                 wallets: Mutex::new(HashMap::new()),
+                keysets: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -168,8 +178,11 @@ impl CashuVerifier {
         if let Some(slot) = wallets.get(&(mint.clone(), unit)) {
             return Ok(slot.clone());
         }
+        let mint_url = cdk_mint_url(mint).map_err(CashuError::Wallet)?;
+        let client: Arc<dyn MintConnector + Send + Sync> =
+            Arc::new(HttpClient::new(mint_url.clone(), None));
         let wallet = WalletBuilder::new()
-            .mint_url(cdk_mint_url(mint).map_err(CashuError::Wallet)?)
+            .mint_url(mint_url)
             .unit(cdk_unit(unit))
             .localstore(self.inner.db.clone())
             .seed(self.inner.seed)
@@ -179,6 +192,7 @@ impl CashuVerifier {
             .map_err(CashuError::Wallet)?;
         let slot = Slot {
             wallet,
+            client,
             send_lock: Arc::default(),
         };
         wallets.insert((mint.clone(), unit), slot.clone());
@@ -215,6 +229,42 @@ impl CashuVerifier {
         failed
     }
 
+    /// Redeems `token` in one call (prepare, swap, and resolution of a lost answer), for
+    /// callers without a journal of their own (tools, tests). The service journals each
+    /// step instead, through [`PaymentVerifier`].
+    pub async fn receive(&self, token: &CashuToken) -> Result<Redeemed, PaymentError> {
+        let attempt = self.prepare(token).await?;
+        match self.redeem(token, &attempt).await {
+            Err(PaymentError::Ambiguous(_) | PaymentError::AlreadySpent) => self
+                .resolve(token, &attempt)
+                .await?
+                .ok_or(PaymentError::AlreadySpent),
+            other => other,
+        }
+    }
+
+    fn slot_for(&self, p: &Parsed) -> Result<Slot, PaymentError> {
+        self.slot(&p.mint, p.amount.unit)
+            .map_err(|e| PaymentError::Other(Box::new(e)))
+    }
+
+    /// Unblinds and stores what the mint signed for an attempt; the credited amount.
+    async fn credit(
+        &self,
+        slot: &Slot,
+        receipt: &Receipt,
+        outputs: redeem::Outputs,
+        signatures: Vec<cdk::nuts::BlindSignature>,
+    ) -> Result<u64, PaymentError> {
+        let keys = slot
+            .wallet
+            .keyset(receipt.keyset)
+            .await
+            .map_err(|e| PaymentError::Ambiguous(Box::new(e)))?
+            .keys;
+        redeem::store_signed(&slot.wallet, receipt, outputs, signatures, &keys).await
+    }
+
     /// The accepted mints, normalised.
     pub fn mints(&self) -> &[MintUrl] {
         &self.inner.mints
@@ -247,11 +297,54 @@ impl CashuVerifier {
         if value == cdk::Amount::ZERO {
             return Err(PaymentError::InvalidToken("token is worth nothing".into()));
         }
+        let secrets = decoded.token_secrets();
+        if secrets.len() > MAX_PROOFS {
+            return Err(PaymentError::TooManyProofs {
+                count: secrets.len(),
+                max: MAX_PROOFS,
+            });
+        }
+        let mut seen = std::collections::HashSet::with_capacity(secrets.len());
+        if !secrets.iter().all(|s| seen.insert(s.as_bytes())) {
+            return Err(PaymentError::DuplicateProofs);
+        }
+        let conditions = decoded
+            .spending_conditions()
+            .map_err(|e| PaymentError::InvalidToken(format!("bad spending condition: {e}")))?;
+        if let Some(c) = conditions.iter().next() {
+            let kind = match c {
+                cdk::nuts::SpendingConditions::P2PKConditions { .. } => "P2PK, NUT-11",
+                cdk::nuts::SpendingConditions::HTLCConditions { .. } => "HTLC, NUT-14",
+            };
+            return Err(PaymentError::Locked(kind.to_owned()));
+        }
         Ok(Parsed {
             token: decoded,
             mint,
             amount: Amount::new(value.to_u64(), unit),
         })
+    }
+
+    /// The mint's input fee for `token` from the keysets seen so far (zero when its
+    /// keysets are not known yet: the exact fee is what the swap takes).
+    fn estimate_fee(&self, p: &Parsed) -> Amount {
+        let keysets = lock(&self.inner.keysets);
+        let Some(infos) = keysets.get(&p.mint) else {
+            return Amount::new(0, p.amount.unit);
+        };
+        let ppk: u64 = match p.token.proofs(infos) {
+            Ok(proofs) => proofs
+                .iter()
+                .map(|proof| {
+                    infos
+                        .iter()
+                        .find(|k| k.id == proof.keyset_id)
+                        .map_or(0, |k| k.input_fee_ppk)
+                })
+                .sum(),
+            Err(_) => 0,
+        };
+        Amount::new(ppk.div_ceil(1000), p.amount.unit)
     }
 
     /// Resolves the token's proofs (full keyset ids) from the cached keysets, refreshing
@@ -278,6 +371,7 @@ impl CashuVerifier {
             .keysets(KeysetLoadPolicy::CacheThenNetwork)
             .await
             .map_err(map_redeem_error)?;
+        self.remember_keysets(wallet, &cached);
         if let Some(p) = resolve(cached) {
             return Ok(p);
         }
@@ -286,9 +380,43 @@ impl CashuVerifier {
             .keysets(KeysetLoadPolicy::Refresh)
             .await
             .map_err(map_redeem_error)?;
+        self.remember_keysets(wallet, &fresh);
         resolve(fresh).ok_or_else(|| {
-            PaymentError::InvalidToken("token names a keyset the mint does not have".into())
+            let id = match token {
+                Token::TokenV4(t) => t
+                    .token
+                    .iter()
+                    .map(|k| k.keyset_id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                Token::TokenV3(t) => t
+                    .token
+                    .iter()
+                    .flat_map(|k| k.proofs.iter().map(|p| p.keyset_id.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            };
+            PaymentError::UnknownKeyset(id)
         })
+    }
+
+    fn remember_keysets(&self, wallet: &Wallet, keysets: &[cdk::nuts::KeySet]) {
+        let Ok(mint) = normalize_mint_url(&wallet.mint_url.to_string()) else {
+            return;
+        };
+        let mut cache = lock(&self.inner.keysets);
+        let infos = cache.entry(mint).or_default();
+        for k in keysets {
+            if !infos.iter().any(|i| i.id == k.id) {
+                infos.push(KeySetInfo {
+                    id: k.id,
+                    unit: k.unit.clone(),
+                    active: k.active.unwrap_or(false),
+                    input_fee_ppk: k.input_fee_ppk,
+                    final_expiry: k.final_expiry,
+                });
+            }
+        }
     }
 
     /// What the wallet holds, per accepted mint and unit (zero balances included).
@@ -345,28 +473,145 @@ impl CashuVerifier {
 impl PaymentVerifier for CashuVerifier {
     fn inspect(&self, token: &CashuToken) -> Result<TokenInfo, PaymentError> {
         let p = self.parse(token)?;
+        let fee = self.estimate_fee(&p);
         Ok(TokenInfo {
             mint: p.mint,
             amount: p.amount,
+            fee,
         })
     }
 
     #[instrument(skip_all, fields(token = %token_tag(token)))]
-    async fn redeem(&self, token: &CashuToken) -> Result<Redeemed, PaymentError> {
+    async fn prepare(&self, token: &CashuToken) -> Result<RedeemAttempt, PaymentError> {
         let p = self.parse(token)?;
-        let wallet = self
-            .wallet(&p.mint, p.amount.unit)
-            .map_err(|e| PaymentError::Other(Box::new(e)))?;
-        let proofs = self.proofs(&wallet, &p.token).await?;
-        let received = wallet
-            .receive_proofs(proofs, ReceiveOptions::default(), None, None)
+        let slot = self.slot_for(&p)?;
+        let proofs = self.proofs(&slot.wallet, &p.token).await?;
+        let fee = slot
+            .wallet
+            .get_proofs_fee(&proofs)
+            .await
+            .map_err(map_redeem_error)?
+            .total
+            .to_u64();
+        let net = p
+            .amount
+            .value
+            .checked_sub(fee)
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                PaymentError::InvalidToken(format!("the mint's fee of {fee} takes the whole token"))
+            })?;
+        let keyset = slot
+            .wallet
+            .active_keyset()
             .await
             .map_err(map_redeem_error)?;
-        tracing::info!(mint = %p.mint, face = %p.amount, credited = received.to_u64(), "token redeemed");
+        let receipt = redeem::reserve(&slot.wallet, keyset.id, net)
+            .await
+            .map_err(|e| PaymentError::Other(Box::new(e)))?;
+        Ok(RedeemAttempt {
+            mint: p.mint,
+            face: p.amount,
+            fee: Amount::new(fee, p.amount.unit),
+            receipt: receipt.encode(),
+        })
+    }
+
+    #[instrument(skip_all, fields(token = %token_tag(token)))]
+    async fn redeem(
+        &self,
+        token: &CashuToken,
+        attempt: &RedeemAttempt,
+    ) -> Result<Redeemed, PaymentError> {
+        let p = self.parse(token)?;
+        let slot = self.slot_for(&p)?;
+        let proofs = self.proofs(&slot.wallet, &p.token).await?;
+        let receipt = Receipt::decode(&attempt.receipt)?;
+        let outputs = receipt.outputs(&self.inner.seed)?;
+        let signatures = match redeem::swap(slot.client.as_ref(), proofs, &outputs).await {
+            Ok(sigs) => sigs,
+            Err(SwapFailure::Spent(_)) => return Err(PaymentError::AlreadySpent),
+            Err(SwapFailure::Refused(e)) => return Err(map_redeem_error(e)),
+            Err(SwapFailure::Unknown(e)) => return Err(PaymentError::Ambiguous(Box::new(e))),
+        };
+        let credited = self.credit(&slot, &receipt, outputs, signatures).await?;
+        tracing::info!(mint = %p.mint, face = %p.amount, credited, "token redeemed");
         Ok(Redeemed {
             mint: p.mint,
-            amount: Amount::new(received.to_u64(), p.amount.unit),
+            amount: Amount::new(credited, p.amount.unit),
         })
+    }
+
+    #[instrument(skip_all, fields(token = %token_tag(token)))]
+    async fn resolve(
+        &self,
+        token: &CashuToken,
+        attempt: &RedeemAttempt,
+    ) -> Result<Option<Redeemed>, PaymentError> {
+        let p = self.parse(token)?;
+        let slot = self.slot_for(&p)?;
+        let proofs = self.proofs(&slot.wallet, &p.token).await?;
+        let receipt = Receipt::decode(&attempt.receipt)?;
+        let client = slot.client.as_ref();
+        let unknown = |e: CdkError| PaymentError::MintUnavailable(Box::new(e));
+        let received = |credited: u64| {
+            tracing::info!(mint = %p.mint, credited, "lost redeem resolved: received");
+            Some(Redeemed {
+                mint: p.mint.clone(),
+                amount: Amount::new(credited, p.amount.unit),
+            })
+        };
+        // 1. Did the mint sign this attempt's outputs? Then that is what was received.
+        let outputs = receipt.outputs(&self.inner.seed)?;
+        let signed = redeem::restore(client, &outputs).await.map_err(unknown)?;
+        if !signed.is_empty() {
+            let credited = self.credit(&slot, &receipt, outputs, signed).await?;
+            return Ok(received(credited));
+        }
+        // 2. Not signed. Inputs unspent: the swap never happened; do it now (same
+        //    outputs, so a late original and this replay cannot both succeed).
+        match redeem::input_state(client, &proofs)
+            .await
+            .map_err(unknown)?
+        {
+            Some(false) => {}
+            Some(true) => {
+                // Spent, and not by this attempt (unless it landed just now).
+                let outputs = receipt.outputs(&self.inner.seed)?;
+                let signed = redeem::restore(client, &outputs).await.map_err(unknown)?;
+                if signed.is_empty() {
+                    tracing::info!(mint = %p.mint, "token spent elsewhere: nothing received");
+                    return Ok(None);
+                }
+                let credited = self.credit(&slot, &receipt, outputs, signed).await?;
+                return Ok(received(credited));
+            }
+            None => {
+                return Err(PaymentError::Ambiguous(
+                    "the mint reports the token pending".into(),
+                ));
+            }
+        }
+        let outputs = receipt.outputs(&self.inner.seed)?;
+        match redeem::swap(client, proofs, &outputs).await {
+            Ok(signed) => {
+                let credited = self.credit(&slot, &receipt, outputs, signed).await?;
+                Ok(received(credited))
+            }
+            Err(SwapFailure::Spent(_)) => {
+                let signed = redeem::restore(client, &outputs).await.map_err(unknown)?;
+                if signed.is_empty() {
+                    return Ok(None);
+                }
+                let credited = self.credit(&slot, &receipt, outputs, signed).await?;
+                Ok(received(credited))
+            }
+            Err(SwapFailure::Refused(e)) => {
+                tracing::info!(mint = %p.mint, error = %e, "the mint refuses the token: nothing received");
+                Ok(None)
+            }
+            Err(SwapFailure::Unknown(e)) => Err(PaymentError::Ambiguous(Box::new(e))),
+        }
     }
 
     #[instrument(skip_all, fields(token = %token_tag(token)))]

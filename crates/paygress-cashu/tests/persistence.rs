@@ -5,7 +5,6 @@ use std::os::unix::fs::PermissionsExt;
 use paygress_cashu::testkit::{TestMint, TokenFormat};
 use paygress_cashu::{CashuConfig, CashuError, CashuVerifier};
 use paygress_core::money::{Amount, Unit};
-use paygress_core::ports::PaymentVerifier;
 
 #[tokio::test]
 async fn balance_and_seed_survive_reopen() {
@@ -15,7 +14,7 @@ async fn balance_and_seed_survive_reopen() {
         CashuConfig::new(dir.path().join("a/b/cashu.db"), [mint.url().as_str()]).expect("config");
 
     let v = CashuVerifier::open(&config).await.expect("open");
-    v.redeem(&mint.mint_token(40, TokenFormat::V4).await.expect("t"))
+    v.receive(&mint.mint_token(40, TokenFormat::V4).await.expect("t"))
         .await
         .expect("redeem");
     let seed = std::fs::read_to_string(config.seed_path()).expect("seed written");

@@ -18,7 +18,7 @@ async fn receive_format(format: TokenFormat, prefix: &str) {
     assert_eq!(info.amount, Amount::sat(21));
 
     assert_eq!(balance(&v, &mint.url(), Unit::Sat).await, 0);
-    let got = v.redeem(&token).await.expect("redeem");
+    let got = v.receive(&token).await.expect("redeem");
     assert_eq!(got.mint, mint.url());
     assert_eq!(got.amount, Amount::sat(21));
     assert_eq!(balance(&v, &mint.url(), Unit::Sat).await, 21);
@@ -26,7 +26,7 @@ async fn receive_format(format: TokenFormat, prefix: &str) {
     // A second token adds up.
     let token2 = mint.mint_token(5, format).await.expect("token");
     assert_eq!(
-        v.redeem(&token2).await.expect("redeem").amount,
+        v.receive(&token2).await.expect("redeem").amount,
         Amount::sat(5)
     );
     assert_eq!(balance(&v, &mint.url(), Unit::Sat).await, 26);
@@ -47,8 +47,8 @@ async fn second_redeem_is_rejected_and_grants_nothing() {
     let mint = TestMint::start().await.expect("mint");
     let (v, _dir) = verifier_for(&mint).await;
     let token = mint.mint_token(8, TokenFormat::V4).await.expect("token");
-    v.redeem(&token).await.expect("first redeem");
-    let err = v.redeem(&token).await.expect_err("second redeem");
+    v.receive(&token).await.expect("first redeem");
+    let err = v.receive(&token).await.expect_err("second redeem");
     assert!(matches!(err, PaymentError::AlreadySpent), "{err:?}");
     assert_eq!(balance(&v, &mint.url(), Unit::Sat).await, 8);
 }
@@ -59,18 +59,18 @@ async fn concurrent_redeems_of_one_token_exactly_one_wins() {
     let (v, _dir) = verifier_for(&mint).await;
     let (other, _dir2) = verifier_for(&mint).await;
     // Warm both wallets so the race is on the swap itself.
-    v.redeem(&mint.mint_token(1, TokenFormat::V4).await.expect("t"))
+    v.receive(&mint.mint_token(1, TokenFormat::V4).await.expect("t"))
         .await
         .expect("warm");
     other
-        .redeem(&mint.mint_token(1, TokenFormat::V4).await.expect("t"))
+        .receive(&mint.mint_token(1, TokenFormat::V4).await.expect("t"))
         .await
         .expect("warm");
 
     for round in 0..3 {
         let token = mint.mint_token(16, TokenFormat::V4).await.expect("token");
         // Same verifier twice and a second service wallet, all at once.
-        let (a, b, c) = tokio::join!(v.redeem(&token), v.redeem(&token), other.redeem(&token));
+        let (a, b, c) = tokio::join!(v.receive(&token), v.receive(&token), other.receive(&token));
         let results = [a, b, c];
         let wins = results.iter().filter(|r| r.is_ok()).count();
         assert_eq!(wins, 1, "round {round}: {results:?}");
@@ -97,13 +97,13 @@ async fn steady_state_redeem_is_one_swap_request() {
     let third = mint.mint_token(4, TokenFormat::V4).await.expect("token");
 
     mint.requests().clear();
-    v.redeem(&first).await.expect("redeem");
+    v.receive(&first).await.expect("redeem");
     let cold = mint.requests().all();
     assert!(cold.contains(&"POST /v1/swap".to_owned()), "{cold:?}");
 
     for t in [&second, &third] {
         mint.requests().clear();
-        v.redeem(t).await.expect("redeem");
+        v.receive(t).await.expect("redeem");
         assert_eq!(mint.requests().all(), vec!["POST /v1/swap".to_owned()]);
     }
 }
@@ -112,7 +112,7 @@ async fn steady_state_redeem_is_one_swap_request() {
 async fn unknown_keyset_triggers_one_refresh() {
     let mint = TestMint::start().await.expect("mint");
     let (v, _dir) = verifier_for(&mint).await;
-    v.redeem(&mint.mint_token(2, TokenFormat::V4).await.expect("t"))
+    v.receive(&mint.mint_token(2, TokenFormat::V4).await.expect("t"))
         .await
         .expect("warm");
 
@@ -131,7 +131,7 @@ async fn unknown_keyset_triggers_one_refresh() {
 
     mint.requests().clear();
     assert_eq!(
-        v.redeem(&token).await.expect("redeem").amount,
+        v.receive(&token).await.expect("redeem").amount,
         Amount::sat(8)
     );
     let reqs = mint.requests().all();
@@ -148,7 +148,7 @@ async fn unknown_keyset_triggers_one_refresh() {
     // And then steady state again.
     let next = mint.mint_token(8, TokenFormat::V4).await.expect("token");
     mint.requests().clear();
-    v.redeem(&next).await.expect("redeem");
+    v.receive(&next).await.expect("redeem");
     assert_eq!(mint.requests().all(), vec!["POST /v1/swap".to_owned()]);
 }
 
@@ -156,13 +156,13 @@ async fn unknown_keyset_triggers_one_refresh() {
 async fn mint_down_then_back_same_token_redeems() {
     let mut mint = TestMint::start().await.expect("mint");
     let (v, _dir) = verifier_for(&mint).await;
-    v.redeem(&mint.mint_token(1, TokenFormat::V4).await.expect("t"))
+    v.receive(&mint.mint_token(1, TokenFormat::V4).await.expect("t"))
         .await
         .expect("warm");
     let token = mint.mint_token(32, TokenFormat::V4).await.expect("token");
 
     mint.stop().await;
-    let err = v.redeem(&token).await.expect_err("mint is down");
+    let err = v.receive(&token).await.expect_err("mint is down");
     assert!(matches!(err, PaymentError::MintUnavailable(_)), "{err:?}");
     assert_eq!(balance(&v, &mint.url(), Unit::Sat).await, 1);
     let err = v.check(&token).await.expect_err("mint is down");
@@ -171,7 +171,7 @@ async fn mint_down_then_back_same_token_redeems() {
     mint.restart().await.expect("restart");
     assert!(v.check(&token).await.expect("check").spendable);
     assert_eq!(
-        v.redeem(&token).await.expect("redeem").amount,
+        v.receive(&token).await.expect("redeem").amount,
         Amount::sat(32)
     );
     assert_eq!(balance(&v, &mint.url(), Unit::Sat).await, 33);
@@ -183,11 +183,11 @@ async fn cold_wallet_with_mint_down_is_retryable() {
     let (v, _dir) = verifier_for(&mint).await;
     let token = mint.mint_token(3, TokenFormat::V3).await.expect("token");
     mint.stop().await;
-    let err = v.redeem(&token).await.expect_err("mint is down");
+    let err = v.receive(&token).await.expect_err("mint is down");
     assert!(matches!(err, PaymentError::MintUnavailable(_)), "{err:?}");
     mint.restart().await.expect("restart");
     assert_eq!(
-        v.redeem(&token).await.expect("redeem").amount,
+        v.receive(&token).await.expect("redeem").amount,
         Amount::sat(3)
     );
 }
@@ -196,7 +196,7 @@ async fn cold_wallet_with_mint_down_is_retryable() {
 async fn issued_change_is_redeemable_by_a_fresh_wallet() {
     let mint = TestMint::start().await.expect("mint");
     let (v, _dir) = verifier_for(&mint).await;
-    v.redeem(&mint.mint_token(100, TokenFormat::V4).await.expect("t"))
+    v.receive(&mint.mint_token(100, TokenFormat::V4).await.expect("t"))
         .await
         .expect("redeem");
 
@@ -263,7 +263,7 @@ async fn warm_up_makes_the_first_redeem_one_request() {
     );
     mint.requests().clear();
     assert_eq!(
-        v.redeem(&token).await.expect("redeem").amount,
+        v.receive(&token).await.expect("redeem").amount,
         Amount::sat(6)
     );
     assert_eq!(mint.requests().all(), vec!["POST /v1/swap".to_owned()]);
@@ -273,7 +273,7 @@ async fn warm_up_makes_the_first_redeem_one_request() {
 async fn concurrent_issues_do_not_share_proofs() {
     let mint = TestMint::start().await.expect("mint");
     let (v, _dir) = verifier_for(&mint).await;
-    v.redeem(&mint.mint_token(100, TokenFormat::V4).await.expect("t"))
+    v.receive(&mint.mint_token(100, TokenFormat::V4).await.expect("t"))
         .await
         .expect("redeem");
     let mut set = tokio::task::JoinSet::new();
@@ -287,7 +287,7 @@ async fn concurrent_issues_do_not_share_proofs() {
     for _ in 0..3 {
         let t = mint.mint_token(7, TokenFormat::V4).await.expect("t");
         let v = v.clone();
-        incoming.spawn(async move { v.redeem(&t).await });
+        incoming.spawn(async move { v.receive(&t).await });
     }
     let mut issued = Vec::new();
     while let Some(r) = set.join_next().await {

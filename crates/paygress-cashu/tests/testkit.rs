@@ -28,7 +28,7 @@ async fn buyer_tokens_are_exact_and_spendable() {
         assert_eq!((c.amount, c.spendable), (Amount::sat(8), true));
     }
     for t in &tokens {
-        assert_eq!(v.redeem(t).await.expect("redeem").amount, Amount::sat(8));
+        assert_eq!(v.receive(t).await.expect("redeem").amount, Amount::sat(8));
     }
     assert_eq!(common::balance(&v, &mint.url(), Unit::Sat).await, 320);
     assert_eq!(buyer.balance().await.expect("balance"), 808 - 320);

@@ -41,7 +41,7 @@ async fn msat_tokens() {
             Amount::msat(1500)
         );
         assert_eq!(
-            v.redeem(&token).await.expect("redeem").amount,
+            v.receive(&token).await.expect("redeem").amount,
             Amount::msat(1500)
         );
     }
@@ -77,7 +77,7 @@ async fn keyset_version(v2: bool) {
             assert!(ids.iter().all(|id| id.len() == len), "{format:?}: {ids:?}");
         }
         assert_eq!(
-            v.redeem(&token).await.expect("redeem").amount,
+            v.receive(&token).await.expect("redeem").amount,
             Amount::sat(9)
         );
     }
@@ -117,7 +117,7 @@ async fn input_fees_are_the_payers() {
         assert!(fee > 0);
         let info = v.inspect(&token).expect("inspect");
         assert_eq!(info.amount, Amount::sat(amount), "face value before fees");
-        let got = v.redeem(&token).await.expect("redeem");
+        let got = v.receive(&token).await.expect("redeem");
         assert_eq!(got.amount, Amount::sat(amount - fee), "{proofs} proofs");
         expected_balance += amount - fee;
         assert_eq!(balance(&v, &mint.url(), Unit::Sat).await, expected_balance);

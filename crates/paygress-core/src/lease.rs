@@ -102,6 +102,12 @@ impl Requester {
         Self(format!("{transport}:{id}"))
     }
 
+    /// The identity of journal entries written before requesters were recorded: it
+    /// matches no sender, so such entries are never replayed to anyone.
+    pub fn unknown() -> Self {
+        Self(String::new())
+    }
+
     /// Wraps an already-scoped identity string (as stored by a backend).
     pub fn from_raw(raw: impl Into<String>) -> Self {
         Self(raw.into())

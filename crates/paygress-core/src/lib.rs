@@ -15,10 +15,10 @@ pub use lease::{LeaseEvent, LeaseRecord, LeaseSpec, LeaseState, Provisioned, Req
 pub use money::{Amount, MintUrl, Unit};
 pub use names::{LeaseId, NameError, Username};
 pub use ports::{
-    BackendError, Clock, DynClock, DynJournal, DynPaymentVerifier, DynPodBackend, DynTransport,
-    Extension, Incoming, Journal, JournalError, PaymentError, PaymentVerifier, PodBackend, Purpose,
-    Redeemed, RequestKey, Responder, Stage, SystemClock, TokenCheck, TokenInfo, Transport,
-    TransportError,
+    BackendError, Clock, DynClock, DynJournal, DynNotifier, DynPaymentVerifier, DynPodBackend,
+    DynTransport, Entry, Extension, Incoming, Journal, JournalError, Notifier, PaymentError,
+    PaymentVerifier, PodBackend, Purpose, RedeemAttempt, Redeemed, RequestKey, Responder, Stage,
+    SystemClock, TokenCheck, TokenInfo, Transport, TransportError,
 };
 pub use pricing::{DurationLimits, PricingError, Purchase, Rate, Tier};
 pub use protocol::{

@@ -1,7 +1,7 @@
 //! In-memory implementations of the ports: real code (not mocks) for tests, demos and
 //! embedders' own test suites. Nothing here touches a network or a disk.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -11,8 +11,8 @@ use crate::lease::{LeaseRecord, LeaseSpec, Provisioned};
 use crate::money::{Amount, MintUrl, Unit};
 use crate::names::LeaseId;
 use crate::ports::{
-    BackendError, Clock, Extension, Journal, JournalError, PaymentError, PaymentVerifier,
-    PodBackend, Redeemed, RequestKey, Stage, TokenCheck, TokenInfo,
+    BackendError, Clock, Entry, Extension, Journal, JournalError, PaymentError, PaymentVerifier,
+    PodBackend, RedeemAttempt, Redeemed, RequestKey, Stage, TokenCheck, TokenInfo,
 };
 use crate::secret::CashuToken;
 
@@ -61,12 +61,17 @@ pub enum FailOn {
     Create,
     /// Next `extend`.
     Extend,
+    /// Next `extend` is applied but its answer is lost (returns
+    /// [`BackendError::Unavailable`] after moving the expiry).
+    ExtendAnswerLost,
+    /// Next `create` is applied but its answer is lost.
+    CreateAnswerLost,
 }
 
 #[derive(Debug, Default)]
 struct BackendState {
     leases: BTreeMap<LeaseId, (LeaseRecord, LeaseSpec)>,
-    fail: HashSet<FailOn>,
+    fail: HashMap<FailOn, usize>,
     next_port: u16,
 }
 
@@ -88,9 +93,10 @@ impl MemoryBackend {
         Self::default()
     }
 
-    /// Makes the next call of `kind` fail with [`BackendError::Unavailable`].
+    /// Makes the next call of `kind` fail with [`BackendError::Unavailable`] (called
+    /// twice, the next two calls).
     pub fn fail_next(&self, kind: FailOn) {
-        lock(&self.state).fail.insert(kind);
+        *lock(&self.state).fail.entry(kind).or_default() += 1;
     }
 
     /// The spec a lease was created with (tests check credentials with it).
@@ -109,7 +115,10 @@ impl MemoryBackend {
     }
 
     fn take_failure(&self, kind: FailOn) -> Result<(), BackendError> {
-        if lock(&self.state).fail.remove(&kind) {
+        let mut st = lock(&self.state);
+        let left = st.fail.get_mut(&kind).filter(|n| **n > 0);
+        if let Some(n) = left {
+            *n -= 1;
             Err(BackendError::Unavailable(
                 format!("injected {kind:?} failure").into(),
             ))
@@ -127,6 +136,7 @@ impl PodBackend for MemoryBackend {
 
     async fn create(&self, spec: &LeaseSpec) -> Result<Provisioned, BackendError> {
         self.take_failure(FailOn::Create)?;
+        let lost = self.take_failure(FailOn::CreateAnswerLost);
         let mut st = lock(&self.state);
         if st.leases.contains_key(&spec.id) {
             return Err(BackendError::AlreadyExists(spec.id.clone()));
@@ -146,6 +156,7 @@ impl PodBackend for MemoryBackend {
             node_port: Some(port),
         };
         st.leases.insert(spec.id.clone(), (record, spec.clone()));
+        lost?;
         Ok(Provisioned {
             ssh_port: 2222,
             node_port: Some(port),
@@ -156,6 +167,7 @@ impl PodBackend for MemoryBackend {
 
     async fn extend(&self, id: &LeaseId, extension: &Extension) -> Result<(), BackendError> {
         self.take_failure(FailOn::Extend)?;
+        let lost = self.take_failure(FailOn::ExtendAnswerLost);
         let mut st = lock(&self.state);
         let (record, _) = st
             .leases
@@ -169,7 +181,7 @@ impl PodBackend for MemoryBackend {
         }
         record.expires_at = extension.expires_at;
         record.paid_msat = extension.paid_msat;
-        Ok(())
+        lost
     }
 
     async fn delete(&self, id: &LeaseId) -> Result<(), BackendError> {
@@ -194,32 +206,54 @@ impl PodBackend for MemoryBackend {
 
 /// A [`Journal`] in memory: idempotency within one process, lost on restart.
 #[derive(Debug, Clone, Default)]
-pub struct MemoryJournal(Arc<Mutex<HashMap<RequestKey, Stage>>>);
+pub struct MemoryJournal(Arc<Mutex<HashMap<RequestKey, Entry>>>);
 
 impl MemoryJournal {
     /// An empty journal.
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// The stage recorded for `key` (tests read it).
+    pub fn stage(&self, key: &RequestKey) -> Option<Stage> {
+        lock(&self.0).get(key).map(|e| e.stage.clone())
+    }
+
+    /// How many entries the journal holds.
+    pub fn len(&self) -> usize {
+        lock(&self.0).len()
+    }
+
+    /// Whether the journal is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[async_trait]
 impl Journal for MemoryJournal {
-    async fn get(&self, key: &RequestKey) -> Result<Option<Stage>, JournalError> {
+    async fn get(&self, key: &RequestKey) -> Result<Option<Entry>, JournalError> {
         Ok(lock(&self.0).get(key).cloned())
     }
 
-    async fn put(&self, key: &RequestKey, stage: &Stage) -> Result<(), JournalError> {
-        lock(&self.0).insert(key.clone(), stage.clone());
+    async fn put(&self, key: &RequestKey, entry: &Entry) -> Result<(), JournalError> {
+        lock(&self.0).insert(key.clone(), entry.clone());
         Ok(())
     }
 
-    async fn unfinished(&self) -> Result<Vec<(RequestKey, Stage)>, JournalError> {
+    async fn unfinished(&self) -> Result<Vec<(RequestKey, Entry)>, JournalError> {
         Ok(lock(&self.0)
             .iter()
-            .filter(|(_, s)| !matches!(s, Stage::Done { .. }))
-            .map(|(k, s)| (k.clone(), s.clone()))
+            .filter(|(_, e)| !matches!(e.stage, Stage::Done { .. }))
+            .map(|(k, e)| (k.clone(), e.clone()))
             .collect())
+    }
+
+    async fn prune(&self, before: Timestamp) -> Result<usize, JournalError> {
+        let mut map = lock(&self.0);
+        let len = map.len();
+        map.retain(|_, e| !(matches!(e.stage, Stage::Done { .. }) && e.updated_at < before));
+        Ok(len - map.len())
     }
 }
 
@@ -229,15 +263,23 @@ impl Journal for MemoryJournal {
 struct Ledger {
     /// Unspent tokens: text -> (mint, amount).
     unspent: HashMap<String, (MintUrl, Amount)>,
-    spent: HashSet<String>,
+    /// Spent tokens: text -> the attempt that spent it (`None`: spent by someone else).
+    spent: HashMap<String, Option<String>>,
+    /// What each attempt received.
+    received: HashMap<String, Redeemed>,
     issued: u64,
+    attempts: u64,
     balance: HashMap<(MintUrl, Unit), u64>,
     mint_down: bool,
+    lose_next_answer: bool,
+    down_after_lost_answer: bool,
+    fee_ppk: u64,
 }
 
 /// A [`PaymentVerifier`] over an in-memory ledger of fake tokens
-/// (`fakecashu:<n>`): double spends fail, balances move, issued tokens are redeemable.
-/// For transport and service tests that are not about Cashu itself; the real
+/// (`fakecashu:<n>`): double spends fail, balances move, issued tokens are redeemable,
+/// and each redeem attempt is recorded so [`PaymentVerifier::resolve`] can tell what it
+/// received. For transport and service tests that are not about Cashu itself; the real
 /// verifier is tested against a real mint.
 #[derive(Debug, Clone)]
 pub struct MemoryVerifier {
@@ -282,12 +324,37 @@ impl MemoryVerifier {
         lock(&self.ledger).mint_down = down;
     }
 
+    /// The next redeem is applied by the "mint" but its answer is lost
+    /// ([`PaymentError::Ambiguous`]), as after a timeout or a dropped connection.
+    pub fn lose_next_answer(&self) {
+        lock(&self.ledger).lose_next_answer = true;
+    }
+
+    /// Like [`MemoryVerifier::lose_next_answer`], and the mint is unreachable right
+    /// after (until [`MemoryVerifier::set_mint_down`]`(false)`).
+    pub fn lose_next_answer_and_go_down(&self) {
+        let mut l = lock(&self.ledger);
+        l.lose_next_answer = true;
+        l.down_after_lost_answer = true;
+    }
+
+    /// Charges an input fee of `ppk` parts per thousand per token (NUT-02 style, rounded
+    /// up), taken by the "mint" on redeem.
+    pub fn set_fee_ppk(&self, ppk: u64) {
+        lock(&self.ledger).fee_ppk = ppk;
+    }
+
     /// Spends `token` as a buyer would (e.g. to check a change token), returning its value.
     pub fn spend(&self, token: &CashuToken) -> Option<Amount> {
         let mut l = lock(&self.ledger);
         let (_, amount) = l.unspent.remove(token.expose())?;
-        l.spent.insert(token.expose().to_owned());
+        l.spent.insert(token.expose().to_owned(), None);
         Some(amount)
+    }
+
+    fn fee(l: &Ledger, amount: Amount) -> Amount {
+        let _ = amount;
+        Amount::new(l.fee_ppk.div_ceil(1000), amount.unit)
     }
 }
 
@@ -301,7 +368,7 @@ impl PaymentVerifier for MemoryVerifier {
         }
         let (mint, amount) = match l.unspent.get(text) {
             Some(v) => v.clone(),
-            None if l.spent.contains(text) => return Err(PaymentError::AlreadySpent),
+            None if l.spent.contains_key(text) => return Err(PaymentError::AlreadySpent),
             None => return Err(PaymentError::InvalidToken("unknown token".into())),
         };
         if !self.accepted.contains(&mint) {
@@ -310,26 +377,78 @@ impl PaymentVerifier for MemoryVerifier {
         if amount.is_zero() {
             return Err(PaymentError::InvalidToken("token is worth nothing".into()));
         }
-        Ok(TokenInfo { mint, amount })
+        let fee = Self::fee(&l, amount);
+        Ok(TokenInfo { mint, amount, fee })
     }
 
-    async fn redeem(&self, token: &CashuToken) -> Result<Redeemed, PaymentError> {
+    async fn prepare(&self, token: &CashuToken) -> Result<RedeemAttempt, PaymentError> {
         let info = self.inspect(token)?;
+        let mut l = lock(&self.ledger);
+        l.attempts += 1;
+        Ok(RedeemAttempt {
+            mint: info.mint,
+            face: info.amount,
+            fee: info.fee,
+            receipt: format!("attempt:{}", l.attempts),
+        })
+    }
+
+    async fn redeem(
+        &self,
+        token: &CashuToken,
+        attempt: &RedeemAttempt,
+    ) -> Result<Redeemed, PaymentError> {
         let mut l = lock(&self.ledger);
         if l.mint_down {
             return Err(PaymentError::MintUnavailable("mint is down".into()));
         }
-        if l.unspent.remove(token.expose()).is_none() {
+        let Some((mint, amount)) = l.unspent.remove(token.expose()) else {
             return Err(PaymentError::AlreadySpent);
+        };
+        let fee = Self::fee(&l, amount);
+        let received = Redeemed {
+            mint: mint.clone(),
+            amount: Amount::new(amount.value.saturating_sub(fee.value), amount.unit),
+        };
+        l.spent
+            .insert(token.expose().to_owned(), Some(attempt.receipt.clone()));
+        l.received.insert(attempt.receipt.clone(), received.clone());
+        *l.balance.entry((mint, amount.unit)).or_default() += received.amount.value;
+        if std::mem::take(&mut l.lose_next_answer) {
+            l.mint_down = std::mem::take(&mut l.down_after_lost_answer);
+            return Err(PaymentError::Ambiguous("the mint's answer was lost".into()));
         }
-        l.spent.insert(token.expose().to_owned());
-        *l.balance
-            .entry((info.mint.clone(), info.amount.unit))
-            .or_default() += info.amount.value;
-        Ok(Redeemed {
-            mint: info.mint,
-            amount: info.amount,
-        })
+        Ok(received)
+    }
+
+    async fn resolve(
+        &self,
+        token: &CashuToken,
+        attempt: &RedeemAttempt,
+    ) -> Result<Option<Redeemed>, PaymentError> {
+        {
+            let l = lock(&self.ledger);
+            if l.mint_down {
+                return Err(PaymentError::MintUnavailable("mint is down".into()));
+            }
+            if let Some(r) = l.received.get(&attempt.receipt) {
+                return Ok(Some(r.clone()));
+            }
+            if !l.unspent.contains_key(token.expose()) {
+                // Spent by someone else, or never a token: nothing was received.
+                return Ok(None);
+            }
+        }
+        // Never applied: complete it now, as a replay of the swap would.
+        match self.redeem(token, attempt).await {
+            Ok(r) => Ok(Some(r)),
+            Err(PaymentError::AlreadySpent) => Ok(None),
+            Err(PaymentError::Ambiguous(_)) => {
+                let l = lock(&self.ledger);
+                Ok(l.received.get(&attempt.receipt).cloned())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn check(&self, token: &CashuToken) -> Result<TokenCheck, PaymentError> {

@@ -28,6 +28,36 @@ pub struct TokenInfo {
     pub mint: MintUrl,
     /// Face value (before any mint input fee).
     pub amount: Amount,
+    /// The input fee the mint takes when the token is swapped (NUT-02 `input_fee_ppk`),
+    /// paid by the buyer: at most `amount - fee` can be received.
+    pub fee: Amount,
+}
+
+impl TokenInfo {
+    /// What the wallet receives if the swap succeeds: face value less the mint's fee.
+    pub fn net(&self) -> Amount {
+        Amount::new(
+            self.amount.value.saturating_sub(self.fee.value),
+            self.amount.unit,
+        )
+    }
+}
+
+/// A redeem prepared before the mint is contacted, journaled before the swap is sent, so
+/// that its outcome can be found later whatever happens to the mint's answer: the
+/// verifier can always tell what its wallet received *for this attempt* (never what the
+/// token claims).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedeemAttempt {
+    /// The token's mint.
+    pub mint: MintUrl,
+    /// The token's face value.
+    pub face: Amount,
+    /// The mint's input fee for this token.
+    pub fee: Amount,
+    /// Verifier-specific record of the attempt (e.g. the deterministic outputs the wallet
+    /// asks the mint to sign), opaque to core. Holds no spendable secret.
+    pub receipt: String,
 }
 
 /// The result of redeeming a token: what the service's wallet now holds.
@@ -52,8 +82,8 @@ pub struct TokenCheck {
 
 /// Why a payment operation failed.
 ///
-/// Every variant except [`PaymentError::Issue`] means the token was **not** received:
-/// the payer still holds its value (or never had it).
+/// Every variant except [`PaymentError::Issue`] and [`PaymentError::Ambiguous`] means the
+/// token was **not** received: the payer still holds its value (or never had it).
 #[derive(Debug, Error)]
 pub enum PaymentError {
     /// The token cannot be decoded, has no proofs or is worth nothing.
@@ -71,6 +101,29 @@ pub enum PaymentError {
     /// The mint could not be reached or answered nonsense; the token was not received.
     #[error("mint unavailable: {0}")]
     MintUnavailable(#[source] BoxError),
+    /// The swap was sent but its answer was lost (timeout, 5xx, dropped connection): the
+    /// mint may have applied it. The attempt stays open until
+    /// [`PaymentVerifier::resolve`] tells what was received.
+    #[error("payment outcome unknown: {0}")]
+    Ambiguous(#[source] BoxError),
+    /// The proofs are locked by a spending condition (NUT-10/11/14: P2PK, HTLC) the
+    /// service cannot satisfy.
+    #[error("the token is locked ({0}) and cannot be redeemed by this service")]
+    Locked(String),
+    /// The token names the same proof more than once.
+    #[error("the token contains the same proof twice")]
+    DuplicateProofs,
+    /// More proofs than the service redeems in one token.
+    #[error("the token has {count} proofs; at most {max} are accepted")]
+    TooManyProofs {
+        /// Proofs in the token.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A proof names a keyset the mint does not have.
+    #[error("the token names keyset {0}, which its mint does not have")]
+    UnknownKeyset(String),
     /// Creating a token for the payer (change or refund) failed.
     #[error("could not issue a token: {0}")]
     Issue(#[source] BoxError),
@@ -86,8 +139,32 @@ pub trait PaymentVerifier: Send + Sync {
     /// Decodes a token and checks mint and unit offline. Must not contact any mint.
     fn inspect(&self, token: &CashuToken) -> Result<TokenInfo, PaymentError>;
 
-    /// Swaps the token's proofs at its (accepted) mint into the service's wallet.
-    async fn redeem(&self, token: &CashuToken) -> Result<Redeemed, PaymentError>;
+    /// Prepares redeeming `token` without contacting its mint: validates it as
+    /// [`PaymentVerifier::inspect`] does and reserves what the wallet needs to find the
+    /// outcome later (e.g. deterministic outputs). The caller journals the attempt before
+    /// calling [`PaymentVerifier::redeem`].
+    async fn prepare(&self, token: &CashuToken) -> Result<RedeemAttempt, PaymentError>;
+
+    /// Swaps the token's proofs at its (accepted) mint into the service's wallet, as
+    /// prepared. Returns what the wallet received. [`PaymentError::Ambiguous`] means the
+    /// mint may have applied the swap: call [`PaymentVerifier::resolve`] later; every
+    /// other error means nothing was received.
+    async fn redeem(
+        &self,
+        token: &CashuToken,
+        attempt: &RedeemAttempt,
+    ) -> Result<Redeemed, PaymentError>;
+
+    /// Finds the outcome of an attempt whose answer was lost (or that a crash
+    /// interrupted): `Some` with what the wallet received for *this attempt* (completing
+    /// the swap if the mint never applied it), `None` when it received nothing and never
+    /// will (the proofs were spent by someone else or are invalid). An error means the
+    /// outcome is still unknown (mint unreachable): try again later.
+    async fn resolve(
+        &self,
+        token: &CashuToken,
+        attempt: &RedeemAttempt,
+    ) -> Result<Option<Redeemed>, PaymentError>;
 
     /// Checks whether a token is spendable without redeeming it.
     async fn check(&self, token: &CashuToken) -> Result<TokenCheck, PaymentError>;
@@ -259,6 +336,24 @@ pub trait Transport: Send + Sync {
 /// A shared transport.
 pub type DynTransport = Arc<dyn Transport>;
 
+/// Delivers a reply decided after the request's own answer was sent: a refund or change
+/// that settlement issued once the mint was back, or the outcome of a payment whose
+/// mint answer was lost. A Nostr transport sends it as a new reply to the request's
+/// author, tagged with the original request.
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// Sends `reply` for request `key` to `requester`.
+    async fn notify(
+        &self,
+        key: &RequestKey,
+        requester: &Requester,
+        reply: &Reply,
+    ) -> Result<(), TransportError>;
+}
+
+/// A shared notifier.
+pub type DynNotifier = Arc<dyn Notifier>;
+
 // ---------------------------------------------------------------- time
 
 /// The current time. A port so tests can move time by hand.
@@ -292,12 +387,45 @@ pub enum Purpose {
     TopUp,
 }
 
+/// One journaled request: who sent it, when it last moved, and where it stands.
+///
+/// The requester binds the entry: a message with the same [`RequestKey`] from anyone
+/// else never gets the stored reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Who sent the request (authenticated by the transport).
+    #[serde(default = "Requester::unknown")]
+    pub requester: Requester,
+    /// When the stage was recorded (for retention).
+    #[serde(default = "unix_epoch")]
+    pub updated_at: Timestamp,
+    /// Where the request stands.
+    #[serde(flatten)]
+    pub stage: Stage,
+}
+
+fn unix_epoch() -> Timestamp {
+    Timestamp::UNIX_EPOCH
+}
+
+impl Entry {
+    /// An entry for `stage`, recorded now by `requester`.
+    pub fn new(requester: Requester, updated_at: Timestamp, stage: Stage) -> Self {
+        Self {
+            requester,
+            updated_at,
+            stage,
+        }
+    }
+}
+
 /// Where a journaled request stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "stage")]
 pub enum Stage {
-    /// The token is being redeemed. The token is kept only for this window, so that
-    /// recovery after a crash can ask the mint whether it was spent.
+    /// The token is being redeemed: the attempt was prepared and may have reached the
+    /// mint. The token is kept only for this window, so that recovery can find out
+    /// what the wallet received for it.
     Redeeming {
         /// Spawn or top-up.
         purpose: Purpose,
@@ -305,10 +433,8 @@ pub enum Stage {
         lease: LeaseId,
         /// The token being redeemed.
         token: CashuToken,
-        /// Its mint.
-        mint: MintUrl,
-        /// Its face value.
-        face: Amount,
+        /// The prepared attempt.
+        attempt: RedeemAttempt,
     },
     /// The payment is held by the service; no reply decided yet.
     Paid {
@@ -318,6 +444,23 @@ pub enum Stage {
         lease: LeaseId,
         /// What was received.
         payment: Redeemed,
+    },
+    /// A top-up's payment is held and the lease is being extended to `target`: recorded
+    /// before the backend is asked, so recovery reads the lease's real expiry to tell
+    /// whether the extension happened (never both extend and refund).
+    Extending {
+        /// The lease.
+        lease: LeaseId,
+        /// What was received.
+        payment: Redeemed,
+        /// The new expiry asked of the backend.
+        target: Timestamp,
+        /// Total paid for the lease once extended, msat.
+        paid_msat: u64,
+        /// Seconds added.
+        added_seconds: u64,
+        /// Change due to the payer once extended.
+        change: Amount,
     },
     /// The reply is decided except that `amount` at `mint` is still owed to the payer
     /// as a token (the mint was down when change or refund was due).
@@ -352,14 +495,18 @@ pub enum JournalError {
 #[cfg_attr(any(test, feature = "mockall"), mockall::automock)]
 #[async_trait]
 pub trait Journal: Send + Sync {
-    /// The latest stage recorded for `key`.
-    async fn get(&self, key: &RequestKey) -> Result<Option<Stage>, JournalError>;
+    /// The latest entry recorded for `key`.
+    async fn get(&self, key: &RequestKey) -> Result<Option<Entry>, JournalError>;
 
-    /// Records `stage` for `key`, replacing the previous one.
-    async fn put(&self, key: &RequestKey, stage: &Stage) -> Result<(), JournalError>;
+    /// Records `entry` for `key`, replacing the previous one.
+    async fn put(&self, key: &RequestKey, entry: &Entry) -> Result<(), JournalError>;
 
     /// Every key whose stage is not `Done`.
-    async fn unfinished(&self) -> Result<Vec<(RequestKey, Stage)>, JournalError>;
+    async fn unfinished(&self) -> Result<Vec<(RequestKey, Entry)>, JournalError>;
+
+    /// Forgets `Done` entries recorded before `before`; returns how many. Unfinished
+    /// entries are never pruned.
+    async fn prune(&self, before: Timestamp) -> Result<usize, JournalError>;
 }
 
 /// A shared journal.

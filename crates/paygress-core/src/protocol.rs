@@ -179,6 +179,11 @@ pub enum ErrorCode {
     ProvisioningFailed,
     /// A refund or change is owed but could not be issued yet; it will be retried.
     RefundPending,
+    /// The mint's answer to the payment was lost; the payment is being checked. Send the
+    /// same request again: it ends in the lease or a refund, never a second charge.
+    PaymentPending,
+    /// The request id was already used by another sender; nothing of its reply is given.
+    RequestIdInUse,
     /// Too many requests.
     RateLimited,
     /// The service is shutting down or overloaded.
@@ -197,6 +202,7 @@ impl ErrorCode {
                 | ErrorCode::Unavailable
                 | ErrorCode::ProvisioningFailed
                 | ErrorCode::RefundPending
+                | ErrorCode::PaymentPending
         )
     }
 }

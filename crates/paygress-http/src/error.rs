@@ -40,15 +40,17 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::UnknownTier
         | ErrorCode::DurationOutOfRange
         | ErrorCode::InvalidPublicKey => StatusCode::UNPROCESSABLE_ENTITY,
-        ErrorCode::TokenAlreadySpent | ErrorCode::LeaseExpired | ErrorCode::LeaseAtMaximum => {
-            StatusCode::CONFLICT
-        }
+        ErrorCode::TokenAlreadySpent
+        | ErrorCode::LeaseExpired
+        | ErrorCode::LeaseAtMaximum
+        | ErrorCode::RequestIdInUse => StatusCode::CONFLICT,
         ErrorCode::PodNotFound => StatusCode::NOT_FOUND,
         ErrorCode::NotOwner => StatusCode::FORBIDDEN,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::MintUnavailable
         | ErrorCode::ProvisioningFailed
         | ErrorCode::RefundPending
+        | ErrorCode::PaymentPending
         | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -130,6 +132,7 @@ mod tests {
             ErrorCode::Unavailable,
             ErrorCode::ProvisioningFailed,
             ErrorCode::RefundPending,
+            ErrorCode::PaymentPending,
         ] {
             assert!(code.is_retryable());
             assert_eq!(status_for(code), StatusCode::SERVICE_UNAVAILABLE);

@@ -391,6 +391,11 @@ pub enum ErrorCodeBody {
     ProvisioningFailed,
     /// A refund or change is owed but could not be issued yet.
     RefundPending,
+    /// The mint's answer to the payment was lost; send the same request again (same
+    /// `Idempotency-Key`) to get the lease or a refund.
+    PaymentPending,
+    /// The request id (`Idempotency-Key`) was already used by another sender.
+    RequestIdInUse,
     /// Too many requests.
     RateLimited,
     /// The service is shutting down, overloaded, or the request timed out.
@@ -421,6 +426,8 @@ impl From<ErrorCode> for ErrorCodeBody {
             ErrorCode::NotOwner => Self::NotOwner,
             ErrorCode::ProvisioningFailed => Self::ProvisioningFailed,
             ErrorCode::RefundPending => Self::RefundPending,
+            ErrorCode::PaymentPending => Self::PaymentPending,
+            ErrorCode::RequestIdInUse => Self::RequestIdInUse,
             ErrorCode::RateLimited => Self::RateLimited,
             ErrorCode::Unavailable => Self::Unavailable,
             ErrorCode::Internal => Self::Internal,
@@ -467,6 +474,8 @@ mod tests {
             C::NotOwner,
             C::ProvisioningFailed,
             C::RefundPending,
+            C::PaymentPending,
+            C::RequestIdInUse,
             C::RateLimited,
             C::Unavailable,
             C::Internal,

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use paygress_core::{Journal, JournalError, RequestKey, Stage};
+use jiff::Timestamp;
+use paygress_core::{Entry, Journal, JournalError, RequestKey, Stage};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::warn;
@@ -30,13 +31,13 @@ pub enum StoreError {
 struct Line {
     key: RequestKey,
     #[serde(flatten)]
-    stage: Stage,
+    entry: Entry,
 }
 
 struct Inner {
     path: PathBuf,
     file: File,
-    entries: HashMap<RequestKey, Stage>,
+    entries: HashMap<RequestKey, Entry>,
     lines: usize,
 }
 
@@ -89,7 +90,7 @@ impl FileJournal {
                 }
                 match serde_json::from_str::<Line>(&text) {
                     Ok(line) => {
-                        entries.insert(line.key, line.stage);
+                        entries.insert(line.key, line.entry);
                         lines += 1;
                     }
                     Err(e) if i + 1 == count => {
@@ -155,12 +156,12 @@ fn compact(inner: &mut Inner) -> std::io::Result<()> {
             opts.mode(0o600);
         }
         let mut out = std::io::BufWriter::new(opts.open(&tmp)?);
-        for (key, stage) in &inner.entries {
+        for (key, entry) in &inner.entries {
             serde_json::to_writer(
                 &mut out,
                 &Line {
                     key: key.clone(),
-                    stage: stage.clone(),
+                    entry: entry.clone(),
                 },
             )?;
             out.write_all(b"\n")?;
@@ -177,15 +178,15 @@ fn compact(inner: &mut Inner) -> std::io::Result<()> {
     Ok(())
 }
 
-fn append(inner: &mut Inner, key: &RequestKey, stage: &Stage) -> std::io::Result<()> {
+fn append(inner: &mut Inner, key: &RequestKey, entry: &Entry) -> std::io::Result<()> {
     let mut bytes = serde_json::to_vec(&Line {
         key: key.clone(),
-        stage: stage.clone(),
+        entry: entry.clone(),
     })?;
     bytes.push(b'\n');
     inner.file.write_all(&bytes)?;
     inner.file.sync_data()?;
-    inner.entries.insert(key.clone(), stage.clone());
+    inner.entries.insert(key.clone(), entry.clone());
     inner.lines += 1;
     if inner.lines >= COMPACT_MIN_LINES && inner.lines > COMPACT_FACTOR * inner.entries.len() {
         compact(inner)?;
@@ -195,26 +196,45 @@ fn append(inner: &mut Inner, key: &RequestKey, stage: &Stage) -> std::io::Result
 
 #[async_trait]
 impl Journal for FileJournal {
-    async fn get(&self, key: &RequestKey) -> Result<Option<Stage>, JournalError> {
+    async fn get(&self, key: &RequestKey) -> Result<Option<Entry>, JournalError> {
         Ok(lock(&self.inner).entries.get(key).cloned())
     }
 
-    async fn put(&self, key: &RequestKey, stage: &Stage) -> Result<(), JournalError> {
+    async fn put(&self, key: &RequestKey, entry: &Entry) -> Result<(), JournalError> {
         let inner = self.inner.clone();
         let key = key.clone();
-        let stage = stage.clone();
-        tokio::task::spawn_blocking(move || append(&mut lock(&inner), &key, &stage))
+        let entry = entry.clone();
+        tokio::task::spawn_blocking(move || append(&mut lock(&inner), &key, &entry))
             .await
             .map_err(|e| JournalError::Io(Box::new(e)))?
             .map_err(|e| JournalError::Io(Box::new(e)))
     }
 
-    async fn unfinished(&self) -> Result<Vec<(RequestKey, Stage)>, JournalError> {
+    async fn unfinished(&self) -> Result<Vec<(RequestKey, Entry)>, JournalError> {
         Ok(lock(&self.inner)
             .entries
             .iter()
-            .filter(|(_, s)| !matches!(s, Stage::Done { .. }))
-            .map(|(k, s)| (k.clone(), s.clone()))
+            .filter(|(_, e)| !matches!(e.stage, Stage::Done { .. }))
+            .map(|(k, e)| (k.clone(), e.clone()))
             .collect())
+    }
+
+    async fn prune(&self, before: Timestamp) -> Result<usize, JournalError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut inner = lock(&inner);
+            let len = inner.entries.len();
+            inner
+                .entries
+                .retain(|_, e| !(matches!(e.stage, Stage::Done { .. }) && e.updated_at < before));
+            let pruned = len - inner.entries.len();
+            if pruned > 0 {
+                compact(&mut inner)?;
+            }
+            Ok(pruned)
+        })
+        .await
+        .map_err(|e| JournalError::Io(Box::new(e)))?
+        .map_err(|e: std::io::Error| JournalError::Io(Box::new(e)))
     }
 }

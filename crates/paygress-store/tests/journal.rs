@@ -2,26 +2,36 @@
 
 use std::io::Write;
 
+use jiff::Timestamp;
 use paygress_core::{
-    Amount, ErrorCode, Journal, MintUrl, Purpose, Redeemed, Reply, RequestKey, Stage,
+    Amount, Entry, ErrorCode, Journal, MintUrl, Purpose, Redeemed, Reply, RequestKey, Requester,
+    Stage,
 };
 use paygress_store::FileJournal;
 
-fn done(msg: &str) -> Stage {
-    Stage::Done {
-        reply: Reply::error(ErrorCode::PodNotFound, msg),
-    }
+fn at(second: i64) -> Timestamp {
+    Timestamp::from_second(second).expect("timestamp")
 }
 
-fn paid() -> Stage {
-    Stage::Paid {
+fn entry(stage: Stage) -> Entry {
+    Entry::new(Requester::new("t", "buyer"), at(1_000), stage)
+}
+
+fn done(msg: &str) -> Entry {
+    entry(Stage::Done {
+        reply: Reply::error(ErrorCode::PodNotFound, msg),
+    })
+}
+
+fn paid() -> Entry {
+    entry(Stage::Paid {
         purpose: Purpose::Spawn,
         lease: "ssh-pod-abcd1234".parse().expect("valid lease id"),
         payment: Redeemed {
             mint: MintUrl::new("http://127.0.0.1:1"),
             amount: Amount::sat(5),
         },
-    }
+    })
 }
 
 #[tokio::test]
@@ -95,4 +105,48 @@ async fn compaction_keeps_latest_stage() {
     assert!(lines < 1100, "file was compacted ({lines} lines)");
     let j = FileJournal::open(&path).unwrap();
     assert_eq!(j.get(&key).await.unwrap(), Some(done("1099")));
+}
+
+#[tokio::test]
+async fn prune_forgets_old_finished_entries_only_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.jsonl");
+    let (old, new, open) = (
+        RequestKey::new("t", "old"),
+        RequestKey::new("t", "new"),
+        RequestKey::new("t", "open"),
+    );
+    {
+        let j = FileJournal::open(&path).unwrap();
+        j.put(&old, &done("old")).await.unwrap();
+        let mut fresh = done("new");
+        fresh.updated_at = at(5_000);
+        j.put(&new, &fresh).await.unwrap();
+        j.put(&open, &paid()).await.unwrap();
+        assert_eq!(j.prune(at(2_000)).await.unwrap(), 1);
+        assert_eq!(j.prune(at(2_000)).await.unwrap(), 0);
+    }
+    let j = FileJournal::open(&path).unwrap();
+    assert_eq!(j.get(&old).await.unwrap(), None);
+    assert!(j.get(&new).await.unwrap().is_some());
+    assert_eq!(
+        j.get(&open).await.unwrap(),
+        Some(paid()),
+        "unfinished is kept"
+    );
+}
+
+#[tokio::test]
+async fn lines_without_a_requester_read_as_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.jsonl");
+    std::fs::write(
+        &path,
+        r#"{"key":"t:a","stage":"done","reply":{"type":"error","code":"pod_not_found","message":"x"}}
+"#,
+    )
+    .unwrap();
+    let j = FileJournal::open(&path).unwrap();
+    let e = j.get(&RequestKey::new("t", "a")).await.unwrap().unwrap();
+    assert_eq!(e.requester, Requester::unknown());
 }

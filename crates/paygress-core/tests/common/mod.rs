@@ -13,9 +13,9 @@ use paygress_core::memory::{ManualClock, MemoryBackend, MemoryJournal, MemoryVer
 use paygress_core::{
     AccessDetails, Amount, BackendError, CashuToken, DurationLimits, ErrorReply, Extension,
     Incoming, LeaseId, LeaseRecord, LeaseSpec, MintUrl, Offer, Paygress, PaymentError,
-    PaymentVerifier, PodBackend, Provisioned, Redeemed, Reply, Request, RequestKey, Requester,
-    Responder, ServiceConfig, SpawnRequest, TokenCheck, TokenInfo, TopUpRequest, TopUpResult,
-    Transport, TransportError, Unit,
+    PaymentVerifier, PodBackend, Provisioned, RedeemAttempt, Redeemed, Reply, Request, RequestKey,
+    Requester, Responder, ServiceConfig, SpawnRequest, TokenCheck, TokenInfo, TopUpRequest,
+    TopUpResult, Transport, TransportError, Unit,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -154,13 +154,29 @@ impl PaymentVerifier for HookedVerifier {
         self.inner.inspect(token)
     }
 
-    async fn redeem(&self, token: &CashuToken) -> Result<Redeemed, PaymentError> {
+    async fn prepare(&self, token: &CashuToken) -> Result<RedeemAttempt, PaymentError> {
+        self.inner.prepare(token).await
+    }
+
+    async fn redeem(
+        &self,
+        token: &CashuToken,
+        attempt: &RedeemAttempt,
+    ) -> Result<Redeemed, PaymentError> {
         self.redeems.fetch_add(1, Ordering::SeqCst);
         let hook = self.before_redeem.lock().expect("lock").clone();
         if let Some(hook) = hook {
             hook(token.clone()).await;
         }
-        self.inner.redeem(token).await
+        self.inner.redeem(token, attempt).await
+    }
+
+    async fn resolve(
+        &self,
+        token: &CashuToken,
+        attempt: &RedeemAttempt,
+    ) -> Result<Option<Redeemed>, PaymentError> {
+        self.inner.resolve(token, attempt).await
     }
 
     async fn check(&self, token: &CashuToken) -> Result<TokenCheck, PaymentError> {

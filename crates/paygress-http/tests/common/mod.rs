@@ -8,8 +8,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use paygress_core::memory::{ManualClock, MemoryBackend, MemoryVerifier};
 use paygress_core::{
-    Amount, CashuToken, DynPodBackend, MintUrl, Paygress, PaymentError, PaymentVerifier, Redeemed,
-    ServiceConfig, TokenCheck, TokenInfo, Unit,
+    Amount, CashuToken, DynPodBackend, MintUrl, Paygress, PaymentError, PaymentVerifier,
+    RedeemAttempt, Redeemed, ServiceConfig, TokenCheck, TokenInfo, Unit,
 };
 use paygress_http::{HttpApi, HttpConfig, TransportProbe};
 use tokio::sync::oneshot;
@@ -44,9 +44,25 @@ impl PaymentVerifier for TestVerifier {
         Ok(info)
     }
 
-    async fn redeem(&self, token: &CashuToken) -> Result<Redeemed, PaymentError> {
+    async fn prepare(&self, token: &CashuToken) -> Result<RedeemAttempt, PaymentError> {
         self.inspect(token)?;
-        self.inner.redeem(token).await
+        self.inner.prepare(token).await
+    }
+
+    async fn redeem(
+        &self,
+        token: &CashuToken,
+        attempt: &RedeemAttempt,
+    ) -> Result<Redeemed, PaymentError> {
+        self.inner.redeem(token, attempt).await
+    }
+
+    async fn resolve(
+        &self,
+        token: &CashuToken,
+        attempt: &RedeemAttempt,
+    ) -> Result<Option<Redeemed>, PaymentError> {
+        self.inner.resolve(token, attempt).await
     }
 
     async fn check(&self, token: &CashuToken) -> Result<TokenCheck, PaymentError> {

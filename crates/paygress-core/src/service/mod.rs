@@ -1,0 +1,514 @@
+//! The service: turns paid requests into leases, extends them, expires them, and makes
+//! sure every redeemed payment ends as lease time or as a token returned to the payer.
+//!
+//! One file per flow: [`spawn`](self) (new leases), `top_up` (extensions), `payment`
+//! (redeem and pay out, the money rule), `settle` (what crashes and lost answers left
+//! open), `quotes` (offer, prices, status, reaping).
+
+mod locks;
+mod payment;
+mod quotes;
+mod settle;
+mod spawn;
+mod top_up;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use tokio::sync::{OnceCell, Semaphore};
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::lease::Requester;
+use crate::memory::MemoryJournal;
+use crate::money::Amount;
+use crate::names::{LeaseId, NameError};
+use crate::ports::{
+    BackendError, DynClock, DynJournal, DynNotifier, DynPaymentVerifier, DynPodBackend,
+    DynTransport, Entry, PaymentError, RequestKey, Stage, SystemClock,
+};
+use crate::pricing::{DurationLimits, PricingError, Rate, Tier};
+use crate::protocol::{AccessDetails, ErrorCode, ErrorReply, Reply, Request};
+
+use self::locks::KeyedLocks;
+
+pub use self::quotes::TokenQuote;
+
+/// The operator's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Name shown in the offer.
+    pub name: String,
+    /// Base price.
+    pub rate: Rate,
+    /// Tiers; the first is the default. Empty means one [`Tier::standard`].
+    pub tiers: Vec<Tier>,
+    /// Lease length bounds.
+    pub limits: DurationLimits,
+    /// Image used when a request names none (`SSH_BASE_IMAGE`).
+    pub default_image: String,
+    /// Other images buyers may ask for (`ALLOWED_POD_IMAGES`).
+    pub allowed_images: Vec<String>,
+    /// Host buyers connect to (`SSH_HOST`).
+    pub ssh_host: String,
+    /// Requests processed at once per transport; more wait (back-pressure).
+    pub max_concurrent_requests: usize,
+    /// How long finished requests are remembered, so that a duplicate gets the first
+    /// reply (`JOURNAL_RETENTION_HOURS`). After it, a duplicate is refused as a spent
+    /// token: it is never charged twice.
+    pub journal_retention: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            name: "paygress".to_owned(),
+            rate: Rate::default(),
+            tiers: vec![Tier::standard()],
+            limits: DurationLimits::default(),
+            default_image: "linuxserver/openssh-server:latest".to_owned(),
+            allowed_images: vec![],
+            ssh_host: "localhost".to_owned(),
+            max_concurrent_requests: 64,
+            journal_retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Builds a [`Paygress`]; journal and clock default to in-memory and system time.
+pub struct PaygressBuilder {
+    config: ServiceConfig,
+    payments: DynPaymentVerifier,
+    backend: DynPodBackend,
+    journal: Option<DynJournal>,
+    clock: Option<DynClock>,
+    notifier: Option<DynNotifier>,
+}
+
+impl PaygressBuilder {
+    /// Uses `journal` for idempotency and crash recovery (use a durable one in production).
+    pub fn journal(mut self, journal: DynJournal) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Uses `clock` instead of the system clock.
+    pub fn clock(mut self, clock: DynClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Delivers replies that settlement decides later (refunds and change issued after
+    /// the request's own answer) through `notifier`.
+    pub fn notifier(mut self, notifier: DynNotifier) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    /// Builds the service.
+    pub fn build(self) -> Paygress {
+        let mut config = self.config;
+        if config.tiers.is_empty() {
+            config.tiers.push(Tier::standard());
+        }
+        Paygress {
+            config,
+            payments: self.payments,
+            backend: self.backend,
+            journal: self
+                .journal
+                .unwrap_or_else(|| Arc::new(MemoryJournal::new())),
+            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            notifier: self.notifier,
+            inflight: Mutex::default(),
+            request_locks: KeyedLocks::default(),
+            lease_locks: KeyedLocks::default(),
+            settle_lock: tokio::sync::Mutex::default(),
+        }
+    }
+}
+
+/// The paid-lease service. Cheap to share (`Arc<Paygress>`); every method takes `&self`
+/// and requests run concurrently. Two locks only, neither across a mint call: one per
+/// request key (a live request and settlement never act on the same request at once)
+/// and one per lease during a top-up's read-modify-write of the expiry.
+pub struct Paygress {
+    config: ServiceConfig,
+    payments: DynPaymentVerifier,
+    backend: DynPodBackend,
+    journal: DynJournal,
+    clock: DynClock,
+    notifier: Option<DynNotifier>,
+    /// Concurrent duplicates (same key, same sender) share one answer.
+    inflight: Mutex<HashMap<(RequestKey, Requester), SharedReply>>,
+    request_locks: KeyedLocks<RequestKey>,
+    lease_locks: KeyedLocks<LeaseId>,
+    settle_lock: tokio::sync::Mutex<()>,
+}
+
+/// One answer shared by concurrent duplicates.
+type SharedReply = Arc<OnceCell<Reply>>;
+
+/// The request being handled: its key and who sent it (every journal entry records it).
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    key: &'a RequestKey,
+    requester: &'a Requester,
+}
+
+/// A request that failed before or after payment; turned into an [`ErrorReply`].
+struct Failure {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn into_reply(self) -> Reply {
+        Reply::error(self.code, self.message)
+    }
+}
+
+impl From<NameError> for Failure {
+    fn from(e: NameError) -> Self {
+        let code = match e {
+            NameError::LeaseId(_) => ErrorCode::InvalidPodName,
+            NameError::Username(_) | NameError::ReservedUsername(_) => ErrorCode::InvalidUsername,
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+impl From<PricingError> for Failure {
+    fn from(e: PricingError) -> Self {
+        let code = match e {
+            PricingError::DurationOutOfRange { .. } => ErrorCode::DurationOutOfRange,
+            PricingError::Insufficient { .. } => ErrorCode::InsufficientPayment,
+            PricingError::AtMaximum { .. } => ErrorCode::LeaseAtMaximum,
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+/// Maps a payment error to a reply. None of these consumed the payer's token
+/// ([`PaymentError::Ambiguous`] never reaches here: it stays an open state).
+fn payment_failure(e: &PaymentError) -> Failure {
+    const NOT_REDEEMED: &str = " Your token was not redeemed.";
+    let (code, hint) = match e {
+        PaymentError::InvalidToken(_)
+        | PaymentError::Locked(_)
+        | PaymentError::DuplicateProofs
+        | PaymentError::TooManyProofs { .. }
+        | PaymentError::UnknownKeyset(_) => (ErrorCode::InvalidToken, NOT_REDEEMED),
+        PaymentError::MintNotAccepted(_) => (ErrorCode::MintNotAccepted, NOT_REDEEMED),
+        PaymentError::UnsupportedUnit(_) => (ErrorCode::UnsupportedUnit, NOT_REDEEMED),
+        PaymentError::AlreadySpent => (ErrorCode::TokenAlreadySpent, ""),
+        PaymentError::MintUnavailable(_) => (
+            ErrorCode::MintUnavailable,
+            " Your token was not redeemed; try again later.",
+        ),
+        PaymentError::Ambiguous(_) => (
+            ErrorCode::PaymentPending,
+            " Send this same request again to receive the lease or a refund.",
+        ),
+        PaymentError::Issue(_) | PaymentError::Other(_) => (ErrorCode::Internal, NOT_REDEEMED),
+    };
+    Failure::new(code, format!("{e}.{hint}"))
+}
+
+impl Paygress {
+    /// Starts building a service with the operator's `config` and its two main ports.
+    pub fn builder(
+        config: ServiceConfig,
+        payments: DynPaymentVerifier,
+        backend: DynPodBackend,
+    ) -> PaygressBuilder {
+        PaygressBuilder {
+            config,
+            payments,
+            backend,
+            journal: None,
+            clock: None,
+            notifier: None,
+        }
+    }
+
+    /// The operator's terms.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// The pod backend (for read-only views such as `GET /pods`).
+    pub fn backend(&self) -> &DynPodBackend {
+        &self.backend
+    }
+
+    /// The current time by the service's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Handles one request and returns its reply. Idempotent per `key`: a duplicate from
+    /// the same `sender`, concurrent or later, gets the first reply (or, if the first
+    /// was left open by a crash or a lost mint answer, the lease or a refund) and is
+    /// never charged again. A duplicate from anyone else gets nothing of that reply.
+    pub async fn handle(&self, key: &RequestKey, sender: &Requester, request: Request) -> Reply {
+        let span = info_span!("request", key = %key.as_str(), kind = request.kind());
+        async move {
+            if let Request::Status(status) = &request {
+                return self.status(sender, status).await;
+            }
+            let slot = (key.clone(), sender.clone());
+            let cell = {
+                let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+                inflight.entry(slot.clone()).or_default().clone()
+            };
+            let reply = cell
+                .get_or_init(|| self.process_once(key, sender, request))
+                .await
+                .clone();
+            {
+                let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+                // Remove only our own entry: a newer request with this key may have
+                // replaced it after ours finished.
+                if inflight.get(&slot).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                    inflight.remove(&slot);
+                }
+            }
+            reply
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Runs a paid request, or resumes it from the journal, holding the request's lock
+    /// (so settlement never acts on it at the same time).
+    async fn process_once(&self, key: &RequestKey, sender: &Requester, request: Request) -> Reply {
+        let _request = self.request_locks.lock(key).await;
+        let ctx = Ctx {
+            key,
+            requester: sender,
+        };
+        let entry = match self.journal.get(key).await {
+            Ok(entry) => entry,
+            Err(e) => {
+                warn!(error = %e, "journal unavailable; refusing payment");
+                return Reply::error(
+                    ErrorCode::Unavailable,
+                    "the service cannot record payments right now; your token was not redeemed",
+                );
+            }
+        };
+        if let Some(entry) = entry {
+            if entry.requester != *sender {
+                warn!("request id reused by another sender; nothing replayed");
+                return Reply::error(
+                    ErrorCode::RequestIdInUse,
+                    "this request id was already used by another sender",
+                );
+            }
+            match entry.stage {
+                Stage::Done { reply } if !refused_without_payment(&reply) => {
+                    debug!("duplicate request, replaying the first reply");
+                    return reply;
+                }
+                Stage::Done { .. } => {
+                    debug!("retrying a request that was refused before its token was received");
+                }
+                stage => return self.resume(ctx, stage, Some(request)).await,
+            }
+        }
+        match request {
+            Request::Spawn(r) => self.spawn(ctx, r).await,
+            Request::TopUp(r) => self.top_up(ctx, r).await,
+            Request::Status(r) => self.status(sender, &r).await,
+        }
+    }
+
+    /// Runs `settle` and `reap_expired` every `interval` until the task is dropped.
+    pub async fn run_maintenance(self: Arc<Self>, interval: Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        loop {
+            ticker.tick().await;
+            self.settle().await;
+            if let Err(e) = self.reap_expired().await {
+                warn!(error = %e, "reaper could not list leases");
+            }
+        }
+    }
+
+    /// Serves `transport` until it closes: publishes the offer, then handles each
+    /// request in its own task (at most `max_concurrent_requests` at once) and sends
+    /// the reply back through the request's responder.
+    pub async fn serve(self: Arc<Self>, transport: DynTransport) {
+        let name = transport.name();
+        if let Err(e) = transport.publish_offer(&self.offer()).await {
+            warn!(transport = name, error = %e, "could not publish the offer");
+        }
+        let permits = Arc::new(Semaphore::new(self.config.max_concurrent_requests.max(1)));
+        let mut tasks = tokio::task::JoinSet::new();
+        while let Some(incoming) = transport.next().await {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let this = self.clone();
+            tasks.spawn(async move {
+                let reply = this
+                    .handle(&incoming.key, &incoming.sender, incoming.request)
+                    .await;
+                if let Err(e) = incoming.responder.respond(&reply).await {
+                    warn!(transport = name, key = %incoming.key.as_str(), error = %e, "reply not delivered");
+                }
+                drop(permit);
+            });
+            while tasks.try_join_next().is_some() {}
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    // ------------------------------------------------------------ journal
+
+    /// Records `stage` for the request, bound to its requester.
+    async fn put(&self, ctx: Ctx<'_>, stage: Stage) -> Result<(), crate::ports::JournalError> {
+        let entry = Entry::new(ctx.requester.clone(), self.clock.now(), stage);
+        self.journal.put(ctx.key, &entry).await
+    }
+
+    async fn record_done(&self, ctx: Ctx<'_>, reply: &Reply) {
+        let done = Stage::Done {
+            reply: reply.clone(),
+        };
+        if let Err(e) = self.put(ctx, done).await {
+            warn!(error = %e, "could not journal a reply; a duplicate may be answered differently");
+        }
+    }
+
+    // ------------------------------------------------------------ helpers
+
+    fn tier(&self, id: Option<&str>) -> Result<Tier, Failure> {
+        match id {
+            None => Ok(self.config.tiers[0].clone()),
+            Some(id) => self
+                .config
+                .tiers
+                .iter()
+                .find(|t| t.id == id)
+                .cloned()
+                .ok_or_else(|| {
+                    let known: Vec<&str> =
+                        self.config.tiers.iter().map(|t| t.id.as_str()).collect();
+                    Failure::new(
+                        ErrorCode::UnknownTier,
+                        format!(
+                            "unknown tier {:?}; offered: {}",
+                            truncate(id),
+                            known.join(", ")
+                        ),
+                    )
+                }),
+        }
+    }
+
+    fn rate_of(&self, tier: &Tier) -> Rate {
+        tier.rate.unwrap_or(self.config.rate)
+    }
+
+    fn rate_of_tier_id(&self, id: &str) -> Rate {
+        self.config
+            .tiers
+            .iter()
+            .find(|t| t.id == id)
+            .map_or(self.config.rate, |t| self.rate_of(t))
+    }
+}
+
+/// Whether `reply` refused a request before its token was received, for a reason that
+/// may pass (mint or service unavailable): a retry of the same request runs again
+/// instead of replaying the refusal.
+fn refused_without_payment(reply: &Reply) -> bool {
+    reply.returned_token().is_none()
+        && matches!(
+            reply.error_code(),
+            Some(ErrorCode::MintUnavailable | ErrorCode::Unavailable)
+        )
+}
+
+/// The reply sent while `amount` is still owed to the payer: says so, in place of the
+/// token it lacks.
+fn owed_reply(mut reply: Reply, amount: Amount) -> Reply {
+    match &mut reply {
+        Reply::AccessDetails(AccessDetails { instructions, .. }) => instructions.push(format!(
+            "Change of {amount} could not be issued yet; it will be sent to you when the mint is back (or send this same request again later)"
+        )),
+        Reply::TopUp(_) | Reply::Status(_) => {}
+        Reply::Error(e) => {
+            e.message = format!(
+                "{}; the refund of {amount} could not be issued yet (mint unreachable): it will be sent to you when the mint is back (or send this same request again later)",
+                e.message
+            );
+            e.code = ErrorCode::RefundPending;
+        }
+    }
+    reply
+}
+
+fn error_reply(f: Failure, refund_token: Option<crate::secret::CashuToken>) -> ErrorReply {
+    ErrorReply {
+        code: f.code,
+        message: f.message,
+        refund_token,
+    }
+}
+
+/// A pricing refusal before the token was touched.
+fn untouched(e: PricingError) -> Failure {
+    let mut failure = Failure::from(e);
+    failure.message.push_str("; your token was not redeemed");
+    failure
+}
+
+fn not_found(lease: &LeaseId) -> Failure {
+    Failure::new(ErrorCode::PodNotFound, format!("no lease named {lease}"))
+}
+
+fn backend_failure(e: &BackendError, what: &str) -> Failure {
+    let code = match e {
+        BackendError::NotFound(_) => ErrorCode::PodNotFound,
+        _ => ErrorCode::ProvisioningFailed,
+    };
+    Failure::new(code, format!("could not {what}: {e}"))
+}
+
+fn minutes_to_seconds(minutes: u64) -> Result<u64, Failure> {
+    minutes.checked_mul(60).ok_or_else(|| {
+        Failure::new(
+            ErrorCode::DurationOutOfRange,
+            format!("duration of {minutes} minutes is too long"),
+        )
+    })
+}
+
+fn ceil_to_second(t: Timestamp) -> Timestamp {
+    let whole = t.as_second() + i64::from(t.subsec_nanosecond() > 0);
+    Timestamp::from_second(whole).unwrap_or(t)
+}
+
+fn add_seconds(t: Timestamp, seconds: u64) -> Timestamp {
+    let secs = i64::try_from(seconds).unwrap_or(i64::MAX);
+    t.saturating_add(SignedDuration::from_secs(secs))
+        .unwrap_or(Timestamp::MAX)
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,198 @@
+//! Read-only answers: the offer, prices, token quotes, lease status, and reaping.
+
+use tracing::info;
+
+use super::{
+    Failure, Paygress, backend_failure, error_reply, minutes_to_seconds, not_found, payment_failure,
+};
+use crate::lease::{LeaseRecord, Requester};
+use crate::money::{Amount, MintUrl};
+use crate::names::{LeaseId, NameError};
+use crate::ports::BackendError;
+use crate::pricing::{self, PricingError};
+use crate::protocol::{ErrorCode, ErrorReply, LeaseStatus, Offer, Reply, StatusRequest, TierOffer};
+use crate::secret::CashuToken;
+
+/// What a token would buy, checked without redeeming it (`GET /auth`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenQuote {
+    /// The token's mint.
+    pub mint: MintUrl,
+    /// Face value.
+    pub amount: Amount,
+    /// Whether the mint reports it unspent.
+    pub spendable: bool,
+    /// Whole minutes it buys at the base rate (capped at the maximum lease).
+    pub minutes: u64,
+    /// Whether it covers the requested duration, when one was given.
+    pub covers_requested: Option<bool>,
+}
+
+impl Paygress {
+    /// The offer transports publish.
+    pub fn offer(&self) -> Offer {
+        let c = &self.config;
+        let mut images = vec![c.default_image.clone()];
+        images.extend(
+            c.allowed_images
+                .iter()
+                .filter(|i| **i != c.default_image)
+                .cloned(),
+        );
+        Offer {
+            name: c.name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            rate_sats_per_hour: c.rate.msat_per_hour() / 1000,
+            rate_msat_per_hour: c.rate.msat_per_hour(),
+            tiers: c.tiers.iter().map(|t| TierOffer::new(t, c.rate)).collect(),
+            min_duration_minutes: c.limits.min_seconds.div_ceil(60),
+            max_duration_minutes: c.limits.max_seconds / 60,
+            mints: self.payments.accepted_mints(),
+            units: self.payments.accepted_units(),
+            ssh_host: c.ssh_host.clone(),
+            backend: self.backend.name().to_owned(),
+            images,
+        }
+    }
+
+    /// The price of `duration_minutes` at the base rate (or `tier`'s), in `unit`.
+    pub fn price(
+        &self,
+        duration_minutes: u64,
+        tier: Option<&str>,
+        unit: crate::money::Unit,
+    ) -> Result<Amount, ErrorReply> {
+        let tier = self.tier(tier).map_err(|f| error_reply(f, None))?;
+        let seconds = minutes_to_seconds(duration_minutes).map_err(|f| error_reply(f, None))?;
+        pricing::check_requested(self.config.limits, seconds)
+            .map_err(|e| error_reply(e.into(), None))?;
+        Ok(Amount::new(
+            self.rate_of(&tier).price_in(seconds, unit),
+            unit,
+        ))
+    }
+
+    /// What a top-up of `minutes` of `pod_name` costs in `unit` (for an HTTP 402 quote),
+    /// capped so the lease never has more than the maximum left. Returns the seconds
+    /// quoted and their price; refuses as the top-up itself would (bad name, unknown or
+    /// expired lease, lease at maximum).
+    pub async fn top_up_price(
+        &self,
+        pod_name: &str,
+        minutes: u64,
+        unit: crate::money::Unit,
+    ) -> Result<(u64, Amount), ErrorReply> {
+        let lease: LeaseId = pod_name
+            .parse()
+            .map_err(|e: NameError| error_reply(e.into(), None))?;
+        let record = self
+            .live_lease(&lease)
+            .await
+            .map_err(|f| error_reply(f, None))?;
+        let headroom = self
+            .config
+            .limits
+            .max_seconds
+            .saturating_sub(record.remaining_seconds(self.clock.now()));
+        let seconds = minutes_to_seconds(minutes)
+            .map_err(|f| error_reply(f, None))?
+            .min(headroom);
+        if seconds == 0 {
+            let e = PricingError::AtMaximum {
+                max_seconds: self.config.limits.max_seconds,
+            };
+            return Err(error_reply(e.into(), None));
+        }
+        let rate = self.rate_of_tier_id(&record.tier);
+        Ok((seconds, Amount::new(rate.price_in(seconds, unit), unit)))
+    }
+
+    /// Checks a token without redeeming it and says what it buys.
+    pub async fn quote_token(
+        &self,
+        token: &CashuToken,
+        duration_minutes: Option<u64>,
+    ) -> Result<TokenQuote, ErrorReply> {
+        let check = self
+            .payments
+            .check(token)
+            .await
+            .map_err(|e| error_reply(payment_failure(&e), None))?;
+        let rate = self.config.rate;
+        let seconds = rate
+            .seconds_for_msat(check.amount.to_msat())
+            .min(self.config.limits.max_seconds);
+        let covers_requested = match duration_minutes {
+            Some(m) => {
+                let secs = minutes_to_seconds(m).map_err(|f| error_reply(f, None))?;
+                Some(check.amount.value >= rate.price_in(secs, check.amount.unit))
+            }
+            None => None,
+        };
+        Ok(TokenQuote {
+            mint: check.mint,
+            amount: check.amount,
+            spendable: check.spendable,
+            minutes: seconds / 60,
+            covers_requested,
+        })
+    }
+
+    pub(super) async fn status(&self, sender: &Requester, req: &StatusRequest) -> Reply {
+        let lease: LeaseId = match req.pod_name.parse() {
+            Ok(id) => id,
+            Err(e) => return Failure::from(e).into_reply(),
+        };
+        let record = match self.backend.get(&lease).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return not_found(&lease).into_reply(),
+            Err(e) => return backend_failure(&e, "read the lease").into_reply(),
+        };
+        if record.owner != *sender {
+            return Reply::error(
+                ErrorCode::NotOwner,
+                "only the lease's owner may ask its status",
+            );
+        }
+        let now = self.clock.now();
+        Reply::Status(LeaseStatus {
+            pod_name: lease,
+            state: record.state_at(now),
+            expires_at: record.expires_at,
+            remaining_seconds: record.remaining_seconds(now),
+            tier: record.tier,
+            node_port: record.node_port,
+        })
+    }
+
+    /// Public data of every lease (for `GET /pods`): no passwords, no keys.
+    pub async fn leases(&self) -> Result<Vec<LeaseRecord>, BackendError> {
+        self.backend.list().await
+    }
+
+    /// Removes every lease whose time has passed; returns how many were removed.
+    /// Backends expire leases themselves; this is the second line of defence.
+    pub async fn reap_expired(&self) -> Result<usize, BackendError> {
+        let now = self.clock.now();
+        let mut removed = 0;
+        for record in self.backend.list().await? {
+            if record.expires_at <= now {
+                let guard = self.lease_locks.lock(&record.id).await;
+                // A top-up may have extended it while we waited for the lock.
+                let result = match self.backend.get(&record.id).await {
+                    Ok(Some(r)) if r.expires_at <= now => {
+                        self.backend.delete(&record.id).await.map(|()| true)
+                    }
+                    Ok(_) => Ok(false),
+                    Err(e) => Err(e),
+                };
+                drop(guard);
+                if result? {
+                    info!(lease = %record.id, "lease expired and removed");
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,247 @@
+//! New leases: check everything before the token is touched, redeem, provision, reply.
+
+use tracing::{info, warn};
+
+use super::{
+    Ctx, Failure, Paygress, add_seconds, backend_failure, ceil_to_second, minutes_to_seconds,
+    truncate, untouched,
+};
+use crate::lease::{LeaseEvent, LeaseSpec, LeaseState};
+use crate::names::{LeaseId, Username};
+use crate::ports::{BackendError, Purpose, Redeemed};
+use crate::pricing::{self, Rate, Tier};
+use crate::protocol::{AccessDetails, ErrorCode, Reply, SpawnRequest};
+use crate::secret::Password;
+
+/// A spawn request whose every field checked out, before the token is touched.
+pub(super) struct SpawnPlan {
+    username: Username,
+    image: String,
+    tier: Tier,
+    rate: Rate,
+    requested_seconds: Option<u64>,
+    ssh_public_key: Option<String>,
+}
+
+impl Paygress {
+    pub(super) async fn spawn(&self, ctx: Ctx<'_>, req: SpawnRequest) -> Reply {
+        let plan = match self.plan_spawn(&req) {
+            Ok(plan) => plan,
+            Err(f) => return f.into_reply(),
+        };
+        let info = match self.inspect(&req.cashu_token) {
+            Ok(info) => info,
+            Err(f) => return f.into_reply(),
+        };
+        // What the token buys after the mint's fee, checked before redeeming: a token
+        // too small is refused untouched (the quote is redone on the amount received).
+        if let Err(e) = pricing::quote_spawn(
+            plan.rate,
+            self.config.limits,
+            info.net(),
+            plan.requested_seconds,
+        ) {
+            let mut failure = untouched(e);
+            if !info.fee.is_zero() {
+                failure.message.push_str(&format!(
+                    " (the mint takes a fee of {} from the token)",
+                    info.fee
+                ));
+            }
+            return failure.into_reply();
+        }
+        let lease = LeaseId::generate();
+        let payment = match self
+            .redeem(ctx, Purpose::Spawn, &lease, &req.cashu_token)
+            .await
+        {
+            Ok(p) => p,
+            Err(reply) => return reply,
+        };
+        self.provision(ctx, plan, lease, payment).await
+    }
+
+    /// Continues a spawn whose payment is held (first try, or a retry after a lost
+    /// answer or a crash): prices what was received and creates the lease.
+    pub(super) async fn provision_request(
+        &self,
+        ctx: Ctx<'_>,
+        req: &SpawnRequest,
+        lease: LeaseId,
+        payment: Redeemed,
+    ) -> Reply {
+        match self.plan_spawn(req) {
+            Ok(plan) => self.provision(ctx, plan, lease, payment).await,
+            Err(f) => self.refund(ctx, &payment, f).await,
+        }
+    }
+
+    async fn provision(
+        &self,
+        ctx: Ctx<'_>,
+        plan: SpawnPlan,
+        lease: LeaseId,
+        payment: Redeemed,
+    ) -> Reply {
+        let mut state = LeaseState::Requested.on(LeaseEvent::PaymentRedeemed);
+        let purchase = match pricing::quote_spawn(
+            plan.rate,
+            self.config.limits,
+            payment.amount,
+            plan.requested_seconds,
+        ) {
+            Ok(p) => p,
+            Err(e) => return self.refund(ctx, &payment, e.into()).await,
+        };
+
+        // Whole seconds, rounded up: the buyer never loses the fraction.
+        let now = ceil_to_second(self.clock.now());
+        let expires_at = add_seconds(now, purchase.seconds);
+        let password = Password::generate();
+        let spec = LeaseSpec {
+            id: lease.clone(),
+            owner: ctx.requester.clone(),
+            username: plan.username.clone(),
+            password: password.clone(),
+            ssh_public_key: plan.ssh_public_key,
+            image: plan.image,
+            tier: plan.tier.clone(),
+            created_at: now,
+            expires_at,
+            paid_msat: purchase.charged.to_msat(),
+            mint: payment.mint.clone(),
+        };
+        state = state.and_then(|s| s.on(LeaseEvent::ProvisioningStarted));
+        let provisioned = match self.backend.create(&spec).await {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(lease = %lease, error = %e, "provisioning failed; refunding");
+                if !matches!(e, BackendError::AlreadyExists(_)) {
+                    // A half-created lease must not run unpaid.
+                    if let Err(e) = self.backend.delete(&lease).await {
+                        warn!(lease = %lease, error = %e, "cleanup after failed create failed");
+                    }
+                }
+                return self
+                    .refund(ctx, &payment, backend_failure(&e, "create the pod"))
+                    .await;
+            }
+        };
+        state = state.and_then(|s| s.on(LeaseEvent::Provisioned));
+        debug_assert_eq!(state, Ok(LeaseState::Active));
+        info!(lease = %lease, seconds = purchase.seconds, charged = %purchase.charged, "lease active");
+
+        let ssh_host = provisioned
+            .ssh_host
+            .clone()
+            .unwrap_or_else(|| self.config.ssh_host.clone());
+        let port = provisioned.node_port.unwrap_or(provisioned.ssh_port);
+        let mut instructions = vec![
+            format!(
+                "ssh -o PreferredAuthentications=password -o PubkeyAuthentication=no -p {port} {}@{ssh_host}",
+                plan.username
+            ),
+            "Password: the ssh_password field of this reply".to_owned(),
+        ];
+        instructions.extend(provisioned.instructions);
+        instructions.push(format!(
+            "Paid until {expires_at}; extend with a top-up for pod_name {lease}"
+        ));
+        let reply = Reply::AccessDetails(AccessDetails {
+            pod_name: lease,
+            ssh_username: plan.username.to_string(),
+            ssh_password: password,
+            ssh_host,
+            ssh_port: provisioned.ssh_port,
+            node_port: provisioned.node_port,
+            expires_at,
+            duration_seconds: purchase.seconds,
+            tier: plan.tier.id,
+            instructions,
+            change_token: None,
+        });
+        self.finish(ctx, reply, &payment.mint, purchase.change)
+            .await
+    }
+
+    fn plan_spawn(&self, req: &SpawnRequest) -> Result<SpawnPlan, Failure> {
+        let username = match &req.ssh_username {
+            Some(name) => name.parse::<Username>()?,
+            None => Username::default(),
+        };
+        let image = match &req.pod_image {
+            None => self.config.default_image.clone(),
+            Some(img)
+                if *img == self.config.default_image
+                    || self.config.allowed_images.contains(img) =>
+            {
+                img.clone()
+            }
+            Some(img) => {
+                return Err(Failure::new(
+                    ErrorCode::ImageNotAllowed,
+                    format!(
+                        "image {:?} is not allowed; allowed: {}",
+                        truncate(img),
+                        self.offer().images.join(", ")
+                    ),
+                ));
+            }
+        };
+        let tier = self.tier(req.tier.as_deref())?;
+        let rate = self.rate_of(&tier);
+        let requested_seconds = match req.duration_minutes {
+            Some(m) => {
+                let secs = minutes_to_seconds(m)?;
+                pricing::check_requested(self.config.limits, secs)?;
+                Some(secs)
+            }
+            None => None,
+        };
+        let ssh_public_key = match &req.ssh_public_key {
+            Some(k) => Some(validate_public_key(k)?),
+            None => None,
+        };
+        Ok(SpawnPlan {
+            username,
+            image,
+            tier,
+            rate,
+            requested_seconds,
+            ssh_public_key,
+        })
+    }
+}
+
+/// Accepts one OpenSSH public key line: `<type> <base64> [comment]`.
+fn validate_public_key(key: &str) -> Result<String, Failure> {
+    const TYPES: &[&str] = &[
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
+    ];
+    let bad =
+        |why: &str| Failure::new(ErrorCode::InvalidPublicKey, format!("ssh_public_key {why}"));
+    let key = key.trim();
+    if key.len() > 16 * 1024 || key.contains(['\n', '\r', '\0']) {
+        return Err(bad("must be a single OpenSSH public key line"));
+    }
+    let mut parts = key.split_whitespace();
+    let kind = parts.next().unwrap_or_default();
+    let body = parts.next().unwrap_or_default();
+    if !TYPES.contains(&kind) {
+        return Err(bad("has an unsupported key type"));
+    }
+    if body.len() < 16
+        || !body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
+    {
+        return Err(bad("has a malformed base64 body"));
+    }
+    Ok(key.to_owned())
+}

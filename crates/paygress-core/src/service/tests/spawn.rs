@@ -1,0 +1,640 @@
+//! Service tests: spawn.
+
+use super::*;
+
+// ---------------------------------------------------------------- spawn: money
+
+#[tokio::test]
+async fn spawn_with_duration_charges_exact_price_and_issues_exact_change() {
+    let (service, backend, journal, _) = Ports::new()
+        .token_worth(Amount::sat(100))
+        .redeems(Amount::sat(100))
+        .issues(Amount::sat(40), "cashuBchange")
+        .build();
+
+    let access = expect_access(spawn(&service, "1", spawn_req(Some(60))).await);
+
+    assert_eq!(access.duration_seconds, HOUR);
+    assert_eq!(access.expires_at, at(HOUR));
+    assert_eq!(access.ssh_username, "alice");
+    assert_eq!(access.tier, "standard");
+    assert_eq!(
+        access.change_token.as_ref().map(CashuToken::expose),
+        Some("cashuBchange")
+    );
+    let spec = backend.spec(&access.pod_name).expect("lease created");
+    assert_eq!(spec.paid_msat, 60_000);
+    assert_eq!(spec.expires_at, at(HOUR));
+    assert_eq!(spec.owner, buyer());
+    assert_eq!(spec.password, access.ssh_password);
+    assert_eq!(spec.image, "linuxserver/openssh-server:latest");
+    assert_eq!(spec.mint, mint());
+    match journal.stage(&key("1")) {
+        Some(Stage::Done { reply }) => assert_eq!(reply, Reply::AccessDetails(access)),
+        other => panic!("expected Done, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn spawn_in_msat_returns_change_to_the_msat() {
+    let (service, _, _, _) = Ports::new()
+        .token_worth(Amount::msat(100_500))
+        .redeems(Amount::msat(100_500))
+        .issues(Amount::msat(40_500), "cashuBchange")
+        .build();
+    let access = expect_access(spawn(&service, "1", spawn_req(Some(60))).await);
+    assert_eq!(access.duration_seconds, HOUR);
+}
+
+#[tokio::test]
+async fn spawn_paying_the_exact_price_issues_no_change() {
+    let (service, _, _, _) = Ports::new()
+        .token_worth(Amount::sat(60))
+        .redeems(Amount::sat(60))
+        .never_issues()
+        .build();
+    let access = expect_access(spawn(&service, "1", spawn_req(Some(60))).await);
+    assert_eq!(access.duration_seconds, HOUR);
+    assert!(access.change_token.is_none());
+}
+
+#[tokio::test]
+async fn spawn_without_duration_buys_all_the_time_the_token_pays_for() {
+    let (service, backend, _, _) = Ports::new()
+        .token_worth(Amount::sat(90))
+        .redeems(Amount::sat(90))
+        .never_issues()
+        .build();
+    let access = expect_access(spawn(&service, "1", spawn_req(None)).await);
+    assert_eq!(access.duration_seconds, 90 * 60);
+    assert_eq!(access.expires_at, at(90 * 60));
+    assert!(access.change_token.is_none());
+    let spec = backend.spec(&access.pod_name).expect("lease created");
+    assert_eq!(spec.paid_msat, 90_000);
+}
+
+#[tokio::test]
+async fn spawn_without_duration_is_capped_at_the_maximum_with_change() {
+    let (service, backend, _, _) = Ports::new()
+        .token_worth(Amount::sat(2000))
+        .redeems(Amount::sat(2000))
+        .issues(Amount::sat(560), "cashuBchange")
+        .build();
+    let access = expect_access(spawn(&service, "1", spawn_req(None)).await);
+    assert_eq!(access.duration_seconds, MAX_SECONDS);
+    assert!(access.change_token.is_some());
+    assert_eq!(
+        backend.spec(&access.pod_name).expect("lease").paid_msat,
+        1_440_000
+    );
+}
+
+#[tokio::test]
+async fn spawn_uses_the_requested_tiers_rate() {
+    let (service, backend, _, _) = Ports::new()
+        .token_worth(Amount::sat(150))
+        .redeems(Amount::sat(150))
+        .issues(Amount::sat(30), "cashuBchange")
+        .build();
+    let mut req = spawn_req(Some(60));
+    req.tier = Some("big".to_owned());
+    let access = expect_access(spawn(&service, "1", req).await);
+    assert_eq!(access.tier, "big");
+    assert_eq!(access.duration_seconds, HOUR);
+    let spec = backend.spec(&access.pod_name).expect("lease");
+    assert_eq!(spec.tier, big_tier());
+    assert_eq!(spec.paid_msat, 120_000);
+}
+
+#[tokio::test]
+async fn mint_fee_leaving_too_little_after_redeem_refunds_what_was_received() {
+    // The face value covers the price, the amount credited after the mint's fee does not.
+    let mut backend = MockPodBackend::new();
+    backend.expect_create().never();
+    let mut ports = Ports::new()
+        .token_worth(Amount::sat(60))
+        .redeems(Amount::sat(59))
+        .issues(Amount::sat(59), "cashuBrefund");
+    ports.backend = Some(backend);
+    let (service, _, _, _) = ports.build();
+    let err = expect_error(spawn(&service, "1", spawn_req(Some(60))).await);
+    assert_eq!(err.code, ErrorCode::InsufficientPayment);
+    assert_eq!(
+        err.refund_token.as_ref().map(CashuToken::expose),
+        Some("cashuBrefund")
+    );
+}
+
+// ---------------------------------------------------------------- spawn: refused before payment
+
+/// A service whose verifier, backend and journal fail the test if the payment is
+/// touched or a pod is created.
+fn untouchable(face: Option<Amount>) -> Paygress {
+    let mut ports = Ports::new().never_redeems().never_issues();
+    match face {
+        Some(face) => ports = ports.token_worth(face),
+        None => {
+            ports.verifier.expect_inspect().never();
+        }
+    }
+    ports
+        .verifier
+        .expect_accepted_mints()
+        .returning(|| vec![mint()]);
+    ports
+        .verifier
+        .expect_accepted_units()
+        .returning(|| vec![Unit::Sat]);
+    let mut backend = MockPodBackend::new();
+    backend.expect_name().return_const("mock");
+    backend.expect_create().never();
+    backend.expect_extend().never();
+    backend.expect_delete().never();
+    ports.backend = Some(backend);
+    let mut journal = MockJournal::new();
+    journal.expect_get().returning(|_| Ok(None));
+    journal.expect_put().never();
+    ports.journal = Some(journal);
+    ports.build().0
+}
+
+#[tokio::test]
+async fn insufficient_token_for_the_duration_is_refused_without_redeeming() {
+    let service = untouchable(Some(Amount::sat(59)));
+    let err = expect_error(spawn(&service, "1", spawn_req(Some(60))).await);
+    assert_eq!(err.code, ErrorCode::InsufficientPayment);
+    assert!(err.refund_token.is_none());
+    assert!(err.message.contains("not redeemed"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn one_msat_cannot_buy_an_hour() {
+    let service = untouchable(Some(Amount::msat(1)));
+    let err = expect_error(spawn(&service, "1", spawn_req(Some(60))).await);
+    assert_eq!(err.code, ErrorCode::InsufficientPayment);
+}
+
+#[tokio::test]
+async fn token_below_the_minimum_lease_without_duration_is_refused_without_redeeming() {
+    // 999 msat buys 59.94 s at 60 sat/hour; the minimum lease is 60 s.
+    let service = untouchable(Some(Amount::msat(999)));
+    let err = expect_error(spawn(&service, "1", spawn_req(None)).await);
+    assert_eq!(err.code, ErrorCode::InsufficientPayment);
+    assert!(err.refund_token.is_none());
+}
+
+#[tokio::test]
+async fn duration_out_of_range_is_refused_before_the_token_is_read() {
+    for minutes in [0, MAX_SECONDS / 60 + 1, u64::MAX / 60 + 1, u64::MAX] {
+        let service = untouchable(None);
+        let err = expect_error(spawn(&service, "1", spawn_req(Some(minutes))).await);
+        assert_eq!(err.code, ErrorCode::DurationOutOfRange, "{minutes} minutes");
+    }
+}
+
+#[tokio::test]
+async fn duration_at_the_bounds_is_accepted() {
+    for (minutes, face) in [(1, 1), (MAX_SECONDS / 60, 1440)] {
+        let (service, _, _, _) = Ports::new()
+            .token_worth(Amount::sat(face))
+            .redeems(Amount::sat(face))
+            .never_issues()
+            .build();
+        let access = expect_access(spawn(&service, "1", spawn_req(Some(minutes))).await);
+        assert_eq!(access.duration_seconds, minutes * 60);
+    }
+}
+
+#[tokio::test]
+async fn bad_and_reserved_usernames_are_refused_before_the_token_is_read() {
+    for name in [
+        "",
+        "root",
+        "Root",
+        "abc",
+        "1abc",
+        "-x",
+        "a b",
+        "a;rm -rf /",
+        "../etc",
+        "ali.ce",
+        "élise",
+        "x\n",
+    ] {
+        let service = untouchable(None);
+        let mut req = spawn_req(Some(60));
+        req.ssh_username = Some(name.to_owned());
+        let err = expect_error(spawn(&service, "1", req).await);
+        assert_eq!(err.code, ErrorCode::InvalidUsername, "{name:?}");
+    }
+    let long = "a".repeat(33);
+    let service = untouchable(None);
+    let mut req = spawn_req(Some(60));
+    req.ssh_username = Some(long);
+    assert_eq!(
+        expect_error(spawn(&service, "1", req).await).code,
+        ErrorCode::InvalidUsername
+    );
+}
+
+#[tokio::test]
+async fn missing_username_defaults_to_user() {
+    let (service, backend, _, _) = Ports::new()
+        .token_worth(Amount::sat(60))
+        .redeems(Amount::sat(60))
+        .build();
+    let mut req = spawn_req(Some(60));
+    req.ssh_username = None;
+    let access = expect_access(spawn(&service, "1", req).await);
+    assert_eq!(access.ssh_username, "user");
+    assert_eq!(
+        backend
+            .spec(&access.pod_name)
+            .expect("lease")
+            .username
+            .as_str(),
+        "user"
+    );
+}
+
+#[tokio::test]
+async fn image_not_on_the_allow_list_is_refused_before_the_token_is_read() {
+    for image in [
+        "evil/miner:latest",
+        "ubuntu:24.04 ",
+        "",
+        "linuxserver/openssh-server",
+    ] {
+        let service = untouchable(None);
+        let mut req = spawn_req(Some(60));
+        req.pod_image = Some(image.to_owned());
+        let err = expect_error(spawn(&service, "1", req).await);
+        assert_eq!(err.code, ErrorCode::ImageNotAllowed, "{image:?}");
+        assert!(err.message.contains("ubuntu:24.04"), "{}", err.message);
+    }
+}
+
+#[tokio::test]
+async fn default_and_allowed_images_are_used() {
+    for (asked, used) in [
+        (None, "linuxserver/openssh-server:latest"),
+        (
+            Some("linuxserver/openssh-server:latest"),
+            "linuxserver/openssh-server:latest",
+        ),
+        (Some("ubuntu:24.04"), "ubuntu:24.04"),
+    ] {
+        let (service, backend, _, _) = Ports::new()
+            .token_worth(Amount::sat(60))
+            .redeems(Amount::sat(60))
+            .build();
+        let mut req = spawn_req(Some(60));
+        req.pod_image = asked.map(str::to_owned);
+        let access = expect_access(spawn(&service, "1", req).await);
+        assert_eq!(backend.spec(&access.pod_name).expect("lease").image, used);
+    }
+}
+
+#[tokio::test]
+async fn unknown_tier_is_refused_before_the_token_is_read() {
+    let service = untouchable(None);
+    let mut req = spawn_req(Some(60));
+    req.tier = Some("huge".to_owned());
+    let err = expect_error(spawn(&service, "1", req).await);
+    assert_eq!(err.code, ErrorCode::UnknownTier);
+    assert!(err.message.contains("standard, big"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn bad_ssh_public_keys_are_refused_before_the_token_is_read() {
+    for key_line in [
+        "",
+        "ssh-ed25519",
+        "ssh-dss AAAAB3NzaC1kc3MAAACBAP",
+        "ssh-ed25519 AAAA",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI$(rm -rf)",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG\nssh-rsa AAAAB3NzaC1yc2EAAAADAQAB",
+        "command=\"sh\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG",
+    ] {
+        let service = untouchable(None);
+        let mut req = spawn_req(Some(60));
+        req.ssh_public_key = Some(key_line.to_owned());
+        let err = expect_error(spawn(&service, "1", req).await);
+        assert_eq!(err.code, ErrorCode::InvalidPublicKey, "{key_line:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_valid_ssh_public_key_reaches_the_backend() {
+    let line = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ alice@laptop";
+    let (service, backend, _, _) = Ports::new()
+        .token_worth(Amount::sat(60))
+        .redeems(Amount::sat(60))
+        .build();
+    let mut req = spawn_req(Some(60));
+    req.ssh_public_key = Some(format!("  {line}\n"));
+    let access = expect_access(spawn(&service, "1", req).await);
+    assert_eq!(
+        backend
+            .spec(&access.pod_name)
+            .expect("lease")
+            .ssh_public_key
+            .as_deref(),
+        Some(line)
+    );
+}
+
+#[tokio::test]
+async fn offline_token_errors_are_refused_without_redeeming() {
+    let cases: Vec<(fn() -> PaymentError, ErrorCode)> = vec![
+        (
+            || PaymentError::MintNotAccepted("https://evil.example".into()),
+            ErrorCode::MintNotAccepted,
+        ),
+        (
+            || PaymentError::UnsupportedUnit("usd".into()),
+            ErrorCode::UnsupportedUnit,
+        ),
+        (
+            || PaymentError::InvalidToken("garbage".into()),
+            ErrorCode::InvalidToken,
+        ),
+        (|| PaymentError::AlreadySpent, ErrorCode::TokenAlreadySpent),
+    ];
+    for (error, code) in cases {
+        let mut ports = Ports::new().never_redeems().never_issues();
+        ports
+            .verifier
+            .expect_inspect()
+            .times(1)
+            .returning(move |_| Err(error()));
+        let mut journal = MockJournal::new();
+        journal.expect_get().returning(|_| Ok(None));
+        journal.expect_put().never();
+        ports.journal = Some(journal);
+        let (service, backend, _, _) = ports.build();
+        let err = expect_error(spawn(&service, "1", spawn_req(Some(60))).await);
+        assert_eq!(err.code, code);
+        assert!(err.refund_token.is_none());
+        assert!(backend.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn zero_value_token_is_refused_without_redeeming() {
+    let service = untouchable(Some(Amount::sat(0)));
+    assert_eq!(
+        expect_error(spawn(&service, "1", spawn_req(None)).await).code,
+        ErrorCode::InvalidToken
+    );
+}
+
+// ---------------------------------------------------------------- spawn: redeem failures
+
+#[tokio::test]
+async fn redeem_failures_create_nothing_and_issue_nothing() {
+    let cases: Vec<(fn() -> PaymentError, ErrorCode)> = vec![
+        (|| PaymentError::AlreadySpent, ErrorCode::TokenAlreadySpent),
+        (
+            || PaymentError::MintUnavailable("connection refused".into()),
+            ErrorCode::MintUnavailable,
+        ),
+        (|| PaymentError::Other("weird".into()), ErrorCode::Internal),
+    ];
+    for (error, code) in cases {
+        let mut ports = Ports::new().token_worth(Amount::sat(60)).never_issues();
+        ports
+            .verifier
+            .expect_redeem()
+            .times(1)
+            .returning(move |_, _| Err(error()));
+        // A spent token is checked against what this attempt received: nothing.
+        ports
+            .verifier
+            .expect_resolve()
+            .times(0..=1)
+            .returning(|_, _| Ok(None));
+        let mut backend = MockPodBackend::new();
+        backend.expect_create().never();
+        ports.backend = Some(backend);
+        let (service, _, journal, _) = ports.build();
+        let err = expect_error(spawn(&service, "1", spawn_req(Some(60))).await);
+        assert_eq!(err.code, code);
+        assert!(err.refund_token.is_none());
+        assert!(journal.unfinished().await.expect("journal").is_empty());
+    }
+}
+
+#[tokio::test]
+async fn journal_write_failure_refuses_payment_without_redeeming() {
+    let mut ports = Ports::new()
+        .token_worth(Amount::sat(60))
+        .never_redeems()
+        .never_issues();
+    let mut journal = MockJournal::new();
+    journal.expect_get().returning(|_| Ok(None));
+    journal
+        .expect_put()
+        .returning(|_, _| Err(JournalError::Io("disk full".into())));
+    ports.journal = Some(journal);
+    let (service, backend, _, _) = ports.build();
+    let err = expect_error(spawn(&service, "1", spawn_req(Some(60))).await);
+    assert_eq!(err.code, ErrorCode::Unavailable);
+    assert!(err.message.contains("not redeemed"), "{}", err.message);
+    assert!(backend.is_empty());
+}
+
+#[tokio::test]
+async fn journal_read_failure_refuses_before_the_token_is_read() {
+    let mut ports = Ports::new().never_redeems().never_issues();
+    ports.verifier.expect_inspect().never();
+    let mut journal = MockJournal::new();
+    journal
+        .expect_get()
+        .returning(|_| Err(JournalError::Corrupt("bad record".into())));
+    journal.expect_put().never();
+    ports.journal = Some(journal);
+    let (service, _, _, _) = ports.build();
+    let err = expect_error(spawn(&service, "1", spawn_req(Some(60))).await);
+    assert_eq!(err.code, ErrorCode::Unavailable);
+}
+
+#[tokio::test]
+async fn journal_records_the_redeem_window_then_the_payment_then_the_reply() {
+    let seen: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    let mut ports = Ports::new()
+        .token_worth(Amount::sat(60))
+        .redeems(Amount::sat(60));
+    let mut journal = MockJournal::new();
+    journal.expect_get().returning(|_| Ok(None));
+    let log = seen.clone();
+    journal.expect_put().returning(move |k, stage| {
+        assert_eq!(*k, key("1"));
+        assert_eq!(stage.requester, buyer());
+        let name = match &stage.stage {
+            Stage::Redeeming {
+                purpose,
+                token,
+                attempt,
+                ..
+            } => {
+                assert_eq!(*purpose, Purpose::Spawn);
+                assert_eq!(*token, self::token());
+                assert_eq!(attempt.face, Amount::sat(60));
+                "redeeming"
+            }
+            Stage::Paid { payment, .. } => {
+                assert_eq!(payment.amount, Amount::sat(60));
+                "paid"
+            }
+            Stage::Extending { .. } => "extending",
+            Stage::Owed { .. } => "owed",
+            Stage::Done { .. } => "done",
+        };
+        log.lock().expect("lock").push(name);
+        Ok(())
+    });
+    ports.journal = Some(journal);
+    let (service, _, _, _) = ports.build();
+    expect_access(spawn(&service, "1", spawn_req(Some(60))).await);
+    assert_eq!(*seen.lock().expect("lock"), ["redeeming", "paid", "done"]);
+}
+
+// ---------------------------------------------------------------- spawn: provisioning failures
+
+#[tokio::test]
+async fn failed_create_deletes_the_lease_and_refunds_in_full() {
+    let created: Arc<Mutex<Option<LeaseId>>> = Arc::default();
+    let mut backend = MockPodBackend::new();
+    let c = created.clone();
+    backend.expect_create().times(1).returning(move |spec| {
+        *c.lock().expect("lock") = Some(spec.id.clone());
+        Err(BackendError::Unavailable("api server down".into()))
+    });
+    let c = created.clone();
+    backend
+        .expect_delete()
+        .times(1)
+        .withf(move |id| c.lock().expect("lock").as_ref() == Some(id))
+        .returning(|_| Ok(()));
+    let mut ports = Ports::new()
+        .token_worth(Amount::sat(100))
+        .redeems(Amount::sat(100))
+        .issues(Amount::sat(100), "cashuBrefund");
+    ports.backend = Some(backend);
+    let (service, _, journal, _) = ports.build();
+
+    let reply = spawn(&service, "1", spawn_req(Some(60))).await;
+    let err = expect_error(reply.clone());
+    assert_eq!(err.code, ErrorCode::ProvisioningFailed);
+    assert_eq!(
+        err.refund_token.as_ref().map(CashuToken::expose),
+        Some("cashuBrefund")
+    );
+    assert!(err.message.contains("refunded"), "{}", err.message);
+    assert_eq!(journal.stage(&key("1")), Some(Stage::Done { reply }));
+}
+
+#[tokio::test]
+async fn create_already_exists_refunds_without_deleting_the_other_lease() {
+    let mut backend = MockPodBackend::new();
+    backend
+        .expect_create()
+        .times(1)
+        .returning(|spec| Err(BackendError::AlreadyExists(spec.id.clone())));
+    backend.expect_delete().never();
+    let mut ports = Ports::new()
+        .token_worth(Amount::sat(100))
+        .redeems(Amount::sat(100))
+        .issues(Amount::sat(100), "cashuBrefund");
+    ports.backend = Some(backend);
+    let (service, _, _, _) = ports.build();
+    let err = expect_error(spawn(&service, "1", spawn_req(Some(60))).await);
+    assert_eq!(err.code, ErrorCode::ProvisioningFailed);
+    assert!(err.refund_token.is_some());
+}
+
+#[tokio::test]
+async fn failed_create_and_failed_cleanup_still_refund() {
+    let mut backend = MockPodBackend::new();
+    backend
+        .expect_create()
+        .returning(|_| Err(BackendError::Rejected("quota".into())));
+    backend
+        .expect_delete()
+        .times(1)
+        .returning(|_| Err(BackendError::Unavailable("down".into())));
+    let mut ports = Ports::new()
+        .token_worth(Amount::sat(60))
+        .redeems(Amount::sat(60))
+        .issues(Amount::sat(60), "cashuBrefund");
+    ports.backend = Some(backend);
+    let (service, _, _, _) = ports.build();
+    let err = expect_error(spawn(&service, "1", spawn_req(Some(60))).await);
+    assert_eq!(err.code, ErrorCode::ProvisioningFailed);
+    assert!(err.refund_token.is_some());
+}
+
+#[tokio::test]
+async fn failed_change_still_grants_the_lease_and_records_the_debt() {
+    let mut ports = Ports::new()
+        .token_worth(Amount::sat(100))
+        .redeems(Amount::sat(100));
+    ports
+        .verifier
+        .expect_issue()
+        .with(eq(mint()), eq(Amount::sat(40)))
+        .times(1)
+        .returning(|_, _| Err(PaymentError::Issue("mint down".into())));
+    let (service, backend, journal, _) = ports.build();
+
+    let access = expect_access(spawn(&service, "1", spawn_req(Some(60))).await);
+    assert!(access.change_token.is_none());
+    assert!(
+        access.instructions.iter().any(|i| i.contains("40 sat")),
+        "{:?}",
+        access.instructions
+    );
+    assert!(backend.spec(&access.pod_name).is_some());
+    match journal.stage(&key("1")) {
+        Some(Stage::Owed {
+            reply,
+            mint: m,
+            amount,
+        }) => {
+            assert_eq!(m, mint());
+            assert_eq!(amount, Amount::sat(40));
+            assert_eq!(expect_access(reply).pod_name, access.pod_name);
+        }
+        other => panic!("expected Owed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn failed_refund_is_reported_as_pending_and_recorded() {
+    let mut ports = Ports::new()
+        .token_worth(Amount::sat(100))
+        .redeems(Amount::sat(100));
+    ports
+        .verifier
+        .expect_issue()
+        .with(eq(mint()), eq(Amount::sat(100)))
+        .times(1)
+        .returning(|_, _| Err(PaymentError::Issue("mint down".into())));
+    let mut backend = MockPodBackend::new();
+    backend
+        .expect_create()
+        .returning(|_| Err(BackendError::Unavailable("down".into())));
+    backend.expect_delete().returning(|_| Ok(()));
+    ports.backend = Some(backend);
+    let (service, _, journal, _) = ports.build();
+
+    let err = expect_error(spawn(&service, "1", spawn_req(Some(60))).await);
+    assert_eq!(err.code, ErrorCode::RefundPending);
+    assert!(err.refund_token.is_none());
+    assert!(err.message.contains("100 sat"), "{}", err.message);
+    assert!(matches!(
+        journal.stage(&key("1")),
+        Some(Stage::Owed { amount, .. }) if amount == Amount::sat(100)
+    ));
+}
