@@ -131,6 +131,14 @@ pub struct ServeArgs {
     /// Local backend: `bubblewrap` (default) or `unsandboxed` (trusted buyers only).
     #[arg(long, env = "LOCAL_SANDBOX", default_value = "bubblewrap")]
     pub local_sandbox: String,
+    /// Most live leases at once; a full service refuses new spawns with the token
+    /// untouched (unset: only the backend's own capacity limits).
+    #[arg(long, env = "MAX_LEASES")]
+    pub max_leases: Option<usize>,
+    /// Hours a finished request's reply is kept for duplicates of that request. After
+    /// that a duplicate is refused as a spent token; it is never charged twice.
+    #[arg(long, env = "JOURNAL_RETENTION_HOURS", default_value_t = 168)]
+    pub journal_retention_hours: u64,
 }
 
 impl ServeArgs {
@@ -187,6 +195,10 @@ impl ServeArgs {
                 .filter(|s| !s.is_empty())
                 .collect(),
             ssh_host: self.ssh_host.clone(),
+            max_leases: self.max_leases,
+            journal_retention: std::time::Duration::from_secs(
+                self.journal_retention_hours.saturating_mul(3600),
+            ),
             ..ServiceConfig::default()
         })
     }

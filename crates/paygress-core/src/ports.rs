@@ -250,6 +250,13 @@ pub trait PodBackend: Send + Sync {
     /// Public data of every lease the backend holds (including ones not yet removed
     /// after expiry).
     async fn list(&self) -> Result<Vec<LeaseRecord>, BackendError>;
+
+    /// Whether one more lease can be created now (free ports, disk, quota). Asked
+    /// before a token is redeemed, so a full service refuses it untouched. `Err` with
+    /// the reason when it cannot. Default: always room.
+    async fn check_capacity(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
 }
 
 /// A shared pod backend.

@@ -8,6 +8,7 @@
 mod locks;
 mod payment;
 mod quotes;
+mod replies;
 mod settle;
 mod spawn;
 mod top_up;
@@ -16,22 +17,25 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use tokio::sync::{OnceCell, Semaphore};
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::lease::Requester;
 use crate::memory::MemoryJournal;
-use crate::money::Amount;
-use crate::names::{LeaseId, NameError};
+use crate::names::LeaseId;
 use crate::ports::{
-    BackendError, DynClock, DynJournal, DynNotifier, DynPaymentVerifier, DynPodBackend,
-    DynTransport, Entry, PaymentError, RequestKey, Stage, SystemClock,
+    DynClock, DynJournal, DynNotifier, DynPaymentVerifier, DynPodBackend, DynTransport, Entry,
+    RequestKey, Stage, SystemClock,
 };
-use crate::pricing::{DurationLimits, PricingError, Rate, Tier};
-use crate::protocol::{AccessDetails, ErrorCode, ErrorReply, Reply, Request};
+use crate::pricing::{DurationLimits, Rate, Tier};
+use crate::protocol::{ErrorCode, Reply, Request};
 
 use self::locks::KeyedLocks;
+use self::replies::{
+    Failure, add_seconds, backend_failure, ceil_to_second, error_reply, minutes_to_seconds,
+    not_found, owed_reply, payment_failure, refused_without_payment, truncate, untouched,
+};
 
 pub use self::quotes::TokenQuote;
 
@@ -54,6 +58,9 @@ pub struct ServiceConfig {
     pub ssh_host: String,
     /// Requests processed at once per transport; more wait (back-pressure).
     pub max_concurrent_requests: usize,
+    /// Most live leases at once (`MAX_LEASES`); `None` for no limit beyond the
+    /// backend's own capacity. Checked before a token is redeemed.
+    pub max_leases: Option<usize>,
     /// How long finished requests are remembered, so that a duplicate gets the first
     /// reply (`JOURNAL_RETENTION_HOURS`). After it, a duplicate is refused as a spent
     /// token: it is never charged twice.
@@ -71,6 +78,7 @@ impl Default for ServiceConfig {
             allowed_images: vec![],
             ssh_host: "localhost".to_owned(),
             max_concurrent_requests: 64,
+            max_leases: None,
             journal_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
@@ -155,72 +163,6 @@ type SharedReply = Arc<OnceCell<Reply>>;
 struct Ctx<'a> {
     key: &'a RequestKey,
     requester: &'a Requester,
-}
-
-/// A request that failed before or after payment; turned into an [`ErrorReply`].
-struct Failure {
-    code: ErrorCode,
-    message: String,
-}
-
-impl Failure {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn into_reply(self) -> Reply {
-        Reply::error(self.code, self.message)
-    }
-}
-
-impl From<NameError> for Failure {
-    fn from(e: NameError) -> Self {
-        let code = match e {
-            NameError::LeaseId(_) => ErrorCode::InvalidPodName,
-            NameError::Username(_) | NameError::ReservedUsername(_) => ErrorCode::InvalidUsername,
-        };
-        Failure::new(code, e.to_string())
-    }
-}
-
-impl From<PricingError> for Failure {
-    fn from(e: PricingError) -> Self {
-        let code = match e {
-            PricingError::DurationOutOfRange { .. } => ErrorCode::DurationOutOfRange,
-            PricingError::Insufficient { .. } => ErrorCode::InsufficientPayment,
-            PricingError::AtMaximum { .. } => ErrorCode::LeaseAtMaximum,
-        };
-        Failure::new(code, e.to_string())
-    }
-}
-
-/// Maps a payment error to a reply. None of these consumed the payer's token
-/// ([`PaymentError::Ambiguous`] never reaches here: it stays an open state).
-fn payment_failure(e: &PaymentError) -> Failure {
-    const NOT_REDEEMED: &str = " Your token was not redeemed.";
-    let (code, hint) = match e {
-        PaymentError::InvalidToken(_)
-        | PaymentError::Locked(_)
-        | PaymentError::DuplicateProofs
-        | PaymentError::TooManyProofs { .. }
-        | PaymentError::UnknownKeyset(_) => (ErrorCode::InvalidToken, NOT_REDEEMED),
-        PaymentError::MintNotAccepted(_) => (ErrorCode::MintNotAccepted, NOT_REDEEMED),
-        PaymentError::UnsupportedUnit(_) => (ErrorCode::UnsupportedUnit, NOT_REDEEMED),
-        PaymentError::AlreadySpent => (ErrorCode::TokenAlreadySpent, ""),
-        PaymentError::MintUnavailable(_) => (
-            ErrorCode::MintUnavailable,
-            " Your token was not redeemed; try again later.",
-        ),
-        PaymentError::Ambiguous(_) => (
-            ErrorCode::PaymentPending,
-            " Send this same request again to receive the lease or a refund.",
-        ),
-        PaymentError::Issue(_) | PaymentError::Other(_) => (ErrorCode::Internal, NOT_REDEEMED),
-    };
-    Failure::new(code, format!("{e}.{hint}"))
 }
 
 impl Paygress {
@@ -427,87 +369,6 @@ impl Paygress {
             .find(|t| t.id == id)
             .map_or(self.config.rate, |t| self.rate_of(t))
     }
-}
-
-/// Whether `reply` refused a request before its token was received, for a reason that
-/// may pass (mint or service unavailable): a retry of the same request runs again
-/// instead of replaying the refusal.
-fn refused_without_payment(reply: &Reply) -> bool {
-    reply.returned_token().is_none()
-        && matches!(
-            reply.error_code(),
-            Some(ErrorCode::MintUnavailable | ErrorCode::Unavailable)
-        )
-}
-
-/// The reply sent while `amount` is still owed to the payer: says so, in place of the
-/// token it lacks.
-fn owed_reply(mut reply: Reply, amount: Amount) -> Reply {
-    match &mut reply {
-        Reply::AccessDetails(AccessDetails { instructions, .. }) => instructions.push(format!(
-            "Change of {amount} could not be issued yet; it will be sent to you when the mint is back (or send this same request again later)"
-        )),
-        Reply::TopUp(_) | Reply::Status(_) => {}
-        Reply::Error(e) => {
-            e.message = format!(
-                "{}; the refund of {amount} could not be issued yet (mint unreachable): it will be sent to you when the mint is back (or send this same request again later)",
-                e.message
-            );
-            e.code = ErrorCode::RefundPending;
-        }
-    }
-    reply
-}
-
-fn error_reply(f: Failure, refund_token: Option<crate::secret::CashuToken>) -> ErrorReply {
-    ErrorReply {
-        code: f.code,
-        message: f.message,
-        refund_token,
-    }
-}
-
-/// A pricing refusal before the token was touched.
-fn untouched(e: PricingError) -> Failure {
-    let mut failure = Failure::from(e);
-    failure.message.push_str("; your token was not redeemed");
-    failure
-}
-
-fn not_found(lease: &LeaseId) -> Failure {
-    Failure::new(ErrorCode::PodNotFound, format!("no lease named {lease}"))
-}
-
-fn backend_failure(e: &BackendError, what: &str) -> Failure {
-    let code = match e {
-        BackendError::NotFound(_) => ErrorCode::PodNotFound,
-        _ => ErrorCode::ProvisioningFailed,
-    };
-    Failure::new(code, format!("could not {what}: {e}"))
-}
-
-fn minutes_to_seconds(minutes: u64) -> Result<u64, Failure> {
-    minutes.checked_mul(60).ok_or_else(|| {
-        Failure::new(
-            ErrorCode::DurationOutOfRange,
-            format!("duration of {minutes} minutes is too long"),
-        )
-    })
-}
-
-fn ceil_to_second(t: Timestamp) -> Timestamp {
-    let whole = t.as_second() + i64::from(t.subsec_nanosecond() > 0);
-    Timestamp::from_second(whole).unwrap_or(t)
-}
-
-fn add_seconds(t: Timestamp, seconds: u64) -> Timestamp {
-    let secs = i64::try_from(seconds).unwrap_or(i64::MAX);
-    t.saturating_add(SignedDuration::from_secs(secs))
-        .unwrap_or(Timestamp::MAX)
-}
-
-fn truncate(s: &str) -> String {
-    s.chars().take(64).collect()
 }
 
 #[cfg(test)]

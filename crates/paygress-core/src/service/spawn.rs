@@ -7,6 +7,7 @@ use super::{
     truncate, untouched,
 };
 use crate::lease::{LeaseEvent, LeaseSpec, LeaseState};
+use crate::money::Amount;
 use crate::names::{LeaseId, Username};
 use crate::ports::{BackendError, Purpose, Redeemed};
 use crate::pricing::{self, Rate, Tier};
@@ -50,6 +51,9 @@ impl Paygress {
             }
             return failure.into_reply();
         }
+        if let Err(f) = self.check_capacity().await {
+            return f.into_reply();
+        }
         let lease = LeaseId::generate();
         let payment = match self
             .redeem(ctx, Purpose::Spawn, &lease, &req.cashu_token)
@@ -58,7 +62,11 @@ impl Paygress {
             Ok(p) => p,
             Err(reply) => return reply,
         };
-        self.provision(ctx, plan, lease, payment).await
+        let fee = (info.amount.unit == payment.amount.unit)
+            .then(|| info.amount.value.saturating_sub(payment.amount.value))
+            .filter(|f| *f > 0)
+            .map(|f| Amount::new(f, info.amount.unit));
+        self.provision(ctx, plan, lease, payment, fee).await
     }
 
     /// Continues a spawn whose payment is held (first try, or a retry after a lost
@@ -71,7 +79,7 @@ impl Paygress {
         payment: Redeemed,
     ) -> Reply {
         match self.plan_spawn(req) {
-            Ok(plan) => self.provision(ctx, plan, lease, payment).await,
+            Ok(plan) => self.provision(ctx, plan, lease, payment, None).await,
             Err(f) => self.refund(ctx, &payment, f).await,
         }
     }
@@ -82,6 +90,7 @@ impl Paygress {
         plan: SpawnPlan,
         lease: LeaseId,
         payment: Redeemed,
+        mint_fee: Option<Amount>,
     ) -> Reply {
         let mut state = LeaseState::Requested.on(LeaseEvent::PaymentRedeemed);
         let purchase = match pricing::quote_spawn(
@@ -147,6 +156,11 @@ impl Paygress {
         instructions.push(format!(
             "Paid until {expires_at}; extend with a top-up for pod_name {lease}"
         ));
+        if let Some(fee) = mint_fee {
+            instructions.push(format!(
+                "The mint took {fee} from your token as its fee; the lease is priced on the rest"
+            ));
+        }
         let reply = Reply::AccessDetails(AccessDetails {
             pod_name: lease,
             ssh_username: plan.username.to_string(),
@@ -162,6 +176,33 @@ impl Paygress {
         });
         self.finish(ctx, reply, &payment.mint, purchase.change)
             .await
+    }
+
+    /// Refuses (token untouched) when no lease can be added: `max_leases` live leases,
+    /// or the backend out of room.
+    async fn check_capacity(&self) -> Result<(), Failure> {
+        const FULL: &str = "no capacity for a new lease right now; your token was not redeemed";
+        if let Some(max) = self.config.max_leases {
+            let now = self.clock.now();
+            let live = self
+                .backend
+                .list()
+                .await
+                .map_err(|e| backend_failure(&e, "count the leases"))?
+                .iter()
+                .filter(|r| r.state_at(now) == LeaseState::Active)
+                .count();
+            if live >= max {
+                return Err(Failure::new(
+                    ErrorCode::Unavailable,
+                    format!("{FULL} ({live} of {max} leases in use)"),
+                ));
+            }
+        }
+        self.backend
+            .check_capacity()
+            .await
+            .map_err(|e| Failure::new(ErrorCode::Unavailable, format!("{FULL}: {e}")))
     }
 
     fn plan_spawn(&self, req: &SpawnRequest) -> Result<SpawnPlan, Failure> {

@@ -90,7 +90,7 @@ async fn duplicate_of_a_request_with_a_pending_refund_still_says_it_is_pending()
         .verifier
         .expect_issue()
         .returning(|_, _| Err(PaymentError::Issue("mint down".into())));
-    let mut backend = MockPodBackend::new();
+    let mut backend = mock_backend();
     backend
         .expect_create()
         .returning(|_| Err(BackendError::Unavailable("down".into())));

@@ -10,12 +10,15 @@ use mockall::predicate::eq;
 use super::*;
 use crate::lease::{LeaseRecord, LeaseSpec, LeaseState};
 use crate::memory::{ManualClock, MemoryBackend, MemoryJournal};
+use crate::money::Amount;
 use crate::money::{MintUrl, Unit};
 use crate::ports::{
-    Extension, Journal, JournalError, MockJournal, MockPaymentVerifier, MockPodBackend, PodBackend,
-    Purpose, RedeemAttempt, Redeemed, TokenCheck, TokenInfo,
+    BackendError, Extension, Journal, JournalError, MockJournal, MockPaymentVerifier,
+    MockPodBackend, PaymentError, PodBackend, Purpose, RedeemAttempt, Redeemed, TokenCheck,
+    TokenInfo,
 };
 use crate::pricing::Rate;
+use crate::protocol::{AccessDetails, ErrorReply};
 use crate::protocol::{SpawnRequest, StatusRequest, TopUpRequest, TopUpResult};
 use crate::secret::{CashuToken, Password};
 
@@ -257,8 +260,17 @@ pub(super) fn record(id: &LeaseId, expires_at: Timestamp) -> LeaseRecord {
     }
 }
 
+mod capacity;
 mod idempotency;
 mod quotes;
 mod settle;
 mod spawn;
+mod spawn_failures;
 mod top_up;
+
+/// A mock backend with room for new leases.
+pub(super) fn mock_backend() -> MockPodBackend {
+    let mut b = MockPodBackend::new();
+    b.expect_check_capacity().returning(|| Ok(()));
+    b
+}

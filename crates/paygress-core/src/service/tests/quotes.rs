@@ -83,7 +83,7 @@ async fn reap_expired_skips_a_lease_extended_meanwhile() {
     let lease = LeaseId::generate();
     let old = record(&lease, at(600));
     let extended = record(&lease, at(HOUR));
-    let mut backend = MockPodBackend::new();
+    let mut backend = mock_backend();
     backend
         .expect_list()
         .returning(move || Ok(vec![old.clone()]));

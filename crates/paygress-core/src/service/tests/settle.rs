@@ -19,7 +19,7 @@ fn paid(purpose: Purpose, lease: &LeaseId, amount: Amount) -> Entry {
 #[tokio::test]
 async fn settle_of_a_crashed_spawn_deletes_the_pod_and_refunds() {
     let lease = LeaseId::generate();
-    let mut backend = MockPodBackend::new();
+    let mut backend = mock_backend();
     backend
         .expect_delete()
         .with(eq(lease.clone()))
@@ -52,7 +52,7 @@ async fn settle_of_a_crashed_spawn_deletes_the_pod_and_refunds() {
 #[tokio::test]
 async fn settle_of_a_crashed_top_up_refunds_without_deleting_the_lease() {
     let lease = LeaseId::generate();
-    let mut backend = MockPodBackend::new();
+    let mut backend = mock_backend();
     backend.expect_delete().never();
     let mut ports = Ports::new().issues(Amount::sat(30), "cashuBrefund");
     ports.backend = Some(backend);
@@ -68,7 +68,7 @@ async fn settle_of_a_crashed_top_up_refunds_without_deleting_the_lease() {
 #[tokio::test]
 async fn settle_waits_while_the_pod_cannot_be_deleted() {
     let lease = LeaseId::generate();
-    let mut backend = MockPodBackend::new();
+    let mut backend = mock_backend();
     backend
         .expect_delete()
         .times(1)
@@ -120,7 +120,7 @@ async fn settle_of_redeeming_with_an_unspent_token_refunds_nothing() {
                 spendable: true,
             })
         });
-    let mut backend = MockPodBackend::new();
+    let mut backend = mock_backend();
     backend.expect_delete().never();
     ports.backend = Some(backend);
     let (service, _, journal, _) = ports.build();
@@ -156,7 +156,7 @@ async fn settle_of_redeeming_refunds_what_the_attempt_received_not_the_face_valu
                 amount: Amount::sat(58),
             }))
         });
-    let mut backend = MockPodBackend::new();
+    let mut backend = mock_backend();
     backend.expect_delete().returning(|_| Ok(()));
     ports.backend = Some(backend);
     let (service, _, journal, _) = ports.build();

@@ -6,7 +6,7 @@ use super::*;
 
 #[tokio::test]
 async fn top_up_extends_from_the_current_expiry_not_from_now() {
-    let mut backend = MockPodBackend::new();
+    let mut backend = mock_backend();
     let lease = LeaseId::generate();
     let current = record(&lease, at(HOUR));
     backend
@@ -192,7 +192,7 @@ async fn top_up_whose_extend_fails_is_refunded_in_full() {
     for (error, calls, code) in cases {
         let lease = LeaseId::generate();
         let current = record(&lease, at(HOUR));
-        let mut backend = MockPodBackend::new();
+        let mut backend = mock_backend();
         backend
             .expect_get()
             .returning(move |_| Ok(Some(current.clone())));
