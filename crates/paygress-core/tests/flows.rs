@@ -743,3 +743,23 @@ async fn settlement_never_acts_on_a_stale_snapshot_of_a_request_that_completed()
         Reply::AccessDetails(a)
     );
 }
+
+#[tokio::test]
+async fn a_request_resent_after_its_entry_was_pruned_is_never_charged_twice() {
+    let fx = Fixture::new();
+    let token = fx.wallet.token(100);
+    let a = access(fx.handle("1", spawn_req(&token, Some(60))).await);
+    assert_eq!(fx.wallet.spend(a.change_token.as_ref()), 40);
+    assert_eq!(fx.journal.len(), 1);
+
+    // Past the retention (7 days by default), settlement forgets the finished entry.
+    fx.clock.advance(8 * 24 * 3600);
+    fx.service.settle().await;
+    assert!(fx.journal.is_empty(), "finished entries are pruned");
+
+    let e = error(fx.handle("1", spawn_req(&token, Some(60))).await);
+    assert_eq!(e.code, ErrorCode::TokenAlreadySpent);
+    assert!(e.refund_token.is_none());
+    assert_eq!(fx.wallet.balance(), 60, "charged once");
+    assert_eq!(fx.backend.len(), 1, "provisioned once");
+}
