@@ -113,6 +113,49 @@ const RESERVED_USERNAMES: &[&str] = &[
     "messagebus",
     "admin",
     "abc",
+    // Users and groups of the Alpine base of `linuxserver/openssh-server`: its init
+    // halts (sshd never starts) when USER_NAME already exists as a user or group.
+    "adm",
+    "shutdown",
+    "halt",
+    "operator",
+    "postmaster",
+    "cron",
+    "ftp",
+    "at",
+    "squid",
+    "xfs",
+    "cyrus",
+    "vpopmail",
+    "ntp",
+    "smmsp",
+    "guest",
+    "tty",
+    "disk",
+    "mem",
+    "kmem",
+    "wheel",
+    "floppy",
+    "console",
+    "audio",
+    "cdrom",
+    "dialout",
+    "input",
+    "tape",
+    "video",
+    "netdev",
+    "readproc",
+    "kvm",
+    "shadow",
+    "cdrw",
+    "usb",
+    "users",
+    "nofiles",
+    "locate",
+    "abuild",
+    "utmp",
+    "ping",
+    "nogroup",
 ];
 
 /// A safe POSIX login name: `[a-z_][a-z0-9_-]{0,31}`, not reserved.
@@ -230,10 +273,16 @@ mod tests {
                 "{bad:?}"
             );
         }
-        assert!(matches!(
-            "root".parse::<Username>(),
-            Err(NameError::ReservedUsername(_))
-        ));
+        // Existing users and groups of the pod image: its init would never start sshd.
+        for taken in ["root", "abc", "wheel", "users", "adm", "ping", "nogroup"] {
+            assert!(
+                matches!(
+                    taken.parse::<Username>(),
+                    Err(NameError::ReservedUsername(_))
+                ),
+                "{taken}"
+            );
+        }
     }
 
     #[test]

@@ -87,6 +87,10 @@ pub(crate) fn job(config: &K8sConfig, spec: &LeaseSpec) -> Value {
         json!({ "name": "PGID", "value": config.pgid.to_string() }),
         json!({ "name": "USER_NAME", "value": spec.username.as_str() }),
         json!({ "name": "PASSWORD_ACCESS", "value": "true" }),
+        // The image's sshd listens on LISTEN_PORT (default 2222), not on SSH_PORT.
+        json!({ "name": "LISTEN_PORT", "value": config.ssh_port.to_string() }),
+        // sshd's log on stdout, so `kubectl logs` shows logins.
+        json!({ "name": "LOG_STDOUT", "value": "true" }),
         json!({ "name": "USER_PASSWORD", "valueFrom": { "secretKeyRef": {
             "name": secret_name(id), "key": SECRET_KEY } } }),
     ];
@@ -298,6 +302,28 @@ mod tests {
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_image_listens_on_the_configured_ssh_port_and_logs_to_stdout() {
+        let config = K8sConfig {
+            ssh_port: 2022,
+            ..K8sConfig::default()
+        };
+        let spec = paygress_core::contract::sample_spec(60);
+        let job = job(&config, &spec);
+        let container = &job["spec"]["template"]["spec"]["containers"][0];
+        let env = |name: &str| {
+            container["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == name)
+                .map(|e| e["value"].clone())
+        };
+        assert_eq!(env("LISTEN_PORT"), Some("2022".into()));
+        assert_eq!(env("LOG_STDOUT"), Some("true".into()));
+        assert_eq!(container["ports"][0]["containerPort"], 2022);
     }
 
     #[test]

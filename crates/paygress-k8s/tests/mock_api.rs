@@ -113,6 +113,8 @@ fn expected_job() -> serde_json::Value {
                             { "name": "PGID", "value": "1000" },
                             { "name": "USER_NAME", "value": "alice" },
                             { "name": "PASSWORD_ACCESS", "value": "true" },
+                            { "name": "LISTEN_PORT", "value": "2222" },
+                            { "name": "LOG_STDOUT", "value": "true" },
                             { "name": "USER_PASSWORD", "valueFrom": { "secretKeyRef": {
                                 "name": "ssh-pod-abcd1234-auth", "key": "password" } } },
                             { "name": "PUBLIC_KEY", "value": "ssh-ed25519 AAAAC3Nza alice@laptop" },
@@ -263,6 +265,8 @@ async fn create_without_public_key_or_tz_omits_them() {
             "PGID",
             "USER_NAME",
             "PASSWORD_ACCESS",
+            "LISTEN_PORT",
+            "LOG_STDOUT",
             "USER_PASSWORD"
         ]
     );
