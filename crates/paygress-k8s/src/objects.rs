@@ -131,6 +131,13 @@ pub(crate) fn job(config: &K8sConfig, spec: &LeaseSpec) -> Value {
             "parallelism": 1,
             "completions": 1,
             "backoffLimit": 0,
+            // A drain, preemption or eviction must not end a paid lease: such a pod
+            // failure is not counted, and the Job starts a replacement pod (same Secret
+            // and Service: same password and port; files are lost).
+            "podFailurePolicy": { "rules": [{
+                "action": "Ignore",
+                "onPodConditions": [{ "type": "DisruptionTarget", "status": "True" }],
+            }] },
             "activeDeadlineSeconds": deadline_seconds(spec.created_at, spec.expires_at),
             "ttlSecondsAfterFinished": config.ttl_seconds_after_finished,
             "template": {
@@ -150,6 +157,11 @@ pub(crate) fn job(config: &K8sConfig, spec: &LeaseSpec) -> Value {
                         "image": image,
                         "ports": [{ "name": "ssh", "containerPort": config.ssh_port, "protocol": "TCP" }],
                         "env": env,
+                        "readinessProbe": {
+                            "tcpSocket": { "port": config.ssh_port },
+                            "periodSeconds": 2,
+                            "failureThreshold": 3,
+                        },
                         "resources": { "requests": resources, "limits": resources },
                         "securityContext": { "allowPrivilegeEscalation": false },
                     }],

@@ -92,6 +92,10 @@ fn expected_job() -> serde_json::Value {
             "parallelism": 1,
             "completions": 1,
             "backoffLimit": 0,
+            "podFailurePolicy": { "rules": [{
+                "action": "Ignore",
+                "onPodConditions": [{ "type": "DisruptionTarget", "status": "True" }],
+            }] },
             "activeDeadlineSeconds": 3600,
             "ttlSecondsAfterFinished": 60,
             "template": {
@@ -120,6 +124,11 @@ fn expected_job() -> serde_json::Value {
                             { "name": "PUBLIC_KEY", "value": "ssh-ed25519 AAAAC3Nza alice@laptop" },
                             { "name": "TZ", "value": "Etc/UTC" },
                         ],
+                        "readinessProbe": {
+                            "tcpSocket": { "port": 2222 },
+                            "periodSeconds": 2,
+                            "failureThreshold": 3,
+                        },
                         "resources": {
                             "requests": { "cpu": "500m", "memory": "512Mi" },
                             "limits": { "cpu": "500m", "memory": "512Mi" },
