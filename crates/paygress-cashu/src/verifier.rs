@@ -16,7 +16,7 @@ use paygress_core::ports::{PaymentError, PaymentVerifier, Redeemed, TokenCheck, 
 use paygress_core::secret::CashuToken;
 use tracing::instrument;
 
-use crate::config::{CashuConfig, ensure_parent, load_or_create_seed};
+use crate::config::{CashuConfig, load_or_create_seed, prepare_db_file};
 use crate::error::CashuError;
 use crate::url::normalize_mint_url;
 
@@ -130,7 +130,7 @@ impl CashuVerifier {
     /// Opens (or creates) the wallet store and seed described by `config`. No network
     /// access: wallets contact their mint on first use.
     pub async fn open(config: &CashuConfig) -> Result<Self, CashuError> {
-        ensure_parent(&config.db_path)?;
+        prepare_db_file(&config.db_path)?;
         let seed = load_or_create_seed(&config.seed_path())?;
         let db = WalletSqliteDatabase::new(config.db_path.clone())
             .await
