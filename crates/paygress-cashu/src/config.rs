@@ -72,14 +72,19 @@ impl CashuConfig {
     /// database, its SQLite `-wal` and `-shm` companions and the seed. All of them must
     /// be private to the service's user (the directory 0700, the files 0600).
     pub fn private_paths(&self) -> Vec<PathBuf> {
+        Self::private_paths_for(&self.db_path)
+    }
+
+    /// [`CashuConfig::private_paths`] of a wallet database at `db_path`.
+    pub fn private_paths_for(db_path: &Path) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        if let Some(dir) = self.db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Some(dir) = db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
             out.push(dir.to_owned());
         }
-        out.push(self.db_path.clone());
-        out.push(with_suffix(&self.db_path, "-wal"));
-        out.push(with_suffix(&self.db_path, "-shm"));
-        out.push(self.seed_path());
+        out.push(db_path.to_owned());
+        out.push(with_suffix(db_path, "-wal"));
+        out.push(with_suffix(db_path, "-shm"));
+        out.push(with_suffix(db_path, ".seed"));
         out
     }
 }
