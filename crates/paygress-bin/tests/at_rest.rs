@@ -260,7 +260,12 @@ async fn serve_refuses_a_0644_wallet_unless_allowed() {
     std::fs::write(&db, b"").expect("write");
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).expect("chmod");
 
-    let out = serve(&data).output().await.expect("run");
+    // A refusal ends the process at once; a service that starts would run until killed
+    // (kill_on_drop stops it when the timeout drops the future).
+    let out = tokio::time::timeout(Duration::from_secs(120), serve(&data).output())
+        .await
+        .expect("paygress serve must refuse, not run")
+        .expect("run");
     assert!(!out.status.success(), "refused");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
