@@ -4,7 +4,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nostr_sdk::EventId;
@@ -52,6 +52,11 @@ impl Dedup {
                 .map_err(io)?,
             lines: 0,
         };
+        // A log an older version wrote with the default umask becomes private too.
+        dedup
+            .file
+            .set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
         let reader = BufReader::new(File::open(path).map_err(io)?);
         for line in reader.lines() {
             let line = line.map_err(io)?;
@@ -154,8 +159,19 @@ mod tests {
     }
 
     #[test]
+    fn an_existing_shared_log_becomes_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("handled.txt");
+        std::fs::write(&path, format!("{}\n", id(1).to_hex())).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let d = Dedup::open(&path, 10).unwrap();
+        assert!(d.contains(&id(1)));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
     fn log_and_its_directory_are_private_after_compaction() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fresh/handled.txt");
         let mut d = Dedup::open(&path, 2).unwrap();
