@@ -68,24 +68,21 @@ impl CashuConfig {
         with_suffix(&self.db_path, ".seed")
     }
 
-    /// Every path that holds the wallet's money or seed: the database's directory, the
-    /// database, its SQLite `-wal` and `-shm` companions and the seed. All of them must
-    /// be private to the service's user (the directory 0700, the files 0600).
+    /// Every file that holds the wallet's money or seed: the database, its SQLite `-wal`
+    /// and `-shm` companions and the seed. All of them must be private to the service's
+    /// user (0600; the directory this crate creates for them is 0700).
     pub fn private_paths(&self) -> Vec<PathBuf> {
         Self::private_paths_for(&self.db_path)
     }
 
     /// [`CashuConfig::private_paths`] of a wallet database at `db_path`.
     pub fn private_paths_for(db_path: &Path) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        if let Some(dir) = db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            out.push(dir.to_owned());
-        }
-        out.push(db_path.to_owned());
-        out.push(with_suffix(db_path, "-wal"));
-        out.push(with_suffix(db_path, "-shm"));
-        out.push(with_suffix(db_path, ".seed"));
-        out
+        vec![
+            db_path.to_owned(),
+            with_suffix(db_path, "-wal"),
+            with_suffix(db_path, "-shm"),
+            with_suffix(db_path, ".seed"),
+        ]
     }
 }
 
@@ -205,7 +202,6 @@ mod tests {
         assert_eq!(
             c.private_paths(),
             [
-                "/x",
                 "/x/cashu.db",
                 "/x/cashu.db-wal",
                 "/x/cashu.db-shm",

@@ -31,13 +31,13 @@ async fn wallet_files_are_private_while_in_use() {
         .await
         .expect("redeem");
 
-    // While the wallet is open (WAL mode) all five paths exist.
+    // While the wallet is open (WAL mode) all four files exist.
     let paths = config.private_paths();
-    assert_eq!(paths.len(), 5);
-    for dir in [root.path().join("data"), paths[0].clone()] {
+    assert_eq!(paths.len(), 4);
+    for dir in [root.path().join("data"), root.path().join("data/wallet")] {
         assert_eq!(mode(&dir), 0o700, "{}", dir.display());
     }
-    for file in &paths[1..] {
+    for file in &paths {
         assert_eq!(mode(file), 0o600, "{}", file.display());
     }
     drop(v);
@@ -45,7 +45,7 @@ async fn wallet_files_are_private_while_in_use() {
     // Reopening keeps them so.
     let v = CashuVerifier::open(&config).await.expect("reopen");
     v.balances().await.expect("balances");
-    for file in &paths[1..] {
+    for file in &paths {
         if file.exists() {
             assert_eq!(mode(file), 0o600, "{}", file.display());
         }
