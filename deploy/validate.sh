@@ -53,8 +53,36 @@ k create configmap paygress-sidecar-config --from-env-file="$here/paygress.env.e
   --namespace=ingress-system --dry-run=client -o json >"$work/cm-from-env.json"
 k apply --dry-run=client --validate=false -f "$work/cm-from-env.json" >/dev/null
 
-(cd "$root" && cargo run --quiet -p paygress-k8s --example check_manifests -- \
-  "${jsons[@]}" --configmap-from-env "$work/cm-from-env.json")
+check() { (cd "$root" && cargo run --quiet -p paygress-k8s --example check_manifests -- "$@"); }
+check "${jsons[@]}" --configmap-from-env "$work/cm-from-env.json"
+
+# The policy must reject a private key in a ConfigMap: in the env file's flow and in a
+# manifest. (A made-up key, NIP-19's example.)
+nsec=nsec1vl029mgpspedva04g90vltkh6fvh240zqtv9k0t9af8935ke9laqsnlfe5
+{ cat "$here/paygress.env.example"; echo "NOSTR_PRIVATE_KEY=$nsec"; } >"$work/bad.env"
+k create configmap paygress-sidecar-config --from-env-file="$work/bad.env" \
+  --namespace=ingress-system --dry-run=client -o json >"$work/cm-bad-env.json"
+python3 - "$work/configmap.example.yaml.json" "$work/cm-bad-manifest.json" "$nsec" <<'PY'
+import json, sys
+cm = json.load(open(sys.argv[1]))
+cm["data"]["NOSTR_PRIVATE_KEY"] = sys.argv[3]
+json.dump(cm, open(sys.argv[2], "w"))
+PY
+others=()
+for j in "${jsons[@]}"; do [[ "$j" == */configmap.example.yaml.json ]] || others+=("$j"); done
+for bad in "env:${jsons[*]} --configmap-from-env $work/cm-bad-env.json" \
+           "manifest:${others[*]} $work/cm-bad-manifest.json"; do
+  # shellcheck disable=SC2086 # the paths come from mktemp and basename: no spaces.
+  if check ${bad#*:} 2>"$work/bad.err"; then
+    echo "validate.sh: check_manifests accepted a private key in a ConfigMap (${bad%%:*})" >&2
+    exit 1
+  fi
+  grep -q "NOSTR_PRIVATE_KEY is a private key and must not be in a ConfigMap" "$work/bad.err" || {
+    cat "$work/bad.err" >&2
+    echo "validate.sh: check_manifests failed, but not on the key (${bad%%:*})" >&2
+    exit 1
+  }
+done
 
 bash -n "$here/kind-e2e.sh"
 

@@ -78,10 +78,12 @@ fn parse_service(s: &str) -> Result<PublicKey> {
     }
 }
 
-/// Writes `contents` to `path` with mode 0600, creating parent directories.
+/// Writes `contents` to `path` with mode 0600 (also when it existed), creating parent
+/// directories with mode 0700.
 fn write_private(path: &Path, contents: &str) -> Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        paygress_store::private::create_private_dir(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
     }
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
@@ -94,6 +96,11 @@ fn write_private(path: &Path, contents: &str) -> Result<()> {
     let mut f = opts
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
     f.write_all(contents.as_bytes())?;
     Ok(())
 }
@@ -404,6 +411,13 @@ fn save_token(id: &IdentityArgs, what: &str, token: &CashuToken) -> Result<PathB
         path = dir.join(format!("{stamp}-{what}-{n}.cashu"));
     }
     write_private(&path, &format!("{}\n", token.expose()))?;
+    // The tokens directory is Paygress's own: private even if an older version made it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", dir.display()))?;
+    }
     Ok(path)
 }
 

@@ -2,7 +2,7 @@
 //! environment variable), then validated into the components' own config types.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Args, ValueEnum};
@@ -139,6 +139,37 @@ pub struct ServeArgs {
     /// that a duplicate is refused as a spent token; it is never charged twice.
     #[arg(long, env = "JOURNAL_RETENTION_HOURS", default_value_t = 168)]
     pub journal_retention_hours: u64,
+
+    /// Start even when the data directory or wallet files are readable or writable by
+    /// group or others (a warning instead of the refusal).
+    #[arg(
+        long,
+        env = "PAYGRESS_ALLOW_SHARED_DATA",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub allow_shared_data: bool,
+}
+
+/// What must be private at rest: the data directory, the journal and every wallet file
+/// (see [`paygress_cashu::CashuConfig::private_paths`]).
+pub fn private_paths(data_dir: &Path, journal: &Path, cashu_db: &Path) -> Vec<PathBuf> {
+    let mut paths = vec![data_dir.to_owned(), journal.to_owned()];
+    paths.extend(paygress_cashu::CashuConfig::private_paths_for(cashu_db));
+    paths
+}
+
+/// Whether `PAYGRESS_ALLOW_SHARED_DATA` is set to a true value (`1`, `true`, `yes`, `on`),
+/// for commands without a flag for it (`paygress dev`).
+pub fn allow_shared_data_from_env() -> bool {
+    std::env::var(paygress_store::private::ENV_ALLOW_SHARED_DATA).is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "y" | "on"
+        )
+    })
 }
 
 impl ServeArgs {
@@ -152,6 +183,11 @@ impl ServeArgs {
     /// The journal file.
     pub fn journal_path(&self) -> PathBuf {
         self.data_dir.join("journal.jsonl")
+    }
+
+    /// What must be private at rest, see [`private_paths`].
+    pub fn private_paths(&self) -> Vec<PathBuf> {
+        private_paths(&self.data_dir, &self.journal_path(), &self.cashu_db())
     }
 
     /// The local backend's port range.

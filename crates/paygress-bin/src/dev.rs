@@ -2,6 +2,8 @@
 //! Nostr relay, an in-process Cashu mint with fake Lightning, the service on the local
 //! backend, Nostr and HTTP transports.
 
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -14,7 +16,7 @@ use paygress_local::{LocalBackend, LocalConfig, PortRange, SandboxMode};
 use paygress_nostr::nostr_sdk::{Keys, PublicKey, RelayUrl, ToBech32};
 use paygress_nostr::testkit::TestRelay;
 use paygress_nostr::{NostrConfig, NostrTransport};
-use paygress_store::FileJournal;
+use paygress_store::{FileJournal, private};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
@@ -87,7 +89,16 @@ impl DevStack {
                 (Some(t), p)
             }
         };
-        std::fs::create_dir_all(&data_dir)?;
+        if args.data_dir.is_some() {
+            let paths = crate::config::private_paths(
+                &data_dir,
+                &data_dir.join("journal.jsonl"),
+                &data_dir.join("cashu.db"),
+            );
+            private::check_private(&paths, crate::config::allow_shared_data_from_env())?;
+        }
+        private::create_private_dir(&data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
 
         let relay = TestRelay::start().await.context("starting the relay")?;
         let mint = TestMint::start().await.context("starting the mint")?;
@@ -177,7 +188,16 @@ impl DevStack {
             .await
             .context("minting a test token")?;
         let path = self.data_dir.join("buyer-token.cashu");
-        std::fs::write(&path, format!("{}\n", token.expose()))?;
+        // Bearer money: private like the rest of the data directory.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        file.write_all(format!("{}\n", token.expose()).as_bytes())?;
         Ok(path)
     }
 

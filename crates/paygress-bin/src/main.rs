@@ -64,6 +64,9 @@ fn init_tracing(default: &str) {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // Everything Paygress writes (wallet, keys, journal, saved tokens) is for this user
+    // only: files 0600 and directories 0700 unless a caller asks otherwise.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     init_tracing(default_log_filter(&cli.command));
     match cli.command {

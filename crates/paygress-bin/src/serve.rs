@@ -10,7 +10,7 @@ use paygress_core::{DynJournal, DynPodBackend, Paygress};
 use paygress_http::wire::ComponentHealth;
 use paygress_local::{LocalBackend, LocalConfig};
 use paygress_nostr::{NostrConfig, NostrTransport};
-use paygress_store::FileJournal;
+use paygress_store::{FileJournal, private};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
@@ -18,6 +18,16 @@ use crate::config::{BackendKind, ServeArgs};
 
 /// How often owed refunds are retried and expired leases reaped.
 pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Refuses to start (naming the `chmod` that fixes it) when the existing data directory,
+/// journal or wallet files are open to group or others, unless
+/// `PAYGRESS_ALLOW_SHARED_DATA` is set (then it warns); then creates the data directory
+/// 0700 if it is missing.
+pub fn ensure_private_data(args: &ServeArgs) -> Result<()> {
+    private::check_private(&args.private_paths(), args.allow_shared_data)?;
+    private::create_private_dir(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))
+}
 
 /// Opens the service wallet.
 pub async fn open_wallet(args: &ServeArgs) -> Result<Arc<CashuVerifier>> {
@@ -69,7 +79,7 @@ pub async fn service(
     payments: Arc<CashuVerifier>,
     backend: DynPodBackend,
 ) -> Result<Arc<Paygress>> {
-    std::fs::create_dir_all(&args.data_dir)
+    private::create_private_dir(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let journal: DynJournal =
         Arc::new(FileJournal::open(args.journal_path()).context("opening the request journal")?);
@@ -87,6 +97,7 @@ pub async fn service(
 
 /// Runs `paygress serve` until Ctrl-C / SIGTERM.
 pub async fn run(args: ServeArgs) -> Result<()> {
+    ensure_private_data(&args)?;
     let payments = open_wallet(&args).await?;
     let backend = backend(&args).await?;
     info!(backend = backend.name(), "pod backend ready");

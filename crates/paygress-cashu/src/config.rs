@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use paygress_core::money::MintUrl;
@@ -65,10 +65,31 @@ impl CashuConfig {
 
     /// Where the wallet seed is kept: the database path with `.seed` appended.
     pub fn seed_path(&self) -> PathBuf {
-        let mut s = self.db_path.clone().into_os_string();
-        s.push(".seed");
-        PathBuf::from(s)
+        with_suffix(&self.db_path, ".seed")
     }
+
+    /// Every file that holds the wallet's money or seed: the database, its SQLite `-wal`
+    /// and `-shm` companions and the seed. All of them must be private to the service's
+    /// user (0600; the directory this crate creates for them is 0700).
+    pub fn private_paths(&self) -> Vec<PathBuf> {
+        Self::private_paths_for(&self.db_path)
+    }
+
+    /// [`CashuConfig::private_paths`] of a wallet database at `db_path`.
+    pub fn private_paths_for(db_path: &Path) -> Vec<PathBuf> {
+        vec![
+            db_path.to_owned(),
+            with_suffix(db_path, "-wal"),
+            with_suffix(db_path, "-shm"),
+            with_suffix(db_path, ".seed"),
+        ]
+    }
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.to_owned().into_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
 }
 
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CashuError + 'a {
@@ -95,12 +116,35 @@ fn hex_decode_seed(text: &str) -> Option<[u8; 64]> {
     Some(out)
 }
 
-/// Creates the parent directory of `path` if needed.
-pub(crate) fn ensure_parent(path: &Path) -> Result<(), CashuError> {
+/// Creates the parent directory of `path` if needed, mode 0700 (with any missing
+/// ancestors).
+fn ensure_parent(path: &Path) -> Result<(), CashuError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).map_err(io("create directory", parent))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(io("create directory", parent))?;
     }
     Ok(())
+}
+
+/// Prepares the wallet database at `path` for SQLite: its directory (0700) and, when
+/// the file does not exist yet, an empty file with mode 0600. SQLite gives the `-wal`
+/// and `-shm` files it creates the database file's mode, so the whole wallet stays
+/// private whatever the process umask. An existing file is left as it is.
+pub(crate) fn prepare_db_file(path: &Path) -> Result<(), CashuError> {
+    ensure_parent(path)?;
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io("create wallet database", path)(e)),
+    }
 }
 
 /// Loads the seed at `path`, or creates it (64 random bytes, hex, mode 0600) if the file
@@ -155,6 +199,16 @@ mod tests {
             ]
         );
         assert_eq!(c.seed_path(), PathBuf::from("/x/cashu.db.seed"));
+        assert_eq!(
+            c.private_paths(),
+            [
+                "/x/cashu.db",
+                "/x/cashu.db-wal",
+                "/x/cashu.db-shm",
+                "/x/cashu.db.seed"
+            ]
+            .map(PathBuf::from)
+        );
     }
 
     #[test]

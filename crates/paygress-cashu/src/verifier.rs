@@ -18,7 +18,7 @@ use paygress_core::ports::{
 use paygress_core::secret::CashuToken;
 use tracing::instrument;
 
-use crate::config::{CashuConfig, ensure_parent, load_or_create_seed};
+use crate::config::{CashuConfig, load_or_create_seed, prepare_db_file};
 use crate::error::CashuError;
 use crate::redeem::{self, Receipt, SwapFailure};
 use crate::url::normalize_mint_url;
@@ -139,7 +139,7 @@ impl CashuVerifier {
     /// Opens (or creates) the wallet store and seed described by `config`. No network
     /// access: wallets contact their mint on first use.
     pub async fn open(config: &CashuConfig) -> Result<Self, CashuError> {
-        ensure_parent(&config.db_path)?;
+        prepare_db_file(&config.db_path)?;
         let seed = load_or_create_seed(&config.seed_path())?;
         let db = WalletSqliteDatabase::new(config.db_path.clone())
             .await

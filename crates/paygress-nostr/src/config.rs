@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -148,10 +148,14 @@ pub fn load_or_generate_keys(secret: Option<&str>, data_dir: &Path) -> Result<Ke
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(e)),
     }
-    std::fs::create_dir_all(data_dir).map_err(|source| NostrError::Io {
-        path: data_dir.display().to_string(),
-        source,
-    })?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .map_err(|source| NostrError::Io {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
     let keys = Keys::generate();
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -175,14 +179,17 @@ mod tests {
 
     #[test]
     fn generated_key_is_persisted_private_and_reused() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = load_or_generate_keys(None, dir.path()).unwrap();
-        let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("fresh");
+        let a = load_or_generate_keys(None, &dir).unwrap();
+        let mode = std::fs::metadata(dir.join(KEY_FILE))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let b = load_or_generate_keys(Some(""), dir.path()).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "a directory it creates is private");
+        let b = load_or_generate_keys(Some(""), &dir).unwrap();
         assert_eq!(a.public_key(), b.public_key());
     }
 

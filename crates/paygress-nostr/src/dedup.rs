@@ -4,6 +4,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nostr_sdk::EventId;
@@ -31,7 +32,11 @@ impl Dedup {
             source,
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io)?;
         }
         let capacity = capacity.max(1);
         let mut dedup = Self {
@@ -42,10 +47,16 @@ impl Dedup {
             file: OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(path)
                 .map_err(io)?,
             lines: 0,
         };
+        // A log an older version wrote with the default umask becomes private too.
+        dedup
+            .file
+            .set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
         let reader = BufReader::new(File::open(path).map_err(io)?);
         for line in reader.lines() {
             let line = line.map_err(io)?;
@@ -100,7 +111,12 @@ impl Dedup {
     fn compact(&mut self) -> std::io::Result<()> {
         let tmp = self.path.with_extension("tmp");
         {
-            let mut out = File::create(&tmp)?;
+            let mut out = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
             let mut text = String::with_capacity(self.order.len() * 65);
             for id in &self.order {
                 text.push_str(&id.to_hex());
@@ -140,6 +156,33 @@ mod tests {
         assert!(!d.contains(&id(6)));
         let lines = std::fs::read_to_string(&path).unwrap().lines().count();
         assert!(lines <= 7, "log not compacted: {lines} lines");
+    }
+
+    #[test]
+    fn an_existing_shared_log_becomes_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("handled.txt");
+        std::fs::write(&path, format!("{}\n", id(1).to_hex())).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let d = Dedup::open(&path, 10).unwrap();
+        assert!(d.contains(&id(1)));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn log_and_its_directory_are_private_after_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fresh/handled.txt");
+        let mut d = Dedup::open(&path, 2).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("fresh")), 0o700);
+        for n in 0..6 {
+            d.claim(id(n));
+            d.persist(&id(n));
+        }
+        assert_eq!(mode(&path), 0o600, "the compacted log too");
     }
 
     #[test]

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::warn;
 
+pub mod private;
+
 /// Why the journal could not be opened.
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -76,7 +78,7 @@ impl FileJournal {
             source,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(io)?;
+            private::create_private_dir(dir).map_err(io)?;
         }
         let mut entries = HashMap::new();
         let mut lines = 0;

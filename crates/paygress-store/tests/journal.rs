@@ -58,11 +58,17 @@ async fn survives_reopen_and_reports_unfinished() {
 async fn file_is_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("journal.jsonl");
+    let path = dir.path().join("fresh/journal.jsonl");
     let j = FileJournal::open(&path).unwrap();
     j.put(&RequestKey::new("t", "a"), &done("x")).await.unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
+    // A directory the journal creates is private too.
+    let mode = std::fs::metadata(dir.path().join("fresh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
 }
 
 #[tokio::test]
