@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use nostr_sdk::nips::nip59::UnwrappedGift;
 use nostr_sdk::{
     Client, Event, EventBuilder, EventId, Filter, Keys, Kind, PublicKey, RelayPoolNotification,
-    RelayUrl, Tag, TagKind, Timestamp,
+    RelayUrl, Tag, TagKind, Timestamp, UnsignedEvent,
 };
 use paygress_core::{
     ErrorCode, Incoming, Offer, Reply, Request, RequestKey, Requester, Responder, Transport,
@@ -416,13 +416,20 @@ impl Shared {
         if event.content.len() > MAX_CONTENT_BYTES {
             return Verdict::Ignore("oversized gift wrap");
         }
-        let Ok(UnwrappedGift { sender, mut rumor }) =
+        let Ok(UnwrappedGift { sender, rumor }) =
             UnwrappedGift::from_gift_wrap(&self.keys, event).await
         else {
             return Verdict::Ignore("gift wrap not for us");
         };
+        // The seal's signature authenticates its signer; the rumor inside is unsigned,
+        // so its author must be that signer and its id is computed here, never taken
+        // from the `id` field its sender wrote (which could name another request).
         if rumor.pubkey != sender {
             return Verdict::Ignore("rumor author differs from seal signer");
+        }
+        let key = rumor_id(&rumor);
+        if rumor.id.is_some_and(|stated| stated != key) {
+            return Verdict::Ignore("rumor id does not match its content");
         }
         if rumor.kind != Kind::PrivateDirectMessage {
             return Verdict::Ignore("rumor is not a kind 14 message");
@@ -430,8 +437,7 @@ impl Shared {
         if rumor.created_at < Timestamp::now() - self.backlog {
             return Verdict::Ignore("stale rumor");
         }
-        let key = rumor.id();
-        if !self.claim(key) {
+        if lock(&self.dedup).contains(&key) {
             return Verdict::Duplicate;
         }
         let hint = rumor
@@ -441,12 +447,13 @@ impl Shared {
             .and_then(|k| k.parse::<u16>().ok())
             .and_then(|k| RequestKind::from_kind(Kind::Custom(k)));
         match wire::parse_untyped_request(&rumor.content, hint) {
-            Ok(request) => Verdict::Deliver {
+            Ok(request) if self.claim(key) => Verdict::Deliver {
                 key,
                 author: sender,
                 scheme: Scheme::Nip17,
                 request,
             },
+            Ok(_) => Verdict::Duplicate,
             Err(e) => Verdict::Reject {
                 key,
                 author: sender,
@@ -507,6 +514,17 @@ impl Shared {
         }
         Ok(())
     }
+}
+
+/// The NIP-01 id of `rumor`, computed from its fields (the `id` it carries is ignored).
+pub(crate) fn rumor_id(rumor: &UnsignedEvent) -> EventId {
+    EventId::new(
+        &rumor.pubkey,
+        &rumor.created_at,
+        &rumor.kind,
+        &rumor.tags,
+        &rumor.content,
+    )
 }
 
 /// Sends one reply, encrypted like its request, then records the request as handled.
@@ -646,6 +664,40 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(s.classify(&wrap).await, Verdict::Ignore(_)));
+    }
+
+    #[tokio::test]
+    async fn gift_wrap_key_is_the_computed_rumor_id_and_a_wrong_stated_id_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = Keys::generate();
+        let s = shared(dir.path(), &service);
+        let buyer = Keys::generate();
+        let json = r#"{"pod_name":"pod-1"}"#;
+        let rumor = || {
+            EventBuilder::new(Kind::PrivateDirectMessage, json)
+                .tag(Tag::custom(TagKind::k(), ["1003"]))
+                .build(buyer.public_key())
+        };
+        let mut forged = rumor();
+        forged.id = Some(EventId::from_byte_array([9; 32]));
+        let wrap = EventBuilder::gift_wrap(&buyer, &service.public_key(), forged, [])
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.classify(&wrap).await,
+            Verdict::Ignore("rumor id does not match its content")
+        ));
+        let mut honest = rumor();
+        let expected = honest.id();
+        let wrap = EventBuilder::gift_wrap(&buyer, &service.public_key(), honest, [])
+            .await
+            .unwrap();
+        match s.classify(&wrap).await {
+            Verdict::Deliver { key, author, .. } => {
+                assert_eq!((key, author), (expected, buyer.public_key()));
+            }
+            _ => panic!("honest rumor not delivered"),
+        }
     }
 
     #[tokio::test]
