@@ -19,6 +19,7 @@ use tower_http::trace::TraceLayer;
 use tracing::info_span;
 
 use crate::error::{ApiError, HttpError};
+use crate::identity::Admissions;
 use crate::routes;
 use crate::wire::ComponentHealth;
 
@@ -100,6 +101,9 @@ impl HttpConfig {
     }
 }
 
+/// Paid requests remembered to refuse keyless repeats and reused keys (~200 bytes each).
+const ADMISSIONS_REMEMBERED: usize = 100_000;
+
 /// Reports the state of the service's request transports for `/healthz` (e.g. whether
 /// the Nostr client is connected to a relay). Called on every health check.
 pub type TransportProbe = Arc<dyn Fn() -> Vec<ComponentHealth> + Send + Sync>;
@@ -113,6 +117,8 @@ pub(crate) struct AppState {
     /// Paid requests processed at once (`ServiceConfig::max_concurrent_requests`); more
     /// wait, up to the request timeout.
     pub(crate) permits: Arc<tokio::sync::Semaphore>,
+    /// Paid requests taken, by request key (see [`crate::identity`]).
+    pub(crate) admissions: Arc<Admissions>,
     limiter: Option<RateLimiter>,
 }
 
@@ -172,6 +178,7 @@ impl HttpApi {
                 config,
                 transports,
                 permits,
+                admissions: Admissions::new(ADMISSIONS_REMEMBERED),
                 limiter,
             }),
         }
@@ -188,7 +195,7 @@ impl HttpApi {
             .route("/top-up-pod", post(routes::top_up_pod))
             .route("/pods", get(routes::list_pods))
             .route("/pods/{name}", get(routes::get_pod))
-            .route("/auth", get(routes::auth))
+            .route("/auth", get(routes::auth).post(routes::auth_post))
             .route("/offer", get(routes::offer))
             .route("/openapi.json", get(routes::openapi_json))
             .fallback(routes::not_found)

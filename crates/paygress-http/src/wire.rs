@@ -197,6 +197,19 @@ pub struct AuthQuery {
     pub duration_minutes: Option<u64>,
 }
 
+/// `POST /auth` body. The token may instead travel in the `X-Cashu` header.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthBody {
+    /// The token to check (never redeemed, never logged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub token: Option<CashuToken>,
+    /// Minutes the buyer wants; the answer says whether the token covers them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_minutes: Option<u64>,
+}
+
 /// `GET /auth` answer: what a token is worth and buys, checked without redeeming it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AuthResponse {

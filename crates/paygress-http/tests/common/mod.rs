@@ -183,6 +183,24 @@ impl Harness {
             .unwrap()
     }
 
+    /// Like [`Harness::post_paid`], naming the request with `Idempotency-Key: key`.
+    pub async fn post_paid_keyed(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        token: &CashuToken,
+        key: &str,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("X-Cashu", token.expose())
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Stops the server gracefully and returns what `serve` returned.
     pub async fn shutdown(&mut self) -> Result<(), paygress_http::HttpError> {
         if let Some(tx) = self.shutdown.take() {
