@@ -13,4 +13,4 @@ pub use identity::{
 };
 pub use openapi::{ApiDoc, openapi_json_string};
 pub use routes::X_CASHU;
-pub use server::{HttpApi, HttpConfig, TransportProbe};
+pub use server::{DEFAULT_RATE_LIMIT_PER_MINUTE, HttpApi, HttpConfig, TransportProbe};

@@ -820,6 +820,50 @@ async fn rate_limit_is_429_per_ip_and_spares_healthz() {
     assert_eq!(h.get("/healthz").await.status(), 200);
 }
 
+async fn offer_from(h: &Harness, forwarded: &str) -> u16 {
+    h.client
+        .get(h.url("/offer"))
+        .header("X-Forwarded-For", forwarded)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn rate_limit_is_on_by_default_and_ignores_x_forwarded_for_unless_trusted() {
+    let h = Harness::start().await;
+    let limit = paygress_http::DEFAULT_RATE_LIMIT_PER_MINUTE;
+    // Spoofed X-Forwarded-For values do not buy a fresh budget.
+    for n in 0..limit {
+        assert_eq!(
+            offer_from(&h, &format!("10.0.{}.{}", n / 256, n % 256)).await,
+            200
+        );
+    }
+    assert_eq!(offer_from(&h, "10.9.9.9").await, 429);
+}
+
+#[tokio::test]
+async fn trusted_proxy_x_forwarded_for_names_the_client() {
+    let h = Harness::start_with(Options {
+        config: HttpConfig {
+            rate_limit_per_minute: Some(2),
+            trust_forwarded_for: true,
+            ..HttpConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    // The proxy appends the client it saw: the last entry counts.
+    for _ in 0..2 {
+        assert_eq!(offer_from(&h, "6.6.6.6, 198.51.100.1").await, 200);
+    }
+    assert_eq!(offer_from(&h, "7.7.7.7, 198.51.100.1").await, 429);
+    assert_eq!(offer_from(&h, "198.51.100.1, 198.51.100.2").await, 200);
+}
+
 #[tokio::test]
 async fn graceful_shutdown_stops_serving() {
     let mut h = Harness::start().await;
