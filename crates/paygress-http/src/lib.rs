@@ -12,5 +12,5 @@ pub use identity::{
     IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_MIN, IDEMPOTENCY_KEY_PATTERN,
 };
 pub use openapi::{ApiDoc, openapi_json_string};
-pub use routes::X_CASHU;
+pub use routes::{MAX_TOKEN_CHARS, TOKEN_PATTERN, X_CASHU};
 pub use server::{DEFAULT_RATE_LIMIT_PER_MINUTE, HttpApi, HttpConfig, TransportProbe};

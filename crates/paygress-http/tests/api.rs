@@ -138,7 +138,7 @@ async fn spawn_402_then_pay_with_x_cashu_header_201() {
     assert_eq!(body["duration_seconds"], 1800);
     assert!(body["ssh_password"].as_str().unwrap().len() >= 20);
     assert!(body.get("change_token").is_none());
-    assert!(!h.verifier.inner.is_unspent(&token));
+    assert!(!h.verifier.is_unspent(&token));
     assert_eq!(h.verifier.inner.balance(&mint(), Unit::Sat), 30);
     assert_eq!(h.backend.len(), 1);
 }
@@ -190,7 +190,7 @@ async fn spawn_with_body_token_returns_change() {
     .await;
     assert_eq!(status, 201, "{body}");
     let change = paygress_core::CashuToken::new(body["change_token"].as_str().unwrap());
-    assert_eq!(h.verifier.inner.spend(&change), Some(Amount::sat(70)));
+    assert_eq!(h.verifier.spend(&change), Some(Amount::sat(70)));
 }
 
 #[tokio::test]
@@ -199,9 +199,8 @@ async fn unusable_tokens_are_400_and_not_redeemed() {
     let request = json!({"duration_minutes": 30});
     let foreign = h
         .verifier
-        .inner
         .mint_token(&MintUrl::new(OTHER_MINT), Amount::sat(100));
-    let msat = h.verifier.inner.mint_token(&mint(), Amount::msat(100_000));
+    let msat = h.verifier.mint_token(&mint(), Amount::msat(100_000));
     let small = h.token(10);
     for (token, code) in [
         (&foreign, "mint_not_accepted"),
@@ -212,10 +211,7 @@ async fn unusable_tokens_are_400_and_not_redeemed() {
         assert_eq!(status, 400, "{body}");
         assert_eq!(body["code"], code);
         assert!(body.get("refund_token").is_none());
-        assert!(
-            h.verifier.inner.is_unspent(token),
-            "{code}: token was redeemed"
-        );
+        assert!(h.verifier.is_unspent(token), "{code}: token was redeemed");
     }
     let (status, body) = json(
         h.post_paid(
@@ -366,7 +362,36 @@ async fn malformed_idempotency_keys_are_400_and_not_redeemed() {
             "{bad}: {body}"
         );
     }
-    assert!(h.verifier.inner.is_unspent(&token));
+    assert!(h.verifier.is_unspent(&token));
+}
+
+#[tokio::test]
+async fn strings_that_are_not_cashu_tokens_are_400_before_anything() {
+    let h = Harness::start().await;
+    let long = format!("cashuB{}", "A".repeat(paygress_http::MAX_TOKEN_CHARS));
+    for bad in [
+        "cashuC123",
+        "cashuB",
+        "hello",
+        "cashuAab$cd",
+        "cashuB abc",
+        &long,
+    ] {
+        for path in ["/spawn-pod", "/auth"] {
+            let field = if path == "/auth" {
+                "token"
+            } else {
+                "cashu_token"
+            };
+            let (status, body) = json(h.post_json(path, &json!({ field: bad })).await).await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (400, Some("invalid_token")),
+                "{path} {bad:.20}: {body}"
+            );
+        }
+    }
+    assert!(h.backend.is_empty());
 }
 
 #[tokio::test]
@@ -399,7 +424,7 @@ async fn invalid_fields_are_422_and_not_redeemed() {
         (status, body["code"].as_str()),
         (422, Some("image_not_allowed"))
     );
-    assert!(h.verifier.inner.is_unspent(&token));
+    assert!(h.verifier.is_unspent(&token));
 }
 
 #[tokio::test]
@@ -416,7 +441,7 @@ async fn header_and_body_tokens_must_agree() {
         (status, body["code"].as_str()),
         (400, Some("invalid_request"))
     );
-    assert!(h.verifier.inner.is_unspent(&a) && h.verifier.inner.is_unspent(&b));
+    assert!(h.verifier.is_unspent(&a) && h.verifier.is_unspent(&b));
 }
 
 // ---------------------------------------------------------------- bad bodies
@@ -638,7 +663,7 @@ async fn top_up_failures_leave_the_token_unspent() {
     .await;
     assert_eq!(pod["state"], "expired");
 
-    assert!(h.verifier.inner.is_unspent(&token));
+    assert!(h.verifier.is_unspent(&token));
 }
 
 // ---------------------------------------------------------------- money rule under failure
@@ -658,7 +683,7 @@ async fn provisioning_failure_is_503_with_a_refund() {
         (503, Some("provisioning_failed"))
     );
     let refund = paygress_core::CashuToken::new(body["refund_token"].as_str().unwrap());
-    assert_eq!(h.verifier.inner.spend(&refund), Some(Amount::sat(30)));
+    assert_eq!(h.verifier.spend(&refund), Some(Amount::sat(30)));
     assert!(h.backend.is_empty());
 }
 
@@ -676,7 +701,7 @@ async fn mint_down_is_503_and_not_redeemed() {
         (status, body["code"].as_str()),
         (503, Some("mint_unavailable"))
     );
-    assert!(h.verifier.inner.is_unspent(&token));
+    assert!(h.verifier.is_unspent(&token));
 }
 
 // ---------------------------------------------------------------- auth
@@ -709,7 +734,7 @@ async fn auth_checks_without_redeeming() {
     let (status, body) = json(resp).await;
     assert_eq!(status, 200);
     assert_eq!(body["covers_requested"], false);
-    assert!(h.verifier.inner.is_unspent(&token));
+    assert!(h.verifier.is_unspent(&token));
     assert_eq!(h.verifier.inner.balance(&mint(), Unit::Sat), 0);
 }
 
@@ -733,7 +758,7 @@ async fn post_auth_takes_the_token_in_the_body_or_x_cashu() {
     )
     .await;
     assert_eq!((status, &body), (200, &expected), "{body}");
-    assert!(h.verifier.inner.is_unspent(&token));
+    assert!(h.verifier.is_unspent(&token));
     let (status, body) = json(h.post_json("/auth", &json!({})).await).await;
     assert_eq!(
         (status, body["code"].as_str()),
@@ -771,7 +796,6 @@ async fn auth_errors() {
     );
     let foreign = h
         .verifier
-        .inner
         .mint_token(&MintUrl::new(OTHER_MINT), Amount::sat(5));
     let (status, body) = json(
         h.get(&format!(
@@ -785,7 +809,7 @@ async fn auth_errors() {
         (status, body["code"].as_str()),
         (400, Some("mint_not_accepted"))
     );
-    h.verifier.inner.spend(&token);
+    h.verifier.spend(&token);
     let (status, body) = json(
         h.get(&format!(
             "/auth?token={}",
@@ -940,7 +964,7 @@ async fn timed_out_paid_request_finishes_and_a_retry_gets_its_answer() {
         "{body}"
     );
     // The payment was taken and the request is still running, not cancelled.
-    assert!(!h.verifier.inner.is_unspent(&token));
+    assert!(!h.verifier.is_unspent(&token));
     assert!(inner.is_empty());
 
     gate.add_permits(1);
@@ -978,12 +1002,12 @@ async fn requests_over_the_concurrency_limit_wait_and_time_out_unredeemed() {
     // The first request holds the only permit (its create waits at the gate) ...
     let (status, _) = json(h.post_paid_keyed("/spawn-pod", &request, &first, KEY).await).await;
     assert_eq!(status, 503);
-    assert!(!h.verifier.inner.is_unspent(&first));
+    assert!(!h.verifier.is_unspent(&first));
     // ... so the second never reaches the service: its token is untouched.
     let second = h.token(30);
     let (status, body) = json(h.post_paid("/spawn-pod", &request, &second).await).await;
     assert_eq!((status, body["code"].as_str()), (503, Some("unavailable")));
-    assert!(h.verifier.inner.is_unspent(&second));
+    assert!(h.verifier.is_unspent(&second));
 
     gate.add_permits(2);
     let (status, _) = json(h.post_paid("/spawn-pod", &request, &second).await).await;
@@ -1015,7 +1039,7 @@ async fn concurrent_keyless_duplicates_give_credentials_once() {
         tokio::spawn(async move { json(h.post_paid("/spawn-pod", &request, &token).await).await })
     };
     // Once the first holds the token (redeemed, waiting at the gate), send it again.
-    while h.verifier.inner.is_unspent(&token) {
+    while h.verifier.is_unspent(&token) {
         tokio::task::yield_now().await;
     }
     let (status, body) = json(h.post_paid("/spawn-pod", &request, &token).await).await;
