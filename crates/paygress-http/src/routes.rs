@@ -268,19 +268,19 @@ fn parse_lease(name: &str) -> Result<LeaseId, ApiError> {
     tag = "leases",
     request_body = SpawnPodBody,
     params(
-        ("X-Cashu" = Option<String>, Header, description = "A cashuB token paying for the request (NUT-24); replaces the body's cashu_token"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Names this request across retries; a retry with the same key and token gets the first answer"),
+        ("X-Cashu" = Option<String>, Header, description = "A Cashu token paying for the request (NUT-24); replaces the body's cashu_token", pattern = r"^cashu[AB][A-Za-z0-9_+/=-]+$", max_length = 60000),
+        ("Idempotency-Key" = Option<String>, Header, description = "A random value naming this request (e.g. a UUID). Send it again with a retry to get the first answer; the answer (password, change) is only ever repeated to a request carrying it. Without one, a repeat answers 409 without any secret", pattern = r"^[A-Za-z0-9._:+/=-]{16,128}$", min_length = 16, max_length = 128),
     ),
     responses(
         (status = 201, description = "Lease created; log in with these details", body = SpawnPodResponse),
-        (status = 400, description = "Bad request or unusable token (not accepted mint, wrong unit, too small); nothing was redeemed", body = ErrorBody),
+        (status = 400, description = "Body not JSON, not a Cashu token, malformed Idempotency-Key, or unusable token (not accepted mint, wrong unit, too small); nothing was redeemed", body = ErrorBody),
         (status = 402, description = "No token: pay the NUT-18 request in the X-Cashu header", body = ErrorBody,
             headers(("X-Cashu" = String, description = "Encoded NUT-18 payment request (creqA…)"))),
-        (status = 409, description = "Token already spent", body = ErrorBody),
+        (status = 409, description = "Token already spent, or a repeat of a paid request without its Idempotency-Key (answered without secrets)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "Well-formed but invalid field (username, image, tier, duration, key)", body = ErrorBody),
-        (status = 429, description = "Rate limited", body = ErrorBody),
-        (status = 503, description = "Mint or backend unavailable (refund_token returns a redeemed payment), or timed out", body = ErrorBody),
+        (status = 422, description = "Well-formed but invalid field (username, image, tier, duration, key), or an Idempotency-Key reused for a different request", body = ErrorBody),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
+        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorBody),
     )
 )]
 pub(crate) async fn spawn_pod(
@@ -321,18 +321,20 @@ pub(crate) async fn spawn_pod(
     tag = "leases",
     request_body = TopUpPodBody,
     params(
-        ("X-Cashu" = Option<String>, Header, description = "A cashuB token paying for the top-up (NUT-24)"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Names this request across retries"),
+        ("X-Cashu" = Option<String>, Header, description = "A Cashu token paying for the top-up (NUT-24)", pattern = r"^cashu[AB][A-Za-z0-9_+/=-]+$", max_length = 60000),
+        ("Idempotency-Key" = Option<String>, Header, description = "A random value naming this request; see POST /spawn-pod", pattern = r"^[A-Za-z0-9._:+/=-]{16,128}$", min_length = 16, max_length = 128),
     ),
     responses(
         (status = 200, description = "Lease extended", body = TopUpPodResponse),
-        (status = 400, description = "Bad request or unusable token; nothing was redeemed", body = ErrorBody),
+        (status = 400, description = "Body not JSON, not a Cashu token, malformed Idempotency-Key, or unusable token; nothing was redeemed", body = ErrorBody),
         (status = 402, description = "No token: pay the NUT-18 request in the X-Cashu header (priced for the default duration)", body = ErrorBody,
             headers(("X-Cashu" = String, description = "Encoded NUT-18 payment request (creqA…)"))),
         (status = 404, description = "No such lease", body = ErrorBody),
-        (status = 409, description = "Lease expired, already at its maximum, or token spent", body = ErrorBody),
-        (status = 422, description = "Invalid pod name or body shape", body = ErrorBody),
-        (status = 503, description = "Mint or backend unavailable", body = ErrorBody),
+        (status = 409, description = "Lease expired, already at its maximum, token spent, or a repeat without its Idempotency-Key", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Invalid pod name or body shape, or an Idempotency-Key reused for a different request", body = ErrorBody),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
+        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorBody),
     )
 )]
 pub(crate) async fn top_up_pod(
@@ -378,7 +380,8 @@ async fn top_up_payment_required(state: &AppState, pod_name: &str) -> Result<Res
     tag = "leases",
     responses(
         (status = 200, description = "Every lease (public fields only)", body = Vec<PodInfo>),
-        (status = 503, description = "Backend unavailable", body = ErrorBody),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
+        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorBody),
     )
 )]
 pub(crate) async fn list_pods(State(state): Shared) -> Result<Json<Vec<PodInfo>>, ApiError> {
@@ -400,12 +403,13 @@ pub(crate) async fn list_pods(State(state): Shared) -> Result<Json<Vec<PodInfo>>
     get,
     path = "/pods/{name}",
     tag = "leases",
-    params(("name" = String, Path, description = "Lease name (pod_name)")),
+    params(("name" = String, Path, description = "Lease name (pod_name)", pattern = r"^ssh-pod-[a-z0-9]{8}$")),
     responses(
         (status = 200, description = "The lease (public fields only)", body = PodInfo),
         (status = 404, description = "No such lease", body = ErrorBody),
         (status = 422, description = "Not a lease name", body = ErrorBody),
-        (status = 503, description = "Backend unavailable", body = ErrorBody),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
+        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorBody),
     )
 )]
 pub(crate) async fn get_pod(
@@ -436,13 +440,14 @@ pub(crate) async fn get_pod(
     tag = "payments",
     params(
         AuthQuery,
-        ("X-Cashu" = Option<String>, Header, description = "The token, instead of the query (keeps it out of URLs)"),
+        ("X-Cashu" = Option<String>, Header, description = "The token, instead of the query (keeps it out of URLs)", pattern = r"^cashu[AB][A-Za-z0-9_+/=-]+$", max_length = 60000),
     ),
     responses(
         (status = 200, description = "What the token is worth and buys", body = AuthResponse),
-        (status = 400, description = "No token, undecodable token, not accepted mint or unit", body = ErrorBody),
+        (status = 400, description = "No token, not a Cashu token, undecodable token, not accepted mint or unit, or an invalid query", body = ErrorBody),
         (status = 409, description = "Token already spent", body = ErrorBody),
-        (status = 503, description = "Mint unavailable", body = ErrorBody),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
+        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorBody),
     )
 )]
 pub(crate) async fn auth(
@@ -476,17 +481,16 @@ pub(crate) async fn auth(
     tag = "payments",
     request_body = AuthBody,
     params(
-        ("X-Cashu" = Option<String>, Header, description = "The token, instead of the body's `token`",
-            pattern = r"^cashu[AB][A-Za-z0-9_\-+/=]+$", max_length = 65536),
+        ("X-Cashu" = Option<String>, Header, description = "The token, instead of the body's `token`", pattern = r"^cashu[AB][A-Za-z0-9_+/=-]+$", max_length = 60000),
     ),
     responses(
         (status = 200, description = "What the token is worth and buys", body = AuthResponse),
-        (status = 400, description = "No token, undecodable token, not accepted mint or unit, or a body that is not JSON", body = ErrorBody),
+        (status = 400, description = "No token, not a Cashu token, undecodable token, not accepted mint or unit, or a body that is not JSON", body = ErrorBody),
         (status = 409, description = "Token already spent", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Well-formed JSON of the wrong shape", body = ErrorBody),
-        (status = 429, description = "Rate limited", body = ErrorBody),
-        (status = 503, description = "Mint unavailable", body = ErrorBody),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
+        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorBody),
     )
 )]
 pub(crate) async fn auth_post(
@@ -512,7 +516,11 @@ pub(crate) async fn auth_post(
     get,
     path = "/offer",
     tag = "service",
-    responses((status = 200, description = "The offer (the same one the Nostr transport publishes)", body = OfferBody))
+    responses(
+        (status = 200, description = "The offer (the same one the Nostr transport publishes)", body = OfferBody),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
+        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorBody),
+    )
 )]
 pub(crate) async fn offer(State(state): Shared) -> Json<OfferBody> {
     Json(state.paygress.offer().into())
@@ -564,14 +572,18 @@ pub(crate) async fn healthz(State(state): Shared) -> Response {
     get,
     path = "/openapi.json",
     tag = "service",
-    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json"))
+    responses(
+        (status = 200, description = "OpenAPI 3.1 document", content_type = "application/json"),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
+        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorBody),
+    )
 )]
 pub(crate) async fn openapi_json() -> Response {
     match openapi_json_string() {
         Ok(doc) => ([(header::CONTENT_TYPE, "application/json")], doc).into_response(),
         Err(e) => {
             warn!(error = %e, "openapi document");
-            ApiError::new(ErrorCode::Internal, "no OpenAPI document").into_response()
+            ApiError::new(ErrorCode::Unavailable, "no OpenAPI document").into_response()
         }
     }
 }

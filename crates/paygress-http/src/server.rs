@@ -16,6 +16,7 @@ use axum::routing::{get, post};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter as GovernorLimiter};
 use paygress_core::{DynPaymentVerifier, ErrorCode, Paygress};
 use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 use tracing::info_span;
 
@@ -220,6 +221,7 @@ impl HttpApi {
             .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
             .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
             .layer(middleware::from_fn_with_state(state.clone(), timeout))
+            .layer(CatchPanicLayer::new())
             .layer(middleware::from_fn(typed_errors))
             .layer(
                 // Method and path only: the query of `/auth` carries a token.
@@ -347,18 +349,19 @@ async fn timeout(State(state): State<Arc<AppState>>, req: Request, next: Next) -
     }
 }
 
-/// Gives every error answer axum or a layer produced as plain text (405, 413, …) the
-/// typed JSON body.
+/// Gives every error answer axum or a layer produced as plain text (405, 413, a caught
+/// panic, …) the typed JSON body; any 5xx becomes `503`.
 async fn typed_errors(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) || is_json(response.headers()) {
         return response;
     }
-    let code = if status.is_server_error() {
-        ErrorCode::Internal
+    let (status, code) = if status.is_server_error() {
+        // The only 5xx the API answers is 503 (documented on every endpoint).
+        (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Internal)
     } else {
-        ErrorCode::InvalidRequest
+        (status, ErrorCode::InvalidRequest)
     };
     let message = match status {
         StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this path".to_owned(),
@@ -366,6 +369,7 @@ async fn typed_errors(req: Request, next: Next) -> Response {
         s => s.canonical_reason().unwrap_or("error").to_lowercase(),
     };
     let (mut parts, _) = response.into_parts();
+    parts.status = status;
     parts.headers.remove(header::CONTENT_TYPE);
     parts.headers.remove(header::CONTENT_LENGTH);
     let typed = ApiError::with_status(status, code, message).into_response();

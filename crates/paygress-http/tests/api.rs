@@ -395,6 +395,56 @@ async fn strings_that_are_not_cashu_tokens_are_400_before_anything() {
 }
 
 #[tokio::test]
+async fn odd_inputs_never_answer_a_5xx() {
+    let h = Harness::start().await;
+    let token = h.token(30);
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let post = |path: &str| h.client.post(h.url(path));
+    let cases = vec![
+        post("/spawn-pod").body(vec![0xff, 0xfe, 0x00]),
+        post("/spawn-pod").body(deep.clone()),
+        post("/auth").body(deep),
+        post("/spawn-pod").json(&json!({"duration_minutes": u64::MAX})),
+        post("/spawn-pod")
+            .json(&json!({"duration_minutes": u64::MAX, "cashu_token": token.expose()})),
+        post("/spawn-pod").json(&json!({"duration_minutes": -1})),
+        post("/spawn-pod").body(r#"{"duration_minutes": 1e400}"#),
+        post("/spawn-pod").json(&json!({"tier": "x".repeat(10_000), "ssh_username": "\u{0}"})),
+        post("/spawn-pod")
+            .json(&json!({"pod_image": "../../x", "ssh_public_key": "ssh-ed25519 \u{0}"})),
+        post("/spawn-pod").header(
+            "X-Cashu",
+            reqwest::header::HeaderValue::from_bytes(b"cashuB\xff\xfe").unwrap(),
+        ),
+        post("/spawn-pod")
+            .header(
+                "Idempotency-Key",
+                reqwest::header::HeaderValue::from_bytes(b"\xff\xfe0123456789abcdef").unwrap(),
+            )
+            .header("X-Cashu", token.expose()),
+        post("/top-up-pod").json(&json!({"pod_name": "../../etc/passwd"})),
+        post("/top-up-pod").json(&json!({"pod_name": "ssh-pod-zzzzzzzz"})),
+        post("/top-up-pod").json(&json!({"pod_name": 7})),
+        post("/auth").json(&json!({"token": "cashuBAAAA", "duration_minutes": u64::MAX})),
+        h.client.get(h.url("/pods/%00")),
+        h.client.get(h.url(&format!("/pods/{}", "a".repeat(5_000)))),
+        h.client
+            .get(h.url("/auth?token=cashuB%ff&duration_minutes=99999999999999999999999")),
+        h.client
+            .get(h.url("/auth?token=cashuBAAAA&duration_minutes=18446744073709551615")),
+        h.client.delete(h.url("/pods")),
+        h.client.get(h.url("/spawn-pod?x=%zz")),
+    ];
+    for (n, case) in cases.into_iter().enumerate() {
+        let resp = case.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let (_, body) = json(resp).await;
+        assert!(status < 500 || status == 503, "case {n}: {status} {body}");
+    }
+    assert!(h.verifier.is_unspent(&token));
+}
+
+#[tokio::test]
 async fn invalid_fields_are_422_and_not_redeemed() {
     let h = Harness::start().await;
     let token = h.token(30);
