@@ -351,30 +351,57 @@ async fn send(id: &IdentityArgs, to: &ServiceArgs, request: Request) -> Result<R
     }
 }
 
+/// Attempts of one paid HTTP request (the first and the retries).
+const HTTP_ATTEMPTS: u32 = 3;
+
+/// A fresh random `Idempotency-Key` (64 hex digits from the OS RNG). The service only
+/// repeats a paid request's answer (login details, change) to a request carrying the same
+/// key, so it is kept for this request's own retries and never reused.
+fn idempotency_key() -> String {
+    Keys::generate().secret_key().to_secret_hex()
+}
+
 async fn send_http(base: &str, request: &Request, timeout: Duration) -> Result<Reply> {
     let base = base.trim_end_matches('/');
     let client = reqwest::Client::builder().timeout(timeout).build()?;
-    let resp = match request {
-        Request::Spawn(r) => {
-            client
-                .post(format!("{base}/spawn-pod"))
-                .json(r)
-                .send()
-                .await
+    let key = idempotency_key();
+    let mut attempt = 1;
+    let resp = loop {
+        let sent = match request {
+            Request::Spawn(r) => {
+                client
+                    .post(format!("{base}/spawn-pod"))
+                    .header("Idempotency-Key", &key)
+                    .json(r)
+                    .send()
+                    .await
+            }
+            Request::TopUp(r) => {
+                client
+                    .post(format!("{base}/top-up-pod"))
+                    .header("Idempotency-Key", &key)
+                    .json(r)
+                    .send()
+                    .await
+            }
+            Request::Status(r) => {
+                client
+                    .get(format!("{base}/pods/{}", r.pod_name))
+                    .send()
+                    .await
+            }
+        };
+        // A paid request whose answer was lost (no connection, timeout, or the service's
+        // own 503 timeout) is sent again with the same key: the service answers it once.
+        let retry = match &sent {
+            Err(e) => e.is_connect() || e.is_timeout() || e.is_request(),
+            Ok(r) => r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE,
+        };
+        if !retry || attempt >= HTTP_ATTEMPTS || matches!(request, Request::Status(_)) {
+            break sent;
         }
-        Request::TopUp(r) => {
-            client
-                .post(format!("{base}/top-up-pod"))
-                .json(r)
-                .send()
-                .await
-        }
-        Request::Status(r) => {
-            client
-                .get(format!("{base}/pods/{}", r.pod_name))
-                .send()
-                .await
-        }
+        tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+        attempt += 1;
     }
     .with_context(|| format!("no answer from {base}"))?;
     let status = resp.status();
@@ -626,6 +653,91 @@ mod tests {
         assert!(read_token("/nonexistent/file").is_err());
         std::fs::write(&file, "hello").unwrap();
         assert!(read_token(file.to_str().unwrap()).is_err());
+    }
+
+    /// Answers each HTTP request on `listener` with the next of `answers` (status, JSON)
+    /// and returns the `Idempotency-Key` each request carried.
+    async fn answer_http(
+        listener: tokio::net::TcpListener,
+        answers: Vec<(u16, &'static str)>,
+    ) -> Vec<Option<String>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut keys = Vec::new();
+        for (status, body) in answers {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = stream.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + length {
+                        keys.push(text[..end].lines().find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("idempotency-key")
+                                .then(|| value.trim().to_owned())
+                        }));
+                        break;
+                    }
+                }
+                assert!(n > 0, "connection closed mid-request");
+            }
+            let response = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(response.as_bytes()).await.unwrap();
+        }
+        keys
+    }
+
+    #[tokio::test]
+    async fn http_requests_carry_a_fresh_idempotency_key_kept_across_retries() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(answer_http(
+            listener,
+            vec![
+                (503, r#"{"code":"unavailable","message":"timed out"}"#),
+                (409, r#"{"code":"token_already_spent","message":"spent"}"#),
+                (409, r#"{"code":"token_already_spent","message":"spent"}"#),
+            ],
+        ));
+        let spawn = Request::Spawn(SpawnRequest {
+            cashu_token: CashuToken::new("cashuBabc"),
+            ssh_username: None,
+            pod_image: None,
+            duration_minutes: Some(30),
+            tier: None,
+            ssh_public_key: None,
+        });
+        let timeout = Duration::from_secs(30);
+        let first = send_http(&base, &spawn, timeout).await.unwrap();
+        assert_eq!(first.error_code(), Some(ErrorCode::TokenAlreadySpent));
+        let second = send_http(&base, &spawn, timeout).await.unwrap();
+        assert_eq!(second.error_code(), Some(ErrorCode::TokenAlreadySpent));
+        let keys: Vec<String> = server
+            .await
+            .unwrap()
+            .into_iter()
+            .map(Option::unwrap)
+            .collect();
+        assert_eq!(keys.len(), 3);
+        assert_eq!(keys[0], keys[1], "a retry reuses its request's key");
+        assert_ne!(keys[1], keys[2], "a new request gets a new key");
+        assert!(
+            keys.iter()
+                .all(|k| k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit()))
+        );
     }
 
     #[test]

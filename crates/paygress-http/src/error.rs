@@ -51,8 +51,10 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::ProvisioningFailed
         | ErrorCode::RefundPending
         | ErrorCode::PaymentPending
-        | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        | ErrorCode::Unavailable
+        // No answer is a 5xx other than 503 (the documented one), an internal failure
+        // included: clients retry it like any unavailability.
+        | ErrorCode::Internal => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -140,6 +142,11 @@ mod tests {
         assert_eq!(
             status_for(ErrorCode::RateLimited),
             StatusCode::TOO_MANY_REQUESTS
+        );
+        // 503 is the only 5xx the API answers.
+        assert_eq!(
+            status_for(ErrorCode::Internal),
+            StatusCode::SERVICE_UNAVAILABLE
         );
     }
 }

@@ -1,12 +1,16 @@
 #![doc = include_str!("../README.md")]
 
 mod error;
+mod identity;
 mod openapi;
 mod routes;
 mod server;
 pub mod wire;
 
 pub use error::{ApiError, HttpError, status_for};
+pub use identity::{
+    IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_MIN, IDEMPOTENCY_KEY_PATTERN,
+};
 pub use openapi::{ApiDoc, openapi_json_string};
-pub use routes::{IDEMPOTENCY_KEY, X_CASHU};
-pub use server::{HttpApi, HttpConfig, TransportProbe};
+pub use routes::{MAX_TOKEN_CHARS, TOKEN_PATTERN, X_CASHU};
+pub use server::{DEFAULT_RATE_LIMIT_PER_MINUTE, HttpApi, HttpConfig, TransportProbe};

@@ -5,8 +5,8 @@ use utoipa::OpenApi;
 
 use crate::routes;
 use crate::wire::{
-    AuthResponse, ComponentHealth, ErrorBody, ErrorCodeBody, HealthBody, OfferBody, PodInfo,
-    SpawnPodBody, SpawnPodResponse, TierOfferBody, TopUpPodBody, TopUpPodResponse,
+    AuthBody, AuthResponse, ComponentHealth, ErrorBody, ErrorCodeBody, HealthBody, OfferBody,
+    PodInfo, SpawnPodBody, SpawnPodResponse, TierOfferBody, TopUpPodBody, TopUpPodResponse,
 };
 
 /// The API description.
@@ -27,6 +27,7 @@ use crate::wire::{
         routes::list_pods,
         routes::get_pod,
         routes::auth,
+        routes::auth_post,
         routes::offer,
         routes::openapi_json,
     ),
@@ -36,6 +37,7 @@ use crate::wire::{
         TopUpPodBody,
         TopUpPodResponse,
         PodInfo,
+        AuthBody,
         AuthResponse,
         OfferBody,
         TierOfferBody,

@@ -5,30 +5,27 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
+use axum::extract::{FromRequest, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use paygress_core::{
-    Amount, CashuToken, ErrorCode, LeaseId, Reply, Request, RequestKey, Requester, SpawnRequest,
+    Amount, CashuToken, ErrorCode, LeaseId, Paygress, Reply, Request, Requester, SpawnRequest,
     TopUpRequest, Unit,
 };
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
 use crate::error::ApiError;
+use crate::identity::{Identity, fingerprint};
 use crate::openapi::openapi_json_string;
-use crate::server::{AppState, peer_ip};
+use crate::server::AppState;
 use crate::wire::{
-    AuthQuery, AuthResponse, ComponentHealth, ErrorBody, HealthBody, OfferBody, PodInfo,
+    AuthBody, AuthQuery, AuthResponse, ComponentHealth, ErrorBody, HealthBody, OfferBody, PodInfo,
     SpawnPodBody, SpawnPodResponse, TopUpPodBody, TopUpPodResponse,
 };
 
 /// The NUT-24 header: a payment request in a `402`, a token in a retry.
 pub const X_CASHU: &str = "x-cashu";
-/// The optional header naming one logical request across retries.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 type Shared = State<Arc<AppState>>;
 
@@ -74,23 +71,54 @@ where
     }
 }
 
-/// Who sent a request: `http:<peer ip>`, or `http:anonymous` without connect info.
-pub(crate) struct Peer(Requester);
+// ---------------------------------------------------------------- helpers
 
-impl<S: Send + Sync> FromRequestParts<S> for Peer {
-    type Rejection = std::convert::Infallible;
+/// The pattern every Cashu token must match: a `cashuA` (V3, JSON) or `cashuB` (V4,
+/// CBOR) prefix and base64 or base64url characters.
+pub const TOKEN_PATTERN: &str = r"^cashu[AB][A-Za-z0-9_+/=-]+$";
+/// The longest token accepted, in characters.
+pub const MAX_TOKEN_CHARS: usize = 60_000;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let id =
-            peer_ip(&parts.extensions).map_or_else(|| "anonymous".to_owned(), |ip| ip.to_string());
-        Ok(Peer(Requester::new("http", &id)))
+/// Refuses, untouched, a token that cannot be a Cashu token ([`TOKEN_PATTERN`],
+/// [`MAX_TOKEN_CHARS`]).
+fn check_token_format(token: &CashuToken) -> Result<(), ApiError> {
+    let text = token.expose();
+    let body = text
+        .strip_prefix("cashuA")
+        .or_else(|| text.strip_prefix("cashuB"));
+    let ok = text.len() <= MAX_TOKEN_CHARS
+        && body.is_some_and(|b| {
+            !b.is_empty()
+                && b.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"_+/=-".contains(&c))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::InvalidToken,
+            format!(
+                "not a Cashu token: expected cashuA… or cashuB… (base64url, at most \
+                 {MAX_TOKEN_CHARS} characters)"
+            ),
+        ))
     }
 }
 
-// ---------------------------------------------------------------- helpers
-
-/// The token from the `X-Cashu` header or the body; both present must agree.
+/// The token from the `X-Cashu` header or the body; both present must agree, and it
+/// must look like a Cashu token.
 fn payment_token(
+    headers: &HeaderMap,
+    body: Option<CashuToken>,
+) -> Result<Option<CashuToken>, ApiError> {
+    let token = header_or_body_token(headers, body)?;
+    if let Some(t) = &token {
+        check_token_format(t)?;
+    }
+    Ok(token)
+}
+
+fn header_or_body_token(
     headers: &HeaderMap,
     body: Option<CashuToken>,
 ) -> Result<Option<CashuToken>, ApiError> {
@@ -112,23 +140,6 @@ fn payment_token(
         (Some(h), _) => Ok(Some(h)),
         (None, b) => Ok(b.filter(|t| !t.is_empty())),
     }
-}
-
-/// The idempotency key of a paid request: a hash of the endpoint, the optional
-/// `Idempotency-Key` header and the token. Binding the token in means a retry of the same
-/// payment gets the first answer (a token pays once, so the same token is the same
-/// request), and nobody without the token can fetch that answer (it holds a password).
-fn request_key(kind: &str, headers: &HeaderMap, token: &CashuToken) -> RequestKey {
-    let mut h = Sha256::new();
-    h.update(b"paygress-http\0");
-    h.update(kind.as_bytes());
-    h.update([0]);
-    if let Some(k) = headers.get(IDEMPOTENCY_KEY) {
-        h.update(k.as_bytes());
-    }
-    h.update([0]);
-    h.update(token.expose().as_bytes());
-    RequestKey::new("http", &hex::encode(h.finalize()))
 }
 
 impl AppState {
@@ -164,16 +175,25 @@ impl AppState {
     }
 
     /// Runs a paid request in its own task (a dropped connection cannot cancel it) and
-    /// turns the reply into a response.
-    async fn run(&self, key: RequestKey, sender: Requester, request: Request) -> Response {
+    /// turns the reply into a response. A repeat the requester may not see the answer of
+    /// is refused before it reaches the service (see [`crate::identity`]).
+    async fn run(&self, id: Identity, request: Request) -> Response {
+        let admission = match self.admissions.admit(&id, fingerprint(&request)) {
+            Ok(a) => a,
+            Err(e) => return e.into_response(),
+        };
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return ApiError::new(ErrorCode::Unavailable, "the service is shutting down")
                 .into_response();
         };
         let paygress = self.paygress.clone();
         let task = tokio::spawn(async move {
-            let reply = paygress.handle(&key, &sender, request).await;
+            let reply = paygress.handle(&id.key, &id.sender, request).await;
+            let reply = withhold_foreign_lease(&paygress, &id.sender, reply).await;
             drop(permit);
+            if id.keyed || holds_secret(&reply) {
+                admission.keep();
+            }
             reply
         });
         match task.await {
@@ -183,6 +203,40 @@ impl AppState {
                 ApiError::new(ErrorCode::Internal, "the request failed unexpectedly")
                     .into_response()
             }
+        }
+    }
+}
+
+/// Whether `reply` carries something only its requester may see.
+fn holds_secret(reply: &Reply) -> bool {
+    match reply {
+        Reply::AccessDetails(_) | Reply::TopUp(_) => true,
+        Reply::Error(e) => e.refund_token.is_some(),
+        Reply::Status(_) => false,
+    }
+}
+
+/// Login details are only ever answered to the lease's owner: a stored reply replayed
+/// for somebody else (e.g. a keyless repeat after a restart, which this process has no
+/// record of) is replaced by an answer without secrets.
+async fn withhold_foreign_lease(paygress: &Paygress, sender: &Requester, reply: Reply) -> Reply {
+    let Reply::AccessDetails(details) = &reply else {
+        return reply;
+    };
+    match paygress.backend().get(&details.pod_name).await {
+        Ok(Some(record)) if record.owner == *sender => reply,
+        Ok(_) => Reply::error(
+            ErrorCode::TokenAlreadySpent,
+            "this token already paid for an earlier request; its answer is only repeated to \
+             a request carrying that request's Idempotency-Key",
+        ),
+        Err(e) => {
+            warn!(error = %e, "cannot confirm the lease owner; withholding the login details");
+            Reply::error(
+                ErrorCode::Unavailable,
+                "the backend is unavailable; send the same request (same Idempotency-Key) \
+                 again to get its answer",
+            )
         }
     }
 }
@@ -214,24 +268,23 @@ fn parse_lease(name: &str) -> Result<LeaseId, ApiError> {
     tag = "leases",
     request_body = SpawnPodBody,
     params(
-        ("X-Cashu" = Option<String>, Header, description = "A cashuB token paying for the request (NUT-24); replaces the body's cashu_token"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Names this request across retries; a retry with the same key and token gets the first answer"),
+        ("X-Cashu" = Option<String>, Header, description = "A Cashu token paying for the request (NUT-24); replaces the body's cashu_token", pattern = r"^cashu[AB][A-Za-z0-9_+/=-]+$", max_length = 60000),
+        ("Idempotency-Key" = Option<String>, Header, description = "A random value naming this request (e.g. a UUID). Send it again with a retry to get the first answer; the answer (password, change) is only ever repeated to a request carrying it. Without one, a repeat answers 409 without any secret", pattern = r"^[A-Za-z0-9._:+/=-]{16,128}$", min_length = 16, max_length = 128),
     ),
     responses(
         (status = 201, description = "Lease created; log in with these details", body = SpawnPodResponse),
-        (status = 400, description = "Bad request or unusable token (not accepted mint, wrong unit, too small); nothing was redeemed", body = ErrorBody),
+        (status = 400, description = "Body not JSON, not a Cashu token, malformed Idempotency-Key, or unusable token (not accepted mint, wrong unit, too small); nothing was redeemed", body = ErrorBody),
         (status = 402, description = "No token: pay the NUT-18 request in the X-Cashu header", body = ErrorBody,
             headers(("X-Cashu" = String, description = "Encoded NUT-18 payment request (creqA…)"))),
-        (status = 409, description = "Token already spent", body = ErrorBody),
+        (status = 409, description = "Token already spent, or a repeat of a paid request without its Idempotency-Key (answered without secrets)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "Well-formed but invalid field (username, image, tier, duration, key)", body = ErrorBody),
-        (status = 429, description = "Rate limited", body = ErrorBody),
-        (status = 503, description = "Mint or backend unavailable (refund_token returns a redeemed payment), or timed out", body = ErrorBody),
+        (status = 422, description = "Well-formed but invalid field (username, image, tier, duration, key), or an Idempotency-Key reused for a different request", body = ErrorBody),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
+        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorBody),
     )
 )]
 pub(crate) async fn spawn_pod(
     State(state): Shared,
-    Peer(sender): Peer,
     headers: HeaderMap,
     JsonBody(body): JsonBody<SpawnPodBody>,
 ) -> Result<Response, ApiError> {
@@ -249,7 +302,7 @@ pub(crate) async fn spawn_pod(
             &format!("a {minutes}-minute Paygress lease ({tier} tier)"),
         ));
     };
-    let key = request_key("spawn", &headers, &token);
+    let id = Identity::of("spawn", &headers, &token)?;
     let request = Request::Spawn(SpawnRequest {
         cashu_token: token,
         ssh_username: body.ssh_username,
@@ -258,7 +311,7 @@ pub(crate) async fn spawn_pod(
         tier: body.tier,
         ssh_public_key: body.ssh_public_key,
     });
-    Ok(state.run(key, sender, request).await)
+    Ok(state.run(id, request).await)
 }
 
 /// Extend a lease.
@@ -268,35 +321,36 @@ pub(crate) async fn spawn_pod(
     tag = "leases",
     request_body = TopUpPodBody,
     params(
-        ("X-Cashu" = Option<String>, Header, description = "A cashuB token paying for the top-up (NUT-24)"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Names this request across retries"),
+        ("X-Cashu" = Option<String>, Header, description = "A Cashu token paying for the top-up (NUT-24)", pattern = r"^cashu[AB][A-Za-z0-9_+/=-]+$", max_length = 60000),
+        ("Idempotency-Key" = Option<String>, Header, description = "A random value naming this request; see POST /spawn-pod", pattern = r"^[A-Za-z0-9._:+/=-]{16,128}$", min_length = 16, max_length = 128),
     ),
     responses(
         (status = 200, description = "Lease extended", body = TopUpPodResponse),
-        (status = 400, description = "Bad request or unusable token; nothing was redeemed", body = ErrorBody),
+        (status = 400, description = "Body not JSON, not a Cashu token, malformed Idempotency-Key, or unusable token; nothing was redeemed", body = ErrorBody),
         (status = 402, description = "No token: pay the NUT-18 request in the X-Cashu header (priced for the default duration)", body = ErrorBody,
             headers(("X-Cashu" = String, description = "Encoded NUT-18 payment request (creqA…)"))),
         (status = 404, description = "No such lease", body = ErrorBody),
-        (status = 409, description = "Lease expired, already at its maximum, or token spent", body = ErrorBody),
-        (status = 422, description = "Invalid pod name or body shape", body = ErrorBody),
-        (status = 503, description = "Mint or backend unavailable", body = ErrorBody),
+        (status = 409, description = "Lease expired, already at its maximum, token spent, or a repeat without its Idempotency-Key", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Invalid pod name or body shape, or an Idempotency-Key reused for a different request", body = ErrorBody),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
+        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorBody),
     )
 )]
 pub(crate) async fn top_up_pod(
     State(state): Shared,
-    Peer(sender): Peer,
     headers: HeaderMap,
     JsonBody(body): JsonBody<TopUpPodBody>,
 ) -> Result<Response, ApiError> {
     let Some(token) = payment_token(&headers, body.cashu_token)? else {
         return top_up_payment_required(&state, &body.pod_name).await;
     };
-    let key = request_key("top_up", &headers, &token);
+    let id = Identity::of("top_up", &headers, &token)?;
     let request = Request::TopUp(TopUpRequest {
         pod_name: body.pod_name,
         cashu_token: token,
     });
-    Ok(state.run(key, sender, request).await)
+    Ok(state.run(id, request).await)
 }
 
 /// The `402` of a top-up: priced at the lease's tier for the default duration, or less
@@ -326,7 +380,8 @@ async fn top_up_payment_required(state: &AppState, pod_name: &str) -> Result<Res
     tag = "leases",
     responses(
         (status = 200, description = "Every lease (public fields only)", body = Vec<PodInfo>),
-        (status = 503, description = "Backend unavailable", body = ErrorBody),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
+        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorBody),
     )
 )]
 pub(crate) async fn list_pods(State(state): Shared) -> Result<Json<Vec<PodInfo>>, ApiError> {
@@ -348,12 +403,13 @@ pub(crate) async fn list_pods(State(state): Shared) -> Result<Json<Vec<PodInfo>>
     get,
     path = "/pods/{name}",
     tag = "leases",
-    params(("name" = String, Path, description = "Lease name (pod_name)")),
+    params(("name" = String, Path, description = "Lease name (pod_name)", pattern = r"^ssh-pod-[a-z0-9]{8}$")),
     responses(
         (status = 200, description = "The lease (public fields only)", body = PodInfo),
         (status = 404, description = "No such lease", body = ErrorBody),
         (status = 422, description = "Not a lease name", body = ErrorBody),
-        (status = 503, description = "Backend unavailable", body = ErrorBody),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
+        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorBody),
     )
 )]
 pub(crate) async fn get_pod(
@@ -384,13 +440,14 @@ pub(crate) async fn get_pod(
     tag = "payments",
     params(
         AuthQuery,
-        ("X-Cashu" = Option<String>, Header, description = "The token, instead of the query (keeps it out of URLs)"),
+        ("X-Cashu" = Option<String>, Header, description = "The token, instead of the query (keeps it out of URLs)", pattern = r"^cashu[AB][A-Za-z0-9_+/=-]+$", max_length = 60000),
     ),
     responses(
         (status = 200, description = "What the token is worth and buys", body = AuthResponse),
-        (status = 400, description = "No token, undecodable token, not accepted mint or unit", body = ErrorBody),
+        (status = 400, description = "No token, not a Cashu token, undecodable token, not accepted mint or unit, or an invalid query", body = ErrorBody),
         (status = 409, description = "Token already spent", body = ErrorBody),
-        (status = 503, description = "Mint unavailable", body = ErrorBody),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
+        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorBody),
     )
 )]
 pub(crate) async fn auth(
@@ -417,12 +474,53 @@ pub(crate) async fn auth(
     Ok(Json(quote.into()))
 }
 
+/// Check a token without redeeming it, keeping it out of URLs and access logs.
+#[utoipa::path(
+    post,
+    path = "/auth",
+    tag = "payments",
+    request_body = AuthBody,
+    params(
+        ("X-Cashu" = Option<String>, Header, description = "The token, instead of the body's `token`", pattern = r"^cashu[AB][A-Za-z0-9_+/=-]+$", max_length = 60000),
+    ),
+    responses(
+        (status = 200, description = "What the token is worth and buys", body = AuthResponse),
+        (status = 400, description = "No token, not a Cashu token, undecodable token, not accepted mint or unit, or a body that is not JSON", body = ErrorBody),
+        (status = 409, description = "Token already spent", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Well-formed JSON of the wrong shape", body = ErrorBody),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
+        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn auth_post(
+    State(state): Shared,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<AuthBody>,
+) -> Result<Json<AuthResponse>, ApiError> {
+    let token = payment_token(&headers, body.token)?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            "pass the token as the body's token field or in the X-Cashu header",
+        )
+    })?;
+    let quote = state
+        .paygress
+        .quote_token(&token, body.duration_minutes)
+        .await?;
+    Ok(Json(quote.into()))
+}
+
 /// What the service sells.
 #[utoipa::path(
     get,
     path = "/offer",
     tag = "service",
-    responses((status = 200, description = "The offer (the same one the Nostr transport publishes)", body = OfferBody))
+    responses(
+        (status = 200, description = "The offer (the same one the Nostr transport publishes)", body = OfferBody),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
+        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorBody),
+    )
 )]
 pub(crate) async fn offer(State(state): Shared) -> Json<OfferBody> {
     Json(state.paygress.offer().into())
@@ -474,14 +572,18 @@ pub(crate) async fn healthz(State(state): Shared) -> Response {
     get,
     path = "/openapi.json",
     tag = "service",
-    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json"))
+    responses(
+        (status = 200, description = "OpenAPI 3.1 document", content_type = "application/json"),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
+        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorBody),
+    )
 )]
 pub(crate) async fn openapi_json() -> Response {
     match openapi_json_string() {
         Ok(doc) => ([(header::CONTENT_TYPE, "application/json")], doc).into_response(),
         Err(e) => {
             warn!(error = %e, "openapi document");
-            ApiError::new(ErrorCode::Internal, "no OpenAPI document").into_response()
+            ApiError::new(ErrorCode::Unavailable, "no OpenAPI document").into_response()
         }
     }
 }

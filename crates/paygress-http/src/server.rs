@@ -1,11 +1,11 @@
 //! The server: configuration, the router with its layers, and serving with graceful
 //! shutdown.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
@@ -13,12 +13,15 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter as GovernorLimiter};
 use paygress_core::{DynPaymentVerifier, ErrorCode, Paygress};
 use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 use tracing::info_span;
 
 use crate::error::{ApiError, HttpError};
+use crate::identity::Admissions;
 use crate::routes;
 use crate::wire::ComponentHealth;
 
@@ -33,9 +36,17 @@ pub struct HttpConfig {
     /// Minutes a `402` payment request asks for when the body names no duration (the
     /// seed's `DEFAULT_POD_DURATION_MINUTES`). Default: 60.
     pub default_duration_minutes: u64,
-    /// Requests per minute one client IP may make (`/healthz` exempt); `None` means
-    /// unlimited. Default: `None`.
+    /// Requests per minute one client IP may make (`/healthz` exempt), as a token bucket
+    /// holding a minute's worth; past it requests answer `429`. `None` means unlimited.
+    /// Default: 120.
     pub rate_limit_per_minute: Option<u32>,
+    /// Take the client IP (for the rate limit) from the last `X-Forwarded-For` entry
+    /// instead of the connection's peer. Turn on only behind exactly one reverse proxy
+    /// that appends the client address to `X-Forwarded-For` (nginx
+    /// `proxy_add_x_forwarded_for`, Caddy and Traefik by default) and is the only way
+    /// to reach the port: anyone who can connect directly could otherwise pick their
+    /// own address. Default: off.
+    pub trust_forwarded_for: bool,
     /// How long `/healthz` waits for the backend to list its leases. Default: 2 s.
     pub health_check_timeout: Duration,
 }
@@ -46,7 +57,8 @@ impl Default for HttpConfig {
             body_limit_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(30),
             default_duration_minutes: 60,
-            rate_limit_per_minute: None,
+            rate_limit_per_minute: Some(DEFAULT_RATE_LIMIT_PER_MINUTE),
+            trust_forwarded_for: false,
             health_check_timeout: Duration::from_secs(2),
         }
     }
@@ -61,6 +73,7 @@ impl HttpConfig {
     /// | `HTTP_REQUEST_TIMEOUT_SECS` | `request_timeout` |
     /// | `DEFAULT_POD_DURATION_MINUTES` (seed) | `default_duration_minutes` |
     /// | `HTTP_RATE_LIMIT_PER_MINUTE` (0 = unlimited) | `rate_limit_per_minute` |
+    /// | `HTTP_TRUST_FORWARDED_FOR` (`true`/`false`) | `trust_forwarded_for` |
     ///
     /// `BIND_ADDR` (seed, default `0.0.0.0:8080`) is the binary's to bind; see
     /// [`HttpApi::serve`].
@@ -96,9 +109,19 @@ impl HttpConfig {
         if let Some(v) = parse::<u32>(&lookup, "HTTP_RATE_LIMIT_PER_MINUTE")? {
             c.rate_limit_per_minute = (v > 0).then_some(v);
         }
+        if let Some(v) = parse::<bool>(&lookup, "HTTP_TRUST_FORWARDED_FOR")? {
+            c.trust_forwarded_for = v;
+        }
         Ok(c)
     }
 }
+
+/// Default of [`HttpConfig::rate_limit_per_minute`]: far above one buyer's use (a web page
+/// and the CLI make a handful of requests per lease).
+pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 120;
+
+/// Paid requests remembered to refuse keyless repeats and reused keys (~200 bytes each).
+const ADMISSIONS_REMEMBERED: usize = 100_000;
 
 /// Reports the state of the service's request transports for `/healthz` (e.g. whether
 /// the Nostr client is connected to a relay). Called on every health check.
@@ -113,6 +136,8 @@ pub(crate) struct AppState {
     /// Paid requests processed at once (`ServiceConfig::max_concurrent_requests`); more
     /// wait, up to the request timeout.
     pub(crate) permits: Arc<tokio::sync::Semaphore>,
+    /// Paid requests taken, by request key (see [`crate::identity`]).
+    pub(crate) admissions: Arc<Admissions>,
     limiter: Option<RateLimiter>,
 }
 
@@ -172,6 +197,7 @@ impl HttpApi {
                 config,
                 transports,
                 permits,
+                admissions: Admissions::new(ADMISSIONS_REMEMBERED),
                 limiter,
             }),
         }
@@ -188,13 +214,14 @@ impl HttpApi {
             .route("/top-up-pod", post(routes::top_up_pod))
             .route("/pods", get(routes::list_pods))
             .route("/pods/{name}", get(routes::get_pod))
-            .route("/auth", get(routes::auth))
+            .route("/auth", get(routes::auth).post(routes::auth_post))
             .route("/offer", get(routes::offer))
             .route("/openapi.json", get(routes::openapi_json))
             .fallback(routes::not_found)
             .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
             .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
             .layer(middleware::from_fn_with_state(state.clone(), timeout))
+            .layer(CatchPanicLayer::new())
             .layer(middleware::from_fn(typed_errors))
             .layer(
                 // Method and path only: the query of `/auth` carries a token.
@@ -255,41 +282,52 @@ pub(crate) fn peer_ip(extensions: &axum::http::Extensions) -> Option<IpAddr> {
 
 // ---------------------------------------------------------------- middleware
 
-/// Fixed one-minute windows per client IP.
+/// A token bucket per client IP.
 struct RateLimiter {
-    per_minute: u32,
-    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    buckets: DefaultKeyedRateLimiter<IpAddr>,
 }
 
 impl RateLimiter {
-    const WINDOW: Duration = Duration::from_secs(60);
     const MAX_TRACKED: usize = 100_000;
 
     fn new(per_minute: u32) -> Self {
+        let n = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
         Self {
-            per_minute,
-            windows: Mutex::default(),
+            buckets: GovernorLimiter::keyed(Quota::per_minute(n)),
         }
     }
 
     fn allow(&self, ip: IpAddr) -> bool {
-        let now = Instant::now();
-        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        if windows.len() >= Self::MAX_TRACKED {
-            windows.retain(|_, (start, _)| now.duration_since(*start) < Self::WINDOW);
+        if self.buckets.len() >= Self::MAX_TRACKED {
+            self.buckets.retain_recent();
+            self.buckets.shrink_to_fit();
         }
-        let (start, count) = windows.entry(ip).or_insert((now, 0));
-        if now.duration_since(*start) >= Self::WINDOW {
-            *start = now;
-            *count = 0;
-        }
-        *count = count.saturating_add(1);
-        *count <= self.per_minute
+        self.buckets.check_key(&ip).is_ok()
     }
 }
 
+/// The client IP a request is attributed to: the peer, or with `trust_forwarded_for` the
+/// last `X-Forwarded-For` entry (the one the trusted proxy added).
+fn client_ip(config: &HttpConfig, req: &Request) -> Option<IpAddr> {
+    if config.trust_forwarded_for
+        && let Some(ip) = forwarded_for(req.headers())
+    {
+        return Some(ip);
+    }
+    peer_ip(req.extensions())
+}
+
+fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
+    let last = headers.get_all("x-forwarded-for").iter().next_back()?;
+    let entry = last.to_str().ok()?.rsplit(',').next()?.trim();
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+}
+
 async fn rate_limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if let (Some(limiter), Some(ip)) = (&state.limiter, peer_ip(req.extensions()))
+    if let (Some(limiter), Some(ip)) = (&state.limiter, client_ip(&state.config, &req))
         && req.uri().path() != "/healthz"
         && !limiter.allow(ip)
     {
@@ -311,18 +349,19 @@ async fn timeout(State(state): State<Arc<AppState>>, req: Request, next: Next) -
     }
 }
 
-/// Gives every error answer axum or a layer produced as plain text (405, 413, …) the
-/// typed JSON body.
+/// Gives every error answer axum or a layer produced as plain text (405, 413, a caught
+/// panic, …) the typed JSON body; any 5xx becomes `503`.
 async fn typed_errors(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) || is_json(response.headers()) {
         return response;
     }
-    let code = if status.is_server_error() {
-        ErrorCode::Internal
+    let (status, code) = if status.is_server_error() {
+        // The only 5xx the API answers is 503 (documented on every endpoint).
+        (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Internal)
     } else {
-        ErrorCode::InvalidRequest
+        (status, ErrorCode::InvalidRequest)
     };
     let message = match status {
         StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this path".to_owned(),
@@ -330,6 +369,7 @@ async fn typed_errors(req: Request, next: Next) -> Response {
         s => s.canonical_reason().unwrap_or("error").to_lowercase(),
     };
     let (mut parts, _) = response.into_parts();
+    parts.status = status;
     parts.headers.remove(header::CONTENT_TYPE);
     parts.headers.remove(header::CONTENT_LENGTH);
     let typed = ApiError::with_status(status, code, message).into_response();
@@ -367,6 +407,17 @@ mod tests {
         assert_eq!(c.request_timeout, Duration::from_secs(5));
         assert_eq!(c.default_duration_minutes, 120);
         assert_eq!(c.rate_limit_per_minute, None);
+        assert!(!c.trust_forwarded_for);
+        assert_eq!(
+            HttpConfig::default().rate_limit_per_minute,
+            Some(DEFAULT_RATE_LIMIT_PER_MINUTE),
+            "on by default"
+        );
+        let trusted = HttpConfig::from_lookup(|n| {
+            (n == "HTTP_TRUST_FORWARDED_FOR").then(|| "true".to_owned())
+        })
+        .unwrap();
+        assert!(trusted.trust_forwarded_for);
         assert_eq!(
             HttpConfig::from_lookup(|_| None).unwrap(),
             HttpConfig::default()
@@ -380,6 +431,23 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn forwarded_for_takes_the_last_entry() {
+        let mut h = HeaderMap::new();
+        assert_eq!(forwarded_for(&h), None);
+        h.append("x-forwarded-for", "6.6.6.6, 10.0.0.1".parse().unwrap());
+        h.append("x-forwarded-for", "203.0.113.7".parse().unwrap());
+        assert_eq!(forwarded_for(&h), Some([203, 0, 113, 7].into()));
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            "1.2.3.4, [2001:db8::1]:443".parse().unwrap(),
+        );
+        assert_eq!(forwarded_for(&h), "2001:db8::1".parse().ok());
+        h.insert("x-forwarded-for", "not an ip".parse().unwrap());
+        assert_eq!(forwarded_for(&h), None);
     }
 
     #[test]

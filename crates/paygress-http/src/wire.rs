@@ -18,23 +18,29 @@ pub struct SpawnPodBody {
     /// The payment (`cashuA…`/`cashuB…`). Absent: the answer is `402` with a payment
     /// request in `X-Cashu`, unless the header carries the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = r"^cashu[AB][A-Za-z0-9_+/=-]+$", max_length = 60000)]
     pub cashu_token: Option<CashuToken>,
-    /// Exact duration to buy; when absent the whole token is spent on time.
+    /// Exact duration to buy; when absent the whole token is spent on time. Between the
+    /// offer's `min_duration_minutes` and `max_duration_minutes` (`422` otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1)]
     pub duration_minutes: Option<u64>,
-    /// Login name (`user` when absent).
+    /// Login name (`user` when absent): 1 to 32 of `a-z 0-9 _ -`, starting with a letter
+    /// or `_`; system names (`root`, `daemon`, …) answer `422`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[a-z_][a-z0-9_-]{0,31}$", max_length = 32)]
     pub ssh_username: Option<String>,
-    /// Container image: the default or one on the operator's allow-list.
+    /// Container image: the default or one on the operator's allow-list (`GET /offer`
+    /// lists them; others answer `422`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_image: Option<String>,
     /// Resource tier id (see `GET /offer`); the first tier when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
-    /// An OpenSSH public key line to authorise besides the password.
+    /// An OpenSSH public key line to authorise besides the password (`ssh-ed25519`,
+    /// `ssh-rsa`, `ecdsa-sha2-nistp256/384/521` or their `sk-` forms, then base64).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 16384)]
     pub ssh_public_key: Option<String>,
 }
 
@@ -43,10 +49,11 @@ pub struct SpawnPodBody {
 #[serde(deny_unknown_fields)]
 pub struct TopUpPodBody {
     /// The lease to extend.
+    #[schema(pattern = r"^ssh-pod-[a-z0-9]{8}$")]
     pub pod_name: String,
     /// The payment. Absent: the answer is `402` with a payment request in `X-Cashu`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = r"^cashu[AB][A-Za-z0-9_+/=-]+$", max_length = 60000)]
     pub cashu_token: Option<CashuToken>,
 }
 
@@ -191,9 +198,22 @@ impl PodInfo {
 #[into_params(parameter_in = Query)]
 pub struct AuthQuery {
     /// The token to check (never redeemed, never logged).
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<String>, pattern = r"^cashu[AB][A-Za-z0-9_+/=-]+$", max_length = 60000)]
     pub token: Option<CashuToken>,
     /// Minutes the buyer wants; the answer says whether the token covers them.
+    pub duration_minutes: Option<u64>,
+}
+
+/// `POST /auth` body. The token may instead travel in the `X-Cashu` header.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthBody {
+    /// The token to check (never redeemed, never logged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, pattern = r"^cashu[AB][A-Za-z0-9_+/=-]+$", max_length = 60000)]
+    pub token: Option<CashuToken>,
+    /// Minutes the buyer wants; the answer says whether the token covers them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_minutes: Option<u64>,
 }
 

@@ -138,7 +138,7 @@ async fn spawn_402_then_pay_with_x_cashu_header_201() {
     assert_eq!(body["duration_seconds"], 1800);
     assert!(body["ssh_password"].as_str().unwrap().len() >= 20);
     assert!(body.get("change_token").is_none());
-    assert!(!h.verifier.inner.is_unspent(&token));
+    assert!(!h.verifier.is_unspent(&token));
     assert_eq!(h.verifier.inner.balance(&mint(), Unit::Sat), 30);
     assert_eq!(h.backend.len(), 1);
 }
@@ -190,7 +190,7 @@ async fn spawn_with_body_token_returns_change() {
     .await;
     assert_eq!(status, 201, "{body}");
     let change = paygress_core::CashuToken::new(body["change_token"].as_str().unwrap());
-    assert_eq!(h.verifier.inner.spend(&change), Some(Amount::sat(70)));
+    assert_eq!(h.verifier.spend(&change), Some(Amount::sat(70)));
 }
 
 #[tokio::test]
@@ -199,9 +199,8 @@ async fn unusable_tokens_are_400_and_not_redeemed() {
     let request = json!({"duration_minutes": 30});
     let foreign = h
         .verifier
-        .inner
         .mint_token(&MintUrl::new(OTHER_MINT), Amount::sat(100));
-    let msat = h.verifier.inner.mint_token(&mint(), Amount::msat(100_000));
+    let msat = h.verifier.mint_token(&mint(), Amount::msat(100_000));
     let small = h.token(10);
     for (token, code) in [
         (&foreign, "mint_not_accepted"),
@@ -212,10 +211,7 @@ async fn unusable_tokens_are_400_and_not_redeemed() {
         assert_eq!(status, 400, "{body}");
         assert_eq!(body["code"], code);
         assert!(body.get("refund_token").is_none());
-        assert!(
-            h.verifier.inner.is_unspent(token),
-            "{code}: token was redeemed"
-        );
+        assert!(h.verifier.is_unspent(token), "{code}: token was redeemed");
     }
     let (status, body) = json(
         h.post_paid(
@@ -234,33 +230,218 @@ async fn unusable_tokens_are_400_and_not_redeemed() {
     assert_eq!(h.verifier.inner.balance(&mint(), Unit::Sat), 0);
 }
 
+const KEY: &str = "3f2b8c1e-7d4a-4e9b-a2c5-0b1d2e3f4a5b";
+
+/// Whether a response body (as text) holds any of `secrets`.
+fn leaks(body: &serde_json::Value, secrets: &[&str]) -> bool {
+    let text = body.to_string();
+    secrets.iter().any(|s| text.contains(s))
+}
+
 #[tokio::test]
-async fn retry_with_the_same_token_replays_the_first_answer() {
+async fn retry_with_the_idempotency_key_replays_the_first_answer() {
     let h = Harness::start().await;
-    let token = h.token(30);
+    let token = h.token(100);
     let request = json!({"duration_minutes": 30});
-    let (s1, first) = json(h.post_paid("/spawn-pod", &request, &token).await).await;
-    let (s2, second) = json(h.post_paid("/spawn-pod", &request, &token).await).await;
-    assert_eq!((s1, s2), (201, 201));
+    let (s1, first) = json(h.post_paid_keyed("/spawn-pod", &request, &token, KEY).await).await;
+    let (s2, second) = json(h.post_paid_keyed("/spawn-pod", &request, &token, KEY).await).await;
+    assert_eq!((s1, s2), (201, 201), "{first} {second}");
     assert_eq!(first, second);
     assert_eq!(h.backend.len(), 1);
 
     // A different Idempotency-Key is a different request: the token is spent.
-    let resp = h
-        .client
-        .post(h.url("/spawn-pod"))
-        .header("X-Cashu", token.expose())
-        .header("Idempotency-Key", "another")
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = json(resp).await;
+    let (status, body) = json(
+        h.post_paid_keyed("/spawn-pod", &request, &token, "another-key-0123456789")
+            .await,
+    )
+    .await;
     assert_eq!(
         (status, body["code"].as_str()),
         (409, Some("token_already_spent"))
     );
+    // The same key for a different request (another token or body) is refused.
+    let (status, body) = json(
+        h.post_paid_keyed("/spawn-pod", &request, &h.token(30), KEY)
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("invalid_request")),
+        "{body}"
+    );
+    let (status, _) = json(
+        h.post_paid_keyed("/spawn-pod", &json!({"duration_minutes": 31}), &token, KEY)
+            .await,
+    )
+    .await;
+    assert_eq!(status, 422);
     assert_eq!(h.backend.len(), 1);
+}
+
+#[tokio::test]
+async fn replay_without_the_original_idempotency_key_gets_no_credentials() {
+    let h = Harness::start().await;
+    let token = h.token(100);
+    let request = json!({"duration_minutes": 30, "ssh_username": "alice"});
+    let (status, first) = json(h.post_paid_keyed("/spawn-pod", &request, &token, KEY).await).await;
+    assert_eq!(status, 201, "{first}");
+    let password = first["ssh_password"].as_str().unwrap().to_owned();
+    let change = first["change_token"].as_str().unwrap().to_owned();
+    let pod = first["pod_name"].as_str().unwrap().to_owned();
+    // Whoever knows the spent token (the mint, a proxy that logged the body) replays it.
+    for replay in [
+        h.post_paid("/spawn-pod", &request, &token).await,
+        h.post_json(
+            "/spawn-pod",
+            &json!({"cashu_token": token.expose(), "duration_minutes": 30, "ssh_username": "alice"}),
+        )
+        .await,
+    ] {
+        let (status, body) = json(replay).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (409, Some("token_already_spent")),
+            "{body}"
+        );
+        assert!(!leaks(&body, &[&password, &change, &pod]), "{body}");
+    }
+    assert_eq!(h.backend.len(), 1);
+}
+
+#[tokio::test]
+async fn keyless_repeat_is_answered_without_any_secret() {
+    let h = Harness::start().await;
+    let token = h.token(100);
+    let request = json!({"duration_minutes": 30});
+    let (status, first) = json(h.post_paid("/spawn-pod", &request, &token).await).await;
+    assert_eq!(status, 201, "{first}");
+    let password = first["ssh_password"].as_str().unwrap().to_owned();
+    let change = first["change_token"].as_str().unwrap().to_owned();
+    let (status, body) = json(h.post_paid("/spawn-pod", &request, &token).await).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("token_already_spent")),
+        "{body}"
+    );
+    assert!(!leaks(&body, &[&password, &change]), "{body}");
+    assert_eq!(h.backend.len(), 1);
+    assert_eq!(h.verifier.inner.balance(&mint(), Unit::Sat), 30);
+}
+
+#[tokio::test]
+async fn top_up_replay_without_the_key_gets_no_change() {
+    let h = Harness::start().await;
+    let pod = spawn(&h).await["pod_name"].as_str().unwrap().to_owned();
+    // More than the longest lease can take: the rest comes back as change.
+    let token = h.token(20_000);
+    let body = json!({"pod_name": pod});
+    let (status, first) = json(h.post_paid_keyed("/top-up-pod", &body, &token, KEY).await).await;
+    assert_eq!(status, 200, "{first}");
+    let change = first["change_token"].as_str().unwrap().to_owned();
+    let (status, again) = json(h.post_paid_keyed("/top-up-pod", &body, &token, KEY).await).await;
+    assert_eq!((status, &again), (200, &first));
+    let (status, replay) = json(h.post_paid("/top-up-pod", &body, &token).await).await;
+    assert_eq!(status, 409, "{replay}");
+    assert!(!leaks(&replay, &[&change]), "{replay}");
+}
+
+#[tokio::test]
+async fn malformed_idempotency_keys_are_400_and_not_redeemed() {
+    let h = Harness::start().await;
+    let token = h.token(30);
+    for bad in ["short", "with spaces in the key!", &"k".repeat(129)] {
+        let (status, body) = json(
+            h.post_paid_keyed("/spawn-pod", &json!({"duration_minutes": 30}), &token, bad)
+                .await,
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid_request")),
+            "{bad}: {body}"
+        );
+    }
+    assert!(h.verifier.is_unspent(&token));
+}
+
+#[tokio::test]
+async fn strings_that_are_not_cashu_tokens_are_400_before_anything() {
+    let h = Harness::start().await;
+    let long = format!("cashuB{}", "A".repeat(paygress_http::MAX_TOKEN_CHARS));
+    for bad in [
+        "cashuC123",
+        "cashuB",
+        "hello",
+        "cashuAab$cd",
+        "cashuB abc",
+        &long,
+    ] {
+        for path in ["/spawn-pod", "/auth"] {
+            let field = if path == "/auth" {
+                "token"
+            } else {
+                "cashu_token"
+            };
+            let (status, body) = json(h.post_json(path, &json!({ field: bad })).await).await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (400, Some("invalid_token")),
+                "{path} {bad:.20}: {body}"
+            );
+        }
+    }
+    assert!(h.backend.is_empty());
+}
+
+#[tokio::test]
+async fn odd_inputs_never_answer_a_5xx() {
+    let h = Harness::start().await;
+    let token = h.token(30);
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let post = |path: &str| h.client.post(h.url(path));
+    let cases = vec![
+        post("/spawn-pod").body(vec![0xff, 0xfe, 0x00]),
+        post("/spawn-pod").body(deep.clone()),
+        post("/auth").body(deep),
+        post("/spawn-pod").json(&json!({"duration_minutes": u64::MAX})),
+        post("/spawn-pod")
+            .json(&json!({"duration_minutes": u64::MAX, "cashu_token": token.expose()})),
+        post("/spawn-pod").json(&json!({"duration_minutes": -1})),
+        post("/spawn-pod").body(r#"{"duration_minutes": 1e400}"#),
+        post("/spawn-pod").json(&json!({"tier": "x".repeat(10_000), "ssh_username": "\u{0}"})),
+        post("/spawn-pod")
+            .json(&json!({"pod_image": "../../x", "ssh_public_key": "ssh-ed25519 \u{0}"})),
+        post("/spawn-pod").header(
+            "X-Cashu",
+            reqwest::header::HeaderValue::from_bytes(b"cashuB\xff\xfe").unwrap(),
+        ),
+        post("/spawn-pod")
+            .header(
+                "Idempotency-Key",
+                reqwest::header::HeaderValue::from_bytes(b"\xff\xfe0123456789abcdef").unwrap(),
+            )
+            .header("X-Cashu", token.expose()),
+        post("/top-up-pod").json(&json!({"pod_name": "../../etc/passwd"})),
+        post("/top-up-pod").json(&json!({"pod_name": "ssh-pod-zzzzzzzz"})),
+        post("/top-up-pod").json(&json!({"pod_name": 7})),
+        post("/auth").json(&json!({"token": "cashuBAAAA", "duration_minutes": u64::MAX})),
+        h.client.get(h.url("/pods/%00")),
+        h.client.get(h.url(&format!("/pods/{}", "a".repeat(5_000)))),
+        h.client
+            .get(h.url("/auth?token=cashuB%ff&duration_minutes=99999999999999999999999")),
+        h.client
+            .get(h.url("/auth?token=cashuBAAAA&duration_minutes=18446744073709551615")),
+        h.client.delete(h.url("/pods")),
+        h.client.get(h.url("/spawn-pod?x=%zz")),
+    ];
+    for (n, case) in cases.into_iter().enumerate() {
+        let resp = case.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let (_, body) = json(resp).await;
+        assert!(status < 500 || status == 503, "case {n}: {status} {body}");
+    }
+    assert!(h.verifier.is_unspent(&token));
 }
 
 #[tokio::test]
@@ -293,7 +474,7 @@ async fn invalid_fields_are_422_and_not_redeemed() {
         (status, body["code"].as_str()),
         (422, Some("image_not_allowed"))
     );
-    assert!(h.verifier.inner.is_unspent(&token));
+    assert!(h.verifier.is_unspent(&token));
 }
 
 #[tokio::test]
@@ -310,7 +491,7 @@ async fn header_and_body_tokens_must_agree() {
         (status, body["code"].as_str()),
         (400, Some("invalid_request"))
     );
-    assert!(h.verifier.inner.is_unspent(&a) && h.verifier.inner.is_unspent(&b));
+    assert!(h.verifier.is_unspent(&a) && h.verifier.is_unspent(&b));
 }
 
 // ---------------------------------------------------------------- bad bodies
@@ -532,7 +713,7 @@ async fn top_up_failures_leave_the_token_unspent() {
     .await;
     assert_eq!(pod["state"], "expired");
 
-    assert!(h.verifier.inner.is_unspent(&token));
+    assert!(h.verifier.is_unspent(&token));
 }
 
 // ---------------------------------------------------------------- money rule under failure
@@ -552,7 +733,7 @@ async fn provisioning_failure_is_503_with_a_refund() {
         (503, Some("provisioning_failed"))
     );
     let refund = paygress_core::CashuToken::new(body["refund_token"].as_str().unwrap());
-    assert_eq!(h.verifier.inner.spend(&refund), Some(Amount::sat(30)));
+    assert_eq!(h.verifier.spend(&refund), Some(Amount::sat(30)));
     assert!(h.backend.is_empty());
 }
 
@@ -570,7 +751,7 @@ async fn mint_down_is_503_and_not_redeemed() {
         (status, body["code"].as_str()),
         (503, Some("mint_unavailable"))
     );
-    assert!(h.verifier.inner.is_unspent(&token));
+    assert!(h.verifier.is_unspent(&token));
 }
 
 // ---------------------------------------------------------------- auth
@@ -603,8 +784,38 @@ async fn auth_checks_without_redeeming() {
     let (status, body) = json(resp).await;
     assert_eq!(status, 200);
     assert_eq!(body["covers_requested"], false);
-    assert!(h.verifier.inner.is_unspent(&token));
+    assert!(h.verifier.is_unspent(&token));
     assert_eq!(h.verifier.inner.balance(&mint(), Unit::Sat), 0);
+}
+
+#[tokio::test]
+async fn post_auth_takes_the_token_in_the_body_or_x_cashu() {
+    let h = Harness::start().await;
+    let token = h.token(45);
+    let expected = json!({"mint": common::MINT, "amount": 45, "unit": "sat", "spendable": true, "minutes": 45, "covers_requested": true});
+    let (status, body) = json(
+        h.post_json(
+            "/auth",
+            &json!({"token": token.expose(), "duration_minutes": 30}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, &body), (200, &expected), "{body}");
+    let (status, body) = json(
+        h.post_paid("/auth", &json!({"duration_minutes": 30}), &token)
+            .await,
+    )
+    .await;
+    assert_eq!((status, &body), (200, &expected), "{body}");
+    assert!(h.verifier.is_unspent(&token));
+    let (status, body) = json(h.post_json("/auth", &json!({})).await).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    let (status, _) = json(h.post_json("/auth", &json!({"tokn": "x"})).await).await;
+    assert_eq!(status, 422);
 }
 
 #[tokio::test]
@@ -635,7 +846,6 @@ async fn auth_errors() {
     );
     let foreign = h
         .verifier
-        .inner
         .mint_token(&MintUrl::new(OTHER_MINT), Amount::sat(5));
     let (status, body) = json(
         h.get(&format!(
@@ -649,7 +859,7 @@ async fn auth_errors() {
         (status, body["code"].as_str()),
         (400, Some("mint_not_accepted"))
     );
-    h.verifier.inner.spend(&token);
+    h.verifier.spend(&token);
     let (status, body) = json(
         h.get(&format!(
             "/auth?token={}",
@@ -682,6 +892,50 @@ async fn rate_limit_is_429_per_ip_and_spares_healthz() {
     let (status, body) = json(h.get("/offer").await).await;
     assert_eq!((status, body["code"].as_str()), (429, Some("rate_limited")));
     assert_eq!(h.get("/healthz").await.status(), 200);
+}
+
+async fn offer_from(h: &Harness, forwarded: &str) -> u16 {
+    h.client
+        .get(h.url("/offer"))
+        .header("X-Forwarded-For", forwarded)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn rate_limit_is_on_by_default_and_ignores_x_forwarded_for_unless_trusted() {
+    let h = Harness::start().await;
+    let limit = paygress_http::DEFAULT_RATE_LIMIT_PER_MINUTE;
+    // Spoofed X-Forwarded-For values do not buy a fresh budget.
+    for n in 0..limit {
+        assert_eq!(
+            offer_from(&h, &format!("10.0.{}.{}", n / 256, n % 256)).await,
+            200
+        );
+    }
+    assert_eq!(offer_from(&h, "10.9.9.9").await, 429);
+}
+
+#[tokio::test]
+async fn trusted_proxy_x_forwarded_for_names_the_client() {
+    let h = Harness::start_with(Options {
+        config: HttpConfig {
+            rate_limit_per_minute: Some(2),
+            trust_forwarded_for: true,
+            ..HttpConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    // The proxy appends the client it saw: the last entry counts.
+    for _ in 0..2 {
+        assert_eq!(offer_from(&h, "6.6.6.6, 198.51.100.1").await, 200);
+    }
+    assert_eq!(offer_from(&h, "7.7.7.7, 198.51.100.1").await, 429);
+    assert_eq!(offer_from(&h, "198.51.100.1, 198.51.100.2").await, 200);
 }
 
 #[tokio::test]
@@ -753,18 +1007,18 @@ async fn timed_out_paid_request_finishes_and_a_retry_gets_its_answer() {
     .await;
     let token = h.token(30);
     let request = json!({"duration_minutes": 30});
-    let (status, body) = json(h.post_paid("/spawn-pod", &request, &token).await).await;
+    let (status, body) = json(h.post_paid_keyed("/spawn-pod", &request, &token, KEY).await).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (503, Some("unavailable")),
         "{body}"
     );
     // The payment was taken and the request is still running, not cancelled.
-    assert!(!h.verifier.inner.is_unspent(&token));
+    assert!(!h.verifier.is_unspent(&token));
     assert!(inner.is_empty());
 
     gate.add_permits(1);
-    let (status, body) = json(h.post_paid("/spawn-pod", &request, &token).await).await;
+    let (status, body) = json(h.post_paid_keyed("/spawn-pod", &request, &token, KEY).await).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(inner.len(), 1);
     assert_eq!(h.verifier.inner.balance(&mint(), Unit::Sat), 30);
@@ -796,21 +1050,55 @@ async fn requests_over_the_concurrency_limit_wait_and_time_out_unredeemed() {
     let request = json!({"duration_minutes": 30});
     let first = h.token(30);
     // The first request holds the only permit (its create waits at the gate) ...
-    let (status, _) = json(h.post_paid("/spawn-pod", &request, &first).await).await;
+    let (status, _) = json(h.post_paid_keyed("/spawn-pod", &request, &first, KEY).await).await;
     assert_eq!(status, 503);
-    assert!(!h.verifier.inner.is_unspent(&first));
+    assert!(!h.verifier.is_unspent(&first));
     // ... so the second never reaches the service: its token is untouched.
     let second = h.token(30);
     let (status, body) = json(h.post_paid("/spawn-pod", &request, &second).await).await;
     assert_eq!((status, body["code"].as_str()), (503, Some("unavailable")));
-    assert!(h.verifier.inner.is_unspent(&second));
+    assert!(h.verifier.is_unspent(&second));
 
     gate.add_permits(2);
     let (status, _) = json(h.post_paid("/spawn-pod", &request, &second).await).await;
     assert_eq!(status, 201);
-    let (status, _) = json(h.post_paid("/spawn-pod", &request, &first).await).await;
+    let (status, _) = json(h.post_paid_keyed("/spawn-pod", &request, &first, KEY).await).await;
     assert_eq!(status, 201);
     assert_eq!(inner.len(), 2);
+}
+
+#[tokio::test]
+async fn concurrent_keyless_duplicates_give_credentials_once() {
+    let inner = paygress_core::memory::MemoryBackend::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let backend = Arc::new(GatedBackend {
+        inner: inner.clone(),
+        gate: gate.clone(),
+    });
+    let h = Arc::new(
+        Harness::start_with(Options {
+            backend: Some(backend),
+            ..Options::default()
+        })
+        .await,
+    );
+    let token = h.token(30);
+    let request = json!({"duration_minutes": 30});
+    let first = {
+        let (h, token, request) = (h.clone(), token.clone(), request.clone());
+        tokio::spawn(async move { json(h.post_paid("/spawn-pod", &request, &token).await).await })
+    };
+    // Once the first holds the token (redeemed, waiting at the gate), send it again.
+    while h.verifier.is_unspent(&token) {
+        tokio::task::yield_now().await;
+    }
+    let (status, body) = json(h.post_paid("/spawn-pod", &request, &token).await).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.get("ssh_password").is_none(), "{body}");
+    gate.add_permits(1);
+    let (status, body) = first.await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(inner.len(), 1);
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use nostr_sdk::{Keys, RelayUrl, ToBech32};
 use tracing::info;
 
 use crate::error::NostrError;
+use crate::limits::NostrLimits;
 
 /// File in the data directory holding the generated service key (hex, mode 0600).
 pub const KEY_FILE: &str = "nostr-service.key";
@@ -44,6 +45,8 @@ pub struct NostrConfig {
     pub connect_timeout: Duration,
     /// `d` tag of the offer event; defaults to the offer's `name`.
     pub offer_identifier: Option<String>,
+    /// Rate limits and the cap on requests in flight (see [`NostrLimits`]).
+    pub limits: NostrLimits,
 }
 
 impl fmt::Debug for NostrConfig {
@@ -57,6 +60,7 @@ impl fmt::Debug for NostrConfig {
             .field("dedup_capacity", &self.dedup_capacity)
             .field("connect_timeout", &self.connect_timeout)
             .field("offer_identifier", &self.offer_identifier)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -73,6 +77,7 @@ impl NostrConfig {
             dedup_capacity: 50_000,
             connect_timeout: Duration::from_secs(5),
             offer_identifier: None,
+            limits: NostrLimits::default(),
         }
     }
 

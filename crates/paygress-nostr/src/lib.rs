@@ -5,6 +5,7 @@ pub mod client;
 pub mod config;
 mod dedup;
 pub mod error;
+pub mod limits;
 #[cfg(feature = "test-relay")]
 pub mod testkit;
 pub mod transport;
@@ -13,6 +14,7 @@ pub mod wire;
 pub use client::{BuyerClient, DiscoveredOffer, SendOptions, fetch_offers};
 pub use config::NostrConfig;
 pub use error::NostrError;
+pub use limits::{NostrLimits, RateLimit};
 /// Re-export of the nostr-sdk version this crate is built on.
 pub use nostr_sdk;
 pub use transport::{NostrTransport, TransportStats};

@@ -9,19 +9,20 @@ use async_trait::async_trait;
 use nostr_sdk::nips::nip59::UnwrappedGift;
 use nostr_sdk::{
     Client, Event, EventBuilder, EventId, Filter, Keys, Kind, PublicKey, RelayPoolNotification,
-    RelayUrl, Tag, TagKind, Timestamp,
+    RelayUrl, Tag, TagKind, Timestamp, UnsignedEvent,
 };
 use paygress_core::{
     ErrorCode, Incoming, Offer, Reply, Request, RequestKey, Requester, Responder, Transport,
     TransportError,
 };
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, instrument, warn};
 
 use crate::config::{HANDLED_FILE, NostrConfig, npub};
 use crate::dedup::Dedup;
 use crate::error::NostrError;
+use crate::limits::Limiter;
 use crate::wire::{
     self, KIND_OFFER, KIND_REPLY, MAX_CONTENT_BYTES, NostrOffer, RequestKind, Scheme,
 };
@@ -44,6 +45,8 @@ pub struct TransportStats {
     pub rejected: u64,
     /// Events silently dropped (not for us, bad signature, undecryptable, stale).
     pub ignored: u64,
+    /// Events dropped by a rate limit (per sender, or the untagged budget) undecrypted.
+    pub limited: u64,
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +55,7 @@ struct Counters {
     duplicates: AtomicU64,
     rejected: AtomicU64,
     ignored: AtomicU64,
+    limited: AtomicU64,
 }
 
 struct Shared {
@@ -64,6 +68,7 @@ struct Shared {
     offer_identifier: Option<String>,
     offer_retry: tokio::sync::Notify,
     counters: Counters,
+    limiter: Limiter,
 }
 
 /// Receives Paygress requests over Nostr and replies over Nostr.
@@ -95,15 +100,19 @@ enum Verdict {
         author: PublicKey,
         scheme: Scheme,
         request: Request,
+        permit: OwnedSemaphorePermit,
     },
     Reject {
         key: EventId,
         author: PublicKey,
         scheme: Scheme,
+        code: ErrorCode,
         message: String,
     },
     Duplicate,
     Ignore(&'static str),
+    /// Dropped by a rate limit before decryption.
+    Limited(&'static str),
 }
 
 impl NostrTransport {
@@ -113,6 +122,16 @@ impl NostrTransport {
     #[instrument(skip_all)]
     pub async fn start(config: NostrConfig) -> Result<Self, NostrError> {
         info!("Service public key: {}", npub(&config.keys));
+        let window_minutes = config.backlog.as_secs().div_ceil(60);
+        let admitted = config.limits.max_admitted(window_minutes);
+        if admitted > config.dedup_capacity as u64 {
+            warn!(
+                dedup_capacity = config.dedup_capacity,
+                admitted,
+                "the global rate limit admits more requests per backlog window than the dedup \
+                 window holds; raise dedup_capacity or lower limits.global"
+            );
+        }
         let dedup = Dedup::open(&config.data_dir.join(HANDLED_FILE), config.dedup_capacity)?;
         let client = Client::builder().signer(config.keys.clone()).build();
         for url in &config.relays {
@@ -151,8 +170,10 @@ impl NostrTransport {
             offer_identifier: config.offer_identifier,
             offer_retry: tokio::sync::Notify::new(),
             counters: Counters::default(),
+            limiter: Limiter::new(&config.limits),
         });
-        let (tx, rx) = mpsc::channel(1024);
+        // Never full: a request is only sent with one of `max_in_flight` permits.
+        let (tx, rx) = mpsc::channel(config.limits.max_in_flight.max(1));
         let reader = tokio::spawn(read_loop(shared.clone(), notifications, tx));
         let republisher = tokio::spawn(republish_loop(shared.clone(), config.offer_interval));
         Ok(Self {
@@ -175,6 +196,7 @@ impl NostrTransport {
             duplicates: c.duplicates.load(Ordering::Relaxed),
             rejected: c.rejected.load(Ordering::Relaxed),
             ignored: c.ignored.load(Ordering::Relaxed),
+            limited: c.limited.load(Ordering::Relaxed),
         }
     }
 
@@ -288,6 +310,10 @@ impl Shared {
                 debug!(id = %event.id, why, "ignoring event");
                 counters.ignored.fetch_add(1, Ordering::Relaxed);
             }
+            Verdict::Limited(why) => {
+                debug!(id = %event.id, why, "rate limited");
+                counters.limited.fetch_add(1, Ordering::Relaxed);
+            }
             Verdict::Duplicate => {
                 debug!(id = %event.id, "already handled");
                 counters.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -296,13 +322,22 @@ impl Shared {
                 key,
                 author,
                 scheme,
+                code,
                 message,
             } => {
+                if !self.limiter.reject_once(key) {
+                    counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
                 debug!(id = %key, %message, "rejecting request");
                 counters.rejected.fetch_add(1, Ordering::Relaxed);
-                let responder = self.responder(key, author, scheme, relay);
+                if !self.limiter.error_reply() {
+                    debug!(id = %key, "error reply budget spent; not answering");
+                    return true;
+                }
+                let responder = self.responder(key, author, scheme, relay, None);
                 tokio::spawn(async move {
-                    let reply = Reply::error(ErrorCode::InvalidRequest, message);
+                    let reply = Reply::error(code, message);
                     if let Err(e) = Box::new(responder).respond(&reply).await {
                         warn!(error = %e, "error reply not delivered");
                     }
@@ -313,13 +348,14 @@ impl Shared {
                 author,
                 scheme,
                 request,
+                permit,
             } => {
                 counters.delivered.fetch_add(1, Ordering::Relaxed);
                 let incoming = Incoming {
                     key: RequestKey::new("nostr", &key.to_hex()),
                     sender: Requester::new("nostr", &author.to_hex()),
                     request,
-                    responder: Box::new(self.responder(key, author, scheme, relay)),
+                    responder: Box::new(self.responder(key, author, scheme, relay, Some(permit))),
                 };
                 if tx.send(incoming).await.is_err() {
                     return false;
@@ -335,6 +371,7 @@ impl Shared {
         author: PublicKey,
         scheme: Scheme,
         relay: RelayUrl,
+        permit: Option<OwnedSemaphorePermit>,
     ) -> NostrResponder {
         let mut relays: BTreeSet<RelayUrl> = self.relays.iter().cloned().collect();
         relays.insert(relay);
@@ -344,6 +381,7 @@ impl Shared {
             requester: author,
             scheme,
             relays: relays.into_iter().collect(),
+            permit,
         }
     }
 
@@ -352,10 +390,9 @@ impl Shared {
         lock(&self.dedup).claim(key)
     }
 
+    /// Cheap checks first (kind, addressing, age, dedup, signature, size, rate limits),
+    /// decryption only then; see [`crate::limits`].
     async fn classify(&self, event: &Event) -> Verdict {
-        if event.verify().is_err() {
-            return Verdict::Ignore("bad id or signature");
-        }
         if event.kind == Kind::GiftWrap {
             return self.classify_gift_wrap(event).await;
         }
@@ -369,21 +406,22 @@ impl Shared {
         if tagged && !addressed {
             return Verdict::Ignore("addressed to another service");
         }
-        if lock(&self.dedup).contains(&event.id) {
+        if event.created_at < Timestamp::now() - self.backlog {
+            return Verdict::Ignore("stale request");
+        }
+        if lock(&self.dedup).contains(&event.id) || self.limiter.was_rejected(&event.id) {
             return Verdict::Duplicate;
         }
+        if event.verify().is_err() {
+            return Verdict::Ignore("bad id or signature");
+        }
         let scheme = Scheme::of_direct_content(&event.content);
-        let reject = |message: String| {
-            if self.claim(event.id) {
-                Verdict::Reject {
-                    key: event.id,
-                    author: event.pubkey,
-                    scheme,
-                    message,
-                }
-            } else {
-                Verdict::Duplicate
-            }
+        let reject = |message: String| Verdict::Reject {
+            key: event.id,
+            author: event.pubkey,
+            scheme,
+            code: ErrorCode::InvalidRequest,
+            message,
         };
         if event.content.len() > MAX_CONTENT_BYTES {
             if addressed {
@@ -393,6 +431,12 @@ impl Shared {
             }
             return Verdict::Ignore("oversized");
         }
+        if !addressed && !self.limiter.untagged() {
+            return Verdict::Limited("untagged budget spent");
+        }
+        if !self.limiter.sender(&event.pubkey) {
+            return Verdict::Limited("sender over its rate limit");
+        }
         let plain = match wire::decrypt(self.keys.secret_key(), &event.pubkey, &event.content) {
             Ok((_, plain)) => plain,
             Err(_) if addressed => {
@@ -401,14 +445,44 @@ impl Shared {
             Err(_) => return Verdict::Ignore("not encrypted to us"),
         };
         match wire::parse_request(kind, &plain) {
-            Ok(request) if self.claim(event.id) => Verdict::Deliver {
-                key: event.id,
-                author: event.pubkey,
-                scheme,
-                request,
-            },
-            Ok(_) => Verdict::Duplicate,
+            Ok(request) => self.admit(event.id, event.pubkey, scheme, request),
             Err(e) => reject(format!("invalid request: {e}")),
+        }
+    }
+
+    /// An authenticated, decrypted, well-formed request: within the global limit and
+    /// the in-flight cap it enters the dedup window and is delivered.
+    fn admit(&self, key: EventId, author: PublicKey, scheme: Scheme, request: Request) -> Verdict {
+        let refuse = |code, message: &str| Verdict::Reject {
+            key,
+            author,
+            scheme,
+            code,
+            message: message.to_owned(),
+        };
+        if !self.limiter.global() {
+            return refuse(
+                ErrorCode::RateLimited,
+                "the service is receiving too many requests; your token was not redeemed: \
+                 send the request again in a minute",
+            );
+        }
+        let Some(permit) = self.limiter.in_flight() else {
+            return refuse(
+                ErrorCode::Unavailable,
+                "the service is busy; your token was not redeemed: send the request again \
+                 shortly",
+            );
+        };
+        if !self.claim(key) {
+            return Verdict::Duplicate;
+        }
+        Verdict::Deliver {
+            key,
+            author,
+            scheme,
+            request,
+            permit,
         }
     }
 
@@ -416,13 +490,24 @@ impl Shared {
         if event.content.len() > MAX_CONTENT_BYTES {
             return Verdict::Ignore("oversized gift wrap");
         }
-        let Ok(UnwrappedGift { sender, mut rumor }) =
+        let me = self.keys.public_key();
+        if !event.tags.public_keys().any(|p| *p == me) {
+            return Verdict::Ignore("gift wrap not addressed to us");
+        }
+        let Ok(UnwrappedGift { sender, rumor }) =
             UnwrappedGift::from_gift_wrap(&self.keys, event).await
         else {
             return Verdict::Ignore("gift wrap not for us");
         };
+        // The seal's signature authenticates its signer; the rumor inside is unsigned,
+        // so its author must be that signer and its id is computed here, never taken
+        // from the `id` field its sender wrote (which could name another request).
         if rumor.pubkey != sender {
             return Verdict::Ignore("rumor author differs from seal signer");
+        }
+        let key = rumor_id(&rumor);
+        if rumor.id.is_some_and(|stated| stated != key) {
+            return Verdict::Ignore("rumor id does not match its content");
         }
         if rumor.kind != Kind::PrivateDirectMessage {
             return Verdict::Ignore("rumor is not a kind 14 message");
@@ -430,9 +515,11 @@ impl Shared {
         if rumor.created_at < Timestamp::now() - self.backlog {
             return Verdict::Ignore("stale rumor");
         }
-        let key = rumor.id();
-        if !self.claim(key) {
+        if lock(&self.dedup).contains(&key) || self.limiter.was_rejected(&key) {
             return Verdict::Duplicate;
+        }
+        if !self.limiter.sender(&sender) {
+            return Verdict::Limited("sender over its rate limit");
         }
         let hint = rumor
             .tags
@@ -441,16 +528,12 @@ impl Shared {
             .and_then(|k| k.parse::<u16>().ok())
             .and_then(|k| RequestKind::from_kind(Kind::Custom(k)));
         match wire::parse_untyped_request(&rumor.content, hint) {
-            Ok(request) => Verdict::Deliver {
-                key,
-                author: sender,
-                scheme: Scheme::Nip17,
-                request,
-            },
+            Ok(request) => self.admit(key, sender, Scheme::Nip17, request),
             Err(e) => Verdict::Reject {
                 key,
                 author: sender,
                 scheme: Scheme::Nip17,
+                code: ErrorCode::InvalidRequest,
                 message: format!("invalid request: {e}"),
             },
         }
@@ -509,6 +592,17 @@ impl Shared {
     }
 }
 
+/// The NIP-01 id of `rumor`, computed from its fields (the `id` it carries is ignored).
+pub(crate) fn rumor_id(rumor: &UnsignedEvent) -> EventId {
+    EventId::new(
+        &rumor.pubkey,
+        &rumor.created_at,
+        &rumor.kind,
+        &rumor.tags,
+        &rumor.content,
+    )
+}
+
 /// Sends one reply, encrypted like its request, then records the request as handled.
 struct NostrResponder {
     shared: Arc<Shared>,
@@ -516,6 +610,9 @@ struct NostrResponder {
     requester: PublicKey,
     scheme: Scheme,
     relays: Vec<RelayUrl>,
+    /// The in-flight slot of a delivered request, freed once it is answered (or
+    /// dropped); `None` for the transport's own error replies, which are not recorded.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl NostrResponder {
@@ -567,11 +664,14 @@ impl Responder for NostrResponder {
         let event = self.build(reply).await?;
         self.shared.send(&self.relays, &event).await?;
         // Only now is the request done for good: a crash before this line lets a
-        // restart see it again, and core's journal replays the same reply.
-        let (shared, id) = (self.shared.clone(), self.request_id);
-        let persisted = tokio::task::spawn_blocking(move || lock(&shared.dedup).persist(&id));
-        if let Err(e) = persisted.await {
-            warn!(error = %e, "could not record a handled request");
+        // restart see it again, and core's journal replays the same reply. Rejected
+        // events never enter the dedup log (junk must not push real requests out).
+        if self.permit.is_some() {
+            let (shared, id) = (self.shared.clone(), self.request_id);
+            let persisted = tokio::task::spawn_blocking(move || lock(&shared.dedup).persist(&id));
+            if let Err(e) = persisted.await {
+                warn!(error = %e, "could not record a handled request");
+            }
         }
         debug!(request = %self.request_id, reply = %event.id, "reply published");
         Ok(())
@@ -583,16 +683,21 @@ mod tests {
     use super::*;
 
     fn shared(dir: &std::path::Path, keys: &Keys) -> Shared {
+        shared_with(dir, keys, 100)
+    }
+
+    fn shared_with(dir: &std::path::Path, keys: &Keys, dedup_capacity: usize) -> Shared {
         Shared {
             client: Client::default(),
             keys: keys.clone(),
             relays: vec![],
-            dedup: Mutex::new(Dedup::open(&dir.join(HANDLED_FILE), 100).unwrap()),
+            dedup: Mutex::new(Dedup::open(&dir.join(HANDLED_FILE), dedup_capacity).unwrap()),
             backlog: Duration::from_secs(3600),
             offer: Mutex::new(None),
             offer_identifier: None,
             offer_retry: tokio::sync::Notify::new(),
             counters: Counters::default(),
+            limiter: Limiter::new(&crate::NostrLimits::default()),
         }
     }
 
@@ -646,6 +751,97 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(s.classify(&wrap).await, Verdict::Ignore(_)));
+    }
+
+    #[tokio::test]
+    async fn gift_wrap_key_is_the_computed_rumor_id_and_a_wrong_stated_id_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = Keys::generate();
+        let s = shared(dir.path(), &service);
+        let buyer = Keys::generate();
+        let json = r#"{"pod_name":"pod-1"}"#;
+        let rumor = || {
+            EventBuilder::new(Kind::PrivateDirectMessage, json)
+                .tag(Tag::custom(TagKind::k(), ["1003"]))
+                .build(buyer.public_key())
+        };
+        let mut forged = rumor();
+        forged.id = Some(EventId::from_byte_array([9; 32]));
+        let wrap = EventBuilder::gift_wrap(&buyer, &service.public_key(), forged, [])
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.classify(&wrap).await,
+            Verdict::Ignore("rumor id does not match its content")
+        ));
+        let mut honest = rumor();
+        let expected = honest.id();
+        let wrap = EventBuilder::gift_wrap(&buyer, &service.public_key(), honest, [])
+            .await
+            .unwrap();
+        match s.classify(&wrap).await {
+            Verdict::Deliver { key, author, .. } => {
+                assert_eq!((key, author), (expected, buyer.public_key()));
+            }
+            _ => panic!("honest rumor not delivered"),
+        }
+    }
+
+    /// A p-tagged kind 1000 event from `keys` with `content` encrypted to `service`
+    /// (or left as is when `plain`).
+    fn request_event(keys: &Keys, service: &Keys, content: &str, encrypt: bool) -> Event {
+        let content = if encrypt {
+            wire::encrypt(
+                Scheme::Nip44,
+                keys.secret_key(),
+                &service.public_key(),
+                content,
+            )
+            .unwrap()
+        } else {
+            content.to_owned()
+        };
+        EventBuilder::new(RequestKind::Spawn.kind(), content)
+            .tag(Tag::public_key(service.public_key()))
+            .sign_with_keys(keys)
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn junk_never_enters_the_dedup_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = Keys::generate();
+        // A window of 16 ids, then 10 000 junk events.
+        let s = shared_with(dir.path(), &service, 16);
+        let buyer = Keys::generate();
+        let good = request_event(&buyer, &service, r#"{"cashu_token":"fakecashu:1"}"#, true);
+        assert!(matches!(s.classify(&good).await, Verdict::Deliver { .. }));
+        let pool: Vec<Keys> = (0..100).map(|_| Keys::generate()).collect();
+        let mut outcomes = [0usize; 3];
+        for n in 0..10_000usize {
+            let keys = &pool[n % pool.len()];
+            let junk = match n % 4 {
+                // Addressed to us and undecryptable.
+                0 | 1 => request_event(keys, &service, &format!("junk {n}"), false),
+                // Decryptable, not a request.
+                2 => request_event(keys, &service, &format!("junk {n}"), true),
+                // Not even JSON of the right shape.
+                _ => request_event(keys, &service, &format!("{{\"n\":{n}}}"), true),
+            };
+            match s.classify(&junk).await {
+                Verdict::Reject { .. } => outcomes[0] += 1,
+                Verdict::Limited(_) => outcomes[1] += 1,
+                Verdict::Ignore(_) | Verdict::Duplicate => outcomes[2] += 1,
+                Verdict::Deliver { .. } => panic!("junk delivered"),
+            }
+        }
+        // Within the per-sender bursts (100 senders × 30) most junk is rejected after
+        // decryption: the path that must not claim ids.
+        assert!(outcomes[0] >= 1_000, "{outcomes:?}");
+        assert!(
+            matches!(s.classify(&good).await, Verdict::Duplicate),
+            "junk pushed a handled request out of the dedup window"
+        );
     }
 
     #[tokio::test]

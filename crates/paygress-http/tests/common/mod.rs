@@ -26,7 +26,37 @@ pub struct TestVerifier {
     pub units: Vec<Unit>,
 }
 
+/// Test tokens travel as `cashuBtest<core token with ':' as '_'>`, so that they pass the
+/// API's token format (`cashuA`/`cashuB` prefix, base64url characters).
+const WRAP: &str = "cashuBtest";
+
+pub fn wrap(token: &CashuToken) -> CashuToken {
+    CashuToken::new(format!("{WRAP}{}", token.expose().replace(':', "_")))
+}
+
+fn unwrap_token(token: &CashuToken) -> CashuToken {
+    match token.expose().strip_prefix(WRAP) {
+        Some(rest) => CashuToken::new(rest.replace('_', ":")),
+        None => token.clone(),
+    }
+}
+
 impl TestVerifier {
+    /// A fresh token worth `amount` at `mint`, in the API's format.
+    pub fn mint_token(&self, mint: &MintUrl, amount: Amount) -> CashuToken {
+        wrap(&self.inner.mint_token(mint, amount))
+    }
+
+    /// Whether `token` is still unspent.
+    pub fn is_unspent(&self, token: &CashuToken) -> bool {
+        self.inner.is_unspent(&unwrap_token(token))
+    }
+
+    /// Spends `token` as a wallet would; its value if it was unspent.
+    pub fn spend(&self, token: &CashuToken) -> Option<Amount> {
+        self.inner.spend(&unwrap_token(token))
+    }
+
     fn check_unit(&self, info: &TokenInfo) -> Result<(), PaymentError> {
         if self.units.contains(&info.amount.unit) {
             Ok(())
@@ -39,14 +69,14 @@ impl TestVerifier {
 #[async_trait]
 impl PaymentVerifier for TestVerifier {
     fn inspect(&self, token: &CashuToken) -> Result<TokenInfo, PaymentError> {
-        let info = self.inner.inspect(token)?;
+        let info = self.inner.inspect(&unwrap_token(token))?;
         self.check_unit(&info)?;
         Ok(info)
     }
 
     async fn prepare(&self, token: &CashuToken) -> Result<RedeemAttempt, PaymentError> {
         self.inspect(token)?;
-        self.inner.prepare(token).await
+        self.inner.prepare(&unwrap_token(token)).await
     }
 
     async fn redeem(
@@ -54,7 +84,7 @@ impl PaymentVerifier for TestVerifier {
         token: &CashuToken,
         attempt: &RedeemAttempt,
     ) -> Result<Redeemed, PaymentError> {
-        self.inner.redeem(token, attempt).await
+        self.inner.redeem(&unwrap_token(token), attempt).await
     }
 
     async fn resolve(
@@ -62,16 +92,16 @@ impl PaymentVerifier for TestVerifier {
         token: &CashuToken,
         attempt: &RedeemAttempt,
     ) -> Result<Option<Redeemed>, PaymentError> {
-        self.inner.resolve(token, attempt).await
+        self.inner.resolve(&unwrap_token(token), attempt).await
     }
 
     async fn check(&self, token: &CashuToken) -> Result<TokenCheck, PaymentError> {
         self.inspect(token)?;
-        self.inner.check(token).await
+        self.inner.check(&unwrap_token(token)).await
     }
 
     async fn issue(&self, mint: &MintUrl, amount: Amount) -> Result<CashuToken, PaymentError> {
-        self.inner.issue(mint, amount).await
+        self.inner.issue(mint, amount).await.map(|t| wrap(&t))
     }
 
     fn accepted_mints(&self) -> Vec<MintUrl> {
@@ -168,7 +198,7 @@ impl Harness {
     }
 
     pub fn token(&self, sat: u64) -> CashuToken {
-        self.verifier.inner.mint_token(&mint(), Amount::sat(sat))
+        self.verifier.mint_token(&mint(), Amount::sat(sat))
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -193,6 +223,24 @@ impl Harness {
         self.client
             .post(self.url(path))
             .header("X-Cashu", token.expose())
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Like [`Harness::post_paid`], naming the request with `Idempotency-Key: key`.
+    pub async fn post_paid_keyed(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        token: &CashuToken,
+        key: &str,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("X-Cashu", token.expose())
+            .header("Idempotency-Key", key)
             .json(body)
             .send()
             .await

@@ -28,6 +28,11 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(relays: usize) -> Self {
+        Self::start_with(relays, |_| {}).await
+    }
+
+    /// Like [`Harness::start`], adjusting the transport's config first.
+    pub async fn start_with(relays: usize, configure: impl FnOnce(&mut NostrConfig)) -> Self {
         let mut started = Vec::new();
         for _ in 0..relays {
             started.push(TestRelay::start().await.unwrap());
@@ -38,8 +43,15 @@ impl Harness {
         let keys = Keys::generate();
         let data_dir = tempfile::tempdir().unwrap();
         let urls: Vec<RelayUrl> = started.iter().map(TestRelay::url).collect();
-        let (transport, serve) =
-            start_service(&keys, &urls, data_dir.path(), &backend, &verifier).await;
+        let (transport, serve) = start_service_with(
+            &keys,
+            &urls,
+            data_dir.path(),
+            &backend,
+            &verifier,
+            configure,
+        )
+        .await;
         Self {
             relays: started,
             backend,
@@ -100,6 +112,17 @@ pub async fn start_service(
     backend: &MemoryBackend,
     verifier: &MemoryVerifier,
 ) -> (Arc<NostrTransport>, JoinHandle<()>) {
+    start_service_with(keys, relays, data_dir, backend, verifier, |_| {}).await
+}
+
+pub async fn start_service_with(
+    keys: &Keys,
+    relays: &[RelayUrl],
+    data_dir: &Path,
+    backend: &MemoryBackend,
+    verifier: &MemoryVerifier,
+    configure: impl FnOnce(&mut NostrConfig),
+) -> (Arc<NostrTransport>, JoinHandle<()>) {
     let service = Arc::new(
         Paygress::builder(
             ServiceConfig::default(),
@@ -110,6 +133,7 @@ pub async fn start_service(
     );
     let mut config = NostrConfig::new(keys.clone(), relays.to_vec(), data_dir);
     config.connect_timeout = Duration::from_secs(5);
+    configure(&mut config);
     let transport = Arc::new(NostrTransport::start(config).await.unwrap());
     let serve = tokio::spawn(service.serve(transport.clone()));
     (transport, serve)
