@@ -131,6 +131,9 @@ pub struct ServeArgs {
     /// Local backend: `bubblewrap` (default) or `unsandboxed` (trusted buyers only).
     #[arg(long, env = "LOCAL_SANDBOX", default_value = "bubblewrap")]
     pub local_sandbox: String,
+    /// Local backend: lease network, `isolated` (default), `host` or `none`.
+    #[arg(long, env = "LOCAL_NETWORK", default_value = "isolated")]
+    pub local_network: String,
 }
 
 impl ServeArgs {

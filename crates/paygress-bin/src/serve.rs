@@ -42,6 +42,7 @@ pub async fn backend(args: &ServeArgs) -> Result<DynPodBackend> {
             config.port_range = args.local_port_range.parse().context("LOCAL_PORT_RANGE")?;
             config.bind_host = args.bind_host.clone();
             config.sandbox = args.local_sandbox.parse().context("LOCAL_SANDBOX")?;
+            config.network = args.local_network.parse().context("LOCAL_NETWORK")?;
             Arc::new(LocalBackend::start(config).await.context("local backend")?)
         }
         BackendKind::Kubernetes => crate::serve::kubernetes(args).await?,

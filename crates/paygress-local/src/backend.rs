@@ -66,6 +66,7 @@ impl Live {
         self.shared.close();
         self.listener.abort();
         self.timer.abort();
+        self.shared.sandbox.net_down(self.stored.record.id.as_str());
     }
 }
 
@@ -87,12 +88,6 @@ impl LocalBackend {
     /// Fails with [`LocalError::BwrapMissing`] (an install hint) when bubblewrap was
     /// requested and `bwrap` is not installed.
     pub async fn start(config: LocalConfig) -> Result<Self, LocalError> {
-        let sandbox = Arc::new(Sandbox::detect(config.sandbox).await?);
-        if sandbox.mode() == SandboxMode::Unsandboxed {
-            tracing::warn!(
-                "local backend runs lease commands UNSANDBOXED: buyers get a shell as the Paygress user; development only"
-            );
-        }
         let state_dir = config.state_dir();
         for dir in [state_dir.clone(), state_dir.join("homes")] {
             std::fs::DirBuilder::new()
@@ -102,6 +97,12 @@ impl LocalBackend {
                 .map_err(|e| LocalError::io("creating", &dir, e))?;
         }
         let lock = lock_state_dir(&state_dir)?;
+        let sandbox = Arc::new(Sandbox::detect(config.sandbox, config.network, &state_dir).await?);
+        if sandbox.mode() == SandboxMode::Unsandboxed {
+            tracing::warn!(
+                "local backend runs lease commands UNSANDBOXED: buyers get a shell as the Paygress user; development only"
+            );
+        }
         let host_key = store::load_or_create_host_key(&state_dir)?;
         let inner = Arc::new(Inner {
             _lock: lock,
@@ -129,6 +130,7 @@ impl LocalBackend {
                     lease.record.ssh_port = port;
                     lease.record.node_port = Some(port);
                 }
+                inner.sandbox.net_up(id.as_str()).await?;
                 let live = inner.launch(lease, listener)?;
                 tracing::info!(lease = %id, port, "resumed lease");
                 leases.insert(id, live);
@@ -164,6 +166,12 @@ impl LocalBackend {
     /// The sandbox mode actually in use.
     pub fn sandbox_mode(&self) -> SandboxMode {
         self.inner.sandbox.mode()
+    }
+
+    /// The network mode actually in use (`isolated` falls back to `none` where it
+    /// cannot work; unsandboxed commands always use the host's).
+    pub fn network_mode(&self) -> crate::config::NetworkMode {
+        self.inner.sandbox.network()
     }
 
     /// The configuration in use.
@@ -460,7 +468,14 @@ impl PodBackend for LocalBackend {
             ssh_public_key: spec.ssh_public_key.clone(),
             tier: spec.tier.clone(),
         };
-        let live = inner.launch(stored, listener)?;
+        inner.sandbox.net_up(spec.id.as_str()).await?;
+        let live = match inner.launch(stored, listener) {
+            Ok(live) => live,
+            Err(e) => {
+                inner.sandbox.net_down(spec.id.as_str());
+                return Err(e.into());
+            }
+        };
         leases.insert(spec.id.clone(), live);
         if let Err(e) = inner.persist(&leases) {
             if let Some(live) = leases.remove(&spec.id) {

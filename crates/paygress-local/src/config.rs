@@ -41,6 +41,48 @@ impl fmt::Display for SandboxMode {
     }
 }
 
+/// What network a lease's commands see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// Each lease gets its own network namespace with user-mode internet egress
+    /// (`pasta`, from Debian's `passt`) and no route to the host's loopback, the host's
+    /// own addresses and subnets, private and link-local ranges (cloud metadata
+    /// `169.254.169.254`). Needs Paygress to run as root with `pasta`, `ip` and
+    /// `nsenter` installed; otherwise falls back to [`None`](Self::None) with a warning.
+    #[default]
+    Isolated,
+    /// The host's network namespace, unfiltered: a lease reaches everything the host
+    /// reaches, including services on its loopback. For trusted buyers only.
+    Host,
+    /// A private network namespace with only a loopback interface (no network at all).
+    None,
+}
+
+impl FromStr for NetworkMode {
+    type Err = LocalError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "isolated" | "pasta" => Ok(Self::Isolated),
+            "host" => Ok(Self::Host),
+            "none" | "loopback" => Ok(Self::None),
+            other => Err(LocalError::Config(format!(
+                "LOCAL_NETWORK={other:?}: expected \"isolated\", \"host\" or \"none\""
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for NetworkMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Isolated => "isolated",
+            Self::Host => "host",
+            Self::None => "none",
+        })
+    }
+}
+
 /// An inclusive range of TCP ports, parsed from `"2300-2399"` (or a single `"2300"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortRange {
@@ -115,6 +157,9 @@ pub struct LocalConfig {
     pub bind_host: String,
     /// Isolation of lease commands (`LOCAL_SANDBOX`, default bubblewrap).
     pub sandbox: SandboxMode,
+    /// The network leases see (`LOCAL_NETWORK`, default isolated). Applies to the
+    /// bubblewrap sandbox only: unsandboxed commands always share the host's network.
+    pub network: NetworkMode,
 }
 
 impl LocalConfig {
@@ -125,12 +170,14 @@ impl LocalConfig {
             port_range: PortRange::default(),
             bind_host: "127.0.0.1".to_owned(),
             sandbox: SandboxMode::Bubblewrap,
+            network: NetworkMode::Isolated,
         }
     }
 
     /// Reads `PAYGRESS_DATA_DIR` (default `./data`), `LOCAL_PORT_RANGE` (default
-    /// `2300-2399`), `BIND_HOST` (default `127.0.0.1`) and `LOCAL_SANDBOX`
-    /// (`bubblewrap` | `unsandboxed`, default `bubblewrap`).
+    /// `2300-2399`), `BIND_HOST` (default `127.0.0.1`), `LOCAL_SANDBOX`
+    /// (`bubblewrap` | `unsandboxed`, default `bubblewrap`) and `LOCAL_NETWORK`
+    /// (`isolated` | `host` | `none`, default `isolated`).
     pub fn from_env() -> Result<Self, LocalError> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
@@ -149,6 +196,9 @@ impl LocalConfig {
         }
         if let Some(m) = nonempty("LOCAL_SANDBOX") {
             config.sandbox = m.parse()?;
+        }
+        if let Some(n) = nonempty("LOCAL_NETWORK") {
+            config.network = n.parse()?;
         }
         Ok(config)
     }
@@ -189,6 +239,7 @@ mod tests {
             "LOCAL_PORT_RANGE" => Some("4000-4010".into()),
             "BIND_HOST" => Some("0.0.0.0".into()),
             "LOCAL_SANDBOX" => Some("unsandboxed".into()),
+            "LOCAL_NETWORK" => Some("host".into()),
             _ => None,
         })
         .unwrap();
@@ -202,6 +253,7 @@ mod tests {
         );
         assert_eq!(c.bind_host, "0.0.0.0");
         assert_eq!(c.sandbox, SandboxMode::Unsandboxed);
+        assert_eq!(c.network, NetworkMode::Host);
         assert_eq!(c.state_dir(), PathBuf::from("/var/lib/paygress/local"));
     }
 
@@ -211,6 +263,9 @@ mod tests {
         assert_eq!(c.port_range, PortRange::default());
         assert_eq!(c.bind_host, "127.0.0.1");
         assert_eq!(c.sandbox, SandboxMode::Bubblewrap);
+        assert_eq!(c.network, NetworkMode::Isolated);
+        assert_eq!("none".parse::<NetworkMode>().unwrap(), NetworkMode::None);
+        assert!("bridge".parse::<NetworkMode>().is_err());
         assert!(
             LocalConfig::from_lookup(|k| (k == "LOCAL_SANDBOX").then(|| "docker".into())).is_err()
         );

@@ -53,6 +53,9 @@ pub enum LocalError {
     /// Every port of the configured range is taken.
     #[error("no free port in {0}")]
     NoFreePort(String),
+    /// A lease's network namespace could not be set up.
+    #[error("lease network: {0}")]
+    Network(String),
     /// Random number generation failed.
     #[error("system random generator failed")]
     Random,

@@ -4,11 +4,12 @@
 mod backend;
 mod config;
 mod error;
+mod net;
 mod sandbox;
 mod ssh;
 mod store;
 
 pub use backend::LocalBackend;
-pub use config::{LocalConfig, PortRange, SandboxMode};
+pub use config::{LocalConfig, NetworkMode, PortRange, SandboxMode};
 pub use error::LocalError;
 pub use sandbox::Limits;

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use paygress_core::pricing::Tier;
 
-use crate::config::SandboxMode;
+use crate::config::{NetworkMode, SandboxMode};
 use crate::error::LocalError;
+use crate::net::Net;
 
 /// Resource limits applied to every command of a lease (via `prlimit`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +71,8 @@ pub(crate) struct Sandbox {
     drop_to: Option<(PathBuf, u32, u32)>,
     /// OpenSSH's `sftp-server`, when installed (under `/usr`, so visible in the sandbox).
     sftp_server: Option<PathBuf>,
+    /// The network lease commands see.
+    net: Net,
 }
 
 /// Where distributions install OpenSSH's `sftp-server`.
@@ -79,6 +82,9 @@ const SFTP_SERVERS: &[&str] = &[
     "/usr/lib/ssh/sftp-server",
     "/usr/libexec/sftp-server",
 ];
+
+/// The lease name of the start-up probe.
+const PROBE: &str = "probe";
 
 /// `nobody` / `nogroup` on Debian and most distributions.
 const NOBODY: u32 = 65534;
@@ -97,13 +103,19 @@ pub(crate) fn which(name: &str) -> Option<PathBuf> {
 impl Sandbox {
     /// Looks up `bwrap` (when requested), `prlimit` and a shell, and for bubblewrap
     /// checks that a sandbox can actually be created here.
-    pub(crate) async fn detect(mode: SandboxMode) -> Result<Self, LocalError> {
-        Self::detect_with(mode, which).await
+    pub(crate) async fn detect(
+        mode: SandboxMode,
+        network: NetworkMode,
+        state_dir: &Path,
+    ) -> Result<Self, LocalError> {
+        Self::detect_with(mode, network, state_dir, which).await
     }
 
     /// [`detect`](Self::detect) with a custom program lookup.
     pub(crate) async fn detect_with(
         mode: SandboxMode,
+        network: NetworkMode,
+        state_dir: &Path,
         which: impl Fn(&str) -> Option<PathBuf>,
     ) -> Result<Self, LocalError> {
         let bwrap = match mode {
@@ -130,18 +142,75 @@ impl Sandbox {
             None
         };
         let sftp_server = SFTP_SERVERS.iter().map(PathBuf::from).find(|p| p.is_file());
-        let sandbox = Self {
+        let net = match mode {
+            SandboxMode::Bubblewrap => Net::detect(network, state_dir, &which)?,
+            SandboxMode::Unsandboxed => {
+                if network != NetworkMode::Host {
+                    tracing::warn!(
+                        "LOCAL_NETWORK={network} is ignored: unsandboxed commands share the host's network"
+                    );
+                }
+                Net::Host
+            }
+        };
+        let mut sandbox = Self {
             mode,
             bwrap,
             prlimit,
             shell,
             drop_to,
             sftp_server,
+            net,
         };
         if mode == SandboxMode::Bubblewrap {
+            if let Net::Pasta(p) = &sandbox.net {
+                p.remove_stale().await;
+                let probed = match p.create(PROBE).await {
+                    Ok(()) => {
+                        let r = sandbox.probe().await;
+                        p.destroy(PROBE);
+                        r
+                    }
+                    Err(e) => Err(e),
+                };
+                match probed {
+                    Ok(()) => return Ok(sandbox),
+                    Err(e) => {
+                        tracing::warn!(
+                            error = %e,
+                            "isolated lease networking (pasta) does not work on this host: leases get NO network (loopback only) instead"
+                        );
+                        sandbox.net = Net::Loopback;
+                    }
+                }
+            }
             sandbox.probe().await?;
         }
         Ok(sandbox)
+    }
+
+    /// Creates lease `lease`'s network namespace, if the mode has one per lease.
+    pub(crate) async fn net_up(&self, lease: &str) -> Result<(), LocalError> {
+        match &self.net {
+            Net::Pasta(p) => p.create(lease).await,
+            Net::Host | Net::Loopback => Ok(()),
+        }
+    }
+
+    /// Deletes lease `lease`'s network namespace, if any. Synchronous (for `Drop`).
+    pub(crate) fn net_down(&self, lease: &str) {
+        if let Net::Pasta(p) = &self.net {
+            p.destroy(lease);
+        }
+    }
+
+    /// The network mode actually in use (isolated may have fallen back to none).
+    pub(crate) fn network(&self) -> NetworkMode {
+        match self.net {
+            Net::Host => NetworkMode::Host,
+            Net::Loopback => NetworkMode::None,
+            Net::Pasta(_) => NetworkMode::Isolated,
+        }
     }
 
     /// Runs `true` in a sandbox like a lease's, so a host where bubblewrap cannot work
@@ -149,7 +218,7 @@ impl Sandbox {
     async fn probe(&self) -> Result<(), LocalError> {
         let home = std::env::temp_dir();
         let launch = self.launch(&LaunchSpec {
-            lease: "probe",
+            lease: PROBE,
             username: "probe",
             home: &home,
             limits: Limits::for_tier(&Tier::standard()),
@@ -286,10 +355,40 @@ impl Sandbox {
                 args.push(sandbox_home.clone().into());
                 args.push("--chdir".into());
                 args.push(sandbox_home.into());
+                match &self.net {
+                    Net::Host => {}
+                    Net::Loopback => args.push("--unshare-net".into()),
+                    Net::Pasta(p) => {
+                        // The host's resolver is not reachable: pasta forwards DNS.
+                        let dest = std::fs::canonicalize("/etc/resolv.conf")
+                            .unwrap_or_else(|_| PathBuf::from("/etc/resolv.conf"));
+                        args.push("--ro-bind".into());
+                        args.push(p.resolv_conf().into());
+                        args.push(dest.into());
+                    }
+                }
                 args.push("--".into());
                 args.extend(inner);
+                let program = match &self.net {
+                    Net::Pasta(p) => {
+                        // nsenter joins the lease's namespace and execs bubblewrap.
+                        let mut outer: Vec<OsString> = vec![
+                            {
+                                let mut a = OsString::from("--net=");
+                                a.push(p.ns_path(spec.lease));
+                                a
+                            },
+                            "--".into(),
+                            bwrap.into(),
+                        ];
+                        outer.append(&mut args);
+                        args = outer;
+                        p.nsenter().to_owned()
+                    }
+                    Net::Host | Net::Loopback => bwrap.clone(),
+                };
                 Launch {
-                    program: bwrap.clone(),
+                    program,
                     args,
                     env,
                     cwd: spec.home.to_owned(),
@@ -394,15 +493,26 @@ mod tests {
 
     #[tokio::test]
     async fn missing_bwrap_is_an_install_hint() {
-        let err = Sandbox::detect_with(SandboxMode::Bubblewrap, |_| None)
-            .await
-            .unwrap_err();
+        let dir = tempfile::tempdir().unwrap();
+        let err = Sandbox::detect_with(
+            SandboxMode::Bubblewrap,
+            NetworkMode::Isolated,
+            dir.path(),
+            |_| None,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, LocalError::BwrapMissing));
         assert!(err.to_string().contains("apt-get install bubblewrap"));
         // Unsandboxed needs no bwrap.
-        let sb = Sandbox::detect_with(SandboxMode::Unsandboxed, |_| None)
-            .await
-            .unwrap();
+        let sb = Sandbox::detect_with(
+            SandboxMode::Unsandboxed,
+            NetworkMode::Isolated,
+            dir.path(),
+            |_| None,
+        )
+        .await
+        .unwrap();
         assert_eq!(sb.mode(), SandboxMode::Unsandboxed);
     }
 
@@ -422,6 +532,7 @@ mod tests {
             shell: "/bin/sh".into(),
             drop_to: None,
             sftp_server: None,
+            net: Net::Host,
         };
         let home = Path::new("/data/local/homes/ssh-pod-abcdefgh");
         let l = sb.launch(&spec(home, Some("echo hi"), false));
@@ -469,6 +580,7 @@ mod tests {
             shell: "/bin/sh".into(),
             drop_to: Some(("/usr/bin/setpriv".into(), NOBODY, NOBODY)),
             sftp_server: None,
+            net: Net::Host,
         };
         let l = sb.launch(&spec(Path::new("/h"), Some("id"), false));
         let joined = l
@@ -497,6 +609,7 @@ mod tests {
             shell: "/bin/sh".into(),
             drop_to: None,
             sftp_server: None,
+            net: Net::Host,
         };
         let home = Path::new("/tmp/h");
         let l = sb.launch(&spec(home, Some("id"), false));
