@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use crate::config::{LocalConfig, SandboxMode};
 use crate::error::LocalError;
 use crate::sandbox::{Limits, Sandbox};
-use crate::ssh::{LeaseShared, serve, server_config};
+use crate::ssh::{LeaseShared, ServeContext, serve, server_config};
 use crate::store::{self, PasswordHash, StoredLease};
 
 /// Runs each lease as an SSH server embedded in Paygress, on its own port, whose
@@ -46,7 +46,7 @@ struct Inner {
     config: LocalConfig,
     state_dir: PathBuf,
     sandbox: Arc<Sandbox>,
-    ssh_config: Arc<russh::server::Config>,
+    ssh: Arc<ServeContext>,
     leases: Mutex<BTreeMap<LeaseId, Live>>,
 }
 
@@ -106,7 +106,11 @@ impl LocalBackend {
         let host_key = store::load_or_create_host_key(&state_dir)?;
         let inner = Arc::new(Inner {
             _lock: lock,
-            ssh_config: Arc::new(server_config(host_key)),
+            ssh: Arc::new(ServeContext {
+                config: Arc::new(server_config(host_key)),
+                limits: config.connections,
+                total: Arc::new(tokio::sync::Semaphore::new(config.connections.total.max(1))),
+            }),
             sandbox,
             state_dir: state_dir.clone(),
             config,
@@ -135,7 +139,7 @@ impl LocalBackend {
                 tracing::info!(lease = %id, port, "resumed lease");
                 leases.insert(id, live);
             }
-            inner.persist(&leases)?;
+            inner.persist(&leases).await?;
             inner.remove_orphan_homes(&leases).await;
         }
         Ok(Self { inner })
@@ -182,7 +186,8 @@ impl LocalBackend {
     /// The host key's public half (what clients see as the server key).
     pub fn host_public_key(&self) -> Option<PublicKey> {
         self.inner
-            .ssh_config
+            .ssh
+            .config
             .keys
             .first()
             .map(|k| k.public_key().clone())
@@ -308,7 +313,7 @@ impl Inner {
             std::os::unix::fs::chown(&home, Some(uid), Some(gid))
                 .map_err(|e| LocalError::io("handing over", &home, e))?;
         }
-        let listener = tokio::spawn(serve(listener, shared.clone(), self.ssh_config.clone()));
+        let listener = tokio::spawn(serve(listener, shared.clone(), self.ssh.clone()));
         let (expiry, rx) = watch::channel(stored.record.expires_at);
         let timer = tokio::spawn(expiry_timer(Arc::downgrade(self), id, rx));
         Ok(Live {
@@ -320,9 +325,15 @@ impl Inner {
         })
     }
 
-    fn persist(&self, leases: &BTreeMap<LeaseId, Live>) -> Result<(), LocalError> {
+    /// Writes the lease file (fsync, rename) on a blocking thread; callers hold the
+    /// lease lock, so writes stay in order.
+    async fn persist(&self, leases: &BTreeMap<LeaseId, Live>) -> Result<(), LocalError> {
         let all: Vec<StoredLease> = leases.values().map(|l| l.stored.clone()).collect();
-        store::save_leases(&store::leases_path(&self.state_dir), &all)
+        let path = store::leases_path(&self.state_dir);
+        let writing = path.clone();
+        tokio::task::spawn_blocking(move || store::save_leases(&writing, &all))
+            .await
+            .map_err(|e| LocalError::io("writing", path, std::io::Error::other(e)))?
     }
 
     /// Stops a removed lease and deletes its home once its processes are gone.
@@ -350,7 +361,7 @@ impl Inner {
         }
         if let Some(live) = leases.remove(id) {
             tracing::info!(lease = %id, "lease expired");
-            if let Err(e) = self.persist(&leases) {
+            if let Err(e) = self.persist(&leases).await {
                 tracing::error!(lease = %id, error = %e, "could not persist lease removal");
             }
             drop(leases);
@@ -477,7 +488,7 @@ impl PodBackend for LocalBackend {
             }
         };
         leases.insert(spec.id.clone(), live);
-        if let Err(e) = inner.persist(&leases) {
+        if let Err(e) = inner.persist(&leases).await {
             if let Some(live) = leases.remove(&spec.id) {
                 drop(leases);
                 inner.teardown(live).await;
@@ -502,7 +513,7 @@ impl PodBackend for LocalBackend {
         let previous = (live.stored.record.expires_at, live.stored.record.paid_msat);
         live.stored.record.expires_at = extension.expires_at;
         live.stored.record.paid_msat = extension.paid_msat;
-        if let Err(e) = self.inner.persist(&leases) {
+        if let Err(e) = self.inner.persist(&leases).await {
             if let Some(live) = leases.get_mut(id) {
                 (live.stored.record.expires_at, live.stored.record.paid_msat) = previous;
             }
@@ -521,7 +532,7 @@ impl PodBackend for LocalBackend {
         let Some(live) = leases.remove(id) else {
             return Ok(());
         };
-        let persisted = self.inner.persist(&leases);
+        let persisted = self.inner.persist(&leases).await;
         drop(leases);
         self.inner.teardown(live).await;
         persisted.map_err(Into::into)

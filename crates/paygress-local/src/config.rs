@@ -3,6 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use crate::error::LocalError;
 
@@ -83,6 +84,41 @@ impl fmt::Display for NetworkMode {
     }
 }
 
+/// Limits on the SSH connections of the local backend's leases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections to one lease that have not authenticated yet. A new connection
+    /// beyond it pushes out the oldest unauthenticated one from the address holding
+    /// the most (so a flood of idle connections cannot lock the buyer out).
+    pub unauthenticated_per_lease: usize,
+    /// Authenticated connections per lease; further logins are refused.
+    pub sessions_per_lease: usize,
+    /// Channels (sessions, commands) per connection.
+    pub channels_per_connection: usize,
+    /// Connections of all leases together; further ones are closed at once.
+    pub total: usize,
+    /// Time from accepting a connection to a successful login; then it is closed.
+    pub auth_timeout: Duration,
+    /// Client input (stdin) buffered per connection before the server stops reading
+    /// from it (backpressure).
+    pub input_buffer_bytes: usize,
+}
+
+impl Default for ConnectionLimits {
+    /// 32 unauthenticated and 16 authenticated connections per lease, 10 channels per
+    /// connection, 1024 connections in total, 30 s to log in, 1 MiB of buffered input.
+    fn default() -> Self {
+        Self {
+            unauthenticated_per_lease: 32,
+            sessions_per_lease: 16,
+            channels_per_connection: 10,
+            total: 1024,
+            auth_timeout: Duration::from_secs(30),
+            input_buffer_bytes: 1024 * 1024,
+        }
+    }
+}
+
 /// An inclusive range of TCP ports, parsed from `"2300-2399"` (or a single `"2300"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortRange {
@@ -160,6 +196,8 @@ pub struct LocalConfig {
     /// The network leases see (`LOCAL_NETWORK`, default isolated). Applies to the
     /// bubblewrap sandbox only: unsandboxed commands always share the host's network.
     pub network: NetworkMode,
+    /// Connection limits of the SSH servers (not read from the environment).
+    pub connections: ConnectionLimits,
 }
 
 impl LocalConfig {
@@ -171,6 +209,7 @@ impl LocalConfig {
             bind_host: "127.0.0.1".to_owned(),
             sandbox: SandboxMode::Bubblewrap,
             network: NetworkMode::Isolated,
+            connections: ConnectionLimits::default(),
         }
     }
 
