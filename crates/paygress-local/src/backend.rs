@@ -1,7 +1,7 @@
 //! [`LocalBackend`]: the [`PodBackend`] that runs leases on this machine.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{LocalConfig, SandboxMode};
 use crate::error::LocalError;
-use crate::sandbox::{Limits, Sandbox};
+use crate::sandbox::{Limits, Sandbox, Sizes};
 use crate::ssh::{LeaseShared, ServeContext, serve, server_config};
 use crate::store::{self, PasswordHash, StoredLease};
 
@@ -97,7 +97,12 @@ impl LocalBackend {
                 .map_err(|e| LocalError::io("creating", &dir, e))?;
         }
         let lock = lock_state_dir(&state_dir)?;
-        let sandbox = Arc::new(Sandbox::detect(config.sandbox, config.network, &state_dir).await?);
+        let sizes = Sizes {
+            tmp_bytes: config.tmp_size_mib.max(1).saturating_mul(1024 * 1024),
+            max_file_bytes: config.max_file_mib.max(1).saturating_mul(1024 * 1024),
+        };
+        let sandbox =
+            Arc::new(Sandbox::detect(config.sandbox, config.network, &state_dir, sizes).await?);
         if sandbox.mode() == SandboxMode::Unsandboxed {
             tracing::warn!(
                 "local backend runs lease commands UNSANDBOXED: buyers get a shell as the Paygress user; development only"
@@ -117,6 +122,8 @@ impl LocalBackend {
             leases: Mutex::new(BTreeMap::new()),
         });
 
+        // Regenerated for every resumed lease.
+        let _ = std::fs::remove_dir_all(state_dir.join("etc"));
         let stored = store::load_leases(&store::leases_path(&state_dir))?;
         let now = Timestamp::now();
         {
@@ -133,6 +140,9 @@ impl LocalBackend {
                     tracing::warn!(lease = %id, old = ?lease.record.node_port, new = port, "lease port was taken; moved");
                     lease.record.ssh_port = port;
                     lease.record.node_port = Some(port);
+                }
+                if inner.sandbox.owner().is_some() && lease.uid.is_none() {
+                    lease.uid = Some(inner.allocate_uid(&leases)?);
                 }
                 inner.sandbox.net_up(id.as_str()).await?;
                 let live = inner.launch(lease, listener)?;
@@ -203,6 +213,31 @@ impl LocalBackend {
             .unwrap_or_default()
     }
 
+    /// Whether a new lease can be created now: enough free disk space where the data
+    /// directory lives (`min_free_mib`), a free port and (as root) a free uid. Core's
+    /// capacity check calls this before a token is redeemed; `create` checks the same.
+    pub async fn has_capacity(&self) -> bool {
+        let leases = self.inner.leases.lock().await;
+        match self.inner.capacity_problem(&leases) {
+            None => true,
+            Some(problem) => {
+                tracing::debug!(reason = %problem, "no capacity for a new lease");
+                false
+            }
+        }
+    }
+
+    /// Free bytes on the filesystem holding the data directory.
+    pub fn free_disk_bytes(&self) -> Result<u64, LocalError> {
+        self.inner.free_disk_bytes()
+    }
+
+    /// The uid lease `id`'s commands run as (`None` unless Paygress runs as root).
+    pub async fn lease_uid(&self, id: &LeaseId) -> Option<u32> {
+        let leases = self.inner.leases.lock().await;
+        leases.get(id).and_then(|l| l.shared.owner).map(|(u, _)| u)
+    }
+
     /// The host directory that is lease `id`'s home.
     pub fn home_dir(&self, id: &LeaseId) -> PathBuf {
         self.inner.home_of(id)
@@ -229,6 +264,11 @@ impl Inner {
         }
     }
 
+    /// `<state>/etc/<lease>`: the lease's `passwd` and `group`.
+    fn identity_dir(&self, id: &LeaseId) -> PathBuf {
+        self.state_dir.join("etc").join(id.as_str())
+    }
+
     fn home_of(&self, id: &LeaseId) -> PathBuf {
         self.state_dir.join("homes").join(id.as_str())
     }
@@ -242,6 +282,52 @@ impl Inner {
 
     async fn bind(&self, port: u16) -> std::io::Result<TcpListener> {
         TcpListener::bind((self.config.bind_host.as_str(), port)).await
+    }
+
+    /// The lowest uid of the configured range no live lease uses.
+    fn allocate_uid(&self, leases: &BTreeMap<LeaseId, Live>) -> Result<u32, LocalError> {
+        let used: Vec<u32> = leases.values().filter_map(|l| l.stored.uid).collect();
+        self.config
+            .uid_range
+            .uids()
+            .find(|u| !used.contains(u))
+            .ok_or_else(|| {
+                LocalError::NoFreeUid(format!(
+                    "{}-{}",
+                    self.config.uid_range.start, self.config.uid_range.end
+                ))
+            })
+    }
+
+    /// Free bytes (for unprivileged users) on the filesystem holding the data
+    /// directory.
+    fn free_disk_bytes(&self) -> Result<u64, LocalError> {
+        let st = rustix::fs::statvfs(&self.state_dir)
+            .map_err(|e| LocalError::io("checking free space of", &self.state_dir, e.into()))?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
+    /// Why a new lease cannot be created now, if it cannot.
+    fn capacity_problem(&self, leases: &BTreeMap<LeaseId, Live>) -> Option<LocalError> {
+        let min = self.config.min_free_mib.saturating_mul(1024 * 1024);
+        match self.free_disk_bytes() {
+            Ok(free) if free < min => {
+                return Some(LocalError::LowDisk {
+                    free_mib: free / (1024 * 1024),
+                    min_mib: self.config.min_free_mib,
+                });
+            }
+            Ok(_) => {}
+            Err(e) => return Some(e),
+        }
+        let used = Self::used_ports(leases);
+        if !self.config.port_range.ports().any(|p| !used.contains(&p)) {
+            return Some(LocalError::NoFreePort(self.config.port_range.to_string()));
+        }
+        if self.sandbox.owner().is_some() && self.allocate_uid(leases).is_err() {
+            return self.allocate_uid(leases).err();
+        }
+        None
     }
 
     /// A listener on the first free port of the range.
@@ -293,6 +379,30 @@ impl Inner {
             .ssh_public_key
             .as_deref()
             .and_then(|k| PublicKey::from_openssh(k.trim()).ok());
+        let owner = self
+            .sandbox
+            .owner()
+            .map(|default| stored.uid.map_or(default, |u| (u, u)));
+        let identity = match owner {
+            Some((uid, gid)) if stored.uid.is_some() => {
+                let dir = self.identity_dir(&id);
+                std::fs::create_dir_all(&dir).map_err(|e| LocalError::io("creating", &dir, e))?;
+                let (passwd, group) = crate::sandbox::identity_files(
+                    stored.record.username.as_str(),
+                    uid,
+                    gid,
+                    &self.sandbox.shell(),
+                );
+                let files = (dir.join("passwd"), dir.join("group"));
+                for (path, text) in [(&files.0, passwd), (&files.1, group)] {
+                    store::write_atomic(path, text.as_bytes())?;
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+                        .map_err(|e| LocalError::io("opening up", path, e))?;
+                }
+                Some(files)
+            }
+            _ => None,
+        };
         let shared = Arc::new(LeaseShared::new(
             id.clone(),
             stored.record.username.as_str().to_owned(),
@@ -301,6 +411,8 @@ impl Inner {
             Limits::for_tier(&stored.tier),
             self.home_of(&id),
             self.sandbox.clone(),
+            owner,
+            identity,
             stored.record.expires_at,
         ));
         let home = self.home_of(&id);
@@ -309,7 +421,7 @@ impl Inner {
             .mode(0o700)
             .create(&home)
             .map_err(|e| LocalError::io("creating", &home, e))?;
-        if let Some((uid, gid)) = self.sandbox.owner() {
+        if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(&home, Some(uid), Some(gid))
                 .map_err(|e| LocalError::io("handing over", &home, e))?;
         }
@@ -348,6 +460,7 @@ impl Inner {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         remove_home(self.home_of(&live.stored.record.id)).await;
+        let _ = std::fs::remove_dir_all(self.identity_dir(&live.stored.record.id));
     }
 
     /// Removes `id` if its expiry has passed (an extension may have won the race).
@@ -461,6 +574,14 @@ impl PodBackend for LocalBackend {
             PublicKey::from_openssh(key.trim())
                 .map_err(|e| BackendError::Rejected(format!("invalid ssh public key: {e}")))?;
         }
+        if let Some(problem) = inner.capacity_problem(&leases) {
+            tracing::warn!(reason = %problem, "refusing a new lease");
+            return Err(problem.into());
+        }
+        let uid = match inner.sandbox.owner() {
+            Some(_) => Some(inner.allocate_uid(&leases)?),
+            None => None,
+        };
         let (listener, port) = inner.allocate(&leases).await?;
         let stored = StoredLease {
             record: LeaseRecord {
@@ -478,6 +599,7 @@ impl PodBackend for LocalBackend {
             password: PasswordHash::new(&spec.password)?,
             ssh_public_key: spec.ssh_public_key.clone(),
             tier: spec.tier.clone(),
+            uid,
         };
         inner.sandbox.net_up(spec.id.as_str()).await?;
         let live = match inner.launch(stored, listener) {

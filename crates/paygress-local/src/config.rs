@@ -84,6 +84,59 @@ impl fmt::Display for NetworkMode {
     }
 }
 
+/// An inclusive range of user ids, parsed from `"2000000-2000999"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UidRange {
+    /// First uid.
+    pub start: u32,
+    /// Last uid (inclusive).
+    pub end: u32,
+}
+
+impl UidRange {
+    /// A range from `start` to `end` inclusive; never includes root.
+    pub fn new(start: u32, end: u32) -> Result<Self, LocalError> {
+        if start == 0 || end < start || end == u32::MAX {
+            return Err(LocalError::Config(format!(
+                "uid range {start}-{end}: expected 1 <= start <= end < 4294967295"
+            )));
+        }
+        Ok(Self { start, end })
+    }
+
+    /// Every uid of the range, in order.
+    pub fn uids(&self) -> impl Iterator<Item = u32> + use<> {
+        self.start..=self.end
+    }
+}
+
+impl Default for UidRange {
+    /// `2000000-2000999`: far above login users, systemd's dynamic users and the
+    /// usual `/etc/subuid` allocations.
+    fn default() -> Self {
+        Self {
+            start: 2_000_000,
+            end: 2_000_999,
+        }
+    }
+}
+
+impl FromStr for UidRange {
+    type Err = LocalError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            LocalError::Config(format!(
+                "uid range {s:?}: expected e.g. \"2000000-2000999\""
+            ))
+        };
+        let (a, b) = s.trim().split_once('-').ok_or_else(bad)?;
+        let start = a.trim().parse::<u32>().map_err(|_| bad())?;
+        let end = b.trim().parse::<u32>().map_err(|_| bad())?;
+        Self::new(start, end)
+    }
+}
+
 /// Limits on the SSH connections of the local backend's leases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
@@ -198,6 +251,19 @@ pub struct LocalConfig {
     pub network: NetworkMode,
     /// Connection limits of the SSH servers (not read from the environment).
     pub connections: ConnectionLimits,
+    /// When Paygress runs as root: each lease's commands run as their own uid (and
+    /// gid) from this range (`LOCAL_UID_RANGE`, default `2000000-2000999`), so the
+    /// per-uid process limit and file ownership are per lease.
+    pub uid_range: UidRange,
+    /// Size of each command's private `/tmp` (a tmpfs, counted in memory) in MiB
+    /// (`LOCAL_TMP_SIZE_MIB`, default 256).
+    pub tmp_size_mib: u64,
+    /// Largest file a lease command may write, in MiB (`RLIMIT_FSIZE`;
+    /// `LOCAL_MAX_FILE_MIB`, default 4096).
+    pub max_file_mib: u64,
+    /// New leases are refused while the filesystem holding the data directory has
+    /// less free space than this, in MiB (`LOCAL_MIN_FREE_MIB`, default 2048).
+    pub min_free_mib: u64,
 }
 
 impl LocalConfig {
@@ -210,13 +276,18 @@ impl LocalConfig {
             sandbox: SandboxMode::Bubblewrap,
             network: NetworkMode::Isolated,
             connections: ConnectionLimits::default(),
+            uid_range: UidRange::default(),
+            tmp_size_mib: 256,
+            max_file_mib: 4096,
+            min_free_mib: 2048,
         }
     }
 
     /// Reads `PAYGRESS_DATA_DIR` (default `./data`), `LOCAL_PORT_RANGE` (default
     /// `2300-2399`), `BIND_HOST` (default `127.0.0.1`), `LOCAL_SANDBOX`
     /// (`bubblewrap` | `unsandboxed`, default `bubblewrap`) and `LOCAL_NETWORK`
-    /// (`isolated` | `host` | `none`, default `isolated`).
+    /// (`isolated` | `host` | `none`, default `isolated`), `LOCAL_UID_RANGE`,
+    /// `LOCAL_TMP_SIZE_MIB`, `LOCAL_MAX_FILE_MIB` and `LOCAL_MIN_FREE_MIB`.
     pub fn from_env() -> Result<Self, LocalError> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
@@ -238,6 +309,27 @@ impl LocalConfig {
         }
         if let Some(n) = nonempty("LOCAL_NETWORK") {
             config.network = n.parse()?;
+        }
+        if let Some(r) = nonempty("LOCAL_UID_RANGE") {
+            config.uid_range = r.parse()?;
+        }
+        let mib = |k: &str| -> Result<Option<u64>, LocalError> {
+            nonempty(k)
+                .map(|v| {
+                    v.trim().parse::<u64>().map_err(|_| {
+                        LocalError::Config(format!("{k}={v:?}: expected a number of MiB"))
+                    })
+                })
+                .transpose()
+        };
+        if let Some(v) = mib("LOCAL_TMP_SIZE_MIB")? {
+            config.tmp_size_mib = v.max(1);
+        }
+        if let Some(v) = mib("LOCAL_MAX_FILE_MIB")? {
+            config.max_file_mib = v.max(1);
+        }
+        if let Some(v) = mib("LOCAL_MIN_FREE_MIB")? {
+            config.min_free_mib = v;
         }
         Ok(config)
     }
@@ -279,6 +371,10 @@ mod tests {
             "BIND_HOST" => Some("0.0.0.0".into()),
             "LOCAL_SANDBOX" => Some("unsandboxed".into()),
             "LOCAL_NETWORK" => Some("host".into()),
+            "LOCAL_UID_RANGE" => Some("5000-5009".into()),
+            "LOCAL_TMP_SIZE_MIB" => Some("64".into()),
+            "LOCAL_MAX_FILE_MIB" => Some("100".into()),
+            "LOCAL_MIN_FREE_MIB" => Some("10".into()),
             _ => None,
         })
         .unwrap();
@@ -293,6 +389,13 @@ mod tests {
         assert_eq!(c.bind_host, "0.0.0.0");
         assert_eq!(c.sandbox, SandboxMode::Unsandboxed);
         assert_eq!(c.network, NetworkMode::Host);
+        assert_eq!(c.uid_range, UidRange::new(5000, 5009).unwrap());
+        assert_eq!(
+            (c.tmp_size_mib, c.max_file_mib, c.min_free_mib),
+            (64, 100, 10)
+        );
+        assert!("0-10".parse::<UidRange>().is_err());
+        assert!("10".parse::<UidRange>().is_err());
         assert_eq!(c.state_dir(), PathBuf::from("/var/lib/paygress/local"));
     }
 

@@ -10,6 +10,6 @@ mod ssh;
 mod store;
 
 pub use backend::LocalBackend;
-pub use config::{ConnectionLimits, LocalConfig, NetworkMode, PortRange, SandboxMode};
+pub use config::{ConnectionLimits, LocalConfig, NetworkMode, PortRange, SandboxMode, UidRange};
 pub use error::LocalError;
 pub use sandbox::Limits;

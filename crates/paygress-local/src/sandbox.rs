@@ -57,6 +57,30 @@ pub(crate) struct LaunchSpec<'a> {
     pub pty: bool,
     /// Extra environment accepted from the client (`TERM`, `LANG`, `LC_*`).
     pub client_env: &'a [(String, String)],
+    /// The lease's own uid/gid, when Paygress runs as root (else the default drop
+    /// target, `nobody`).
+    pub owner: Option<(u32, u32)>,
+    /// `passwd` and `group` files naming the lease's own uid, bound over the
+    /// sandbox's (so `id`, `scp` and shell prompts know the user).
+    pub identity: Option<(&'a Path, &'a Path)>,
+}
+
+/// Sizes applied to every sandboxed command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sizes {
+    /// Size of the private `/tmp` tmpfs.
+    pub tmp_bytes: u64,
+    /// `RLIMIT_FSIZE`: the largest file a command may write.
+    pub max_file_bytes: u64,
+}
+
+impl Default for Sizes {
+    fn default() -> Self {
+        Self {
+            tmp_bytes: 256 * 1024 * 1024,
+            max_file_bytes: 4096 * 1024 * 1024,
+        }
+    }
 }
 
 /// The tools found on this host for the chosen mode.
@@ -73,6 +97,7 @@ pub(crate) struct Sandbox {
     sftp_server: Option<PathBuf>,
     /// The network lease commands see.
     net: Net,
+    sizes: Sizes,
 }
 
 /// Where distributions install OpenSSH's `sftp-server`.
@@ -107,8 +132,9 @@ impl Sandbox {
         mode: SandboxMode,
         network: NetworkMode,
         state_dir: &Path,
+        sizes: Sizes,
     ) -> Result<Self, LocalError> {
-        Self::detect_with(mode, network, state_dir, which).await
+        Self::detect_with(mode, network, state_dir, sizes, which).await
     }
 
     /// [`detect`](Self::detect) with a custom program lookup.
@@ -116,6 +142,7 @@ impl Sandbox {
         mode: SandboxMode,
         network: NetworkMode,
         state_dir: &Path,
+        sizes: Sizes,
         which: impl Fn(&str) -> Option<PathBuf>,
     ) -> Result<Self, LocalError> {
         let bwrap = match mode {
@@ -161,6 +188,7 @@ impl Sandbox {
             drop_to,
             sftp_server,
             net,
+            sizes,
         };
         if mode == SandboxMode::Bubblewrap {
             if let Net::Pasta(p) = &sandbox.net {
@@ -225,6 +253,8 @@ impl Sandbox {
             command: Some("true"),
             pty: false,
             client_env: &[],
+            owner: None,
+            identity: None,
         });
         let out = tokio::process::Command::new(&launch.program)
             .args(&launch.args)
@@ -246,6 +276,11 @@ impl Sandbox {
         }
     }
 
+    /// The login shell of lease users.
+    pub(crate) fn shell(&self) -> String {
+        self.shell.to_string_lossy().into_owned()
+    }
+
     /// The mode in use.
     pub(crate) fn mode(&self) -> SandboxMode {
         self.mode
@@ -258,8 +293,9 @@ impl Sandbox {
             .map(|p| p.to_string_lossy().into_owned())
     }
 
-    /// The uid/gid lease commands run as, when different from Paygress' own (their
-    /// home and terminal must belong to it).
+    /// The uid/gid lease commands run as by default, when different from Paygress'
+    /// own (their home and terminal must belong to it). `Some` exactly when
+    /// Paygress runs as root with bubblewrap; leases then get their own uid.
     pub(crate) fn owner(&self) -> Option<(u32, u32)> {
         self.drop_to.as_ref().map(|(_, u, g)| (*u, *g))
     }
@@ -289,6 +325,7 @@ impl Sandbox {
         // The command proper: [setpriv …] [prlimit …] shell -l | shell -c CMD
         let mut inner: Vec<OsString> = Vec::new();
         if let (SandboxMode::Bubblewrap, Some((setpriv, uid, gid))) = (self.mode, &self.drop_to) {
+            let (uid, gid) = spec.owner.unwrap_or((*uid, *gid));
             inner.push(setpriv.into());
             inner.push(format!("--reuid={uid}").into());
             inner.push(format!("--regid={gid}").into());
@@ -301,6 +338,9 @@ impl Sandbox {
             inner.push(format!("--as={}", spec.limits.address_space_bytes).into());
             inner.push(format!("--nproc={}", spec.limits.processes).into());
             inner.push(format!("--nofile={}", spec.limits.open_files).into());
+            if self.mode == SandboxMode::Bubblewrap {
+                inner.push(format!("--fsize={}", self.sizes.max_file_bytes).into());
+            }
             inner.push("--".into());
         }
         inner.push(shell.into());
@@ -345,8 +385,10 @@ impl Sandbox {
                 push(&["--proc", "/proc", "--dev", "/dev"]);
                 // Directories bubblewrap creates belong to root: open them up like a
                 // normal system's.
-                push(&["--perms", "1777", "--tmpfs", "/tmp"]);
-                push(&["--perms", "1777", "--dir", "/var/tmp"]);
+                let tmp_size = self.sizes.tmp_bytes.to_string();
+                push(&["--perms", "1777", "--size", &tmp_size, "--tmpfs", "/tmp"]);
+                // Not a directory on bubblewrap's unbounded root tmpfs.
+                push(&["--symlink", "/tmp", "/var/tmp"]);
                 push(&["--perms", "0755", "--dir", "/run"]);
                 push(&["--perms", "0755", "--dir", "/home"]);
                 let sandbox_home = sandbox_home.to_string_lossy().into_owned();
@@ -355,6 +397,13 @@ impl Sandbox {
                 args.push(sandbox_home.clone().into());
                 args.push("--chdir".into());
                 args.push(sandbox_home.into());
+                if let Some((passwd, group)) = spec.identity {
+                    for (src, dest) in [(passwd, "/etc/passwd"), (group, "/etc/group")] {
+                        args.push("--ro-bind".into());
+                        args.push(src.into());
+                        args.push(dest.into());
+                    }
+                }
                 match &self.net {
                     Net::Host => {}
                     Net::Loopback => args.push("--unshare-net".into()),
@@ -406,6 +455,24 @@ impl Sandbox {
             }
         }
     }
+}
+
+/// The host's `passwd` and `group` with `username` as `uid`/`gid` (replacing any
+/// entry of that name), home `/home/<username>` and login shell `shell`.
+pub(crate) fn identity_files(username: &str, uid: u32, gid: u32, shell: &str) -> (String, String) {
+    let keep = |text: String| -> String {
+        text.lines()
+            .filter(|l| l.split(':').next() != Some(username))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let mut passwd = keep(std::fs::read_to_string("/etc/passwd").unwrap_or_default());
+    passwd.push_str(&format!(
+        "{username}:x:{uid}:{gid}:Paygress lease:/home/{username}:{shell}\n"
+    ));
+    let mut group = keep(std::fs::read_to_string("/etc/group").unwrap_or_default());
+    group.push_str(&format!("{username}:x:{gid}:\n"));
+    (passwd, group)
 }
 
 /// `(pid, ppid, pgid, sid)` of every process in `/proc`.
@@ -488,6 +555,8 @@ mod tests {
             command,
             pty,
             client_env: &[],
+            owner: None,
+            identity: None,
         }
     }
 
@@ -498,6 +567,7 @@ mod tests {
             SandboxMode::Bubblewrap,
             NetworkMode::Isolated,
             dir.path(),
+            Sizes::default(),
             |_| None,
         )
         .await
@@ -509,6 +579,7 @@ mod tests {
             SandboxMode::Unsandboxed,
             NetworkMode::Isolated,
             dir.path(),
+            Sizes::default(),
             |_| None,
         )
         .await
@@ -533,6 +604,7 @@ mod tests {
             drop_to: None,
             sftp_server: None,
             net: Net::Host,
+            sizes: Sizes::default(),
         };
         let home = Path::new("/data/local/homes/ssh-pod-abcdefgh");
         let l = sb.launch(&spec(home, Some("echo hi"), false));
@@ -547,7 +619,9 @@ mod tests {
             "--die-with-parent",
             "--unshare-pid",
             "--new-session",
-            "--perms 1777 --tmpfs /tmp",
+            "--perms 1777 --size 268435456 --tmpfs /tmp",
+            "--symlink /tmp /var/tmp",
+            "--fsize=4294967296",
             "--ro-bind /etc /etc",
             "--ro-bind /usr /usr",
             "--bind /data/local/homes/ssh-pod-abcdefgh /home/alice",
@@ -581,6 +655,7 @@ mod tests {
             drop_to: Some(("/usr/bin/setpriv".into(), NOBODY, NOBODY)),
             sftp_server: None,
             net: Net::Host,
+            sizes: Sizes::default(),
         };
         let l = sb.launch(&spec(Path::new("/h"), Some("id"), false));
         let joined = l
@@ -598,6 +673,20 @@ mod tests {
             "{joined}"
         );
         assert_eq!(sb.owner(), Some((NOBODY, NOBODY)));
+        // A lease's own uid replaces nobody.
+        let mut own = spec(Path::new("/h"), Some("id"), false);
+        own.owner = Some((2_000_007, 2_000_007));
+        let joined = sb
+            .launch(&own)
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            joined.contains("setpriv --reuid=2000007 --regid=2000007"),
+            "{joined}"
+        );
     }
 
     #[test]
@@ -610,6 +699,7 @@ mod tests {
             drop_to: None,
             sftp_server: None,
             net: Net::Host,
+            sizes: Sizes::default(),
         };
         let home = Path::new("/tmp/h");
         let l = sb.launch(&spec(home, Some("id"), false));

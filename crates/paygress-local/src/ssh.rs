@@ -51,6 +51,10 @@ pub(crate) struct LeaseShared {
     pub limits: Limits,
     pub home: PathBuf,
     pub sandbox: Arc<Sandbox>,
+    /// The uid/gid this lease's commands run as, when Paygress runs as root.
+    pub owner: Option<(u32, u32)>,
+    /// `passwd` and `group` naming that uid.
+    pub identity: Option<(PathBuf, PathBuf)>,
     expires_at: Mutex<Timestamp>,
     closed: AtomicBool,
     shutdown: watch::Sender<bool>,
@@ -88,6 +92,8 @@ impl LeaseShared {
         limits: Limits,
         home: PathBuf,
         sandbox: Arc<Sandbox>,
+        owner: Option<(u32, u32)>,
+        identity: Option<(PathBuf, PathBuf)>,
         expires_at: Timestamp,
     ) -> Self {
         Self {
@@ -98,6 +104,8 @@ impl LeaseShared {
             limits,
             home,
             sandbox,
+            owner,
+            identity,
             expires_at: Mutex::new(expires_at),
             closed: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
@@ -570,6 +578,12 @@ impl Conn {
             command: command.as_deref(),
             pty: pty.is_some(),
             client_env: &chan.env,
+            owner: self.lease.owner,
+            identity: self
+                .lease
+                .identity
+                .as_ref()
+                .map(|(p, g)| (p.as_path(), g.as_path())),
         });
         let output = chan.output.clone();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -906,7 +920,7 @@ impl russh::server::Handler for Conn {
             session.channel_failure(channel)?;
             return Ok(());
         };
-        let owner = self.lease.sandbox.owner();
+        let owner = self.lease.owner.or(self.lease.sandbox.owner());
         let opened = pty_process::open().and_then(|(pty, pts)| {
             pty.resize(size(col_width, row_height))?;
             if let Some((uid, gid)) = owner {
