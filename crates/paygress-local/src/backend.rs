@@ -1,7 +1,7 @@
 //! [`LocalBackend`]: the [`PodBackend`] that runs leases on this machine.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -145,6 +145,7 @@ impl LocalBackend {
                     lease.uid = Some(inner.allocate_uid(&leases)?);
                 }
                 inner.sandbox.net_up(id.as_str()).await?;
+                inner.mount_home(&id).await?;
                 let live = inner.launch(lease, listener)?;
                 tracing::info!(lease = %id, port, "resumed lease");
                 leases.insert(id, live);
@@ -262,6 +263,70 @@ impl Inner {
                 remove_home(entry.path()).await;
             }
         }
+    }
+
+    /// With `home_size_mib` as root: makes the home its own size-limited filesystem
+    /// (a sparse ext4 image, loop-mounted) unless it is one already.
+    async fn mount_home(&self, id: &LeaseId) -> Result<(), LocalError> {
+        let Some(mib) = self.config.home_size_mib else {
+            return Ok(());
+        };
+        if self.sandbox.owner().is_none() {
+            return Ok(());
+        }
+        let home = self.home_of(id);
+        if is_mountpoint(&home) {
+            return Ok(());
+        }
+        let image = image_of(&home).ok_or_else(|| LocalError::Config("bad home path".into()))?;
+        if let Some(dir) = image.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| LocalError::io("creating", dir, e))?;
+        }
+        if !image.exists() {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&image)
+                .map_err(|e| LocalError::io("creating", &image, e))?;
+            file.set_len(mib.saturating_mul(1024 * 1024))
+                .map_err(|e| LocalError::io("sizing", &image, e))?;
+            drop(file);
+            if let Err(e) = run_tool(
+                "mkfs.ext4",
+                &[
+                    "-q".as_ref(),
+                    "-F".as_ref(),
+                    "-m".as_ref(),
+                    "0".as_ref(),
+                    image.as_os_str(),
+                ],
+            )
+            .await
+            {
+                let _ = std::fs::remove_file(&image);
+                return Err(e);
+            }
+        }
+        std::fs::create_dir_all(&home).map_err(|e| LocalError::io("creating", &home, e))?;
+        run_tool(
+            "mount",
+            &[
+                "-o".as_ref(),
+                "loop,nosuid,nodev".as_ref(),
+                image.as_os_str(),
+                home.as_os_str(),
+            ],
+        )
+        .await?;
+        let _ = std::fs::remove_dir(home.join("lost+found"));
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| LocalError::io("closing", &home, e))?;
+        Ok(())
     }
 
     /// `<state>/etc/<lease>`: the lease's `passwd` and `group`.
@@ -501,7 +566,50 @@ fn lock_state_dir(state_dir: &Path) -> Result<std::fs::File, LocalError> {
     }
 }
 
+/// Whether `path` is a mount point (another device than its parent).
+fn is_mountpoint(path: &Path) -> bool {
+    let (Ok(a), Some(Ok(b))) = (rustix::fs::stat(path), path.parent().map(rustix::fs::stat)) else {
+        return false;
+    };
+    a.st_dev != b.st_dev
+}
+
+/// `<state>/images/<lease>.img` of the home `<state>/homes/<lease>`.
+fn image_of(home: &Path) -> Option<PathBuf> {
+    let name = home.file_name()?;
+    let state = home.parent()?.parent()?;
+    let mut file = name.to_owned();
+    file.push(".img");
+    Some(state.join("images").join(file))
+}
+
+/// Runs a setup command, failing with its stderr.
+async fn run_tool(program: &str, args: &[&std::ffi::OsStr]) -> Result<(), LocalError> {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| LocalError::io("running", program, e))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(LocalError::Io {
+            what: "running",
+            path: program.into(),
+            source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+        })
+    }
+}
+
 async fn remove_home(home: PathBuf) {
+    if is_mountpoint(&home) {
+        let _ = run_tool("umount", &["-l".as_ref(), home.as_os_str()]).await;
+    }
+    if let Some(image) = image_of(&home) {
+        let _ = std::fs::remove_file(image);
+    }
     let path = home.clone();
     let result = tokio::task::spawn_blocking(move || remove_dir_retrying(&path)).await;
     if let Ok(Err(e)) = result {
@@ -602,6 +710,11 @@ impl PodBackend for LocalBackend {
             uid,
         };
         inner.sandbox.net_up(spec.id.as_str()).await?;
+        if let Err(e) = inner.mount_home(&spec.id).await {
+            inner.sandbox.net_down(spec.id.as_str());
+            remove_home(inner.home_of(&spec.id)).await;
+            return Err(e.into());
+        }
         let live = match inner.launch(stored, listener) {
             Ok(live) => live,
             Err(e) => {

@@ -261,6 +261,11 @@ pub struct LocalConfig {
     /// Largest file a lease command may write, in MiB (`RLIMIT_FSIZE`;
     /// `LOCAL_MAX_FILE_MIB`, default 4096).
     pub max_file_mib: u64,
+    /// When set and Paygress runs as root: each home is its own ext4 image of this many
+    /// MiB (sparse, loop-mounted), so a lease cannot fill the disk holding the
+    /// journal and wallet (`LOCAL_HOME_SIZE_MIB`, default unset: homes share the data
+    /// directory's filesystem). Needs `mkfs.ext4`, `mount` and loop devices.
+    pub home_size_mib: Option<u64>,
     /// New leases are refused while the filesystem holding the data directory has
     /// less free space than this, in MiB (`LOCAL_MIN_FREE_MIB`, default 2048).
     pub min_free_mib: u64,
@@ -280,6 +285,7 @@ impl LocalConfig {
             tmp_size_mib: 256,
             max_file_mib: 4096,
             min_free_mib: 2048,
+            home_size_mib: None,
         }
     }
 
@@ -287,7 +293,8 @@ impl LocalConfig {
     /// `2300-2399`), `BIND_HOST` (default `127.0.0.1`), `LOCAL_SANDBOX`
     /// (`bubblewrap` | `unsandboxed`, default `bubblewrap`) and `LOCAL_NETWORK`
     /// (`isolated` | `host` | `none`, default `isolated`), `LOCAL_UID_RANGE`,
-    /// `LOCAL_TMP_SIZE_MIB`, `LOCAL_MAX_FILE_MIB` and `LOCAL_MIN_FREE_MIB`.
+    /// `LOCAL_TMP_SIZE_MIB`, `LOCAL_MAX_FILE_MIB`, `LOCAL_MIN_FREE_MIB` and
+    /// `LOCAL_HOME_SIZE_MIB`.
     pub fn from_env() -> Result<Self, LocalError> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
@@ -330,6 +337,9 @@ impl LocalConfig {
         }
         if let Some(v) = mib("LOCAL_MIN_FREE_MIB")? {
             config.min_free_mib = v;
+        }
+        if let Some(v) = mib("LOCAL_HOME_SIZE_MIB")? {
+            config.home_size_mib = Some(v.max(16));
         }
         Ok(config)
     }

@@ -146,3 +146,39 @@ async fn low_disk_or_no_port_means_no_capacity() {
     assert!(b.get(&spec.id).await.unwrap().is_none());
     assert!(!b.home_dir(&spec.id).exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_size_limit_is_a_filesystem_of_its_own() {
+    if !is_root() {
+        eprintln!("LOCAL_HOME_SIZE_MIB needs root (loop mounts): nothing to check");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend_with(dir.path(), 24540, 10, |c| {
+        c.home_size_mib = Some(32);
+        c.max_file_mib = 1024;
+    })
+    .await;
+    let spec = spec_for(300);
+    let port = b.create(&spec).await.unwrap().node_port.unwrap();
+    let home = b.home_dir(&spec.id);
+    let out = ssh(
+        port,
+        "alice",
+        spec.password.expose(),
+        &[],
+        "head -c 64M /dev/zero > ~/big 2>/dev/null || echo home-full; echo kept > ~/small; cat ~/small",
+    )
+    .await;
+    assert!(out.stdout.starts_with("home-full\n"), "{out:?}");
+    let size = std::fs::metadata(home.join("big")).unwrap().len();
+    assert!(size < 32 * 1024 * 1024, "{size}");
+    // The data directory's filesystem did not take the write.
+    let image = dir
+        .path()
+        .join(format!("local/images/{}.img", spec.id.as_str()));
+    assert!(image.exists());
+    b.delete(&spec.id).await.unwrap();
+    assert!(!home.exists(), "home unmounted and removed");
+    assert!(!image.exists(), "image removed");
+}
