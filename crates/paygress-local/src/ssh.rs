@@ -67,6 +67,34 @@ pub(crate) struct LeaseShared {
     next_conn: AtomicU64,
 }
 
+/// The network a peer is counted in: its IPv4 address, or its IPv6 /64 (one host
+/// usually has a whole /64).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// Which of the waiting connections (peer addresses, oldest first) to push out: the
+/// oldest one of the source holding the most.
+fn victim(ips: &[IpAddr]) -> Option<usize> {
+    let mut counts: HashMap<IpAddr, usize> = HashMap::new();
+    for ip in ips {
+        *counts.entry(source_key(*ip)).or_default() += 1;
+    }
+    let most = counts.values().copied().max()?;
+    // Among equally busy sources, the one whose oldest connection is oldest.
+    ips.iter()
+        .position(|ip| counts.get(&source_key(*ip)) == Some(&most))
+}
+
 /// A connection waiting for its login; told how that ended through `outcome`.
 struct Pending {
     id: u64,
@@ -123,12 +151,8 @@ impl LeaseShared {
         let (tx, rx) = oneshot::channel();
         if let Ok(mut pending) = self.pending.lock() {
             while pending.len() >= cap.max(1) {
-                let mut counts: HashMap<IpAddr, usize> = HashMap::new();
-                for p in pending.iter() {
-                    *counts.entry(p.ip).or_default() += 1;
-                }
-                let busiest = counts.into_iter().max_by_key(|(_, n)| *n).map(|(ip, _)| ip);
-                let Some(pos) = pending.iter().position(|p| Some(p.ip) == busiest) else {
+                let ips: Vec<IpAddr> = pending.iter().map(|p| p.ip).collect();
+                let Some(pos) = victim(&ips) else {
                     break;
                 };
                 let victim = pending.remove(pos);
@@ -1035,6 +1059,26 @@ fn size(cols: u32, rows: u32) -> pty_process::Size {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_busiest_source_loses_its_oldest_waiting_connection() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let buyer = ip("198.51.100.7");
+        let flood = ip("203.0.113.9");
+        // The buyer came first, then the flood: the flood's oldest goes.
+        assert_eq!(victim(&[buyer, flood, flood, flood]), Some(1));
+        // One IPv6 /64 counts as one source.
+        let v6 = |i: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, i));
+        assert_eq!(victim(&[v6(1), buyer, buyer, v6(2), v6(3)]), Some(0));
+        // A tie goes to the oldest connection.
+        assert_eq!(victim(&[buyer, flood]), Some(0));
+        assert_eq!(victim(&[]), None);
+        assert_eq!(
+            source_key(ip("::ffff:192.0.2.1")),
+            ip("192.0.2.1"),
+            "IPv4-mapped addresses are IPv4"
+        );
+    }
 
     #[test]
     fn unknown_terminal_size_is_80x24() {

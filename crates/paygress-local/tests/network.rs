@@ -113,6 +113,9 @@ async fn isolated_leases_cannot_reach_the_host() {
         .await;
         assert!(out.stdout.contains("default via 169.254.1.1"), "{out:?}");
         assert!(out.stdout.contains("inet 169.254.1.2/29"), "{out:?}");
+        // DNS goes to pasta's forwarder (the host's resolver itself is not reachable).
+        let out = ssh(port, "alice", pw, &[], "cat /etc/resolv.conf").await;
+        assert!(out.stdout.contains("nameserver 169.254.1.3"), "{out:?}");
         // Blocked destinations fail at once (a `prohibit` route), not by timing out.
         let out = ssh(
             port,
