@@ -41,6 +41,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("bwrap", "bubblewrap"),
     ("/usr/lib/openssh/sftp-server", "openssh-sftp-server"),
     ("prlimit", "util-linux"),
+    ("pasta", "passt"),
+    ("ip", "iproute2"),
 ];
 
 fn main() -> ExitCode {

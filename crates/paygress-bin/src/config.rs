@@ -151,6 +151,9 @@ pub struct ServeArgs {
         default_missing_value = "true"
     )]
     pub allow_shared_data: bool,
+    /// Local backend: lease network, `isolated` (default), `host` or `none`.
+    #[arg(long, env = "LOCAL_NETWORK", default_value = "isolated")]
+    pub local_network: String,
 }
 
 /// What must be private at rest: the data directory, the journal and every wallet file

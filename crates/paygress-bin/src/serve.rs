@@ -48,10 +48,14 @@ pub async fn open_wallet(args: &ServeArgs) -> Result<Arc<CashuVerifier>> {
 pub async fn backend(args: &ServeArgs) -> Result<DynPodBackend> {
     Ok(match args.pod_backend {
         BackendKind::Local => {
-            let mut config = LocalConfig::new(&args.data_dir);
+            // LOCAL_UID_RANGE, LOCAL_*_MIB and the rest come from the environment;
+            // the flags below override what they name.
+            let mut config = LocalConfig::from_env().context("local backend settings")?;
+            config.data_dir = args.data_dir.clone();
             config.port_range = args.local_port_range.parse().context("LOCAL_PORT_RANGE")?;
             config.bind_host = args.bind_host.clone();
             config.sandbox = args.local_sandbox.parse().context("LOCAL_SANDBOX")?;
+            config.network = args.local_network.parse().context("LOCAL_NETWORK")?;
             Arc::new(LocalBackend::start(config).await.context("local backend")?)
         }
         BackendKind::Kubernetes => crate::serve::kubernetes(args).await?,

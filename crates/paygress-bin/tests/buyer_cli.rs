@@ -285,8 +285,8 @@ async fn keygen_offers_request_topup_status() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn error_reply_saves_a_redeemable_refund() {
-    // One port: the second lease cannot be provisioned after payment -> refund.
+async fn a_full_service_refuses_without_touching_the_token() {
+    // One port: no room for a second lease, which is known before the token is redeemed.
     let stack = DevStack::start_with(&args("2450-2450"), terms())
         .await
         .expect("stack");
@@ -341,14 +341,18 @@ async fn error_reply_saves_a_redeemable_refund() {
     assert!(!out.status.success(), "an error reply fails the command");
     let reply = json(&out);
     assert_eq!(reply["type"], "error");
-    assert_eq!(reply["code"], "provisioning_failed");
-    let refund_file = reply["saved_token_file"].as_str().expect("refund saved");
-    let refund = CashuToken::new(std::fs::read_to_string(refund_file).expect("read").trim());
+    // Capacity is checked before the token is touched: refused, and still the buyer's.
+    assert_eq!(reply["code"], "unavailable");
+    assert!(
+        reply["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not redeemed")),
+        "{reply}"
+    );
     assert_eq!(
-        stack.mint.redeem_as_buyer(&refund).await.expect("redeems"),
+        stack.mint.redeem_as_buyer(&second).await.expect("redeems"),
         7
     );
-
     stack.shutdown().await;
 }
 

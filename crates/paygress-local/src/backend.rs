@@ -1,7 +1,7 @@
 //! [`LocalBackend`]: the [`PodBackend`] that runs leases on this machine.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -18,8 +18,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::{LocalConfig, SandboxMode};
 use crate::error::LocalError;
-use crate::sandbox::{Limits, Sandbox};
-use crate::ssh::{LeaseShared, serve, server_config};
+use crate::sandbox::{Limits, Sandbox, Sizes};
+use crate::ssh::{LeaseShared, ServeContext, serve, server_config};
 use crate::store::{self, PasswordHash, StoredLease};
 
 /// Runs each lease as an SSH server embedded in Paygress, on its own port, whose
@@ -46,7 +46,7 @@ struct Inner {
     config: LocalConfig,
     state_dir: PathBuf,
     sandbox: Arc<Sandbox>,
-    ssh_config: Arc<russh::server::Config>,
+    ssh: Arc<ServeContext>,
     leases: Mutex<BTreeMap<LeaseId, Live>>,
 }
 
@@ -66,6 +66,7 @@ impl Live {
         self.shared.close();
         self.listener.abort();
         self.timer.abort();
+        self.shared.sandbox.net_down(self.stored.record.id.as_str());
     }
 }
 
@@ -87,12 +88,6 @@ impl LocalBackend {
     /// Fails with [`LocalError::BwrapMissing`] (an install hint) when bubblewrap was
     /// requested and `bwrap` is not installed.
     pub async fn start(config: LocalConfig) -> Result<Self, LocalError> {
-        let sandbox = Arc::new(Sandbox::detect(config.sandbox).await?);
-        if sandbox.mode() == SandboxMode::Unsandboxed {
-            tracing::warn!(
-                "local backend runs lease commands UNSANDBOXED: buyers get a shell as the Paygress user; development only"
-            );
-        }
         let state_dir = config.state_dir();
         for dir in [state_dir.clone(), state_dir.join("homes")] {
             std::fs::DirBuilder::new()
@@ -102,16 +97,33 @@ impl LocalBackend {
                 .map_err(|e| LocalError::io("creating", &dir, e))?;
         }
         let lock = lock_state_dir(&state_dir)?;
+        let sizes = Sizes {
+            tmp_bytes: config.tmp_size_mib.max(1).saturating_mul(1024 * 1024),
+            max_file_bytes: config.max_file_mib.max(1).saturating_mul(1024 * 1024),
+        };
+        let sandbox =
+            Arc::new(Sandbox::detect(config.sandbox, config.network, &state_dir, sizes).await?);
+        if sandbox.mode() == SandboxMode::Unsandboxed {
+            tracing::warn!(
+                "local backend runs lease commands UNSANDBOXED: buyers get a shell as the Paygress user; development only"
+            );
+        }
         let host_key = store::load_or_create_host_key(&state_dir)?;
         let inner = Arc::new(Inner {
             _lock: lock,
-            ssh_config: Arc::new(server_config(host_key)),
+            ssh: Arc::new(ServeContext {
+                config: Arc::new(server_config(host_key)),
+                limits: config.connections,
+                total: Arc::new(tokio::sync::Semaphore::new(config.connections.total.max(1))),
+            }),
             sandbox,
             state_dir: state_dir.clone(),
             config,
             leases: Mutex::new(BTreeMap::new()),
         });
 
+        // Regenerated for every resumed lease.
+        let _ = std::fs::remove_dir_all(state_dir.join("etc"));
         let stored = store::load_leases(&store::leases_path(&state_dir))?;
         let now = Timestamp::now();
         {
@@ -129,11 +141,16 @@ impl LocalBackend {
                     lease.record.ssh_port = port;
                     lease.record.node_port = Some(port);
                 }
+                if inner.sandbox.owner().is_some() && lease.uid.is_none() {
+                    lease.uid = Some(inner.allocate_uid(&leases)?);
+                }
+                inner.sandbox.net_up(id.as_str()).await?;
+                inner.mount_home(&id).await?;
                 let live = inner.launch(lease, listener)?;
                 tracing::info!(lease = %id, port, "resumed lease");
                 leases.insert(id, live);
             }
-            inner.persist(&leases)?;
+            inner.persist(&leases).await?;
             inner.remove_orphan_homes(&leases).await;
         }
         Ok(Self { inner })
@@ -166,6 +183,12 @@ impl LocalBackend {
         self.inner.sandbox.mode()
     }
 
+    /// The network mode actually in use (`isolated` falls back to `none` where it
+    /// cannot work; unsandboxed commands always use the host's).
+    pub fn network_mode(&self) -> crate::config::NetworkMode {
+        self.inner.sandbox.network()
+    }
+
     /// The configuration in use.
     pub fn config(&self) -> &LocalConfig {
         &self.inner.config
@@ -174,7 +197,8 @@ impl LocalBackend {
     /// The host key's public half (what clients see as the server key).
     pub fn host_public_key(&self) -> Option<PublicKey> {
         self.inner
-            .ssh_config
+            .ssh
+            .config
             .keys
             .first()
             .map(|k| k.public_key().clone())
@@ -188,6 +212,31 @@ impl LocalBackend {
             .get(id)
             .map(|l| l.shared.processes().into_iter().collect())
             .unwrap_or_default()
+    }
+
+    /// Whether a new lease can be created now: enough free disk space where the data
+    /// directory lives (`min_free_mib`), a free port and (as root) a free uid. Core's
+    /// capacity check calls this before a token is redeemed; `create` checks the same.
+    pub async fn has_capacity(&self) -> bool {
+        let leases = self.inner.leases.lock().await;
+        match self.inner.capacity_problem(&leases) {
+            None => true,
+            Some(problem) => {
+                tracing::debug!(reason = %problem, "no capacity for a new lease");
+                false
+            }
+        }
+    }
+
+    /// Free bytes on the filesystem holding the data directory.
+    pub fn free_disk_bytes(&self) -> Result<u64, LocalError> {
+        self.inner.free_disk_bytes()
+    }
+
+    /// The uid lease `id`'s commands run as (`None` unless Paygress runs as root).
+    pub async fn lease_uid(&self, id: &LeaseId) -> Option<u32> {
+        let leases = self.inner.leases.lock().await;
+        leases.get(id).and_then(|l| l.shared.owner).map(|(u, _)| u)
     }
 
     /// The host directory that is lease `id`'s home.
@@ -216,6 +265,75 @@ impl Inner {
         }
     }
 
+    /// With `home_size_mib` as root: makes the home its own size-limited filesystem
+    /// (a sparse ext4 image, loop-mounted) unless it is one already.
+    async fn mount_home(&self, id: &LeaseId) -> Result<(), LocalError> {
+        let Some(mib) = self.config.home_size_mib else {
+            return Ok(());
+        };
+        if self.sandbox.owner().is_none() {
+            return Ok(());
+        }
+        let home = self.home_of(id);
+        if is_mountpoint(&home) {
+            return Ok(());
+        }
+        let image = image_of(&home).ok_or_else(|| LocalError::Config("bad home path".into()))?;
+        if let Some(dir) = image.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| LocalError::io("creating", dir, e))?;
+        }
+        if !image.exists() {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&image)
+                .map_err(|e| LocalError::io("creating", &image, e))?;
+            file.set_len(mib.saturating_mul(1024 * 1024))
+                .map_err(|e| LocalError::io("sizing", &image, e))?;
+            drop(file);
+            if let Err(e) = run_tool(
+                "mkfs.ext4",
+                &[
+                    "-q".as_ref(),
+                    "-F".as_ref(),
+                    "-m".as_ref(),
+                    "0".as_ref(),
+                    image.as_os_str(),
+                ],
+            )
+            .await
+            {
+                let _ = std::fs::remove_file(&image);
+                return Err(e);
+            }
+        }
+        std::fs::create_dir_all(&home).map_err(|e| LocalError::io("creating", &home, e))?;
+        run_tool(
+            "mount",
+            &[
+                "-o".as_ref(),
+                "loop,nosuid,nodev".as_ref(),
+                image.as_os_str(),
+                home.as_os_str(),
+            ],
+        )
+        .await?;
+        let _ = std::fs::remove_dir(home.join("lost+found"));
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| LocalError::io("closing", &home, e))?;
+        Ok(())
+    }
+
+    /// `<state>/etc/<lease>`: the lease's `passwd` and `group`.
+    fn identity_dir(&self, id: &LeaseId) -> PathBuf {
+        self.state_dir.join("etc").join(id.as_str())
+    }
+
     fn home_of(&self, id: &LeaseId) -> PathBuf {
         self.state_dir.join("homes").join(id.as_str())
     }
@@ -229,6 +347,52 @@ impl Inner {
 
     async fn bind(&self, port: u16) -> std::io::Result<TcpListener> {
         TcpListener::bind((self.config.bind_host.as_str(), port)).await
+    }
+
+    /// The lowest uid of the configured range no live lease uses.
+    fn allocate_uid(&self, leases: &BTreeMap<LeaseId, Live>) -> Result<u32, LocalError> {
+        let used: Vec<u32> = leases.values().filter_map(|l| l.stored.uid).collect();
+        self.config
+            .uid_range
+            .uids()
+            .find(|u| !used.contains(u))
+            .ok_or_else(|| {
+                LocalError::NoFreeUid(format!(
+                    "{}-{}",
+                    self.config.uid_range.start, self.config.uid_range.end
+                ))
+            })
+    }
+
+    /// Free bytes (for unprivileged users) on the filesystem holding the data
+    /// directory.
+    fn free_disk_bytes(&self) -> Result<u64, LocalError> {
+        let st = rustix::fs::statvfs(&self.state_dir)
+            .map_err(|e| LocalError::io("checking free space of", &self.state_dir, e.into()))?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
+    /// Why a new lease cannot be created now, if it cannot.
+    fn capacity_problem(&self, leases: &BTreeMap<LeaseId, Live>) -> Option<LocalError> {
+        let min = self.config.min_free_mib.saturating_mul(1024 * 1024);
+        match self.free_disk_bytes() {
+            Ok(free) if free < min => {
+                return Some(LocalError::LowDisk {
+                    free_mib: free / (1024 * 1024),
+                    min_mib: self.config.min_free_mib,
+                });
+            }
+            Ok(_) => {}
+            Err(e) => return Some(e),
+        }
+        let used = Self::used_ports(leases);
+        if !self.config.port_range.ports().any(|p| !used.contains(&p)) {
+            return Some(LocalError::NoFreePort(self.config.port_range.to_string()));
+        }
+        if self.sandbox.owner().is_some() && self.allocate_uid(leases).is_err() {
+            return self.allocate_uid(leases).err();
+        }
+        None
     }
 
     /// A listener on the first free port of the range.
@@ -280,6 +444,30 @@ impl Inner {
             .ssh_public_key
             .as_deref()
             .and_then(|k| PublicKey::from_openssh(k.trim()).ok());
+        let owner = self
+            .sandbox
+            .owner()
+            .map(|default| stored.uid.map_or(default, |u| (u, u)));
+        let identity = match owner {
+            Some((uid, gid)) if stored.uid.is_some() => {
+                let dir = self.identity_dir(&id);
+                std::fs::create_dir_all(&dir).map_err(|e| LocalError::io("creating", &dir, e))?;
+                let (passwd, group) = crate::sandbox::identity_files(
+                    stored.record.username.as_str(),
+                    uid,
+                    gid,
+                    &self.sandbox.shell(),
+                );
+                let files = (dir.join("passwd"), dir.join("group"));
+                for (path, text) in [(&files.0, passwd), (&files.1, group)] {
+                    store::write_atomic(path, text.as_bytes())?;
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+                        .map_err(|e| LocalError::io("opening up", path, e))?;
+                }
+                Some(files)
+            }
+            _ => None,
+        };
         let shared = Arc::new(LeaseShared::new(
             id.clone(),
             stored.record.username.as_str().to_owned(),
@@ -288,6 +476,8 @@ impl Inner {
             Limits::for_tier(&stored.tier),
             self.home_of(&id),
             self.sandbox.clone(),
+            owner,
+            identity,
             stored.record.expires_at,
         ));
         let home = self.home_of(&id);
@@ -296,11 +486,11 @@ impl Inner {
             .mode(0o700)
             .create(&home)
             .map_err(|e| LocalError::io("creating", &home, e))?;
-        if let Some((uid, gid)) = self.sandbox.owner() {
+        if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(&home, Some(uid), Some(gid))
                 .map_err(|e| LocalError::io("handing over", &home, e))?;
         }
-        let listener = tokio::spawn(serve(listener, shared.clone(), self.ssh_config.clone()));
+        let listener = tokio::spawn(serve(listener, shared.clone(), self.ssh.clone()));
         let (expiry, rx) = watch::channel(stored.record.expires_at);
         let timer = tokio::spawn(expiry_timer(Arc::downgrade(self), id, rx));
         Ok(Live {
@@ -312,9 +502,15 @@ impl Inner {
         })
     }
 
-    fn persist(&self, leases: &BTreeMap<LeaseId, Live>) -> Result<(), LocalError> {
+    /// Writes the lease file (fsync, rename) on a blocking thread; callers hold the
+    /// lease lock, so writes stay in order.
+    async fn persist(&self, leases: &BTreeMap<LeaseId, Live>) -> Result<(), LocalError> {
         let all: Vec<StoredLease> = leases.values().map(|l| l.stored.clone()).collect();
-        store::save_leases(&store::leases_path(&self.state_dir), &all)
+        let path = store::leases_path(&self.state_dir);
+        let writing = path.clone();
+        tokio::task::spawn_blocking(move || store::save_leases(&writing, &all))
+            .await
+            .map_err(|e| LocalError::io("writing", path, std::io::Error::other(e)))?
     }
 
     /// Stops a removed lease and deletes its home once its processes are gone.
@@ -329,6 +525,7 @@ impl Inner {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         remove_home(self.home_of(&live.stored.record.id)).await;
+        let _ = std::fs::remove_dir_all(self.identity_dir(&live.stored.record.id));
     }
 
     /// Removes `id` if its expiry has passed (an extension may have won the race).
@@ -342,7 +539,7 @@ impl Inner {
         }
         if let Some(live) = leases.remove(id) {
             tracing::info!(lease = %id, "lease expired");
-            if let Err(e) = self.persist(&leases) {
+            if let Err(e) = self.persist(&leases).await {
                 tracing::error!(lease = %id, error = %e, "could not persist lease removal");
             }
             drop(leases);
@@ -369,7 +566,50 @@ fn lock_state_dir(state_dir: &Path) -> Result<std::fs::File, LocalError> {
     }
 }
 
+/// Whether `path` is a mount point (another device than its parent).
+fn is_mountpoint(path: &Path) -> bool {
+    let (Ok(a), Some(Ok(b))) = (rustix::fs::stat(path), path.parent().map(rustix::fs::stat)) else {
+        return false;
+    };
+    a.st_dev != b.st_dev
+}
+
+/// `<state>/images/<lease>.img` of the home `<state>/homes/<lease>`.
+fn image_of(home: &Path) -> Option<PathBuf> {
+    let name = home.file_name()?;
+    let state = home.parent()?.parent()?;
+    let mut file = name.to_owned();
+    file.push(".img");
+    Some(state.join("images").join(file))
+}
+
+/// Runs a setup command, failing with its stderr.
+async fn run_tool(program: &str, args: &[&std::ffi::OsStr]) -> Result<(), LocalError> {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| LocalError::io("running", program, e))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(LocalError::Io {
+            what: "running",
+            path: program.into(),
+            source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+        })
+    }
+}
+
 async fn remove_home(home: PathBuf) {
+    if is_mountpoint(&home) {
+        let _ = run_tool("umount", &["-l".as_ref(), home.as_os_str()]).await;
+    }
+    if let Some(image) = image_of(&home) {
+        let _ = std::fs::remove_file(image);
+    }
     let path = home.clone();
     let result = tokio::task::spawn_blocking(move || remove_dir_retrying(&path)).await;
     if let Ok(Err(e)) = result {
@@ -426,6 +666,14 @@ impl PodBackend for LocalBackend {
         "local"
     }
 
+    async fn check_capacity(&self) -> Result<(), BackendError> {
+        let leases = self.inner.leases.lock().await;
+        match self.inner.capacity_problem(&leases) {
+            None => Ok(()),
+            Some(problem) => Err(BackendError::Unavailable(Box::new(problem))),
+        }
+    }
+
     #[tracing::instrument(skip_all, fields(lease = %spec.id))]
     async fn create(&self, spec: &LeaseSpec) -> Result<Provisioned, BackendError> {
         let inner = &self.inner;
@@ -442,6 +690,14 @@ impl PodBackend for LocalBackend {
             PublicKey::from_openssh(key.trim())
                 .map_err(|e| BackendError::Rejected(format!("invalid ssh public key: {e}")))?;
         }
+        if let Some(problem) = inner.capacity_problem(&leases) {
+            tracing::warn!(reason = %problem, "refusing a new lease");
+            return Err(problem.into());
+        }
+        let uid = match inner.sandbox.owner() {
+            Some(_) => Some(inner.allocate_uid(&leases)?),
+            None => None,
+        };
         let (listener, port) = inner.allocate(&leases).await?;
         let stored = StoredLease {
             record: LeaseRecord {
@@ -459,10 +715,23 @@ impl PodBackend for LocalBackend {
             password: PasswordHash::new(&spec.password)?,
             ssh_public_key: spec.ssh_public_key.clone(),
             tier: spec.tier.clone(),
+            uid,
         };
-        let live = inner.launch(stored, listener)?;
+        inner.sandbox.net_up(spec.id.as_str()).await?;
+        if let Err(e) = inner.mount_home(&spec.id).await {
+            inner.sandbox.net_down(spec.id.as_str());
+            remove_home(inner.home_of(&spec.id)).await;
+            return Err(e.into());
+        }
+        let live = match inner.launch(stored, listener) {
+            Ok(live) => live,
+            Err(e) => {
+                inner.sandbox.net_down(spec.id.as_str());
+                return Err(e.into());
+            }
+        };
         leases.insert(spec.id.clone(), live);
-        if let Err(e) = inner.persist(&leases) {
+        if let Err(e) = inner.persist(&leases).await {
             if let Some(live) = leases.remove(&spec.id) {
                 drop(leases);
                 inner.teardown(live).await;
@@ -487,7 +756,7 @@ impl PodBackend for LocalBackend {
         let previous = (live.stored.record.expires_at, live.stored.record.paid_msat);
         live.stored.record.expires_at = extension.expires_at;
         live.stored.record.paid_msat = extension.paid_msat;
-        if let Err(e) = self.inner.persist(&leases) {
+        if let Err(e) = self.inner.persist(&leases).await {
             if let Some(live) = leases.get_mut(id) {
                 (live.stored.record.expires_at, live.stored.record.paid_msat) = previous;
             }
@@ -506,7 +775,7 @@ impl PodBackend for LocalBackend {
         let Some(live) = leases.remove(id) else {
             return Ok(());
         };
-        let persisted = self.inner.persist(&leases);
+        let persisted = self.inner.persist(&leases).await;
         drop(leases);
         self.inner.teardown(live).await;
         persisted.map_err(Into::into)

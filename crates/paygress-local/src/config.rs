@@ -3,6 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use crate::error::LocalError;
 
@@ -38,6 +39,136 @@ impl fmt::Display for SandboxMode {
             Self::Bubblewrap => "bubblewrap",
             Self::Unsandboxed => "unsandboxed",
         })
+    }
+}
+
+/// What network a lease's commands see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// Each lease gets its own network namespace with user-mode internet egress
+    /// (`pasta`, from Debian's `passt`) and no route to the host's loopback, the host's
+    /// own addresses and subnets, private and link-local ranges (cloud metadata
+    /// `169.254.169.254`). Needs Paygress to run as root with `pasta`, `ip` and
+    /// `nsenter` installed; otherwise falls back to [`None`](Self::None) with a warning.
+    #[default]
+    Isolated,
+    /// The host's network namespace, unfiltered: a lease reaches everything the host
+    /// reaches, including services on its loopback. For trusted buyers only.
+    Host,
+    /// A private network namespace with only a loopback interface (no network at all).
+    None,
+}
+
+impl FromStr for NetworkMode {
+    type Err = LocalError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "isolated" | "pasta" => Ok(Self::Isolated),
+            "host" => Ok(Self::Host),
+            "none" | "loopback" => Ok(Self::None),
+            other => Err(LocalError::Config(format!(
+                "LOCAL_NETWORK={other:?}: expected \"isolated\", \"host\" or \"none\""
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for NetworkMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Isolated => "isolated",
+            Self::Host => "host",
+            Self::None => "none",
+        })
+    }
+}
+
+/// An inclusive range of user ids, parsed from `"2000000-2000999"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UidRange {
+    /// First uid.
+    pub start: u32,
+    /// Last uid (inclusive).
+    pub end: u32,
+}
+
+impl UidRange {
+    /// A range from `start` to `end` inclusive; never includes root.
+    pub fn new(start: u32, end: u32) -> Result<Self, LocalError> {
+        if start == 0 || end < start || end == u32::MAX {
+            return Err(LocalError::Config(format!(
+                "uid range {start}-{end}: expected 1 <= start <= end < 4294967295"
+            )));
+        }
+        Ok(Self { start, end })
+    }
+
+    /// Every uid of the range, in order.
+    pub fn uids(&self) -> impl Iterator<Item = u32> + use<> {
+        self.start..=self.end
+    }
+}
+
+impl Default for UidRange {
+    /// `2000000-2000999`: far above login users, systemd's dynamic users and the
+    /// usual `/etc/subuid` allocations.
+    fn default() -> Self {
+        Self {
+            start: 2_000_000,
+            end: 2_000_999,
+        }
+    }
+}
+
+impl FromStr for UidRange {
+    type Err = LocalError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            LocalError::Config(format!(
+                "uid range {s:?}: expected e.g. \"2000000-2000999\""
+            ))
+        };
+        let (a, b) = s.trim().split_once('-').ok_or_else(bad)?;
+        let start = a.trim().parse::<u32>().map_err(|_| bad())?;
+        let end = b.trim().parse::<u32>().map_err(|_| bad())?;
+        Self::new(start, end)
+    }
+}
+
+/// Limits on the SSH connections of the local backend's leases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections to one lease that have not authenticated yet. A new connection
+    /// beyond it pushes out the oldest unauthenticated one from the address holding
+    /// the most (so a flood of idle connections cannot lock the buyer out).
+    pub unauthenticated_per_lease: usize,
+    /// Authenticated connections per lease; further logins are refused.
+    pub sessions_per_lease: usize,
+    /// Channels (sessions, commands) per connection.
+    pub channels_per_connection: usize,
+    /// Connections of all leases together; further ones are closed at once.
+    pub total: usize,
+    /// Time from accepting a connection to a successful login; then it is closed.
+    pub auth_timeout: Duration,
+    /// Client input (stdin) buffered per connection before the server stops reading
+    /// from it (backpressure).
+    pub input_buffer_bytes: usize,
+}
+
+impl Default for ConnectionLimits {
+    /// 32 unauthenticated and 16 authenticated connections per lease, 10 channels per
+    /// connection, 1024 connections in total, 30 s to log in, 1 MiB of buffered input.
+    fn default() -> Self {
+        Self {
+            unauthenticated_per_lease: 32,
+            sessions_per_lease: 16,
+            channels_per_connection: 10,
+            total: 1024,
+            auth_timeout: Duration::from_secs(30),
+            input_buffer_bytes: 1024 * 1024,
+        }
     }
 }
 
@@ -115,6 +246,29 @@ pub struct LocalConfig {
     pub bind_host: String,
     /// Isolation of lease commands (`LOCAL_SANDBOX`, default bubblewrap).
     pub sandbox: SandboxMode,
+    /// The network leases see (`LOCAL_NETWORK`, default isolated). Applies to the
+    /// bubblewrap sandbox only: unsandboxed commands always share the host's network.
+    pub network: NetworkMode,
+    /// Connection limits of the SSH servers (not read from the environment).
+    pub connections: ConnectionLimits,
+    /// When Paygress runs as root: each lease's commands run as their own uid (and
+    /// gid) from this range (`LOCAL_UID_RANGE`, default `2000000-2000999`), so the
+    /// per-uid process limit and file ownership are per lease.
+    pub uid_range: UidRange,
+    /// Size of each command's private `/tmp` (a tmpfs, counted in memory) in MiB
+    /// (`LOCAL_TMP_SIZE_MIB`, default 256).
+    pub tmp_size_mib: u64,
+    /// Largest file a lease command may write, in MiB (`RLIMIT_FSIZE`;
+    /// `LOCAL_MAX_FILE_MIB`, default 4096).
+    pub max_file_mib: u64,
+    /// When set and Paygress runs as root: each home is its own ext4 image of this many
+    /// MiB (sparse, loop-mounted), so a lease cannot fill the disk holding the
+    /// journal and wallet (`LOCAL_HOME_SIZE_MIB`, default unset: homes share the data
+    /// directory's filesystem). Needs `mkfs.ext4`, `mount` and loop devices.
+    pub home_size_mib: Option<u64>,
+    /// New leases are refused while the filesystem holding the data directory has
+    /// less free space than this, in MiB (`LOCAL_MIN_FREE_MIB`, default 2048).
+    pub min_free_mib: u64,
 }
 
 impl LocalConfig {
@@ -125,12 +279,22 @@ impl LocalConfig {
             port_range: PortRange::default(),
             bind_host: "127.0.0.1".to_owned(),
             sandbox: SandboxMode::Bubblewrap,
+            network: NetworkMode::Isolated,
+            connections: ConnectionLimits::default(),
+            uid_range: UidRange::default(),
+            tmp_size_mib: 256,
+            max_file_mib: 4096,
+            min_free_mib: 2048,
+            home_size_mib: None,
         }
     }
 
     /// Reads `PAYGRESS_DATA_DIR` (default `./data`), `LOCAL_PORT_RANGE` (default
-    /// `2300-2399`), `BIND_HOST` (default `127.0.0.1`) and `LOCAL_SANDBOX`
-    /// (`bubblewrap` | `unsandboxed`, default `bubblewrap`).
+    /// `2300-2399`), `BIND_HOST` (default `127.0.0.1`), `LOCAL_SANDBOX`
+    /// (`bubblewrap` | `unsandboxed`, default `bubblewrap`) and `LOCAL_NETWORK`
+    /// (`isolated` | `host` | `none`, default `isolated`), `LOCAL_UID_RANGE`,
+    /// `LOCAL_TMP_SIZE_MIB`, `LOCAL_MAX_FILE_MIB`, `LOCAL_MIN_FREE_MIB` and
+    /// `LOCAL_HOME_SIZE_MIB`.
     pub fn from_env() -> Result<Self, LocalError> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
@@ -149,6 +313,33 @@ impl LocalConfig {
         }
         if let Some(m) = nonempty("LOCAL_SANDBOX") {
             config.sandbox = m.parse()?;
+        }
+        if let Some(n) = nonempty("LOCAL_NETWORK") {
+            config.network = n.parse()?;
+        }
+        if let Some(r) = nonempty("LOCAL_UID_RANGE") {
+            config.uid_range = r.parse()?;
+        }
+        let mib = |k: &str| -> Result<Option<u64>, LocalError> {
+            nonempty(k)
+                .map(|v| {
+                    v.trim().parse::<u64>().map_err(|_| {
+                        LocalError::Config(format!("{k}={v:?}: expected a number of MiB"))
+                    })
+                })
+                .transpose()
+        };
+        if let Some(v) = mib("LOCAL_TMP_SIZE_MIB")? {
+            config.tmp_size_mib = v.max(1);
+        }
+        if let Some(v) = mib("LOCAL_MAX_FILE_MIB")? {
+            config.max_file_mib = v.max(1);
+        }
+        if let Some(v) = mib("LOCAL_MIN_FREE_MIB")? {
+            config.min_free_mib = v;
+        }
+        if let Some(v) = mib("LOCAL_HOME_SIZE_MIB")? {
+            config.home_size_mib = Some(v.max(16));
         }
         Ok(config)
     }
@@ -189,6 +380,11 @@ mod tests {
             "LOCAL_PORT_RANGE" => Some("4000-4010".into()),
             "BIND_HOST" => Some("0.0.0.0".into()),
             "LOCAL_SANDBOX" => Some("unsandboxed".into()),
+            "LOCAL_NETWORK" => Some("host".into()),
+            "LOCAL_UID_RANGE" => Some("5000-5009".into()),
+            "LOCAL_TMP_SIZE_MIB" => Some("64".into()),
+            "LOCAL_MAX_FILE_MIB" => Some("100".into()),
+            "LOCAL_MIN_FREE_MIB" => Some("10".into()),
             _ => None,
         })
         .unwrap();
@@ -202,6 +398,14 @@ mod tests {
         );
         assert_eq!(c.bind_host, "0.0.0.0");
         assert_eq!(c.sandbox, SandboxMode::Unsandboxed);
+        assert_eq!(c.network, NetworkMode::Host);
+        assert_eq!(c.uid_range, UidRange::new(5000, 5009).unwrap());
+        assert_eq!(
+            (c.tmp_size_mib, c.max_file_mib, c.min_free_mib),
+            (64, 100, 10)
+        );
+        assert!("0-10".parse::<UidRange>().is_err());
+        assert!("10".parse::<UidRange>().is_err());
         assert_eq!(c.state_dir(), PathBuf::from("/var/lib/paygress/local"));
     }
 
@@ -211,6 +415,9 @@ mod tests {
         assert_eq!(c.port_range, PortRange::default());
         assert_eq!(c.bind_host, "127.0.0.1");
         assert_eq!(c.sandbox, SandboxMode::Bubblewrap);
+        assert_eq!(c.network, NetworkMode::Isolated);
+        assert_eq!("none".parse::<NetworkMode>().unwrap(), NetworkMode::None);
+        assert!("bridge".parse::<NetworkMode>().is_err());
         assert!(
             LocalConfig::from_lookup(|k| (k == "LOCAL_SANDBOX").then(|| "docker".into())).is_err()
         );

@@ -53,6 +53,22 @@ pub enum LocalError {
     /// Every port of the configured range is taken.
     #[error("no free port in {0}")]
     NoFreePort(String),
+    /// Every uid of the configured range is taken.
+    #[error("no free uid in {0}")]
+    NoFreeUid(String),
+    /// The disk holding the data directory is nearly full.
+    #[error(
+        "only {free_mib} MiB free where the data directory lives (at least {min_mib} MiB needed for a new lease)"
+    )]
+    LowDisk {
+        /// Free MiB now.
+        free_mib: u64,
+        /// The configured minimum.
+        min_mib: u64,
+    },
+    /// A lease's network namespace could not be set up.
+    #[error("lease network: {0}")]
+    Network(String),
     /// Random number generation failed.
     #[error("system random generator failed")]
     Random,
@@ -71,7 +87,9 @@ impl LocalError {
 impl From<LocalError> for BackendError {
     fn from(e: LocalError) -> Self {
         match e {
-            LocalError::NoFreePort(_) => BackendError::Unavailable(Box::new(e)),
+            LocalError::NoFreePort(_) | LocalError::NoFreeUid(_) | LocalError::LowDisk { .. } => {
+                BackendError::Unavailable(Box::new(e))
+            }
             other => BackendError::Other(Box::new(other)),
         }
     }

@@ -4,11 +4,12 @@
 mod backend;
 mod config;
 mod error;
+mod net;
 mod sandbox;
 mod ssh;
 mod store;
 
 pub use backend::LocalBackend;
-pub use config::{LocalConfig, PortRange, SandboxMode};
+pub use config::{ConnectionLimits, LocalConfig, NetworkMode, PortRange, SandboxMode, UidRange};
 pub use error::LocalError;
 pub use sandbox::Limits;

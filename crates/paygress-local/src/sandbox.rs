@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use paygress_core::pricing::Tier;
 
-use crate::config::SandboxMode;
+use crate::config::{NetworkMode, SandboxMode};
 use crate::error::LocalError;
+use crate::net::Net;
 
 /// Resource limits applied to every command of a lease (via `prlimit`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +57,30 @@ pub(crate) struct LaunchSpec<'a> {
     pub pty: bool,
     /// Extra environment accepted from the client (`TERM`, `LANG`, `LC_*`).
     pub client_env: &'a [(String, String)],
+    /// The lease's own uid/gid, when Paygress runs as root (else the default drop
+    /// target, `nobody`).
+    pub owner: Option<(u32, u32)>,
+    /// `passwd` and `group` files naming the lease's own uid, bound over the
+    /// sandbox's (so `id`, `scp` and shell prompts know the user).
+    pub identity: Option<(&'a Path, &'a Path)>,
+}
+
+/// Sizes applied to every sandboxed command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sizes {
+    /// Size of the private `/tmp` tmpfs.
+    pub tmp_bytes: u64,
+    /// `RLIMIT_FSIZE`: the largest file a command may write.
+    pub max_file_bytes: u64,
+}
+
+impl Default for Sizes {
+    fn default() -> Self {
+        Self {
+            tmp_bytes: 256 * 1024 * 1024,
+            max_file_bytes: 4096 * 1024 * 1024,
+        }
+    }
 }
 
 /// The tools found on this host for the chosen mode.
@@ -70,6 +95,9 @@ pub(crate) struct Sandbox {
     drop_to: Option<(PathBuf, u32, u32)>,
     /// OpenSSH's `sftp-server`, when installed (under `/usr`, so visible in the sandbox).
     sftp_server: Option<PathBuf>,
+    /// The network lease commands see.
+    net: Net,
+    sizes: Sizes,
 }
 
 /// Where distributions install OpenSSH's `sftp-server`.
@@ -79,6 +107,9 @@ const SFTP_SERVERS: &[&str] = &[
     "/usr/lib/ssh/sftp-server",
     "/usr/libexec/sftp-server",
 ];
+
+/// The lease name of the start-up probe.
+const PROBE: &str = "probe";
 
 /// `nobody` / `nogroup` on Debian and most distributions.
 const NOBODY: u32 = 65534;
@@ -97,13 +128,21 @@ pub(crate) fn which(name: &str) -> Option<PathBuf> {
 impl Sandbox {
     /// Looks up `bwrap` (when requested), `prlimit` and a shell, and for bubblewrap
     /// checks that a sandbox can actually be created here.
-    pub(crate) async fn detect(mode: SandboxMode) -> Result<Self, LocalError> {
-        Self::detect_with(mode, which).await
+    pub(crate) async fn detect(
+        mode: SandboxMode,
+        network: NetworkMode,
+        state_dir: &Path,
+        sizes: Sizes,
+    ) -> Result<Self, LocalError> {
+        Self::detect_with(mode, network, state_dir, sizes, which).await
     }
 
     /// [`detect`](Self::detect) with a custom program lookup.
     pub(crate) async fn detect_with(
         mode: SandboxMode,
+        network: NetworkMode,
+        state_dir: &Path,
+        sizes: Sizes,
         which: impl Fn(&str) -> Option<PathBuf>,
     ) -> Result<Self, LocalError> {
         let bwrap = match mode {
@@ -130,18 +169,76 @@ impl Sandbox {
             None
         };
         let sftp_server = SFTP_SERVERS.iter().map(PathBuf::from).find(|p| p.is_file());
-        let sandbox = Self {
+        let net = match mode {
+            SandboxMode::Bubblewrap => Net::detect(network, state_dir, &which)?,
+            SandboxMode::Unsandboxed => {
+                if network != NetworkMode::Host {
+                    tracing::warn!(
+                        "LOCAL_NETWORK={network} is ignored: unsandboxed commands share the host's network"
+                    );
+                }
+                Net::Host
+            }
+        };
+        let mut sandbox = Self {
             mode,
             bwrap,
             prlimit,
             shell,
             drop_to,
             sftp_server,
+            net,
+            sizes,
         };
         if mode == SandboxMode::Bubblewrap {
+            if let Net::Pasta(p) = &sandbox.net {
+                p.remove_stale().await;
+                let probed = match p.create(PROBE).await {
+                    Ok(()) => {
+                        let r = sandbox.probe().await;
+                        p.destroy(PROBE);
+                        r
+                    }
+                    Err(e) => Err(e),
+                };
+                match probed {
+                    Ok(()) => return Ok(sandbox),
+                    Err(e) => {
+                        tracing::warn!(
+                            error = %e,
+                            "isolated lease networking (pasta) does not work on this host: leases get NO network (loopback only) instead"
+                        );
+                        sandbox.net = Net::Loopback;
+                    }
+                }
+            }
             sandbox.probe().await?;
         }
         Ok(sandbox)
+    }
+
+    /// Creates lease `lease`'s network namespace, if the mode has one per lease.
+    pub(crate) async fn net_up(&self, lease: &str) -> Result<(), LocalError> {
+        match &self.net {
+            Net::Pasta(p) => p.create(lease).await,
+            Net::Host | Net::Loopback => Ok(()),
+        }
+    }
+
+    /// Deletes lease `lease`'s network namespace, if any. Synchronous (for `Drop`).
+    pub(crate) fn net_down(&self, lease: &str) {
+        if let Net::Pasta(p) = &self.net {
+            p.destroy(lease);
+        }
+    }
+
+    /// The network mode actually in use (isolated may have fallen back to none).
+    pub(crate) fn network(&self) -> NetworkMode {
+        match self.net {
+            Net::Host => NetworkMode::Host,
+            Net::Loopback => NetworkMode::None,
+            Net::Pasta(_) => NetworkMode::Isolated,
+        }
     }
 
     /// Runs `true` in a sandbox like a lease's, so a host where bubblewrap cannot work
@@ -149,13 +246,15 @@ impl Sandbox {
     async fn probe(&self) -> Result<(), LocalError> {
         let home = std::env::temp_dir();
         let launch = self.launch(&LaunchSpec {
-            lease: "probe",
+            lease: PROBE,
             username: "probe",
             home: &home,
             limits: Limits::for_tier(&Tier::standard()),
             command: Some("true"),
             pty: false,
             client_env: &[],
+            owner: None,
+            identity: None,
         });
         let out = tokio::process::Command::new(&launch.program)
             .args(&launch.args)
@@ -177,6 +276,11 @@ impl Sandbox {
         }
     }
 
+    /// The login shell of lease users.
+    pub(crate) fn shell(&self) -> String {
+        self.shell.to_string_lossy().into_owned()
+    }
+
     /// The mode in use.
     pub(crate) fn mode(&self) -> SandboxMode {
         self.mode
@@ -189,8 +293,9 @@ impl Sandbox {
             .map(|p| p.to_string_lossy().into_owned())
     }
 
-    /// The uid/gid lease commands run as, when different from Paygress' own (their
-    /// home and terminal must belong to it).
+    /// The uid/gid lease commands run as by default, when different from Paygress'
+    /// own (their home and terminal must belong to it). `Some` exactly when
+    /// Paygress runs as root with bubblewrap; leases then get their own uid.
     pub(crate) fn owner(&self) -> Option<(u32, u32)> {
         self.drop_to.as_ref().map(|(_, u, g)| (*u, *g))
     }
@@ -220,6 +325,7 @@ impl Sandbox {
         // The command proper: [setpriv …] [prlimit …] shell -l | shell -c CMD
         let mut inner: Vec<OsString> = Vec::new();
         if let (SandboxMode::Bubblewrap, Some((setpriv, uid, gid))) = (self.mode, &self.drop_to) {
+            let (uid, gid) = spec.owner.unwrap_or((*uid, *gid));
             inner.push(setpriv.into());
             inner.push(format!("--reuid={uid}").into());
             inner.push(format!("--regid={gid}").into());
@@ -232,6 +338,9 @@ impl Sandbox {
             inner.push(format!("--as={}", spec.limits.address_space_bytes).into());
             inner.push(format!("--nproc={}", spec.limits.processes).into());
             inner.push(format!("--nofile={}", spec.limits.open_files).into());
+            if self.mode == SandboxMode::Bubblewrap {
+                inner.push(format!("--fsize={}", self.sizes.max_file_bytes).into());
+            }
             inner.push("--".into());
         }
         inner.push(shell.into());
@@ -276,8 +385,10 @@ impl Sandbox {
                 push(&["--proc", "/proc", "--dev", "/dev"]);
                 // Directories bubblewrap creates belong to root: open them up like a
                 // normal system's.
-                push(&["--perms", "1777", "--tmpfs", "/tmp"]);
-                push(&["--perms", "1777", "--dir", "/var/tmp"]);
+                let tmp_size = self.sizes.tmp_bytes.to_string();
+                push(&["--perms", "1777", "--size", &tmp_size, "--tmpfs", "/tmp"]);
+                // Not a directory on bubblewrap's unbounded root tmpfs.
+                push(&["--symlink", "/tmp", "/var/tmp"]);
                 push(&["--perms", "0755", "--dir", "/run"]);
                 push(&["--perms", "0755", "--dir", "/home"]);
                 let sandbox_home = sandbox_home.to_string_lossy().into_owned();
@@ -286,10 +397,47 @@ impl Sandbox {
                 args.push(sandbox_home.clone().into());
                 args.push("--chdir".into());
                 args.push(sandbox_home.into());
+                if let Some((passwd, group)) = spec.identity {
+                    for (src, dest) in [(passwd, "/etc/passwd"), (group, "/etc/group")] {
+                        args.push("--ro-bind".into());
+                        args.push(src.into());
+                        args.push(dest.into());
+                    }
+                }
+                match &self.net {
+                    Net::Host => {}
+                    Net::Loopback => args.push("--unshare-net".into()),
+                    Net::Pasta(p) => {
+                        // The host's resolver is not reachable: pasta forwards DNS.
+                        let dest = std::fs::canonicalize("/etc/resolv.conf")
+                            .unwrap_or_else(|_| PathBuf::from("/etc/resolv.conf"));
+                        args.push("--ro-bind".into());
+                        args.push(p.resolv_conf().into());
+                        args.push(dest.into());
+                    }
+                }
                 args.push("--".into());
                 args.extend(inner);
+                let program = match &self.net {
+                    Net::Pasta(p) => {
+                        // nsenter joins the lease's namespace and execs bubblewrap.
+                        let mut outer: Vec<OsString> = vec![
+                            {
+                                let mut a = OsString::from("--net=");
+                                a.push(p.ns_path(spec.lease));
+                                a
+                            },
+                            "--".into(),
+                            bwrap.into(),
+                        ];
+                        outer.append(&mut args);
+                        args = outer;
+                        p.nsenter().to_owned()
+                    }
+                    Net::Host | Net::Loopback => bwrap.clone(),
+                };
                 Launch {
-                    program: bwrap.clone(),
+                    program,
                     args,
                     env,
                     cwd: spec.home.to_owned(),
@@ -307,6 +455,24 @@ impl Sandbox {
             }
         }
     }
+}
+
+/// The host's `passwd` and `group` with `username` as `uid`/`gid` (replacing any
+/// entry of that name), home `/home/<username>` and login shell `shell`.
+pub(crate) fn identity_files(username: &str, uid: u32, gid: u32, shell: &str) -> (String, String) {
+    let keep = |text: String| -> String {
+        text.lines()
+            .filter(|l| l.split(':').next() != Some(username))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let mut passwd = keep(std::fs::read_to_string("/etc/passwd").unwrap_or_default());
+    passwd.push_str(&format!(
+        "{username}:x:{uid}:{gid}:Paygress lease:/home/{username}:{shell}\n"
+    ));
+    let mut group = keep(std::fs::read_to_string("/etc/group").unwrap_or_default());
+    group.push_str(&format!("{username}:x:{gid}:\n"));
+    (passwd, group)
 }
 
 /// `(pid, ppid, pgid, sid)` of every process in `/proc`.
@@ -389,20 +555,35 @@ mod tests {
             command,
             pty,
             client_env: &[],
+            owner: None,
+            identity: None,
         }
     }
 
     #[tokio::test]
     async fn missing_bwrap_is_an_install_hint() {
-        let err = Sandbox::detect_with(SandboxMode::Bubblewrap, |_| None)
-            .await
-            .unwrap_err();
+        let dir = tempfile::tempdir().unwrap();
+        let err = Sandbox::detect_with(
+            SandboxMode::Bubblewrap,
+            NetworkMode::Isolated,
+            dir.path(),
+            Sizes::default(),
+            |_| None,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, LocalError::BwrapMissing));
         assert!(err.to_string().contains("apt-get install bubblewrap"));
         // Unsandboxed needs no bwrap.
-        let sb = Sandbox::detect_with(SandboxMode::Unsandboxed, |_| None)
-            .await
-            .unwrap();
+        let sb = Sandbox::detect_with(
+            SandboxMode::Unsandboxed,
+            NetworkMode::Isolated,
+            dir.path(),
+            Sizes::default(),
+            |_| None,
+        )
+        .await
+        .unwrap();
         assert_eq!(sb.mode(), SandboxMode::Unsandboxed);
     }
 
@@ -422,6 +603,8 @@ mod tests {
             shell: "/bin/sh".into(),
             drop_to: None,
             sftp_server: None,
+            net: Net::Host,
+            sizes: Sizes::default(),
         };
         let home = Path::new("/data/local/homes/ssh-pod-abcdefgh");
         let l = sb.launch(&spec(home, Some("echo hi"), false));
@@ -436,7 +619,9 @@ mod tests {
             "--die-with-parent",
             "--unshare-pid",
             "--new-session",
-            "--perms 1777 --tmpfs /tmp",
+            "--perms 1777 --size 268435456 --tmpfs /tmp",
+            "--symlink /tmp /var/tmp",
+            "--fsize=4294967296",
             "--ro-bind /etc /etc",
             "--ro-bind /usr /usr",
             "--bind /data/local/homes/ssh-pod-abcdefgh /home/alice",
@@ -469,6 +654,8 @@ mod tests {
             shell: "/bin/sh".into(),
             drop_to: Some(("/usr/bin/setpriv".into(), NOBODY, NOBODY)),
             sftp_server: None,
+            net: Net::Host,
+            sizes: Sizes::default(),
         };
         let l = sb.launch(&spec(Path::new("/h"), Some("id"), false));
         let joined = l
@@ -486,6 +673,20 @@ mod tests {
             "{joined}"
         );
         assert_eq!(sb.owner(), Some((NOBODY, NOBODY)));
+        // A lease's own uid replaces nobody.
+        let mut own = spec(Path::new("/h"), Some("id"), false);
+        own.owner = Some((2_000_007, 2_000_007));
+        let joined = sb
+            .launch(&own)
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            joined.contains("setpriv --reuid=2000007 --regid=2000007"),
+            "{joined}"
+        );
     }
 
     #[test]
@@ -497,6 +698,8 @@ mod tests {
             shell: "/bin/sh".into(),
             drop_to: None,
             sftp_server: None,
+            net: Net::Host,
+            sizes: Sizes::default(),
         };
         let home = Path::new("/tmp/h");
         let l = sb.launch(&spec(home, Some("id"), false));

@@ -2,10 +2,11 @@
 //! accept loop.
 
 use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,11 +14,14 @@ use jiff::Timestamp;
 use paygress_core::names::LeaseId;
 use russh::keys::{PrivateKey, PublicKey};
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
-use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet};
+use russh::{
+    Channel, ChannelId, ChannelOpenFailure, ChannelWriteHalf, Disconnect, MethodKind, MethodSet,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
+use crate::config::ConnectionLimits;
 use crate::sandbox::{LaunchSpec, Limits, Sandbox, kill_all};
 use crate::store::PasswordHash;
 
@@ -27,8 +31,10 @@ pub(crate) fn server_config(host_key: PrivateKey) -> russh::server::Config {
         methods: MethodSet::from(&[MethodKind::Password, MethodKind::PublicKey][..]),
         auth_rejection_time: Duration::from_secs(1),
         auth_rejection_time_initial: Some(Duration::ZERO),
+        max_auth_attempts: 6,
         keys: vec![host_key],
-        inactivity_timeout: None,
+        // Keepalive replies count as activity: only dead peers hit this.
+        inactivity_timeout: Some(Duration::from_secs(15 * 60)),
         keepalive_interval: Some(Duration::from_secs(30)),
         keepalive_max: 3,
         nodelay: true,
@@ -45,11 +51,63 @@ pub(crate) struct LeaseShared {
     pub limits: Limits,
     pub home: PathBuf,
     pub sandbox: Arc<Sandbox>,
+    /// The uid/gid this lease's commands run as, when Paygress runs as root.
+    pub owner: Option<(u32, u32)>,
+    /// `passwd` and `group` naming that uid.
+    pub identity: Option<(PathBuf, PathBuf)>,
     expires_at: Mutex<Timestamp>,
     closed: AtomicBool,
     shutdown: watch::Sender<bool>,
     /// Top-level processes (bwrap or shell) of every running command.
     roots: Mutex<HashSet<u32>>,
+    /// Connections that have not logged in yet, oldest first.
+    pending: Mutex<Vec<Pending>>,
+    /// Connections logged in now.
+    sessions: Mutex<usize>,
+    next_conn: AtomicU64,
+}
+
+/// The network a peer is counted in: its IPv4 address, or its IPv6 /64 (one host
+/// usually has a whole /64).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// Which of the waiting connections (peer addresses, oldest first) to push out: the
+/// oldest one of the source holding the most.
+fn victim(ips: &[IpAddr]) -> Option<usize> {
+    let mut counts: HashMap<IpAddr, usize> = HashMap::new();
+    for ip in ips {
+        *counts.entry(source_key(*ip)).or_default() += 1;
+    }
+    let most = counts.values().copied().max()?;
+    // Among equally busy sources, the one whose oldest connection is oldest.
+    ips.iter()
+        .position(|ip| counts.get(&source_key(*ip)) == Some(&most))
+}
+
+/// A connection waiting for its login; told how that ended through `outcome`.
+struct Pending {
+    id: u64,
+    ip: IpAddr,
+    outcome: oneshot::Sender<Outcome>,
+}
+
+/// How the pre-authentication phase of a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Authenticated,
+    /// Pushed out by newer connections (see [`ConnectionLimits::unauthenticated_per_lease`]).
+    Evicted,
 }
 
 impl LeaseShared {
@@ -62,6 +120,8 @@ impl LeaseShared {
         limits: Limits,
         home: PathBuf,
         sandbox: Arc<Sandbox>,
+        owner: Option<(u32, u32)>,
+        identity: Option<(PathBuf, PathBuf)>,
         expires_at: Timestamp,
     ) -> Self {
         Self {
@@ -72,10 +132,72 @@ impl LeaseShared {
             limits,
             home,
             sandbox,
+            owner,
+            identity,
             expires_at: Mutex::new(expires_at),
             closed: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
             roots: Mutex::new(HashSet::new()),
+            pending: Mutex::new(Vec::new()),
+            sessions: Mutex::new(0),
+            next_conn: AtomicU64::new(0),
+        }
+    }
+
+    /// Registers a new unauthenticated connection from `ip`, pushing out the oldest
+    /// one of the address with the most when `cap` is reached.
+    fn register(&self, ip: IpAddr, cap: usize) -> (u64, oneshot::Receiver<Outcome>) {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut pending) = self.pending.lock() {
+            while pending.len() >= cap.max(1) {
+                let ips: Vec<IpAddr> = pending.iter().map(|p| p.ip).collect();
+                let Some(pos) = victim(&ips) else {
+                    break;
+                };
+                let victim = pending.remove(pos);
+                let _ = victim.outcome.send(Outcome::Evicted);
+            }
+            pending.push(Pending {
+                id,
+                ip,
+                outcome: tx,
+            });
+        }
+        (id, rx)
+    }
+
+    /// Forgets connection `id` if it is still waiting for its login.
+    fn unregister(&self, id: u64) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.retain(|p| p.id != id);
+        }
+    }
+
+    /// Turns connection `id` into a logged-in session, unless it was pushed out or
+    /// the lease has `cap` sessions already.
+    fn admit(&self, id: u64, cap: usize) -> bool {
+        let (Ok(mut pending), Ok(mut sessions)) = (self.pending.lock(), self.sessions.lock())
+        else {
+            return false;
+        };
+        if *sessions >= cap {
+            return false;
+        }
+        let Some(pos) = pending.iter().position(|p| p.id == id) else {
+            return false;
+        };
+        let p = pending.remove(pos);
+        if p.outcome.send(Outcome::Authenticated).is_err() {
+            return false;
+        }
+        *sessions += 1;
+        true
+    }
+
+    fn session_ended(&self) {
+        if let Ok(mut sessions) = self.sessions.lock() {
+            *sessions = sessions.saturating_sub(1);
         }
     }
 
@@ -141,12 +263,16 @@ impl LeaseShared {
     }
 }
 
+/// What the SSH servers of every lease share.
+pub(crate) struct ServeContext {
+    pub config: Arc<russh::server::Config>,
+    pub limits: ConnectionLimits,
+    /// One permit per open connection, all leases together.
+    pub total: Arc<Semaphore>,
+}
+
 /// Accepts connections for one lease until the task is aborted.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    lease: Arc<LeaseShared>,
-    config: Arc<russh::server::Config>,
-) {
+pub(crate) async fn serve(listener: TcpListener, lease: Arc<LeaseShared>, ctx: Arc<ServeContext>) {
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -160,63 +286,291 @@ pub(crate) async fn serve(
             drop(socket);
             continue;
         }
-        let lease = lease.clone();
-        let config = config.clone();
-        tokio::spawn(async move {
-            let _ = socket.set_nodelay(true);
-            let handler = Conn::new(lease.clone());
-            let mut shutdown = lease.shutdown.subscribe();
-            let session = match russh::server::run_stream(config, socket, handler).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(lease = %lease.id, %peer, error = %e, "ssh handshake failed");
-                    return;
-                }
-            };
-            let handle = session.handle();
-            let closed = async move { shutdown.wait_for(|closed| *closed).await.is_ok() };
-            tokio::select! {
-                r = session => {
-                    if let Err(e) = r {
-                        tracing::debug!(lease = %lease.id, %peer, error = %e, "ssh session ended with an error");
-                    }
-                }
-                true = closed => {
-                    let _ = handle
-                        .disconnect(Disconnect::ByApplication, "lease expired".into(), String::new())
-                        .await;
-                }
-            }
-        });
+        let Ok(permit) = ctx.total.clone().try_acquire_owned() else {
+            tracing::debug!(lease = %lease.id, %peer, "connection limit reached: closing");
+            drop(socket);
+            continue;
+        };
+        tokio::spawn(connection(socket, peer, lease.clone(), ctx.clone(), permit));
     }
 }
 
-enum Input {
-    Data(Vec<u8>),
-    Eof,
-    Resize(pty_process::Size),
+/// The socket back as a tokio stream, plus a duplicate descriptor to shut it down.
+fn split_killer(
+    socket: tokio::net::TcpStream,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::TcpStream)> {
+    let std = socket.into_std()?;
+    let killer = std.try_clone()?;
+    Ok((tokio::net::TcpStream::from_std(std)?, killer))
 }
 
-#[derive(Default)]
+/// Forgets a connection's registration when its task ends.
+struct Registration<'a> {
+    lease: &'a LeaseShared,
+    id: u64,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.lease.unregister(self.id);
+    }
+}
+
+/// Runs one connection: login within the deadline (or pushed out by newer ones),
+/// then the session until it ends or the lease closes.
+async fn connection(
+    socket: tokio::net::TcpStream,
+    peer: SocketAddr,
+    lease: Arc<LeaseShared>,
+    ctx: Arc<ServeContext>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let _ = socket.set_nodelay(true);
+    // A second descriptor of the socket, to cut a connection that does not log in
+    // (russh cannot send a disconnect in the middle of a key exchange).
+    let (socket, killer) = match split_killer(socket) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(lease = %lease.id, error = %e, "could not duplicate a socket");
+            return;
+        }
+    };
+    let (id, mut outcome) = lease.register(peer.ip(), ctx.limits.unauthenticated_per_lease);
+    let _registration = Registration { lease: &lease, id };
+    let handler = Conn::new(lease.clone(), id, &ctx.limits);
+    let deadline = tokio::time::sleep(ctx.limits.auth_timeout);
+    tokio::pin!(deadline);
+
+    // Handshake (the client may never even send its version line).
+    let session = tokio::select! {
+        r = russh::server::run_stream(ctx.config.clone(), socket, handler) => match r {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(lease = %lease.id, %peer, error = %e, "ssh handshake failed");
+                return;
+            }
+        },
+        () = &mut deadline => {
+            tracing::debug!(lease = %lease.id, %peer, "no ssh handshake before the login deadline");
+            return;
+        }
+        _ = &mut outcome => {
+            tracing::debug!(lease = %lease.id, %peer, "unauthenticated connection pushed out");
+            return;
+        }
+    };
+    let handle = session.handle();
+    tokio::pin!(session);
+
+    // Login.
+    let authenticated = tokio::select! {
+        r = &mut session => {
+            if let Err(e) = r {
+                tracing::debug!(lease = %lease.id, %peer, error = %e, "ssh session ended before login");
+            }
+            return;
+        }
+        () = &mut deadline => false,
+        o = &mut outcome => o == Ok(Outcome::Authenticated),
+    };
+    if !authenticated {
+        tracing::debug!(lease = %lease.id, %peer, "closing a connection that did not log in");
+        let _ = killer.shutdown(std::net::Shutdown::Both);
+        if tokio::time::timeout(Duration::from_secs(10), session)
+            .await
+            .is_err()
+        {
+            tracing::warn!(lease = %lease.id, %peer, "an ssh session did not end after its socket was shut down");
+        }
+        return;
+    }
+    drop(killer);
+
+    // Logged in.
+    let mut shutdown = lease.shutdown.subscribe();
+    let closed = async move { shutdown.wait_for(|closed| *closed).await.is_ok() };
+    tokio::select! {
+        r = &mut session => {
+            if let Err(e) = r {
+                tracing::debug!(lease = %lease.id, %peer, error = %e, "ssh session ended with an error");
+            }
+        }
+        true = closed => {
+            let _ = handle
+                .disconnect(Disconnect::ByApplication, "lease expired".into(), String::new())
+                .await;
+        }
+    }
+    lease.session_ended();
+}
+
+enum Input {
+    /// Client bytes, holding their share of the connection's input allowance until
+    /// written to the command.
+    Data(Vec<u8>, Credit),
+    Eof,
+    Resize(pty_process::Size, Credit),
+}
+
+/// Every queued input message is charged at least this many bytes, so tiny packets
+/// cannot queue millions of messages.
+const MIN_CHARGE: usize = 256;
+
+/// How often a blocked `data` call checks whether the connection's output is stuck.
+const STALL_CHECK: Duration = Duration::from_millis(20);
+
+/// Input accepted beyond the budget per connection (see [`Flow`]) before the
+/// connection is closed.
+const OVERFLOW_CAP: usize = 16 * 1024 * 1024;
+
+/// Concurrent password hashes (PBKDF2) across all leases, on blocking threads.
+static HASHING: Semaphore = Semaphore::const_new(2);
+
+type Output = Arc<ChannelWriteHalf<Msg>>;
+
+/// Input flow control of one connection.
+///
+/// russh replenishes the client's window as soon as it reads a data packet, so the
+/// only brake on a client is to stop reading its connection: `data` waits until the
+/// commands have taken earlier input (the budget). But window adjustments for the
+/// commands' output arrive on that same connection: when output is waiting to be
+/// sent while `data` waits, not reading would deadlock (`cat` with a big input). Then
+/// input is still taken beyond the budget, one packet per [`STALL_CHECK`], up to
+/// [`OVERFLOW_CAP`]; a client that gets there (floods input while not accepting
+/// output) is disconnected.
+struct Flow {
+    budget: Arc<Semaphore>,
+    budget_size: usize,
+    overflow: AtomicUsize,
+    /// Output sends in progress on this connection.
+    sending: AtomicUsize,
+}
+
+/// What a queued input message holds of its connection's allowance; released when
+/// the message is dropped (written to the command or discarded).
+enum Credit {
+    Budget(#[allow(dead_code)] OwnedSemaphorePermit),
+    Overflow(Arc<Flow>, usize),
+}
+
+impl Drop for Credit {
+    fn drop(&mut self) {
+        if let Self::Overflow(flow, n) = self {
+            flow.overflow.fetch_sub(*n, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Flow {
+    fn new(budget: usize) -> Arc<Self> {
+        let budget = budget.clamp(64 * 1024, Semaphore::MAX_PERMITS);
+        Arc::new(Self {
+            budget: Arc::new(Semaphore::new(budget)),
+            budget_size: budget,
+            overflow: AtomicUsize::new(0),
+            sending: AtomicUsize::new(0),
+        })
+    }
+
+    fn charge(&self, len: usize) -> (usize, u32) {
+        let n = len.clamp(MIN_CHARGE, self.budget_size);
+        (n, u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// Credit for `len` bytes without waiting, if the budget has room.
+    fn try_credit(&self, len: usize) -> Option<Credit> {
+        let (_, permits) = self.charge(len);
+        self.budget
+            .clone()
+            .try_acquire_many_owned(permits)
+            .ok()
+            .map(Credit::Budget)
+    }
+
+    /// Credit for `len` bytes: waits for the budget, or takes overflow while output
+    /// is stuck; `None` when the overflow cap is reached.
+    async fn credit(self: &Arc<Self>, len: usize) -> Option<Credit> {
+        let (n, permits) = self.charge(len);
+        loop {
+            tokio::select! {
+                p = self.budget.clone().acquire_many_owned(permits) => {
+                    return p.ok().map(Credit::Budget);
+                }
+                () = tokio::time::sleep(STALL_CHECK) => {
+                    if self.sending.load(Ordering::SeqCst) > 0 {
+                        let before = self.overflow.fetch_add(n, Ordering::SeqCst);
+                        if before + n > OVERFLOW_CAP {
+                            self.overflow.fetch_sub(n, Ordering::SeqCst);
+                            return None;
+                        }
+                        return Some(Credit::Overflow(self.clone(), n));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Counts an output send in progress (see [`Flow`]).
+struct Sending<'a>(&'a Flow);
+
+impl<'a> Sending<'a> {
+    fn start(flow: &'a Flow) -> Self {
+        flow.sending.fetch_add(1, Ordering::SeqCst);
+        Self(flow)
+    }
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        self.0.sending.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 struct Chan {
+    /// Where the command's output goes; waits for the client's window.
+    output: Output,
     /// A PTY requested but not yet used by a command.
     pty: Option<(pty_process::Pty, pty_process::Pts)>,
     env: Vec<(String, String)>,
     input: Option<mpsc::UnboundedSender<Input>>,
     pid: Option<u32>,
+    eof: bool,
 }
 
 /// One SSH connection.
 struct Conn {
     lease: Arc<LeaseShared>,
+    /// This connection's registration with the lease.
+    id: u64,
+    sessions_cap: usize,
+    channels_cap: usize,
+    /// Client input buffered for commands, for the whole connection.
+    flow: Arc<Flow>,
     channels: HashMap<ChannelId, Chan>,
 }
 
 impl Conn {
-    fn new(lease: Arc<LeaseShared>) -> Self {
+    fn new(lease: Arc<LeaseShared>, id: u64, limits: &ConnectionLimits) -> Self {
         Self {
             lease,
+            id,
+            sessions_cap: limits.sessions_per_lease,
+            channels_cap: limits.channels_per_connection,
+            flow: Flow::new(limits.input_buffer_bytes),
             channels: HashMap::new(),
+        }
+    }
+
+    /// Logs the connection in if the credentials matched and the lease has room.
+    fn accept_login(&self, matched: bool) -> Auth {
+        if matched && self.lease.admit(self.id, self.sessions_cap) {
+            Auth::Accept
+        } else {
+            if matched {
+                tracing::info!(lease = %self.lease.id, "login refused: too many sessions or connection pushed out");
+            }
+            Auth::reject()
         }
     }
 
@@ -248,9 +602,16 @@ impl Conn {
             command: command.as_deref(),
             pty: pty.is_some(),
             client_env: &chan.env,
+            owner: self.lease.owner,
+            identity: self
+                .lease
+                .identity
+                .as_ref()
+                .map(|(p, g)| (p.as_path(), g.as_path())),
         });
-        let handle = session.handle();
+        let output = chan.output.clone();
         let (tx, rx) = mpsc::unbounded_channel();
+        let flow = self.flow.clone();
         let spawned = match pty {
             Some((pty, pts)) => pty_process::Command::new(&launch.program)
                 .args(&launch.args)
@@ -260,7 +621,7 @@ impl Conn {
                 .kill_on_drop(true)
                 .spawn(pts)
                 .map_err(|e| e.to_string())
-                .map(|child| run_pty(child, pty, rx, handle, channel, self.lease.clone())),
+                .map(|child| run_pty(child, pty, rx, output, flow, self.lease.clone())),
             None => {
                 let mut cmd = tokio::process::Command::new(&launch.program);
                 cmd.args(&launch.args)
@@ -274,7 +635,7 @@ impl Conn {
                     .kill_on_drop(true);
                 cmd.spawn()
                     .map_err(|e| e.to_string())
-                    .map(|child| run_pipes(child, rx, handle, channel, self.lease.clone()))
+                    .map(|child| run_pipes(child, rx, output, flow, self.lease.clone()))
             }
         };
         match spawned {
@@ -303,10 +664,10 @@ fn exit_code(status: std::io::Result<ExitStatus>) -> u32 {
     }
 }
 
-async fn finish(handle: &russh::server::Handle, channel: ChannelId, code: u32) {
-    let _ = handle.exit_status_request(channel, code).await;
-    let _ = handle.eof(channel).await;
-    let _ = handle.close(channel).await;
+async fn finish(output: &Output, code: u32) {
+    let _ = output.exit_status(code).await;
+    let _ = output.eof().await;
+    let _ = output.close().await;
 }
 
 /// Pumps a PTY command; returns its pid.
@@ -314,8 +675,8 @@ fn run_pty(
     mut child: tokio::process::Child,
     pty: pty_process::Pty,
     mut input: mpsc::UnboundedReceiver<Input>,
-    handle: russh::server::Handle,
-    channel: ChannelId,
+    output: Output,
+    flow: Arc<Flow>,
     lease: Arc<LeaseShared>,
 ) -> Option<u32> {
     let pid = child.id();
@@ -326,12 +687,12 @@ fn run_pty(
     tokio::spawn(async move {
         while let Some(msg) = input.recv().await {
             match msg {
-                Input::Data(d) => {
+                Input::Data(d, _permit) => {
                     if writer.write_all(&d).await.is_err() {
                         break;
                     }
                 }
-                Input::Resize(size) => {
+                Input::Resize(size, _credit) => {
                     let _ = writer.resize(size);
                 }
                 Input::Eof => {}
@@ -345,7 +706,8 @@ fn run_pty(
             match reader.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if handle.data(channel, buf[..n].to_vec()).await.is_err() {
+                    let _sending = Sending::start(&flow);
+                    if output.data_bytes(buf[..n].to_vec()).await.is_err() {
                         break;
                     }
                 }
@@ -355,26 +717,24 @@ fn run_pty(
         if let Some(pid) = pid {
             lease.untrack(pid);
         }
-        finish(&handle, channel, code).await;
+        finish(&output, code).await;
     });
     pid
 }
 
-async fn pump<R: AsyncRead + Unpin>(
-    mut r: R,
-    handle: russh::server::Handle,
-    channel: ChannelId,
-    ext: Option<u32>,
-) {
+/// Copies `r` to the channel, waiting for the client's window (so a client that does
+/// not read stops the command instead of filling memory).
+async fn pump<R: AsyncRead + Unpin>(mut r: R, output: &Output, flow: &Flow, ext: Option<u32>) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
                 let data = buf[..n].to_vec();
+                let _sending = Sending::start(flow);
                 let sent = match ext {
-                    Some(code) => handle.extended_data(channel, code, data).await,
-                    None => handle.data(channel, data).await,
+                    Some(code) => output.extended_data_bytes(code, data).await,
+                    None => output.data_bytes(data).await,
                 };
                 if sent.is_err() {
                     return;
@@ -388,8 +748,8 @@ async fn pump<R: AsyncRead + Unpin>(
 fn run_pipes(
     mut child: tokio::process::Child,
     mut input: mpsc::UnboundedReceiver<Input>,
-    handle: russh::server::Handle,
-    channel: ChannelId,
+    output: Output,
+    flow: Arc<Flow>,
     lease: Arc<LeaseShared>,
 ) -> Option<u32> {
     let pid = child.id();
@@ -402,7 +762,7 @@ fn run_pipes(
     tokio::spawn(async move {
         while let Some(msg) = input.recv().await {
             match msg {
-                Input::Data(d) => {
+                Input::Data(d, _permit) => {
                     if let Some(w) = stdin.as_mut()
                         && w.write_all(&d).await.is_err()
                     {
@@ -410,26 +770,26 @@ fn run_pipes(
                     }
                 }
                 Input::Eof => stdin = None,
-                Input::Resize(_) => {}
+                Input::Resize(..) => {}
             }
         }
     });
     tokio::spawn(async move {
         let out = async {
             if let Some(o) = stdout {
-                pump(o, handle.clone(), channel, None).await;
+                pump(o, &output, &flow, None).await;
             }
         };
         let err = async {
             if let Some(e) = stderr {
-                pump(e, handle.clone(), channel, Some(1)).await;
+                pump(e, &output, &flow, Some(1)).await;
             }
         };
         let (status, (), ()) = tokio::join!(child.wait(), out, err);
         if let Some(pid) = pid {
             lease.untrack(pid);
         }
-        finish(&handle, channel, exit_code(status)).await;
+        finish(&output, exit_code(status)).await;
     });
     pid
 }
@@ -457,11 +817,19 @@ impl russh::server::Handler for Conn {
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        if self.lease.accepts_user(user) && self.lease.password.verify(password) {
-            Ok(Auth::Accept)
-        } else {
-            Ok(Auth::reject())
+        if !self.lease.accepts_user(user) {
+            return Ok(Auth::reject());
         }
+        // PBKDF2 on a blocking thread, a few at a time, never on the async runtime.
+        let hash = self.lease.password.clone();
+        let candidate = password.to_owned();
+        let matched = match HASHING.acquire().await {
+            Ok(_permit) => tokio::task::spawn_blocking(move || hash.verify(&candidate))
+                .await
+                .unwrap_or(false),
+            Err(_) => false,
+        };
+        Ok(self.accept_login(matched))
     }
 
     async fn auth_publickey_offered(
@@ -481,11 +849,8 @@ impl russh::server::Handler for Conn {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        if self.lease.accepts_user(user) && self.lease.key_matches(key.public_key) {
-            Ok(Auth::Accept)
-        } else {
-            Ok(Auth::reject())
-        }
+        let matched = self.lease.accepts_user(user) && self.lease.key_matches(key.public_key);
+        Ok(self.accept_login(matched))
     }
 
     async fn channel_open_session(
@@ -494,8 +859,20 @@ impl russh::server::Handler for Conn {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.lease.is_open() {
-            self.channels.insert(channel.id(), Chan::default());
+        if self.lease.is_open() && self.channels.len() < self.channels_cap {
+            // Input arrives through `data` below; the read half is not used.
+            let (_read, write) = channel.split();
+            self.channels.insert(
+                write.id(),
+                Chan {
+                    output: Arc::new(write),
+                    pty: None,
+                    env: Vec::new(),
+                    input: None,
+                    pid: None,
+                    eof: false,
+                },
+            );
             reply.accept().await;
         } else {
             reply
@@ -510,7 +887,11 @@ impl russh::server::Handler for Conn {
         channel: ChannelId,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let Some(tx) = self.channels.get(&channel).and_then(|c| c.input.as_ref()) {
+        if let Some(chan) = self.channels.get_mut(&channel)
+            && !chan.eof
+            && let Some(tx) = &chan.input
+        {
+            chan.eof = true;
             let _ = tx.send(Input::Eof);
         }
         Ok(())
@@ -535,9 +916,16 @@ impl russh::server::Handler for Conn {
         data: &[u8],
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let Some(tx) = self.channels.get(&channel).and_then(|c| c.input.as_ref()) {
-            let _ = tx.send(Input::Data(data.to_vec()));
-        }
+        let Some(tx) = self.channels.get(&channel).and_then(|c| c.input.clone()) else {
+            return Ok(());
+        };
+        // Backpressure: until the commands have taken earlier input, wait here, which
+        // stops this connection from being read (see `Flow`).
+        let Some(credit) = self.flow.credit(data.len()).await else {
+            tracing::info!(lease = %self.lease.id, "client floods input while not accepting output: disconnecting");
+            return Err(russh::Error::Disconnect);
+        };
+        let _ = tx.send(Input::Data(data.to_vec(), credit));
         Ok(())
     }
 
@@ -556,7 +944,7 @@ impl russh::server::Handler for Conn {
             session.channel_failure(channel)?;
             return Ok(());
         };
-        let owner = self.lease.sandbox.owner();
+        let owner = self.lease.owner.or(self.lease.sandbox.owner());
         let opened = pty_process::open().and_then(|(pty, pts)| {
             pty.resize(size(col_width, row_height))?;
             if let Some((uid, gid)) = owner {
@@ -647,8 +1035,11 @@ impl russh::server::Handler for Conn {
             let sz = size(col_width, row_height);
             if let Some((pty, _)) = &chan.pty {
                 let _ = pty.resize(sz);
-            } else if let Some(tx) = &chan.input {
-                let _ = tx.send(Input::Resize(sz));
+            } else if let Some(tx) = &chan.input
+                && let Some(credit) = self.flow.try_credit(0)
+            {
+                // Dropped when the input allowance is used up anyway.
+                let _ = tx.send(Input::Resize(sz, credit));
             }
         }
         Ok(())
@@ -668,6 +1059,26 @@ fn size(cols: u32, rows: u32) -> pty_process::Size {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_busiest_source_loses_its_oldest_waiting_connection() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let buyer = ip("198.51.100.7");
+        let flood = ip("203.0.113.9");
+        // The buyer came first, then the flood: the flood's oldest goes.
+        assert_eq!(victim(&[buyer, flood, flood, flood]), Some(1));
+        // One IPv6 /64 counts as one source.
+        let v6 = |i: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, i));
+        assert_eq!(victim(&[v6(1), buyer, buyer, v6(2), v6(3)]), Some(0));
+        // A tie goes to the oldest connection.
+        assert_eq!(victim(&[buyer, flood]), Some(0));
+        assert_eq!(victim(&[]), None);
+        assert_eq!(
+            source_key(ip("::ffff:192.0.2.1")),
+            ip("192.0.2.1"),
+            "IPv4-mapped addresses are IPv4"
+        );
+    }
 
     #[test]
     fn unknown_terminal_size_is_80x24() {

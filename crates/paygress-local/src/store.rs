@@ -109,6 +109,9 @@ pub(crate) struct StoredLease {
     pub ssh_public_key: Option<String>,
     /// The tier (for rlimits).
     pub tier: Tier,
+    /// The uid (and gid) the lease's commands run as, when Paygress runs as root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -180,7 +180,10 @@ async fn sandbox_hides_the_host_and_keeps_the_home() {
     let out = ssh(port, "alice", pw, &[], &cmd).await;
     let uid = if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0
     {
-        "65534".to_owned() // Paygress as root: commands drop to nobody
+        // Paygress as root: commands drop to the lease's own uid.
+        let uid = b.lease_uid(&spec.id).await.expect("a lease uid as root");
+        assert!((2_000_000..=2_000_999).contains(&uid));
+        uid.to_string()
     } else {
         String::from_utf8_lossy(
             &std::process::Command::new("id")

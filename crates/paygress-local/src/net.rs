@@ -1,0 +1,364 @@
+//! The network a lease's commands see: the host's, a loopback-only namespace, or (the
+//! default) a per-lease namespace with user-mode egress through `pasta` and no route
+//! to the host, its subnets or any private / link-local range.
+//!
+//! The isolated mode works like this, per lease, as root:
+//! 1. `ip netns add paygress-<dir hash>-<lease>`;
+//! 2. `prohibit` routes in it for the host's loopback, each host address and subnet, the
+//!    private, shared, link-local (cloud metadata `169.254.169.254`), benchmark,
+//!    multicast and reserved IPv4 ranges, so connecting there fails at once
+//!    (`EACCES`) whatever pasta would do with the packet;
+//! 3. `pasta --netns … --config-net -4 --no-map-gw -t none -u none -T none -U none`:
+//!    a tap interface `169.254.1.2/29` with a default route via `169.254.1.1`, outbound
+//!    TCP/UDP/ICMP re-originated from the host's sockets, no gateway-to-host-loopback
+//!    mapping, no port forwarding in either direction, DNS queries to `169.254.1.3`
+//!    forwarded to the host's resolver (the sandbox's `/etc/resolv.conf` points there);
+//! 4. every command of the lease starts as `nsenter --net=/run/netns/… bwrap …`.
+//!
+//! pasta quits by itself when the namespace is deleted (`ip netns del`) at the lease's
+//! end. IPv6 is off in the namespace (pasta `-4`): egress is IPv4 only.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use crate::error::LocalError;
+
+/// The lease namespace's own address, gateway and DNS forwarder (link-local, so the
+/// host's networks are never shadowed).
+const NS_ADDR: &str = "169.254.1.2";
+const NS_PREFIX_LEN: &str = "29";
+const NS_GATEWAY: &str = "169.254.1.1";
+const NS_DNS: &str = "169.254.1.3";
+
+/// IPv4 ranges a lease never reaches (RFC 6890 special-purpose, non-global), plus the
+/// parts of the namespace's own /29 that pasta would forward to the host's LAN.
+const BLOCKED: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/3",
+    "169.254.1.0/32",
+    "169.254.1.1/32",
+    "169.254.1.4/30",
+];
+
+/// Where `ip netns` keeps named namespaces.
+const NETNS_DIR: &str = "/run/netns";
+
+/// How lease commands get their network, decided once at start.
+#[derive(Debug, Clone)]
+pub(crate) enum Net {
+    /// The host's namespace (no isolation).
+    Host,
+    /// bubblewrap's `--unshare-net`: a namespace with only loopback.
+    Loopback,
+    /// A per-lease namespace connected through pasta.
+    Pasta(Pasta),
+}
+
+/// The tools and settings of the isolated mode.
+#[derive(Debug, Clone)]
+pub(crate) struct Pasta {
+    pasta: PathBuf,
+    ip: PathBuf,
+    nsenter: PathBuf,
+    /// `paygress-<hash of the state dir>-`: namespaces of this data directory.
+    prefix: String,
+    /// `<state dir>/resolv.conf`, bound over the sandbox's `/etc/resolv.conf`.
+    resolv_conf: PathBuf,
+    /// CIDRs given a `prohibit` route in every lease namespace.
+    blocked: Vec<String>,
+}
+
+impl Net {
+    /// Decides the mechanism for `mode` (isolated falls back to loopback-only with a
+    /// warning when Paygress is not root or `pasta`/`ip`/`nsenter` are missing).
+    pub(crate) fn detect(
+        mode: crate::config::NetworkMode,
+        state_dir: &Path,
+        which: &impl Fn(&str) -> Option<PathBuf>,
+    ) -> Result<Self, LocalError> {
+        use crate::config::NetworkMode;
+        match mode {
+            NetworkMode::Host => Ok(Self::Host),
+            NetworkMode::None => Ok(Self::Loopback),
+            NetworkMode::Isolated => {
+                let tools = (which("pasta"), which("ip"), which("nsenter"));
+                let (Some(pasta), Some(ip), Some(nsenter)) = tools else {
+                    tracing::warn!(
+                        "LOCAL_NETWORK=isolated needs `pasta` (Debian: passt), `ip` (iproute2) and `nsenter` (util-linux): leases get NO network (loopback only) instead"
+                    );
+                    return Ok(Self::Loopback);
+                };
+                if !rustix::process::geteuid().is_root() {
+                    tracing::warn!(
+                        "LOCAL_NETWORK=isolated needs Paygress to run as root (per-lease network namespaces): leases get NO network (loopback only) instead"
+                    );
+                    return Ok(Self::Loopback);
+                }
+                let resolv_conf = state_dir.join("resolv.conf");
+                crate::store::write_atomic(
+                    &resolv_conf,
+                    format!("# Written by Paygress: pasta forwards DNS to the host's resolver.\nnameserver {NS_DNS}\n").as_bytes(),
+                )?;
+                // Readable by the lease users.
+                std::fs::set_permissions(
+                    &resolv_conf,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o644),
+                )
+                .map_err(|e| LocalError::io("opening up", &resolv_conf, e))?;
+                let mut blocked: Vec<String> = BLOCKED.iter().map(|s| (*s).to_owned()).collect();
+                for c in host_ipv4_cidrs(&ip) {
+                    if !blocked.contains(&c) {
+                        blocked.push(c);
+                    }
+                }
+                Ok(Self::Pasta(Pasta {
+                    pasta,
+                    ip,
+                    nsenter,
+                    prefix: format!(
+                        "paygress-{:08x}-",
+                        fnv1a(state_dir.as_os_str().as_encoded_bytes())
+                    ),
+                    resolv_conf,
+                    blocked,
+                }))
+            }
+        }
+    }
+}
+
+impl Pasta {
+    fn ns_name(&self, lease: &str) -> String {
+        format!("{}{lease}", self.prefix)
+    }
+
+    /// `/run/netns/<name>` of `lease`.
+    pub(crate) fn ns_path(&self, lease: &str) -> PathBuf {
+        Path::new(NETNS_DIR).join(self.ns_name(lease))
+    }
+
+    /// `nsenter`, which joins the lease's namespace and execs bubblewrap.
+    pub(crate) fn nsenter(&self) -> &Path {
+        &self.nsenter
+    }
+
+    /// The resolver file bound over the sandbox's `/etc/resolv.conf`.
+    pub(crate) fn resolv_conf(&self) -> &Path {
+        &self.resolv_conf
+    }
+
+    /// Creates (or re-creates) lease `lease`'s namespace, its routes and its pasta.
+    pub(crate) async fn create(&self, lease: &str) -> Result<(), LocalError> {
+        let name = self.ns_name(lease);
+        self.destroy_async(lease).await;
+        run(&self.ip, &["netns", "add", &name], None).await?;
+        let routes: String = self
+            .blocked
+            .iter()
+            .map(|c| format!("route replace prohibit {c}\n"))
+            .collect();
+        let setup = async {
+            run(&self.ip, &["-n", &name, "link", "set", "lo", "up"], None).await?;
+            run(&self.ip, &["-n", &name, "-batch", "-"], Some(routes)).await?;
+            // pasta daemonizes once the namespace is configured. It stays root (it must
+            // keep joining a root-owned namespace), confined by its own seccomp filter
+            // and capability drop.
+            run(
+                &self.pasta,
+                &[
+                    "--netns",
+                    &name,
+                    "--runas",
+                    "0:0",
+                    "--config-net",
+                    "-4",
+                    "-q",
+                    "--no-map-gw",
+                    "-t",
+                    "none",
+                    "-u",
+                    "none",
+                    "-T",
+                    "none",
+                    "-U",
+                    "none",
+                    "-a",
+                    NS_ADDR,
+                    "-n",
+                    NS_PREFIX_LEN,
+                    "-g",
+                    NS_GATEWAY,
+                    "--dns-forward",
+                    NS_DNS,
+                ],
+                None,
+            )
+            .await
+        };
+        if let Err(e) = setup.await {
+            self.destroy_async(lease).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn destroy_async(&self, lease: &str) {
+        if self.ns_path(lease).exists() {
+            let _ = run(&self.ip, &["netns", "del", &self.ns_name(lease)], None).await;
+        }
+    }
+
+    /// Deletes lease `lease`'s namespace (its pasta quits). Synchronous, for `Drop`.
+    pub(crate) fn destroy(&self, lease: &str) {
+        if !self.ns_path(lease).exists() {
+            return;
+        }
+        let r = std::process::Command::new(&self.ip)
+            .args(["netns", "del", &self.ns_name(lease)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if !matches!(r, Ok(s) if s.success()) {
+            tracing::warn!(lease, "could not delete the lease's network namespace");
+        }
+    }
+
+    /// Deletes namespaces of this data directory left by a crashed Paygress.
+    pub(crate) async fn remove_stale(&self) {
+        let Ok(dir) = std::fs::read_dir(NETNS_DIR) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(lease) = name.strip_prefix(&self.prefix) {
+                tracing::info!(namespace = %name, "removing a stale lease network namespace");
+                self.destroy_async(lease).await;
+            }
+        }
+    }
+}
+
+/// Runs `program args`, feeding `stdin`; fails with its stderr unless it exits 0.
+async fn run(program: &Path, args: &[&str], stdin: Option<String>) -> Result<(), LocalError> {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| LocalError::io("running", program, e))?;
+    if let (Some(input), Some(mut w)) = (stdin, child.stdin.take()) {
+        w.write_all(input.as_bytes())
+            .await
+            .map_err(|e| LocalError::io("writing to", program, e))?;
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| LocalError::io("running", program, e))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // pasta repeats every message with "Failed to send … to syslog" in containers.
+        let msg: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.starts_with("Failed to send"))
+            .collect();
+        Err(LocalError::Network(format!(
+            "{} {}: {}: {}",
+            program.display(),
+            args.first().copied().unwrap_or_default(),
+            out.status,
+            msg.join("; ")
+        )))
+    }
+}
+
+/// Every IPv4 address of the host (as /32) and every subnet it is on, except loopback.
+fn host_ipv4_cidrs(ip: &Path) -> Vec<String> {
+    let out = std::process::Command::new(ip)
+        .args(["-4", "-o", "addr", "show"])
+        .stdin(Stdio::null())
+        .output();
+    let Ok(out) = out else {
+        return Vec::new();
+    };
+    parse_ipv4_cidrs(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Parses `ip -4 -o addr show` output into `addr/32` and `network/len` entries.
+fn parse_ipv4_cidrs(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        while let Some(w) = words.next() {
+            if w != "inet" {
+                continue;
+            }
+            let Some((addr, len)) = words.next().and_then(|c| c.split_once('/')) else {
+                break;
+            };
+            let (Ok(addr), Ok(len)) = (addr.parse::<Ipv4Addr>(), len.parse::<u32>()) else {
+                break;
+            };
+            if addr.is_loopback() || len > 32 {
+                break;
+            }
+            out.push(format!("{addr}/32"));
+            if len < 32 {
+                let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+                let net = Ipv4Addr::from(u32::from(addr) & mask);
+                out.push(format!("{net}/{len}"));
+            }
+            break;
+        }
+    }
+    out
+}
+
+/// 32-bit FNV-1a: a short, stable tag for the data directory in namespace names.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_addresses_and_subnets_are_blocked() {
+        let text = "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever\n\
+                    4: eth0    inet 192.0.2.2/24 brd 192.0.2.255 scope global eth0\\  valid_lft forever\n\
+                    5: wg0    inet 203.0.113.9/32 scope global wg0\n";
+        assert_eq!(
+            parse_ipv4_cidrs(text),
+            vec!["192.0.2.2/32", "192.0.2.0/24", "203.0.113.9/32"]
+        );
+    }
+
+    #[test]
+    fn namespace_names_are_per_data_directory() {
+        assert_ne!(fnv1a(b"/var/lib/a"), fnv1a(b"/var/lib/b"));
+        assert_eq!(fnv1a(b""), 0x811c_9dc5);
+    }
+}
