@@ -20,8 +20,8 @@ use paygress_nostr::testkit::TestRelay;
 use paygress_nostr::{BuyerClient, Scheme, SendOptions};
 use serde_json::Value;
 
-/// Two lease ports: the third spawn finds no free port after the payment (a refund).
-const PORTS: &str = "2460-2461";
+/// Three lease ports: the fourth spawn finds none free (refused, or refunded).
+const PORTS: &str = "2460-2462";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -184,7 +184,15 @@ async fn trace_logs_hold_no_token_nsec_password_or_refund() {
     let reply = buyer.request(&status, nip17).await.expect("reply");
     assert!(matches!(reply, Reply::Status(_)), "{reply:?}");
 
-    // HTTP: spawn with the token in X-Cashu (the second and last port), /auth with the
+    // A second lease over NIP-17: its password travels in a gift wrap.
+    let paid = token(&mint, 3, TokenFormat::V4).await;
+    secrets.push(("paid token".into(), paid.expose().to_owned()));
+    let spawn = Request::Spawn(spawn_request(&paid, "dave"));
+    let reply = buyer.request(&spawn, nip17).await.expect("reply");
+    assert!(matches!(reply, Reply::AccessDetails(_)), "{reply:?}");
+    reply_secrets(&reply, &mut secrets);
+
+    // HTTP: spawn with the token in X-Cashu (the last port), /auth with the
     // token in the query, a top-up in the body.
     let paid = token(&mint, 4, TokenFormat::V4).await;
     secrets.push(("paid token".into(), paid.expose().to_owned()));
@@ -219,7 +227,7 @@ async fn trace_logs_hold_no_token_nsec_password_or_refund() {
     let body: Value = r.json().await.expect("JSON");
     json_secrets(&body, &mut secrets);
 
-    // A third lease: no port is free. Refused (untouched, or redeemed and refunded).
+    // A fourth lease: no port is free. Refused (untouched, or redeemed and refunded).
     let paid = token(&mint, 4, TokenFormat::V4).await;
     secrets.push(("paid token".into(), paid.expose().to_owned()));
     let reply = buyer
@@ -254,8 +262,8 @@ async fn trace_logs_hold_no_token_nsec_password_or_refund() {
         "the service did not log at trace ({lines} lines)"
     );
     assert!(
-        secrets.iter().filter(|(k, _)| k == "password").count() == 2,
-        "both leases' passwords are checked: {:?}",
+        secrets.iter().filter(|(k, _)| k == "password").count() == 3,
+        "the three leases' passwords are checked: {:?}",
         secrets.iter().map(|(k, _)| k).collect::<Vec<_>>()
     );
     let mut leaks = Vec::new();
