@@ -8,8 +8,8 @@ use axum::extract::ConnectInfo;
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use paygress_core::memory::{MemoryBackend, MemoryVerifier};
 use paygress_core::{
-    Amount, CashuToken, MintUrl, Paygress, PaymentError, PaymentVerifier, Redeemed, ServiceConfig,
-    TokenCheck, TokenInfo, Unit,
+    Amount, CashuToken, MintUrl, Paygress, PaymentError, PaymentVerifier, RedeemAttempt, Redeemed,
+    ServiceConfig, TokenCheck, TokenInfo, Unit,
 };
 use paygress_http::{HttpApi, HttpConfig};
 use tower::ServiceExt;
@@ -19,22 +19,45 @@ use crate::block_on;
 /// The mint of the in-memory tokens.
 const MINT: &str = "http://mint.test";
 
-/// Tokens every fresh service knows, in order: `fakecashu:1` … `fakecashu:4`.
+/// Tokens every fresh service knows, in order: `cashuBtestfakecashu_1` … `cashuBtestfakecashu_4`.
 const TOKENS_SAT: [u64; 4] = [1, 100, 5_000, 1_000_000];
 
 /// [`MemoryVerifier`] with NUT-18 payment requests, so `402` answers carry one.
+/// Tokens travel as `cashuBtest<core token with ':' as '_'>` (`cashuBtestfakecashu_2`),
+/// which passes the API's token format.
 struct Verifier(MemoryVerifier);
+
+fn unwrap(token: &CashuToken) -> CashuToken {
+    match token.expose().strip_prefix("cashuBtest") {
+        Some(rest) => CashuToken::new(rest.replace('_', ":")),
+        None => token.clone(),
+    }
+}
 
 #[async_trait]
 impl PaymentVerifier for Verifier {
     fn inspect(&self, token: &CashuToken) -> Result<TokenInfo, PaymentError> {
-        self.0.inspect(token)
+        self.0.inspect(&unwrap(token))
     }
-    async fn redeem(&self, token: &CashuToken) -> Result<Redeemed, PaymentError> {
-        self.0.redeem(token).await
+    async fn prepare(&self, token: &CashuToken) -> Result<RedeemAttempt, PaymentError> {
+        self.0.prepare(&unwrap(token)).await
+    }
+    async fn redeem(
+        &self,
+        token: &CashuToken,
+        attempt: &RedeemAttempt,
+    ) -> Result<Redeemed, PaymentError> {
+        self.0.redeem(&unwrap(token), attempt).await
+    }
+    async fn resolve(
+        &self,
+        token: &CashuToken,
+        attempt: &RedeemAttempt,
+    ) -> Result<Option<Redeemed>, PaymentError> {
+        self.0.resolve(&unwrap(token), attempt).await
     }
     async fn check(&self, token: &CashuToken) -> Result<TokenCheck, PaymentError> {
-        self.0.check(token).await
+        self.0.check(&unwrap(token)).await
     }
     async fn issue(&self, mint: &MintUrl, amount: Amount) -> Result<CashuToken, PaymentError> {
         self.0.issue(mint, amount).await

@@ -191,31 +191,34 @@ fn write_seeds() {
         write("cashu_token", &format!("v3-{name}"), v3.to_string());
     }
 
-    // HTTP requests (the in-memory tokens are fakecashu:1..4).
+    // HTTP requests (the in-memory tokens are cashuBtestfakecashu_1..4).
     for (name, req) in [
         ("healthz", "GET /healthz"),
         ("offer", "GET /offer"),
         ("openapi", "GET /openapi.json"),
-        ("pods", "GET /pods\nx-cashu: fakecashu:2"),
+        ("pods", "GET /pods\nx-cashu: cashuBtestfakecashu_2"),
         ("pod", "GET /pods/ssh-pod-abc12345"),
-        ("auth", "GET /auth?token=fakecashu:2"),
+        ("auth", "GET /auth?token=cashuBtestfakecashu_2"),
         (
             "spawn-402",
             "POST /spawn-pod\ncontent-type: application/json\n\n{\"ssh_username\":\"alice\"}",
         ),
         (
             "spawn-body",
-            "POST /spawn-pod\ncontent-type: application/json\n\n{\"cashu_token\":\"fakecashu:3\",\"ssh_username\":\"alice\",\"duration_minutes\":60}",
+            "POST /spawn-pod\ncontent-type: application/json\n\n{\"cashu_token\":\"cashuBtestfakecashu_3\",\"ssh_username\":\"alice\",\"duration_minutes\":60}",
         ),
         (
             "spawn-header",
-            "POST /spawn-pod\nx-cashu: fakecashu:4\nidempotency-key: k1\n\n{}",
+            "POST /spawn-pod\nx-cashu: cashuBtestfakecashu_4\nidempotency-key: k1\n\n{}",
         ),
-        ("spawn-short", "POST /spawn-pod\nx-cashu: fakecashu:1\n\n"),
+        (
+            "spawn-short",
+            "POST /spawn-pod\nx-cashu: cashuBtestfakecashu_1\n\n",
+        ),
         ("spawn-bad-json", "POST /spawn-pod\n\n{\"cashu_token\":"),
         (
             "topup",
-            "POST /top-up-pod\nx-cashu: fakecashu:3\n\n{\"pod_name\":\"ssh-pod-abc12345\"}",
+            "POST /top-up-pod\nx-cashu: cashuBtestfakecashu_3\n\n{\"pod_name\":\"ssh-pod-abc12345\"}",
         ),
         (
             "topup-402",
