@@ -5,6 +5,7 @@ pub mod client;
 pub mod config;
 mod dedup;
 pub mod error;
+pub mod notify;
 #[cfg(feature = "test-relay")]
 pub mod testkit;
 pub mod transport;
@@ -15,5 +16,6 @@ pub use config::NostrConfig;
 pub use error::NostrError;
 /// Re-export of the nostr-sdk version this crate is built on.
 pub use nostr_sdk;
+pub use notify::NostrNotifier;
 pub use transport::{NostrTransport, TransportStats};
 pub use wire::{NostrOffer, Scheme};
