@@ -448,7 +448,10 @@ mod tests {
             ErrorCode::ProvisioningFailed,
             Some("cashuBx")
         )));
-        assert!(!awaits_follow_up(&error(ErrorCode::TokenAlreadySpent, None)));
+        assert!(!awaits_follow_up(&error(
+            ErrorCode::TokenAlreadySpent,
+            None
+        )));
     }
 
     #[test]
