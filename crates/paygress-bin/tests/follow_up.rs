@@ -134,13 +134,25 @@ async fn request_waits_for_change_the_mint_could_not_issue_and_saves_it() {
         .spawn()
         .unwrap();
 
-    // The first reply (access details, change owed) is out.
-    loop {
-        if let RelayPoolNotification::Event { event, .. } = seen.recv().await.unwrap()
-            && event.kind == Kind::Custom(KIND_REPLY)
-        {
-            break;
+    // The first reply (access details, change owed) is out. Bounded, so that a CLI that
+    // failed before any reply ends the test with its output instead of hanging it.
+    let first = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let RelayPoolNotification::Event { event, .. } = seen.recv().await.unwrap()
+                && event.kind == Kind::Custom(KIND_REPLY)
+            {
+                break;
+            }
         }
+    })
+    .await;
+    if first.is_err() {
+        let out = cli.wait_with_output().await.unwrap();
+        panic!(
+            "no first reply seen; cli: {} {}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     // The mint is back: settlement issues the change and sends it as a new reply.
     mint.lock().await.restart().await.unwrap();
