@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use paygress_core::{
     CashuToken, ErrorCode, Reply, Request, SpawnRequest, StatusRequest, TopUpRequest,
 };
+use paygress_nostr::client::awaits_follow_up;
 use paygress_nostr::nostr_sdk::{FromBech32, Keys, PublicKey, RelayUrl, SecretKey, ToBech32};
 use paygress_nostr::{BuyerClient, NostrError, Scheme, SendOptions, fetch_offers};
 use serde_json::json;
@@ -193,6 +194,11 @@ pub struct ServiceArgs {
     /// Seconds to wait for the reply.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// Seconds to keep waiting when the reply says a refund or change is owed, or that
+    /// the payment is being checked with the mint: the service sends the token as a new
+    /// reply once the mint answers (Nostr only).
+    #[arg(long, default_value_t = 600)]
+    pub follow_up_timeout: u64,
     /// Print the reply as JSON (for scripts).
     #[arg(long)]
     pub json: bool,
@@ -330,11 +336,25 @@ async fn send(id: &IdentityArgs, to: &ServiceArgs, request: Request) -> Result<R
         ),
         to.json,
     );
-    let reply = client.wait_reply(prepared.reply_key, timeout).await;
+    let follow_up = Duration::from_secs(to.follow_up_timeout);
+    let reply = client
+        .wait_final(prepared.reply_key, timeout, follow_up, |r| {
+            pb.set_message(follow_up_message(r, to.follow_up_timeout));
+        })
+        .await;
     pb.finish_and_clear();
     client.shutdown().await;
     match reply {
-        Ok(r) => Ok(r),
+        Ok(r) => {
+            if awaits_follow_up(&r) && !to.json {
+                eprintln!(
+                    "Gave up waiting after {}s; the service still owes this request (id {}) its token and will send it as a new reply.",
+                    to.follow_up_timeout,
+                    prepared.reply_key.to_hex()
+                );
+            }
+            Ok(r)
+        }
         Err(NostrError::Timeout(_)) => {
             let note = if pays {
                 " The service may have redeemed the token: wait and run `paygress status`, or check the token with your wallet."
@@ -359,6 +379,18 @@ const HTTP_ATTEMPTS: u32 = 3;
 /// key, so it is kept for this request's own retries and never reused.
 fn idempotency_key() -> String {
     Keys::generate().secret_key().to_secret_hex()
+}
+
+/// What the spinner says while a reply announces a follow-up.
+fn follow_up_message(reply: &Reply, limit: u64) -> String {
+    let what = match reply.error_code() {
+        Some(ErrorCode::PaymentPending) => {
+            "The mint's answer to your payment was lost; the service is checking it"
+        }
+        Some(_) => "A refund is owed to you but the mint is unreachable",
+        None => "Your lease is ready; its change is owed but the mint is unreachable",
+    };
+    format!("{what}: waiting for the service to send it (up to {limit}s)")
 }
 
 async fn send_http(base: &str, request: &Request, timeout: Duration) -> Result<Reply> {

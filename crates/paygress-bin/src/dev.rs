@@ -126,17 +126,17 @@ impl DevStack {
         let local = Arc::new(local);
         let backend: DynPodBackend = local.clone();
 
-        let journal: DynJournal = Arc::new(FileJournal::open(data_dir.join("journal.jsonl"))?);
-        let service = Arc::new(
-            Paygress::builder(config, wallet.clone(), backend)
-                .journal(journal)
-                .build(),
-        );
-
         let keys = Keys::generate();
         let service_key = keys.public_key();
         let nostr = Arc::new(
             NostrTransport::start(NostrConfig::new(keys, vec![relay.url()], &data_dir)).await?,
+        );
+        let journal: DynJournal = Arc::new(FileJournal::open(data_dir.join("journal.jsonl"))?);
+        let service = Arc::new(
+            Paygress::builder(config, wallet.clone(), backend)
+                .journal(journal)
+                .notifier(Arc::new(nostr.notifier()))
+                .build(),
         );
         let mut tasks = JoinSet::new();
         tasks.spawn(service.clone().serve(nostr.clone()));

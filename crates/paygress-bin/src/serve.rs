@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use paygress_cashu::{CashuConfig, CashuVerifier};
-use paygress_core::{DynJournal, DynPodBackend, Paygress};
+use paygress_core::{DynJournal, DynNotifier, DynPodBackend, Paygress};
 use paygress_http::wire::ComponentHealth;
 use paygress_local::{LocalBackend, LocalConfig};
 use paygress_nostr::{NostrConfig, NostrTransport};
@@ -77,21 +77,24 @@ pub async fn kubernetes(args: &ServeArgs) -> Result<DynPodBackend> {
     Ok(Arc::new(backend))
 }
 
-/// Builds the service with a durable journal and settles what a previous run left open.
+/// Builds the service with a durable journal and settles what a previous run left open;
+/// replies settled later (owed refunds and change) go to their buyers through
+/// `notifier`.
 pub async fn service(
     args: &ServeArgs,
     payments: Arc<CashuVerifier>,
     backend: DynPodBackend,
+    notifier: Option<DynNotifier>,
 ) -> Result<Arc<Paygress>> {
     private::create_private_dir(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let journal: DynJournal =
         Arc::new(FileJournal::open(args.journal_path()).context("opening the request journal")?);
-    let service = Arc::new(
-        Paygress::builder(args.service_config()?, payments, backend)
-            .journal(journal)
-            .build(),
-    );
+    let mut builder = Paygress::builder(args.service_config()?, payments, backend).journal(journal);
+    if let Some(notifier) = notifier {
+        builder = builder.notifier(notifier);
+    }
+    let service = Arc::new(builder.build());
     let settled = service.settle().await;
     if settled > 0 {
         info!(settled, "settled requests left open by the previous run");
@@ -105,7 +108,16 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let payments = open_wallet(&args).await?;
     let backend = backend(&args).await?;
     info!(backend = backend.name(), "pod backend ready");
-    let service = service(&args, payments.clone(), backend).await?;
+    // Nostr first: settlement at start delivers what it issues through its notifier.
+    let transport = if args.run_mode.nostr() {
+        Some(start_nostr(&args).await?)
+    } else {
+        None
+    };
+    let notifier = transport
+        .as_ref()
+        .map(|t| Arc::new(t.notifier()) as DynNotifier);
+    let service = service(&args, payments.clone(), backend, notifier).await?;
 
     let mut tasks = JoinSet::new();
     // One shutdown signal, fanned out to the HTTP servers for a graceful stop.
@@ -122,14 +134,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let mut nostr = None;
     // Set while the Nostr serve loop runs; reported by `/healthz`.
     let nostr_up = Arc::new(AtomicBool::new(false));
-    if args.run_mode.nostr() {
-        let config = NostrConfig::from_values(
-            args.nostr_private_key.as_deref(),
-            &args.nostr_relays.join(","),
-            &args.data_dir,
-        )
-        .context("NOSTR_PRIVATE_KEY / NOSTR_RELAYS")?;
-        let transport = Arc::new(NostrTransport::start(config).await.context("nostr")?);
+    if let Some(transport) = transport {
         nostr_up.store(true, Ordering::SeqCst);
         let (svc, t, up) = (service.clone(), transport.clone(), nostr_up.clone());
         tasks.spawn(async move {
@@ -202,6 +207,19 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     .await;
     tasks.abort_all();
     Ok(())
+}
+
+/// Starts the Nostr transport from `NOSTR_PRIVATE_KEY` / `NOSTR_RELAYS`.
+async fn start_nostr(args: &ServeArgs) -> Result<Arc<NostrTransport>> {
+    let config = NostrConfig::from_values(
+        args.nostr_private_key.as_deref(),
+        &args.nostr_relays.join(","),
+        &args.data_dir,
+    )
+    .context("NOSTR_PRIVATE_KEY / NOSTR_RELAYS")?;
+    Ok(Arc::new(
+        NostrTransport::start(config).await.context("nostr")?,
+    ))
 }
 
 /// The HTTP transport's settings: `HTTP_BODY_LIMIT_BYTES`, `HTTP_REQUEST_TIMEOUT_SECS`,

@@ -199,7 +199,7 @@ async fn trace_logs_hold_no_token_nsec_password_or_refund() {
     let r = http
         .post(format!("{base}/spawn-pod"))
         .header("X-Cashu", paid.expose())
-        .header("Idempotency-Key", "log-secrets-1")
+        .header("Idempotency-Key", "log-secrets-spawn-0001")
         .json(&serde_json::json!({"ssh_username": "bob", "duration_minutes": 2}))
         .send()
         .await
@@ -209,6 +209,13 @@ async fn trace_logs_hold_no_token_nsec_password_or_refund() {
     assert!(status_code.is_success(), "{status_code}: {body}");
     json_secrets(&body, &mut secrets);
     let pod = body["pod_name"].as_str().expect("pod_name").to_owned();
+    let r = http
+        .post(format!("{base}/auth"))
+        .header("X-Cashu", paid.expose())
+        .send()
+        .await
+        .expect("POST /auth");
+    assert!(r.status().as_u16() < 500, "POST /auth: {}", r.status());
     let r = http
         .get(format!("{base}/auth"))
         .query(&[("token", paid.expose())])

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -75,6 +76,10 @@ struct Slot {
     wallet: Wallet,
     client: Arc<dyn MintConnector + Send + Sync>,
     send_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Set when a send failed without a definite answer (the mint unreachable mid-swap):
+    /// cdk keeps its proofs reserved until its saga is recovered, so the next send
+    /// recovers first instead of finding the funds locked until a restart.
+    needs_recovery: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for CashuVerifier {
@@ -194,6 +199,7 @@ impl CashuVerifier {
             wallet,
             client,
             send_lock: Arc::default(),
+            needs_recovery: Arc::default(),
         };
         wallets.insert((mint.clone(), unit), slot.clone());
         Ok(slot)
@@ -459,12 +465,30 @@ impl CashuVerifier {
         };
         let slot = self.slot(&mint, amount.unit)?;
         let _one_send_at_a_time = slot.send_lock.lock().await;
+        // Sends are this wallet's only cdk sagas (redeems swap on their own), and they
+        // run one at a time: recovering here interferes with nothing in flight.
+        if slot.needs_recovery.load(Ordering::SeqCst) {
+            let report = slot
+                .wallet
+                .recover_incomplete_sagas()
+                .await
+                .map_err(CashuError::Wallet)?;
+            tracing::info!(%mint, ?report, "recovered an interrupted send");
+            if report.failed == 0 {
+                slot.needs_recovery.store(false, Ordering::SeqCst);
+            }
+        }
         let prepared = slot
             .wallet
             .prepare_send(cdk::Amount::from(amount.value), SendOptions::default())
             .await
             .map_err(CashuError::Wallet)?;
-        let token = prepared.confirm(None).await.map_err(CashuError::Wallet)?;
+        let token = prepared.confirm(None).await.map_err(|e| {
+            if !e.is_definitive_failure() {
+                slot.needs_recovery.store(true, Ordering::SeqCst);
+            }
+            CashuError::Wallet(e)
+        })?;
         Ok(CashuToken::new(token.to_string()))
     }
 }

@@ -10,7 +10,7 @@ use nostr_sdk::{
     Client, Event, EventBuilder, EventId, Filter, Keys, Kind, PublicKey, RelayPoolNotification,
     RelayUrl, Tag, Timestamp,
 };
-use paygress_core::{Reply, Request, SpawnRequest, StatusRequest, TopUpRequest};
+use paygress_core::{ErrorCode, Reply, Request, SpawnRequest, StatusRequest, TopUpRequest};
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 
@@ -252,6 +252,35 @@ impl BuyerClient {
         found.map_err(|_| NostrError::Timeout(timeout))?
     }
 
+    /// Waits for the reply to `key` as [`BuyerClient::wait_reply`] does (up to `timeout`);
+    /// while the reply announces a later one ([`awaits_follow_up`]: the payment is being
+    /// checked, a refund or change is owed), keeps waiting, up to `follow_up` in all, for
+    /// the reply the service sends once it settled the request, calling `interim` with
+    /// each announcing reply. Returns the last reply received: if it still
+    /// [`awaits_follow_up`], `follow_up` ran out first.
+    pub async fn wait_final(
+        &self,
+        key: EventId,
+        timeout: Duration,
+        follow_up: Duration,
+        mut interim: impl FnMut(&Reply),
+    ) -> Result<Reply, NostrError> {
+        let mut reply = self.wait_reply(key, timeout).await?;
+        let deadline = tokio::time::Instant::now() + follow_up;
+        while awaits_follow_up(&reply) {
+            interim(&reply);
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.wait_reply(key, left).await {
+                // The same announcement again (a relay replaying it): keep waiting.
+                Ok(next) if next == reply => {}
+                Ok(next) => reply = next,
+                Err(NostrError::Timeout(_)) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(reply)
+    }
+
     /// Disconnects.
     pub async fn shutdown(&self) {
         self.inner.listener.abort();
@@ -261,6 +290,45 @@ impl BuyerClient {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What core writes in a lease's instructions when its change could not be issued yet.
+const CHANGE_PENDING: &str = "could not be issued yet";
+
+/// Whether `reply` announces a later reply to the same request: `payment_pending` (the
+/// mint's answer to the payment was lost and is being checked), `refund_pending` (a
+/// refund is owed), or access details whose change could not be issued yet. The service
+/// sends the final reply (with the refund or change token) as a new reply to the same
+/// request once it has settled it.
+pub fn awaits_follow_up(reply: &Reply) -> bool {
+    match reply {
+        Reply::Error(e) => matches!(e.code, ErrorCode::PaymentPending | ErrorCode::RefundPending),
+        Reply::AccessDetails(a) => {
+            a.change_token.is_none() && a.instructions.iter().any(|l| l.contains(CHANGE_PENDING))
+        }
+        Reply::TopUp(_) | Reply::Status(_) => false,
+    }
+}
+
+/// Files `reply` for request `key`, unless a final reply is already waiting there and
+/// this one only announces it (an announcement replayed or delivered late).
+fn file_reply(
+    replies: &mut HashMap<EventId, Result<Reply, String>>,
+    key: EventId,
+    reply: Result<Reply, String>,
+) {
+    let has_final = matches!(replies.get(&key), Some(Ok(old)) if !awaits_follow_up(old));
+    let announces = matches!(&reply, Ok(new) if awaits_follow_up(new));
+    if has_final && announces {
+        return;
+    }
+    if !replies.contains_key(&key)
+        && replies.len() >= INBOX_CAPACITY
+        && let Some(old) = replies.keys().next().copied()
+    {
+        replies.remove(&old);
+    }
+    replies.insert(key, reply);
 }
 
 /// Files every reply from `service` by the request it answers.
@@ -274,14 +342,7 @@ async fn listen(
         match rx.recv().await {
             Ok(RelayPoolNotification::Event { event, .. }) => {
                 if let Some((key, reply)) = read_reply(&keys, service, &event).await {
-                    let mut replies = lock(&inbox.replies);
-                    if replies.len() >= INBOX_CAPACITY
-                        && let Some(old) = replies.keys().next().copied()
-                    {
-                        replies.remove(&old);
-                    }
-                    replies.insert(key, reply);
-                    drop(replies);
+                    file_reply(&mut lock(&inbox.replies), key, reply);
                     inbox.arrived.notify_waiters();
                 }
             }
@@ -363,4 +424,49 @@ pub async fn fetch_offers(
         .collect();
     offers.sort_by_key(|o| std::cmp::Reverse(o.published_at));
     Ok(offers)
+}
+
+#[cfg(test)]
+mod tests {
+    use paygress_core::{CashuToken, ErrorReply};
+
+    use super::*;
+
+    fn error(code: ErrorCode, refund: Option<&str>) -> Reply {
+        Reply::Error(ErrorReply {
+            code,
+            message: "m".into(),
+            refund_token: refund.map(CashuToken::new),
+        })
+    }
+
+    #[test]
+    fn pending_codes_announce_a_follow_up_and_final_replies_do_not() {
+        assert!(awaits_follow_up(&error(ErrorCode::RefundPending, None)));
+        assert!(awaits_follow_up(&error(ErrorCode::PaymentPending, None)));
+        assert!(!awaits_follow_up(&error(
+            ErrorCode::ProvisioningFailed,
+            Some("cashuBx")
+        )));
+        assert!(!awaits_follow_up(&error(
+            ErrorCode::TokenAlreadySpent,
+            None
+        )));
+    }
+
+    #[test]
+    fn a_late_announcement_never_hides_the_final_reply() {
+        let key = EventId::from_byte_array([1; 32]);
+        let pending = error(ErrorCode::RefundPending, None);
+        let done = error(ErrorCode::ProvisioningFailed, Some("cashuBx"));
+        let mut replies = HashMap::new();
+        file_reply(&mut replies, key, Ok(done.clone()));
+        file_reply(&mut replies, key, Ok(pending.clone()));
+        assert_eq!(replies.get(&key), Some(&Ok(done.clone())));
+        // In order, the final reply replaces the announcement.
+        let mut replies = HashMap::new();
+        file_reply(&mut replies, key, Ok(pending));
+        file_reply(&mut replies, key, Ok(done.clone()));
+        assert_eq!(replies.get(&key), Some(&Ok(done)));
+    }
 }

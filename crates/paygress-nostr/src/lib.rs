@@ -6,6 +6,7 @@ pub mod config;
 mod dedup;
 pub mod error;
 pub mod limits;
+pub mod notify;
 #[cfg(feature = "test-relay")]
 pub mod testkit;
 pub mod transport;
@@ -17,5 +18,6 @@ pub use error::NostrError;
 pub use limits::{NostrLimits, RateLimit};
 /// Re-export of the nostr-sdk version this crate is built on.
 pub use nostr_sdk;
+pub use notify::NostrNotifier;
 pub use transport::{NostrTransport, TransportStats};
 pub use wire::{NostrOffer, Scheme};

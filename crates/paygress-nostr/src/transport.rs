@@ -23,6 +23,7 @@ use crate::config::{HANDLED_FILE, NostrConfig, npub};
 use crate::dedup::Dedup;
 use crate::error::NostrError;
 use crate::limits::Limiter;
+use crate::notify::NostrNotifier;
 use crate::wire::{
     self, KIND_OFFER, KIND_REPLY, MAX_CONTENT_BYTES, NostrOffer, RequestKind, Scheme,
 };
@@ -186,6 +187,16 @@ impl NostrTransport {
     /// The service's public key.
     pub fn public_key(&self) -> PublicKey {
         self.shared.keys.public_key()
+    }
+
+    /// A [`paygress_core::Notifier`] that sends replies settled later (refunds and
+    /// change issued once the mint is back) through this transport's relay connections.
+    pub fn notifier(&self) -> NostrNotifier {
+        NostrNotifier::new(
+            self.shared.client.clone(),
+            self.shared.keys.clone(),
+            self.shared.relays.clone(),
+        )
     }
 
     /// What the transport did so far.
@@ -562,33 +573,7 @@ impl Shared {
     }
 
     async fn send(&self, relays: &[RelayUrl], event: &Event) -> Result<(), NostrError> {
-        if relays.is_empty() {
-            return Err(NostrError::NotPublished("no relays configured".into()));
-        }
-        // Send to the relays that are up now, so that one dead relay does not hold a
-        // reply for the whole send timeout; when none is up, try them all (which waits
-        // for a reconnect up to nostr-sdk's timeout).
-        let pool = self.client.relays().await;
-        let connected: Vec<RelayUrl> = relays
-            .iter()
-            .filter(|u| pool.get(*u).is_some_and(|r| r.is_connected()))
-            .cloned()
-            .collect();
-        let targets = if connected.is_empty() {
-            relays.to_vec()
-        } else {
-            connected
-        };
-        let out = self.client.send_event_to(targets, event).await?;
-        if out.success.is_empty() {
-            let why: Vec<String> = out
-                .failed
-                .iter()
-                .map(|(u, e)| format!("{u}: {e}"))
-                .collect();
-            return Err(NostrError::NotPublished(why.join("; ")));
-        }
-        Ok(())
+        send_to(&self.client, relays, event).await
     }
 }
 
@@ -601,6 +586,42 @@ pub(crate) fn rumor_id(rumor: &UnsignedEvent) -> EventId {
         &rumor.tags,
         &rumor.content,
     )
+}
+
+/// Publishes `event` through `client` to `relays` (the reply path, shared with
+/// [`crate::notify::NostrNotifier`]); fails when no relay accepted it.
+pub(crate) async fn send_to(
+    client: &Client,
+    relays: &[RelayUrl],
+    event: &Event,
+) -> Result<(), NostrError> {
+    if relays.is_empty() {
+        return Err(NostrError::NotPublished("no relays configured".into()));
+    }
+    // Send to the relays that are up now, so that one dead relay does not hold a
+    // reply for the whole send timeout; when none is up, try them all (which waits
+    // for a reconnect up to nostr-sdk's timeout).
+    let pool = client.relays().await;
+    let connected: Vec<RelayUrl> = relays
+        .iter()
+        .filter(|u| pool.get(*u).is_some_and(|r| r.is_connected()))
+        .cloned()
+        .collect();
+    let targets = if connected.is_empty() {
+        relays.to_vec()
+    } else {
+        connected
+    };
+    let out = client.send_event_to(targets, event).await?;
+    if out.success.is_empty() {
+        let why: Vec<String> = out
+            .failed
+            .iter()
+            .map(|(u, e)| format!("{u}: {e}"))
+            .collect();
+        return Err(NostrError::NotPublished(why.join("; ")));
+    }
+    Ok(())
 }
 
 /// Sends one reply, encrypted like its request, then records the request as handled.

@@ -1,0 +1,116 @@
+//! Replies decided after the request's own answer: [`NostrNotifier`] implements core's
+//! [`Notifier`].
+//!
+//! When settlement issues a refund or change the mint could not issue at first, or
+//! resolves a payment whose mint answer was lost, the buyer gets a **new** kind 1001
+//! event from the service key, tagged `["e", <request id>]` and `["p", <requester>]`,
+//! its content the final `Reply` JSON encrypted with NIP-44 v2, whatever scheme the
+//! request used: every client that can send a request reads NIP-44 (NIP-17 is built on
+//! it), and [`crate::BuyerClient`] files kind 1001 and gift-wrapped replies alike by
+//! their `e` tag. The request's id is the event id (the rumor id for NIP-17), as in
+//! core's journal key.
+
+use async_trait::async_trait;
+use nostr_sdk::{Client, EventId, Keys, PublicKey, RelayUrl};
+use paygress_core::{Notifier, Reply, RequestKey, Requester, TransportError};
+use tracing::{debug, instrument};
+
+use crate::error::NostrError;
+use crate::transport::{reply_event, send_to};
+use crate::wire::Scheme;
+
+/// The transport name in Nostr request keys and requester identities.
+const TRANSPORT: &str = "nostr";
+
+/// Sends settled replies to Nostr buyers as new kind 1001 events. Get one from
+/// [`crate::NostrTransport::notifier`]; it shares the transport's relay connections.
+/// Keys and requesters of other transports are ignored.
+#[derive(Clone)]
+pub struct NostrNotifier {
+    client: Client,
+    keys: Keys,
+    relays: Vec<RelayUrl>,
+}
+
+impl std::fmt::Debug for NostrNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NostrNotifier")
+            .field("public_key", &self.keys.public_key().to_hex())
+            .field("relays", &self.relays)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NostrNotifier {
+    /// A notifier publishing through `client` (already connected) to `relays`, signing
+    /// as `keys`.
+    pub(crate) fn new(client: Client, keys: Keys, relays: Vec<RelayUrl>) -> Self {
+        Self {
+            client,
+            keys,
+            relays,
+        }
+    }
+}
+
+/// The Nostr request id and author named by core's key and requester, or `None` when
+/// either belongs to another transport (or is not a Nostr id).
+pub(crate) fn nostr_target(
+    key: &RequestKey,
+    requester: &Requester,
+) -> Option<(EventId, PublicKey)> {
+    let id = key.as_str().strip_prefix(TRANSPORT)?.strip_prefix(':')?;
+    let author = requester
+        .as_str()
+        .strip_prefix(TRANSPORT)?
+        .strip_prefix(':')?;
+    Some((
+        EventId::from_hex(id).ok()?,
+        PublicKey::from_hex(author).ok()?,
+    ))
+}
+
+#[async_trait]
+impl Notifier for NostrNotifier {
+    #[instrument(skip_all, fields(key = %key.as_str()))]
+    async fn notify(
+        &self,
+        key: &RequestKey,
+        requester: &Requester,
+        reply: &Reply,
+    ) -> Result<(), TransportError> {
+        let Some((request_id, author)) = nostr_target(key, requester) else {
+            debug!("not a Nostr request; nothing to deliver");
+            return Ok(());
+        };
+        let json =
+            serde_json::to_string(reply).map_err(|e| NostrError::Malformed(e.to_string()))?;
+        let event = reply_event(&self.keys, Scheme::Nip44, request_id, &author, &json).await?;
+        send_to(&self.client, &self.relays, &event).await?;
+        debug!(request = %request_id, reply = %event.id, "settled reply published");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_nostr_keys_and_requesters_are_targets() {
+        let id = EventId::from_byte_array([3; 32]);
+        let author = Keys::generate().public_key();
+        let key = RequestKey::new("nostr", &id.to_hex());
+        let who = Requester::new("nostr", &author.to_hex());
+        assert_eq!(nostr_target(&key, &who), Some((id, author)));
+        let http_key = RequestKey::new("http", &id.to_hex());
+        let http_who = Requester::new("http", &author.to_hex());
+        assert_eq!(nostr_target(&http_key, &who), None);
+        assert_eq!(nostr_target(&key, &http_who), None);
+        assert_eq!(nostr_target(&key, &Requester::unknown()), None);
+        let prefixed = RequestKey::new("nostrx", &id.to_hex());
+        assert_eq!(nostr_target(&prefixed, &who), None);
+        let garbage = RequestKey::new("nostr", "not-hex");
+        assert_eq!(nostr_target(&garbage, &who), None);
+    }
+}
