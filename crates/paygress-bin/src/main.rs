@@ -66,6 +66,8 @@ fn init_tracing(default: &str) {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     init_tracing(default_log_filter(&cli.command));
+    #[cfg(feature = "failpoints")]
+    paygress_bin::failpoints::install_from_env()?;
     match cli.command {
         None => {
             let args = ServeOnly::parse_from(["paygress"]).serve;
