@@ -72,7 +72,7 @@ pub fn install_from_env() -> Result<()> {
         return Ok(());
     }
     let seed = match std::env::var(ENV_SEED) {
-        Ok(s) => s.parse().with_context(|| format!("{ENV_SEED}"))?,
+        Ok(s) => s.parse().context(ENV_SEED)?,
         Err(_) => rand::random(),
     };
     let _ = PLAN.set(Plan {
