@@ -140,9 +140,24 @@ async fn forward(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     } else {
         None
     };
-    let response = match shared.mint.clone().oneshot(req).await {
+    // The mint handles the request to the end even if the client goes away (a killed
+    // service): like a mint behind a reverse proxy, not a handler cancelled midway.
+    let mint = shared.mint.clone();
+    let handled = tokio::spawn(async move {
+        match mint.oneshot(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    });
+    let response = match handled.await {
         Ok(r) => r,
-        Err(never) => match never {},
+        Err(e) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("mint task failed: {e}"),
+            )
+                .into_response();
+        }
     };
     match fault {
         None => response,
