@@ -340,7 +340,6 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report> {
     let mint_url = proxy.lock().await.url();
 
     // Every token minted before faults are switched on.
-    let buyer = Buyer::new(&mint_url, Unit::Sat).await?;
     let mut values = Vec::with_capacity(opts.requests);
     for _ in 0..opts.requests {
         // Mostly enough for a lease with change; sometimes too little (refused untouched).
@@ -351,10 +350,15 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report> {
         };
         values.push(v);
     }
-    buyer.fund(values.iter().sum::<u64>()).await?;
+    // In chunks, each from a fresh wallet: selecting proofs in one big wallet slows
+    // down with every send.
     let mut tokens = Vec::with_capacity(opts.requests);
-    for v in &values {
-        tokens.push(buyer.send(*v, TokenFormat::V4).await?);
+    for chunk in values.chunks(25) {
+        let buyer = Buyer::new(&mint_url, Unit::Sat).await?;
+        buyer.fund(chunk.iter().sum::<u64>()).await?;
+        for v in chunk {
+            tokens.push(buyer.send(*v, TokenFormat::V4).await?);
+        }
     }
 
     let work = tempfile::Builder::new()
@@ -566,8 +570,12 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report> {
     }
 
     // Money per request: returned tokens redeem for their value.
-    let payee = Buyer::new(&mint_url, Unit::Sat).await?;
+    let mut payee = Buyer::new(&mint_url, Unit::Sat).await?;
     for (i, out) in outcomes.iter().enumerate() {
+        if i % 25 == 24 {
+            // A fresh wallet now and then: one wallet slows down as proofs pile up.
+            payee = Buyer::new(&mint_url, Unit::Sat).await?;
+        }
         report.paid_sats += out.value;
         if !out.pods.is_empty() {
             report.leases += 1;
