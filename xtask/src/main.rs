@@ -5,6 +5,9 @@
 //! - `demo [args…]`: `paygress dev --demo` with the in-process relay and mint.
 //! - `dev [args…]`: `paygress dev` (services only).
 //! - `bench cashu [args…]`: redeem latency/throughput against an in-process mint.
+//! - `chaos [--requests N] [--seed S] [args…]`: the fault-injection run: the real
+//!   `paygress` (with failpoints) killed and restarted under paid load, a mint that
+//!   loses answers; exits non-zero on any loss (see `paygress_bin::chaos`).
 //! - `e2e-kind`: real-cluster tests on a kind cluster (needs Docker).
 //! - `fuzz [--secs N] [--cmin] [target…]`: runs the cargo-fuzz targets in `fuzz/` one
 //!   after the other (docs/FUZZING.md).
@@ -74,6 +77,7 @@ fn run() -> Result<()> {
             run_paygress(&a)
         }
         "bench" => bench(&rest),
+        "chaos" => chaos(&rest),
         "e2e-kind" => {
             let script = root()?.join("deploy/kind-e2e.sh");
             cmd("bash", &[script.to_str().context("path")?])
@@ -85,7 +89,7 @@ fn run() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | demo [args] | dev [args] | bench cashu [args] | e2e-kind | fuzz [--secs N] [--cmin] [target…] | protoc-path>"
+                "usage: cargo xtask <ci | demo [args] | dev [args] | bench cashu [args] | chaos [--requests N] [--seed S] | e2e-kind | fuzz [--secs N] [--cmin] [target…] | protoc-path>"
             );
             bail!("unknown task {task:?}")
         }
@@ -281,6 +285,35 @@ fn run_paygress(args: &[String]) -> Result<()> {
         "paygress-bin",
         "--features",
         "dev",
+        "--",
+    ];
+    a.extend(args.iter().map(String::as_str));
+    cmd("cargo", &a)
+}
+
+fn chaos(args: &[String]) -> Result<()> {
+    // Both binaries (the service with failpoints, and the driver) from one build, so
+    // the driver finds `paygress` next to itself.
+    cmd(
+        "cargo",
+        &[
+            "build",
+            "-p",
+            "paygress-bin",
+            "--features",
+            "chaos",
+            "--bins",
+        ],
+    )?;
+    let mut a = vec![
+        "run",
+        "--quiet",
+        "-p",
+        "paygress-bin",
+        "--features",
+        "chaos",
+        "--bin",
+        "paygress-chaos",
         "--",
     ];
     a.extend(args.iter().map(String::as_str));

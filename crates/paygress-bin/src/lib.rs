@@ -3,10 +3,14 @@
 //! stack and its demo. No domain logic lives here.
 
 pub mod buyer;
+#[cfg(feature = "chaos")]
+pub mod chaos;
 pub mod config;
 #[cfg(feature = "dev")]
 pub mod demo;
 #[cfg(feature = "dev")]
 pub mod dev;
+#[cfg(feature = "failpoints")]
+pub mod failpoints;
 pub mod serve;
 pub mod wallet;

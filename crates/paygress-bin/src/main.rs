@@ -69,6 +69,8 @@ async fn main() -> Result<()> {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     init_tracing(default_log_filter(&cli.command));
+    #[cfg(feature = "failpoints")]
+    paygress_bin::failpoints::install_from_env()?;
     match cli.command {
         None => {
             let args = ServeOnly::parse_from(["paygress"]).serve;

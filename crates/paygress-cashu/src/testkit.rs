@@ -41,6 +41,9 @@ use tokio::task::JoinHandle;
 
 use crate::error::CashuError;
 
+mod proxy;
+pub use proxy::{MintProxy, ProxyStats, RandomFaults, SwapFault};
+
 /// How a test mint is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TestMintOptions {

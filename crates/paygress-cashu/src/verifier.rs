@@ -217,6 +217,14 @@ impl CashuVerifier {
                 let res = match self.wallet(mint, unit) {
                     Ok(w) => async {
                         w.load_mint_info().await?;
+                        // Keysets (with their input fees) cached, so that `inspect`
+                        // knows the fee of the first token offline. A unit the mint
+                        // does not issue has none: not a failure.
+                        if let Ok(keysets) =
+                            w.keysets(KeysetLoadPolicy::CacheThenNetwork).await
+                        {
+                            self.remember_keysets(&w, &keysets);
+                        }
                         let report = w.recover_incomplete_sagas().await?;
                         if !report.is_empty() {
                             tracing::info!(%mint, %unit, ?report, "recovered interrupted wallet operations");
@@ -297,12 +305,6 @@ impl CashuVerifier {
         let cdk_unit = decoded.unit().unwrap_or_default();
         let unit = Unit::parse(&cdk_unit.to_string())
             .ok_or_else(|| PaymentError::UnsupportedUnit(cdk_unit.to_string()))?;
-        let value = decoded
-            .value()
-            .map_err(|e| PaymentError::InvalidToken(format!("bad amounts: {e}")))?;
-        if value == cdk::Amount::ZERO {
-            return Err(PaymentError::InvalidToken("token is worth nothing".into()));
-        }
         let secrets = decoded.token_secrets();
         if secrets.len() > MAX_PROOFS {
             return Err(PaymentError::TooManyProofs {
@@ -313,6 +315,14 @@ impl CashuVerifier {
         let mut seen = std::collections::HashSet::with_capacity(secrets.len());
         if !secrets.iter().all(|s| seen.insert(s.as_bytes())) {
             return Err(PaymentError::DuplicateProofs);
+        }
+        // After the duplicate check: cdk's `value` refuses repeated proofs with an
+        // untyped error.
+        let value = decoded
+            .value()
+            .map_err(|e| PaymentError::InvalidToken(format!("bad amounts: {e}")))?;
+        if value == cdk::Amount::ZERO {
+            return Err(PaymentError::InvalidToken("token is worth nothing".into()));
         }
         let conditions = decoded
             .spending_conditions()

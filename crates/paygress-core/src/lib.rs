@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod contract;
+pub mod failpoint;
 pub mod lease;
 pub mod memory;
 pub mod money;

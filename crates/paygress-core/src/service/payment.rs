@@ -77,8 +77,12 @@ impl Paygress {
                 "the service cannot record payments right now; your token was not redeemed",
             ));
         }
+        crate::failpoint::hit("after-journal-before-swap");
         match self.payments.redeem(token, &attempt).await {
-            Ok(payment) => Ok(self.received(ctx, purpose, lease, payment).await),
+            Ok(payment) => {
+                crate::failpoint::hit("after-swap-before-journal");
+                Ok(self.received(ctx, purpose, lease, payment).await)
+            }
             // The answer was lost, or the token shows spent (perhaps by this very swap,
             // retried below the HTTP layer): ask what the wallet received for it.
             Err(e @ (PaymentError::Ambiguous(_) | PaymentError::AlreadySpent)) => {
@@ -179,6 +183,7 @@ impl Paygress {
         mint: &MintUrl,
         amount: Amount,
     ) -> Reply {
+        crate::failpoint::hit("during-refund");
         match self.payments.issue(mint, amount).await {
             Ok(token) => {
                 match &mut reply {

@@ -136,6 +136,7 @@ impl Paygress {
                     .await;
             }
         };
+        crate::failpoint::hit("after-create-before-reply");
         state = state.and_then(|s| s.on(LeaseEvent::Provisioned));
         debug_assert_eq!(state, Ok(LeaseState::Active));
         info!(lease = %lease, seconds = purchase.seconds, charged = %purchase.charged, "lease active");
