@@ -719,11 +719,14 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report> {
         eprintln!("requests phase took {elapsed:?}");
     }
     if !report.ok() {
-        // Keep the evidence.
+        // Keep the evidence (noted with the problems of the side that failed).
         let kept = work.keep();
-        report
-            .problems
-            .push(format!("service data and log kept in {}", kept.display()));
+        let note = format!("service data and log kept in {}", kept.display());
+        if report.problems.is_empty() {
+            report.operator_problems.push(note);
+        } else {
+            report.problems.push(note);
+        }
     }
     drop(mint);
     Ok(report)
