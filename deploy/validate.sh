@@ -58,7 +58,7 @@ check "${jsons[@]}" --configmap-from-env "$work/cm-from-env.json"
 
 # The policy must reject a private key in a ConfigMap: in the env file's flow and in a
 # manifest. (A made-up key, NIP-19's example.)
-nsec=nsec1vl029mgpspedva04g90vltkh6fvh240zqtv9k0t9af8935ke9laqsnlfe5
+nsec=nsec1fakefakefakefakefakefakefakefakefakefakefakefakefakefake00
 { cat "$here/paygress.env.example"; echo "NOSTR_PRIVATE_KEY=$nsec"; } >"$work/bad.env"
 k create configmap paygress-sidecar-config --from-env-file="$work/bad.env" \
   --namespace=ingress-system --dry-run=client -o json >"$work/cm-bad-env.json"
