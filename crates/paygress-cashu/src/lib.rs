@@ -3,6 +3,7 @@
 mod config;
 mod error;
 mod redeem;
+mod send;
 mod url;
 mod verifier;
 

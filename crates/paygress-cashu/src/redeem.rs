@@ -109,6 +109,7 @@ pub(crate) async fn store_signed(
     outputs: Outputs,
     signatures: Vec<BlindSignature>,
     keys: &Keys,
+    restored_from: Option<&(dyn MintConnector + Send + Sync)>,
 ) -> Result<u64, PaymentError> {
     let Outputs {
         blinded,
@@ -144,6 +145,29 @@ pub(crate) async fn store_signed(
         .into_iter()
         .map(|p| p.y)
         .collect();
+    let fresh: Proofs = proofs
+        .into_iter()
+        .filter(|p| p.y().is_ok_and(|y| !held.contains(&y)))
+        .collect();
+    match restored_from {
+        // Restored signatures may be of proofs the wallet received long ago and has
+        // spent since (cdk forgets spent proofs): only unspent ones are stored.
+        Some(client) => {
+            keep_unspent(wallet, client, fresh)
+                .await
+                .map_err(|e| PaymentError::Ambiguous(Box::new(e)))?;
+        }
+        None => store(wallet, fresh)
+            .await
+            .map_err(|e| PaymentError::Ambiguous(Box::new(e)))?,
+    }
+    Ok(u64::from(received))
+}
+
+async fn store(wallet: &Wallet, proofs: Proofs) -> Result<(), CdkError> {
+    if proofs.is_empty() {
+        return Ok(());
+    }
     let infos = proofs
         .into_iter()
         .map(|p| {
@@ -154,19 +178,104 @@ pub(crate) async fn store_signed(
                 wallet.unit.clone(),
             )
         })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(other)?
-        .into_iter()
-        .filter(|info| !held.contains(&info.y))
-        .collect::<Vec<_>>();
-    if !infos.is_empty() {
-        wallet
-            .localstore
-            .update_proofs(infos, vec![])
-            .await
-            .map_err(|e| PaymentError::Ambiguous(Box::new(e)))?;
+        .collect::<Result<Vec<_>, _>>()?;
+    wallet.localstore.update_proofs(infos, vec![]).await?;
+    Ok(())
+}
+
+/// Stores those of `proofs` that the store does not hold and the mint reports unspent;
+/// returns their amount.
+async fn keep_unspent(
+    wallet: &Wallet,
+    client: &(dyn MintConnector + Send + Sync),
+    proofs: Proofs,
+) -> Result<u64, CdkError> {
+    if proofs.is_empty() {
+        return Ok(0);
     }
-    Ok(u64::from(received))
+    let held: HashSet<PublicKey> = wallet
+        .localstore
+        .get_proofs_by_ys(proofs.ys()?)
+        .await?
+        .into_iter()
+        .map(|p| p.y)
+        .collect();
+    let fresh: Proofs = proofs
+        .into_iter()
+        .filter(|p| p.y().is_ok_and(|y| !held.contains(&y)))
+        .collect();
+    if fresh.is_empty() {
+        return Ok(0);
+    }
+    let states = client
+        .post_check_state(CheckStateRequest { ys: fresh.ys()? })
+        .await?
+        .states;
+    let unspent: HashSet<PublicKey> = states
+        .iter()
+        .filter(|s| s.state == State::Unspent)
+        .map(|s| s.y)
+        .collect();
+    let keep: Proofs = fresh
+        .into_iter()
+        .filter(|p| p.y().is_ok_and(|y| unspent.contains(&y)))
+        .collect();
+    let amount = u64::from(keep.total_amount()?);
+    store(wallet, keep).await?;
+    Ok(amount)
+}
+
+/// Recovers what a swap whose answer was lost left at the mint: the signatures of the
+/// outputs derived at counters `start..end` of `keyset` (NUT-09), stored when unspent
+/// and not held. Returns the amount added to the wallet.
+pub(crate) async fn recover_range(
+    wallet: &Wallet,
+    client: &(dyn MintConnector + Send + Sync),
+    seed: &[u8; 64],
+    keyset: Id,
+    start: u32,
+    end: u32,
+) -> Result<u64, CdkError> {
+    const BATCH: u32 = 100;
+    let keys = wallet.keyset(keyset).await?.keys;
+    let mut added = 0;
+    let mut counter = start;
+    while counter < end {
+        let upto = end.min(counter.saturating_add(BATCH));
+        let receipt = Receipt {
+            keyset,
+            counter,
+            // The mint finds outputs by their blinded secret; the amount is its own.
+            amounts: vec![1; (upto - counter) as usize],
+        };
+        let outputs = receipt
+            .outputs(seed)
+            .map_err(|e| CdkError::Custom(e.to_string()))?;
+        let response = client
+            .post_restore(RestoreRequest {
+                outputs: outputs.blinded.clone(),
+            })
+            .await?;
+        let (mut sigs, mut secrets, mut rs) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, wanted) in outputs.blinded.iter().enumerate() {
+            let sig = response
+                .outputs
+                .iter()
+                .position(|o| o.blinded_secret == wanted.blinded_secret)
+                .and_then(|pos| response.signatures.get(pos));
+            if let Some(sig) = sig {
+                sigs.push(sig.clone());
+                secrets.push(outputs.secrets[i].clone());
+                rs.push(outputs.rs[i].clone());
+            }
+        }
+        if !sigs.is_empty() {
+            let proofs = construct_proofs(sigs, rs, secrets, &keys)?;
+            added += keep_unspent(wallet, client, proofs).await?;
+        }
+        counter = upto;
+    }
+    Ok(added)
 }
 
 /// Sends the swap. `Err(PaymentError::Ambiguous)` when the mint may have applied it.

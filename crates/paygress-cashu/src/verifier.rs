@@ -225,10 +225,15 @@ impl CashuVerifier {
                         {
                             self.remember_keysets(&w, &keysets);
                         }
-                        let report = w.recover_incomplete_sagas().await?;
+                        let slot = self.slot(mint, unit).map_err(|e| CdkError::Custom(e.to_string()))?;
+                        let _no_send_in_flight = slot.send_lock.lock().await;
+                        let report =
+                            crate::send::recover(&w, slot.client.as_ref(), &self.inner.seed)
+                                .await?;
                         if !report.is_empty() {
                             tracing::info!(%mint, %unit, ?report, "recovered interrupted wallet operations");
                         }
+                        slot.needs_recovery.store(false, Ordering::SeqCst);
                         Ok::<_, CdkError>(())
                     }
                     .await
@@ -269,6 +274,7 @@ impl CashuVerifier {
         receipt: &Receipt,
         outputs: redeem::Outputs,
         signatures: Vec<cdk::nuts::BlindSignature>,
+        restored: bool,
     ) -> Result<u64, PaymentError> {
         let keys = slot
             .wallet
@@ -276,7 +282,16 @@ impl CashuVerifier {
             .await
             .map_err(|e| PaymentError::Ambiguous(Box::new(e)))?
             .keys;
-        redeem::store_signed(&slot.wallet, receipt, outputs, signatures, &keys).await
+        let restored_from = restored.then_some(slot.client.as_ref());
+        redeem::store_signed(
+            &slot.wallet,
+            receipt,
+            outputs,
+            signatures,
+            &keys,
+            restored_from,
+        )
+        .await
     }
 
     /// The accepted mints, normalised.
@@ -478,13 +493,11 @@ impl CashuVerifier {
         // Sends are this wallet's only cdk sagas (redeems swap on their own), and they
         // run one at a time: recovering here interferes with nothing in flight.
         if slot.needs_recovery.load(Ordering::SeqCst) {
-            let report = slot
-                .wallet
-                .recover_incomplete_sagas()
+            let report = crate::send::recover(&slot.wallet, slot.client.as_ref(), &self.inner.seed)
                 .await
                 .map_err(CashuError::Wallet)?;
             tracing::info!(%mint, ?report, "recovered an interrupted send");
-            if report.failed == 0 {
+            if report.sagas.failed == 0 {
                 slot.needs_recovery.store(false, Ordering::SeqCst);
             }
         }
@@ -493,13 +506,29 @@ impl CashuVerifier {
             .prepare_send(cdk::Amount::from(amount.value), SendOptions::default())
             .await
             .map_err(CashuError::Wallet)?;
-        let token = prepared.confirm(None).await.map_err(|e| {
-            if !e.is_definitive_failure() {
-                slot.needs_recovery.store(true, Ordering::SeqCst);
+        let operation = prepared.operation_id().to_string();
+        let swaps = !prepared.proofs_to_swap().is_empty();
+        if swaps {
+            // Durable before the swap: recovery restores its outputs if the answer is lost.
+            if let Err(e) = crate::send::mark_open(&slot.wallet, &operation).await {
+                let _ = prepared.cancel().await;
+                return Err(CashuError::Wallet(e));
             }
-            CashuError::Wallet(e)
-        })?;
-        Ok(CashuToken::new(token.to_string()))
+        }
+        match prepared.confirm(None).await {
+            Ok(token) => {
+                if swaps && let Err(e) = crate::send::mark_closed(&slot.wallet, &operation).await {
+                    tracing::warn!(error = %e, "could not close an open-send record; recovery will");
+                }
+                Ok(CashuToken::new(token.to_string()))
+            }
+            Err(e) => {
+                // Even a definite refusal (inputs already spent) leaves cdk's view of
+                // the inputs wrong: the next send recovers and checks them first.
+                slot.needs_recovery.store(true, Ordering::SeqCst);
+                Err(CashuError::Wallet(e))
+            }
+        }
     }
 }
 
@@ -568,7 +597,9 @@ impl PaymentVerifier for CashuVerifier {
             Err(SwapFailure::Refused(e)) => return Err(map_redeem_error(e)),
             Err(SwapFailure::Unknown(e)) => return Err(PaymentError::Ambiguous(Box::new(e))),
         };
-        let credited = self.credit(&slot, &receipt, outputs, signatures).await?;
+        let credited = self
+            .credit(&slot, &receipt, outputs, signatures, false)
+            .await?;
         tracing::info!(mint = %p.mint, face = %p.amount, credited, "token redeemed");
         Ok(Redeemed {
             mint: p.mint,
@@ -599,7 +630,7 @@ impl PaymentVerifier for CashuVerifier {
         let outputs = receipt.outputs(&self.inner.seed)?;
         let signed = redeem::restore(client, &outputs).await.map_err(unknown)?;
         if !signed.is_empty() {
-            let credited = self.credit(&slot, &receipt, outputs, signed).await?;
+            let credited = self.credit(&slot, &receipt, outputs, signed, true).await?;
             return Ok(received(credited));
         }
         // 2. Not signed. Inputs unspent: the swap never happened; do it now (same
@@ -617,7 +648,7 @@ impl PaymentVerifier for CashuVerifier {
                     tracing::info!(mint = %p.mint, "token spent elsewhere: nothing received");
                     return Ok(None);
                 }
-                let credited = self.credit(&slot, &receipt, outputs, signed).await?;
+                let credited = self.credit(&slot, &receipt, outputs, signed, true).await?;
                 return Ok(received(credited));
             }
             None => {
@@ -629,7 +660,7 @@ impl PaymentVerifier for CashuVerifier {
         let outputs = receipt.outputs(&self.inner.seed)?;
         match redeem::swap(client, proofs, &outputs).await {
             Ok(signed) => {
-                let credited = self.credit(&slot, &receipt, outputs, signed).await?;
+                let credited = self.credit(&slot, &receipt, outputs, signed, false).await?;
                 Ok(received(credited))
             }
             Err(SwapFailure::Spent(_)) => {
@@ -637,7 +668,7 @@ impl PaymentVerifier for CashuVerifier {
                 if signed.is_empty() {
                     return Ok(None);
                 }
-                let credited = self.credit(&slot, &receipt, outputs, signed).await?;
+                let credited = self.credit(&slot, &receipt, outputs, signed, true).await?;
                 Ok(received(credited))
             }
             Err(SwapFailure::Refused(e)) => {

@@ -368,3 +368,80 @@ async fn issuing_change_does_not_cost_the_operator() {
     assert!(matches!(reply, Reply::AccessDetails(_)), "{reply:?}");
     assert_eq!(balance(&v, &proxy.url(), Unit::Sat).await, 30);
 }
+
+/// Resolving an attempt again after the wallet has spent what it received (a crash
+/// between the resolution and the journal line that records it, while other requests
+/// kept paying change) must not put the spent proofs back into the wallet: they would
+/// go out in the next buyer's change or refund, which then does not redeem.
+#[tokio::test]
+async fn resolving_again_after_the_wallet_spent_the_proofs_adds_nothing() {
+    let (_mint, proxy) = setup().await;
+    let (v, _dir) = verifier(&[proxy.url()]).await;
+    let t = token(&proxy, 100, TokenFormat::V4).await;
+    let attempt = v.prepare(&t).await.expect("prepare");
+    proxy.fail_next_swap(SwapFault::LoseAnswer);
+    v.redeem(&t, &attempt).await.expect_err("answer lost");
+    let got = v.resolve(&t, &attempt).await.expect("resolve");
+    assert_eq!(got.map(|r| r.amount), Some(Amount::sat(100)));
+    // The wallet pays out 99 (a swap consumes the received proofs) and the payee
+    // redeems it.
+    let out = v.issue(&proxy.url(), Amount::sat(99)).await.expect("issue");
+    let payee = Buyer::new(&proxy.url(), Unit::Sat).await.expect("wallet");
+    assert_eq!(payee.redeem(&out).await.expect("redeem"), 99);
+    let left = balance(&v, &proxy.url(), Unit::Sat).await;
+    assert!(left <= 1, "left {left}");
+
+    // The attempt is resolved again: it still reports what was received...
+    let again = v.resolve(&t, &attempt).await.expect("resolve");
+    assert_eq!(again.map(|r| r.amount), Some(Amount::sat(100)));
+    // ...but the wallet holds no more than before, and what it holds is real.
+    assert_eq!(balance(&v, &proxy.url(), Unit::Sat).await, left);
+    if left > 0 {
+        let rest = v
+            .issue(&proxy.url(), Amount::sat(left))
+            .await
+            .expect("issue");
+        assert_eq!(payee.redeem(&rest).await.expect("the rest is real"), left);
+    }
+}
+
+/// A change token whose swap answer was lost: cdk's recovery puts the swap's inputs back
+/// as unspent although the mint spent them. They must never go out again in a token
+/// (the buyer would get a token that does not redeem), and the swap's outputs are the
+/// operator's: recovered from the mint.
+#[tokio::test]
+async fn an_issue_whose_swap_answer_was_lost_never_hands_out_spent_proofs() {
+    let (_mint, proxy) = setup().await;
+    let (v, _dir) = verifier(&[proxy.url()]).await;
+    let t = token(&proxy, 100, TokenFormat::V4).await;
+    let attempt = v.prepare(&t).await.expect("prepare");
+    v.redeem(&t, &attempt).await.expect("redeem");
+    assert_eq!(balance(&v, &proxy.url(), Unit::Sat).await, 100);
+
+    proxy.fail_next_swap(SwapFault::LoseAnswer);
+    v.issue(&proxy.url(), Amount::sat(99))
+        .await
+        .expect_err("the swap's answer is lost");
+    // Recovery runs (at the next start, or before the next send).
+    assert!(v.warm_up().await.is_empty());
+
+    // Whatever the wallet says it holds, it can hand out, and the payee redeems it.
+    let payee = Buyer::new(&proxy.url(), Unit::Sat).await.expect("wallet");
+    let mut paid_out = 0;
+    for _ in 0..2 {
+        let held = balance(&v, &proxy.url(), Unit::Sat).await;
+        if held == 0 {
+            break;
+        }
+        let out = v
+            .issue(&proxy.url(), Amount::sat(held))
+            .await
+            .expect("issue");
+        paid_out += payee
+            .redeem(&out)
+            .await
+            .expect("a token the service hands out redeems");
+    }
+    // Nothing was lost to the lost answer: the swap's outputs came back from the mint.
+    assert_eq!(paid_out, 100);
+}

@@ -1,0 +1,133 @@
+//! Sends (change and refund tokens) whose outcome a crash or a lost answer hid.
+//!
+//! cdk's send saga swaps the wallet's proofs into the token's amounts. When the swap's
+//! answer is lost, cdk's recovery releases the saga's inputs back to the wallet as
+//! unspent, although the mint may have spent them, and forgets the swap's outputs. Those
+//! inputs must never go out again in a buyer's token (it would not redeem), and the
+//! outputs are the operator's money. So every send records, before its swap, where its
+//! outputs' counters start; recovery then restores those outputs from the mint (NUT-09)
+//! and drops the wallet's proofs the mint reports spent (NUT-07).
+
+use cdk::Error as CdkError;
+use cdk::nuts::Id;
+use cdk::wallet::{MintConnector, Wallet};
+use serde::{Deserialize, Serialize};
+
+use crate::redeem;
+
+const NAMESPACE: &str = "paygress";
+const OPEN_SENDS: &str = "open_sends";
+
+/// A send whose swap may be in flight: where its outputs' counters start.
+#[derive(Debug, Serialize, Deserialize)]
+struct OpenSend {
+    mint: String,
+    unit: String,
+    keyset: Id,
+    start: u32,
+}
+
+/// What a recovery did.
+#[derive(Debug, Default)]
+pub(crate) struct SendRecovery {
+    /// cdk's saga recovery report.
+    pub sagas: cdk::wallet::RecoveryReport,
+    /// Amount restored from swaps whose answers were lost.
+    pub restored: u64,
+    /// Open sends examined.
+    pub open: usize,
+}
+
+impl SendRecovery {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.sagas.is_empty() && self.open == 0
+    }
+}
+
+/// Records that the send `operation` is about to swap: durable before the swap is sent.
+pub(crate) async fn mark_open(wallet: &Wallet, operation: &str) -> Result<(), CdkError> {
+    let keyset = wallet.active_keyset().await?.id;
+    let start = wallet
+        .localstore
+        .increment_keyset_counter(&keyset, 0)
+        .await?;
+    let open = OpenSend {
+        mint: wallet.mint_url.to_string(),
+        unit: wallet.unit.to_string(),
+        keyset,
+        start,
+    };
+    let value = serde_json::to_vec(&open).map_err(|e| CdkError::Custom(e.to_string()))?;
+    wallet
+        .localstore
+        .kv_write(NAMESPACE, OPEN_SENDS, operation, &value)
+        .await?;
+    Ok(())
+}
+
+/// The send `operation` ended with a definite outcome.
+pub(crate) async fn mark_closed(wallet: &Wallet, operation: &str) -> Result<(), CdkError> {
+    wallet
+        .localstore
+        .kv_remove(NAMESPACE, OPEN_SENDS, operation)
+        .await?;
+    Ok(())
+}
+
+/// Finishes or rolls back interrupted sends of `wallet` (cdk's saga recovery), restores
+/// the outputs of swaps whose answers were lost, and drops proofs the mint reports
+/// spent. Call with no send of this wallet in flight.
+pub(crate) async fn recover(
+    wallet: &Wallet,
+    client: &(dyn MintConnector + Send + Sync),
+    seed: &[u8; 64],
+) -> Result<SendRecovery, CdkError> {
+    let mut mine = Vec::new();
+    for key in wallet.localstore.kv_list(NAMESPACE, OPEN_SENDS).await? {
+        let Some(bytes) = wallet
+            .localstore
+            .kv_read(NAMESPACE, OPEN_SENDS, &key)
+            .await?
+        else {
+            continue;
+        };
+        match serde_json::from_slice::<OpenSend>(&bytes) {
+            Ok(open)
+                if open.mint == wallet.mint_url.to_string()
+                    && open.unit == wallet.unit.to_string() =>
+            {
+                mine.push((key, open));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable open-send record; dropped");
+                mark_closed(wallet, &key).await?;
+            }
+        }
+    }
+    let mut report = SendRecovery {
+        sagas: wallet.recover_incomplete_sagas().await?,
+        open: mine.len(),
+        ..SendRecovery::default()
+    };
+    if mine.is_empty() {
+        return Ok(report);
+    }
+    for (_, open) in &mine {
+        let end = wallet
+            .localstore
+            .increment_keyset_counter(&open.keyset, 0)
+            .await?;
+        report.restored +=
+            redeem::recover_range(wallet, client, seed, open.keyset, open.start, end).await?;
+    }
+    // A lost swap's inputs went back to the pool as unspent: drop those the mint spent.
+    let unspent = wallet.get_unspent_proofs().await?;
+    if !unspent.is_empty() {
+        wallet.check_proofs_spent(unspent).await?;
+    }
+    for (key, _) in &mine {
+        mark_closed(wallet, key).await?;
+    }
+    Ok(report)
+}
