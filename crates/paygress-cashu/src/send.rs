@@ -10,13 +10,74 @@
 
 use cdk::Error as CdkError;
 use cdk::nuts::Id;
+use cdk::wallet::types::{OperationData, SendOperationData, SendSagaState, WalletSagaState};
 use cdk::wallet::{MintConnector, Wallet};
+use paygress_core::secret::CashuToken;
 use serde::{Deserialize, Serialize};
 
 use crate::redeem;
 
 const NAMESPACE: &str = "paygress";
 const OPEN_SENDS: &str = "open_sends";
+const ISSUES: &str = "issues";
+
+/// What the wallet did for one named issue (core's `IssueId`).
+#[derive(Debug, Serialize, Deserialize)]
+struct IssueRecord {
+    /// The cdk send operation.
+    operation: uuid::Uuid,
+    /// The token, once created.
+    token: Option<String>,
+}
+
+/// Records the send `operation` of issue `id`, and its token once created.
+pub(crate) async fn record_issue(
+    wallet: &Wallet,
+    id: &str,
+    operation: uuid::Uuid,
+    token: Option<&CashuToken>,
+) -> Result<(), CdkError> {
+    let record = IssueRecord {
+        operation,
+        token: token.map(|t| t.expose().to_owned()),
+    };
+    let value = serde_json::to_vec(&record).map_err(|e| CdkError::Custom(e.to_string()))?;
+    wallet
+        .localstore
+        .kv_write(NAMESPACE, ISSUES, id, &value)
+        .await?;
+    Ok(())
+}
+
+/// The token issue `id` created, if it created one: recorded, or kept by cdk's send
+/// saga (a crash between the token and its record). `None`: no token exists for `id`
+/// (never prepared, or rolled back), so it may be made now.
+pub(crate) async fn issued(wallet: &Wallet, id: &str) -> Result<Option<CashuToken>, CdkError> {
+    let Some(bytes) = wallet.localstore.kv_read(NAMESPACE, ISSUES, id).await? else {
+        return Ok(None);
+    };
+    let record: IssueRecord =
+        serde_json::from_slice(&bytes).map_err(|e| CdkError::Custom(e.to_string()))?;
+    if let Some(token) = record.token {
+        return Ok(Some(CashuToken::new(token)));
+    }
+    let Some(saga) = wallet.localstore.get_saga(&record.operation).await? else {
+        return Ok(None);
+    };
+    match (saga.state, saga.data) {
+        (
+            WalletSagaState::Send(SendSagaState::TokenCreated),
+            OperationData::Send(SendOperationData {
+                token: Some(token), ..
+            }),
+        ) => {
+            let token = CashuToken::new(token);
+            record_issue(wallet, id, record.operation, Some(&token)).await?;
+            Ok(Some(token))
+        }
+        _ => Ok(None),
+    }
+}
 
 /// A send whose swap may be in flight: where its outputs' counters start.
 #[derive(Debug, Serialize, Deserialize)]

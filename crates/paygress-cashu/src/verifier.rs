@@ -14,7 +14,7 @@ use cdk::wallet::{HttpClient, MintConnector, SendOptions, Wallet, WalletBuilder}
 use cdk_sqlite::WalletSqliteDatabase;
 use paygress_core::money::{Amount, MintUrl, Unit};
 use paygress_core::ports::{
-    PaymentError, PaymentVerifier, RedeemAttempt, Redeemed, TokenCheck, TokenInfo,
+    IssueId, PaymentError, PaymentVerifier, RedeemAttempt, Redeemed, TokenCheck, TokenInfo,
 };
 use paygress_core::secret::CashuToken;
 use tracing::instrument;
@@ -490,6 +490,19 @@ impl CashuVerifier {
         };
         let slot = self.slot(&mint, amount.unit)?;
         let _one_send_at_a_time = slot.send_lock.lock().await;
+        self.send_locked(&slot, &mint, amount, None).await
+    }
+
+    /// A send with the slot's send lock held; `issue` names it for [`issue_once`].
+    ///
+    /// [`issue_once`]: PaymentVerifier::issue_once
+    async fn send_locked(
+        &self,
+        slot: &Slot,
+        mint: &MintUrl,
+        amount: Amount,
+        issue: Option<&IssueId>,
+    ) -> Result<CashuToken, CashuError> {
         // Sends are this wallet's only cdk sagas (redeems swap on their own), and they
         // run one at a time: recovering here interferes with nothing in flight.
         if slot.needs_recovery.load(Ordering::SeqCst) {
@@ -501,26 +514,58 @@ impl CashuVerifier {
                 slot.needs_recovery.store(false, Ordering::SeqCst);
             }
         }
+        if let Some(id) = issue
+            && let Some(token) = crate::send::issued(&slot.wallet, id.as_str())
+                .await
+                .map_err(CashuError::Wallet)?
+        {
+            tracing::info!(%mint, "handing out the token an interrupted issue created");
+            return Ok(token);
+        }
         let prepared = slot
             .wallet
             .prepare_send(cdk::Amount::from(amount.value), SendOptions::default())
             .await
             .map_err(CashuError::Wallet)?;
-        let operation = prepared.operation_id().to_string();
+        let operation = prepared.operation_id();
         let swaps = !prepared.proofs_to_swap().is_empty();
-        if swaps {
-            // Durable before the swap: recovery restores its outputs if the answer is lost.
-            if let Err(e) = crate::send::mark_open(&slot.wallet, &operation).await {
-                let _ = prepared.cancel().await;
-                return Err(CashuError::Wallet(e));
+        let recorded = async {
+            if let Some(id) = issue {
+                crate::send::record_issue(&slot.wallet, id.as_str(), operation, None).await?;
             }
+            if swaps {
+                // Durable before the swap: recovery restores its outputs if the answer
+                // is lost.
+                crate::send::mark_open(&slot.wallet, &operation.to_string()).await?;
+            }
+            Ok::<_, CdkError>(())
+        }
+        .await;
+        if let Err(e) = recorded {
+            let _ = prepared.cancel().await;
+            return Err(CashuError::Wallet(e));
         }
         match prepared.confirm(None).await {
             Ok(token) => {
-                if swaps && let Err(e) = crate::send::mark_closed(&slot.wallet, &operation).await {
+                let token = CashuToken::new(token.to_string());
+                if let Some(id) = issue
+                    && let Err(e) = crate::send::record_issue(
+                        &slot.wallet,
+                        id.as_str(),
+                        operation,
+                        Some(&token),
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not record an issued token; its saga keeps it");
+                }
+                if swaps
+                    && let Err(e) =
+                        crate::send::mark_closed(&slot.wallet, &operation.to_string()).await
+                {
                     tracing::warn!(error = %e, "could not close an open-send record; recovery will");
                 }
-                Ok(CashuToken::new(token.to_string()))
+                Ok(token)
             }
             Err(e) => {
                 // Even a definite refusal (inputs already spent) leaves cdk's view of
@@ -706,6 +751,26 @@ impl PaymentVerifier for CashuVerifier {
             ));
         }
         self.send(amount, Some(mint))
+            .await
+            .map_err(|e| PaymentError::Issue(Box::new(e)))
+    }
+
+    async fn issue_once(
+        &self,
+        id: &IssueId,
+        mint: &MintUrl,
+        amount: Amount,
+    ) -> Result<CashuToken, PaymentError> {
+        if amount.is_zero() {
+            return Err(PaymentError::Issue(
+                "cannot issue a zero-value token".into(),
+            ));
+        }
+        let slot = self
+            .slot(mint, amount.unit)
+            .map_err(|e| PaymentError::Issue(Box::new(e)))?;
+        let _one_send_at_a_time = slot.send_lock.lock().await;
+        self.send_locked(&slot, mint, amount, Some(id))
             .await
             .map_err(|e| PaymentError::Issue(Box::new(e)))
     }

@@ -15,7 +15,7 @@ use paygress_cashu::testkit::{
 };
 use paygress_cashu::{CashuConfig, CashuVerifier};
 use paygress_core::memory::MemoryBackend;
-use paygress_core::ports::{PaymentError, PaymentVerifier, RedeemAttempt, RequestKey};
+use paygress_core::ports::{IssueId, PaymentError, PaymentVerifier, RedeemAttempt, RequestKey};
 use paygress_core::protocol::{ErrorCode, Reply, Request, SpawnRequest};
 use paygress_core::{Amount, CashuToken, Paygress, Requester, ServiceConfig, Unit};
 
@@ -444,4 +444,57 @@ async fn an_issue_whose_swap_answer_was_lost_never_hands_out_spent_proofs() {
     }
     // Nothing was lost to the lost answer: the swap's outputs came back from the mint.
     assert_eq!(paid_out, 100);
+}
+
+/// Issue ids make change and refunds happen at most once: asking again under the same
+/// id (after a crash or a lost answer) returns the token already made.
+#[tokio::test]
+async fn an_issue_asked_twice_makes_one_token() {
+    let (_mint, proxy) = setup().await;
+    let (v, _dir) = verifier(&[proxy.url()]).await;
+    let t = token(&proxy, 100, TokenFormat::V4).await;
+    let attempt = v.prepare(&t).await.expect("prepare");
+    v.redeem(&t, &attempt).await.expect("redeem");
+    let id = IssueId::generate();
+    let first = v
+        .issue_once(&id, &proxy.url(), Amount::sat(40))
+        .await
+        .expect("issue");
+    let again = v
+        .issue_once(&id, &proxy.url(), Amount::sat(40))
+        .await
+        .expect("issue again");
+    assert_eq!(first.expose(), again.expose());
+    assert_eq!(balance(&v, &proxy.url(), Unit::Sat).await, 60);
+    let payee = Buyer::new(&proxy.url(), Unit::Sat).await.expect("wallet");
+    assert_eq!(payee.redeem(&first).await.expect("redeem"), 40);
+}
+
+/// The swap of an issue loses its answer: asking again under the same id, after
+/// recovery, yields one token that redeems, and the operator pays it once.
+#[tokio::test]
+async fn an_issue_whose_answer_was_lost_is_paid_once() {
+    let (_mint, proxy) = setup().await;
+    let (v, _dir) = verifier(&[proxy.url()]).await;
+    let t = token(&proxy, 100, TokenFormat::V4).await;
+    let attempt = v.prepare(&t).await.expect("prepare");
+    v.redeem(&t, &attempt).await.expect("redeem");
+    let id = IssueId::generate();
+    proxy.fail_next_swap(SwapFault::LoseAnswer);
+    v.issue_once(&id, &proxy.url(), Amount::sat(41))
+        .await
+        .expect_err("answer lost");
+    let token = v
+        .issue_once(&id, &proxy.url(), Amount::sat(41))
+        .await
+        .expect("issue after recovery");
+    let payee = Buyer::new(&proxy.url(), Unit::Sat).await.expect("wallet");
+    assert_eq!(payee.redeem(&token).await.expect("redeem"), 41);
+    let held = balance(&v, &proxy.url(), Unit::Sat).await;
+    assert_eq!(held, 59, "the operator paid the change once");
+    let rest = v
+        .issue(&proxy.url(), Amount::sat(held))
+        .await
+        .expect("rest");
+    assert_eq!(payee.redeem(&rest).await.expect("the rest is real"), 59);
 }

@@ -15,6 +15,7 @@ pub const POINTS: &[&str] = &[
     "after-create-before-reply",
     "during-extend",
     "during-refund",
+    "after-issue-before-journal",
 ];
 
 static HOOK: OnceLock<fn(&'static str)> = OnceLock::new();

@@ -60,6 +60,31 @@ pub struct RedeemAttempt {
     pub receipt: String,
 }
 
+/// Names one change or refund token so that it is created at most once: journaled
+/// before the wallet is asked, and asked again under the same name after a crash or a
+/// lost answer (see [`PaymentVerifier::issue_once`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct IssueId(String);
+
+impl IssueId {
+    /// A fresh random id (32 characters from `[a-z0-9]`).
+    pub fn generate() -> Self {
+        use rand::Rng;
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        let mut rng = rand::rng();
+        Self(
+            (0..32)
+                .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+                .collect(),
+        )
+    }
+
+    /// The id as text (only `[A-Za-z0-9_-]`, at most 64 characters, for ids made here).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The result of redeeming a token: what the service's wallet now holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Redeemed {
@@ -171,6 +196,24 @@ pub trait PaymentVerifier: Send + Sync {
 
     /// Creates a token worth exactly `amount` at `mint` from the service's wallet.
     async fn issue(&self, mint: &MintUrl, amount: Amount) -> Result<CashuToken, PaymentError>;
+
+    /// Creates the token of issue `id` (worth exactly `amount` at `mint`), at most once:
+    /// when a token was already created under `id` (by a call whose answer a crash or a
+    /// timeout lost), returns that token instead of making a second one. Core journals
+    /// `id` before calling, and calls again with the same `id` until it gets a token.
+    ///
+    /// The default calls [`PaymentVerifier::issue`]: right only for a wallet that does
+    /// not outlive the process (nothing can be left half-issued across a restart).
+    /// A persistent wallet must override it.
+    async fn issue_once(
+        &self,
+        id: &IssueId,
+        mint: &MintUrl,
+        amount: Amount,
+    ) -> Result<CashuToken, PaymentError> {
+        let _ = id;
+        self.issue(mint, amount).await
+    }
 
     /// The mints tokens are accepted from.
     fn accepted_mints(&self) -> Vec<MintUrl>;
@@ -469,8 +512,22 @@ pub enum Stage {
         /// Change due to the payer once extended.
         change: Amount,
     },
+    /// The reply is decided and `amount` at `mint` is being issued to the payer as the
+    /// token of issue `issue` (change or refund): recorded before the wallet is asked,
+    /// so that a crash or a lost answer leads to the same token, never to a second one.
+    /// Stays here while the mint cannot issue (a retry or settlement asks again).
+    Issuing {
+        /// The reply, to be completed with the token.
+        reply: Reply,
+        /// Mint of the amount.
+        mint: MintUrl,
+        /// Amount to issue.
+        amount: Amount,
+        /// The issue's name for the wallet.
+        issue: IssueId,
+    },
     /// The reply is decided except that `amount` at `mint` is still owed to the payer
-    /// as a token (the mint was down when change or refund was due).
+    /// as a token (written by earlier versions; now [`Stage::Issuing`]).
     Owed {
         /// The reply, to be completed with the token.
         reply: Reply,

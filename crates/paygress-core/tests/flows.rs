@@ -129,7 +129,7 @@ async fn change_that_cannot_be_issued_is_settled_later_and_replayed() {
     );
     let owed = fx.journal.unfinished().await.expect("journal");
     assert!(
-        matches!(&owed[..], [(k, Entry { stage: Stage::Owed { amount, .. }, .. })] if *k == key("1") && *amount == Amount::sat(40)),
+        matches!(&owed[..], [(k, Entry { stage: Stage::Issuing { amount, .. }, .. })] if *k == key("1") && *amount == Amount::sat(40)),
         "{owed:?}"
     );
 

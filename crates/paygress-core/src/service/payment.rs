@@ -6,7 +6,7 @@ use tracing::{debug, info, warn};
 use super::{Ctx, Failure, Paygress, owed_reply, payment_failure};
 use crate::money::{Amount, MintUrl};
 use crate::names::LeaseId;
-use crate::ports::{PaymentError, Purpose, RedeemAttempt, Redeemed, Stage, TokenInfo};
+use crate::ports::{IssueId, PaymentError, Purpose, RedeemAttempt, Redeemed, Stage, TokenInfo};
 use crate::protocol::{ErrorCode, ErrorReply, Reply};
 use crate::secret::CashuToken;
 
@@ -174,18 +174,43 @@ impl Paygress {
     }
 
     /// Issues `amount` at `mint` into `reply` (change or refund) and journals the
-    /// outcome. If the mint cannot issue now, journals the debt (paid by `settle`, which
-    /// delivers it) and says so in the reply.
+    /// outcome, under a fresh issue id.
     pub(super) async fn pay_out(
+        &self,
+        ctx: Ctx<'_>,
+        reply: Reply,
+        mint: &MintUrl,
+        amount: Amount,
+    ) -> Reply {
+        self.issue_into(ctx, reply, mint, amount, IssueId::generate())
+            .await
+    }
+
+    /// Journals the intent to issue `amount` as `issue`, then asks the wallet for that
+    /// token (the same one if an earlier call created it). If the mint cannot issue
+    /// now, the intent stays open (settlement completes it and delivers the token) and
+    /// the reply says the amount is owed.
+    pub(super) async fn issue_into(
         &self,
         ctx: Ctx<'_>,
         mut reply: Reply,
         mint: &MintUrl,
         amount: Amount,
+        issue: IssueId,
     ) -> Reply {
+        let intent = Stage::Issuing {
+            reply: reply.clone(),
+            mint: mint.clone(),
+            amount,
+            issue: issue.clone(),
+        };
+        if let Err(e) = self.put(ctx, intent).await {
+            warn!(error = %e, %amount, "could not journal a token about to be issued");
+        }
         crate::failpoint::hit("during-refund");
-        match self.payments.issue(mint, amount).await {
+        match self.payments.issue_once(&issue, mint, amount).await {
             Ok(token) => {
+                crate::failpoint::hit("after-issue-before-journal");
                 match &mut reply {
                     Reply::AccessDetails(a) => a.change_token = Some(token),
                     Reply::TopUp(t) => t.change_token = Some(token),
@@ -196,15 +221,7 @@ impl Paygress {
                 reply
             }
             Err(e) => {
-                warn!(error = %e, %amount, "could not issue a token to the payer; recording the debt");
-                let owed = Stage::Owed {
-                    reply: reply.clone(),
-                    mint: mint.clone(),
-                    amount,
-                };
-                if let Err(e) = self.put(ctx, owed).await {
-                    warn!(error = %e, %amount, "could not journal a debt to the payer");
-                }
+                warn!(error = %e, %amount, "could not issue a token to the payer; it stays owed");
                 owed_reply(reply, amount)
             }
         }

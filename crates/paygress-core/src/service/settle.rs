@@ -96,6 +96,12 @@ impl Paygress {
                 };
                 self.resume_extension(ctx, intent).await
             }
+            Stage::Issuing {
+                reply,
+                mint,
+                amount,
+                issue,
+            } => self.issue_into(ctx, reply, &mint, amount, issue).await,
             Stage::Owed {
                 reply,
                 mint,

@@ -88,8 +88,8 @@ async fn duplicate_of_a_request_with_a_pending_refund_still_says_it_is_pending()
         .redeems(Amount::sat(100));
     ports
         .verifier
-        .expect_issue()
-        .returning(|_, _| Err(PaymentError::Issue("mint down".into())));
+        .expect_issue_once()
+        .returning(|_, _, _| Err(PaymentError::Issue("mint down".into())));
     let mut backend = mock_backend();
     backend
         .expect_create()

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
-use mockall::predicate::eq;
+use mockall::predicate::{always, eq};
 
 use super::*;
 use crate::lease::{LeaseRecord, LeaseSpec, LeaseState};
@@ -13,9 +13,9 @@ use crate::memory::{ManualClock, MemoryBackend, MemoryJournal};
 use crate::money::Amount;
 use crate::money::{MintUrl, Unit};
 use crate::ports::{
-    BackendError, Extension, Journal, JournalError, MockJournal, MockPaymentVerifier,
-    MockPodBackend, PaymentError, PodBackend, Purpose, RedeemAttempt, Redeemed, TokenCheck,
-    TokenInfo,
+    BackendError, Entry, Extension, IssueId, Journal, JournalError, MockJournal,
+    MockPaymentVerifier, MockPodBackend, PaymentError, PodBackend, Purpose, RedeemAttempt,
+    Redeemed, TokenCheck, TokenInfo,
 };
 use crate::pricing::Rate;
 use crate::protocol::{AccessDetails, ErrorReply};
@@ -164,16 +164,16 @@ impl Ports {
     /// `issue` is called exactly once, with exactly `amount` at [`mint`].
     pub(super) fn issues(mut self, amount: Amount, text: &'static str) -> Self {
         self.verifier
-            .expect_issue()
-            .with(eq(mint()), eq(amount))
+            .expect_issue_once()
+            .with(always(), eq(mint()), eq(amount))
             .times(1)
-            .returning(move |_, _| Ok(CashuToken::new(text)));
+            .returning(move |_, _, _| Ok(CashuToken::new(text)));
         self
     }
 
     /// `issue` must not be called.
     pub(super) fn never_issues(mut self) -> Self {
-        self.verifier.expect_issue().never();
+        self.verifier.expect_issue_once().never();
         self
     }
 

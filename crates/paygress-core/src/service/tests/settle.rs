@@ -219,12 +219,15 @@ async fn settle_issues_owed_change_once_the_mint_is_back() {
         .token_worth(Amount::sat(100))
         .redeems(Amount::sat(100));
     let mut attempts = 0;
+    let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = ids.clone();
     ports
         .verifier
-        .expect_issue()
-        .with(eq(mint()), eq(Amount::sat(40)))
+        .expect_issue_once()
+        .with(always(), eq(mint()), eq(Amount::sat(40)))
         .times(3)
-        .returning(move |_, _| {
+        .returning(move |id, _, _| {
+            seen.lock().expect("lock").push(id.clone());
             attempts += 1;
             if attempts < 3 {
                 Err(PaymentError::Issue("mint down".into()))
@@ -246,6 +249,54 @@ async fn settle_issues_owed_change_once_the_mint_is_back() {
         Some("cashuBchange")
     );
     assert_eq!(service.settle().await, 0);
+    // Every try asked for the same issue: a token created by a try whose answer was
+    // lost is the one handed out, never a second one.
+    let ids = ids.lock().expect("lock");
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+}
+
+/// A crash after the wallet created the change token but before the journal recorded
+/// it leaves the intent: settlement asks the wallet for that same issue (which returns
+/// the token it made) and delivers it; it never issues under a new name.
+#[tokio::test]
+async fn settle_completes_an_interrupted_issue_under_its_own_id() {
+    let mut ports = Ports::new();
+    let left = IssueId::generate();
+    let expected = left.clone();
+    ports
+        .verifier
+        .expect_issue_once()
+        .withf(move |id, m, a| *id == expected && *m == mint() && *a == Amount::sat(40))
+        .times(1)
+        .returning(|_, _, _| Ok(CashuToken::new("cashuBthesame")));
+    let (service, _, journal, _) = ports.build();
+    let reply = Reply::error(ErrorCode::ProvisioningFailed, "failed");
+    journal
+        .put(
+            &key("1"),
+            &Entry {
+                requester: buyer(),
+                updated_at: start(),
+                stage: Stage::Issuing {
+                    reply,
+                    mint: mint(),
+                    amount: Amount::sat(40),
+                    issue: left,
+                },
+            },
+        )
+        .await
+        .expect("journal");
+    assert_eq!(service.settle().await, 1);
+    match journal.stage(&key("1")) {
+        Some(Stage::Done {
+            reply: Reply::Error(e),
+        }) => assert_eq!(
+            e.refund_token.as_ref().map(CashuToken::expose),
+            Some("cashuBthesame")
+        ),
+        other => panic!("expected the refund done, got {other:?}"),
+    }
 }
 
 #[tokio::test]

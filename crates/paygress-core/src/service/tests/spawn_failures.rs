@@ -101,6 +101,7 @@ async fn journal_records_the_redeem_window_then_the_payment_then_the_reply() {
                 "paid"
             }
             Stage::Extending { .. } => "extending",
+            Stage::Issuing { .. } => "issuing",
             Stage::Owed { .. } => "owed",
             Stage::Done { .. } => "done",
         };
@@ -195,10 +196,10 @@ async fn failed_change_still_grants_the_lease_and_records_the_debt() {
         .redeems(Amount::sat(100));
     ports
         .verifier
-        .expect_issue()
-        .with(eq(mint()), eq(Amount::sat(40)))
+        .expect_issue_once()
+        .with(always(), eq(mint()), eq(Amount::sat(40)))
         .times(1)
-        .returning(|_, _| Err(PaymentError::Issue("mint down".into())));
+        .returning(|_, _, _| Err(PaymentError::Issue("mint down".into())));
     let (service, backend, journal, _) = ports.build();
 
     let access = expect_access(spawn(&service, "1", spawn_req(Some(60))).await);
@@ -210,16 +211,17 @@ async fn failed_change_still_grants_the_lease_and_records_the_debt() {
     );
     assert!(backend.spec(&access.pod_name).is_some());
     match journal.stage(&key("1")) {
-        Some(Stage::Owed {
+        Some(Stage::Issuing {
             reply,
             mint: m,
             amount,
+            ..
         }) => {
             assert_eq!(m, mint());
             assert_eq!(amount, Amount::sat(40));
             assert_eq!(expect_access(reply).pod_name, access.pod_name);
         }
-        other => panic!("expected Owed, got {other:?}"),
+        other => panic!("expected Issuing, got {other:?}"),
     }
 }
 
@@ -230,10 +232,10 @@ async fn failed_refund_is_reported_as_pending_and_recorded() {
         .redeems(Amount::sat(100));
     ports
         .verifier
-        .expect_issue()
-        .with(eq(mint()), eq(Amount::sat(100)))
+        .expect_issue_once()
+        .with(always(), eq(mint()), eq(Amount::sat(100)))
         .times(1)
-        .returning(|_, _| Err(PaymentError::Issue("mint down".into())));
+        .returning(|_, _, _| Err(PaymentError::Issue("mint down".into())));
     let mut backend = mock_backend();
     backend
         .expect_create()
@@ -248,6 +250,6 @@ async fn failed_refund_is_reported_as_pending_and_recorded() {
     assert!(err.message.contains("100 sat"), "{}", err.message);
     assert!(matches!(
         journal.stage(&key("1")),
-        Some(Stage::Owed { amount, .. }) if amount == Amount::sat(100)
+        Some(Stage::Issuing { amount, .. }) if amount == Amount::sat(100)
     ));
 }
