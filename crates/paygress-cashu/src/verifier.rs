@@ -254,10 +254,23 @@ impl CashuVerifier {
     pub async fn receive(&self, token: &CashuToken) -> Result<Redeemed, PaymentError> {
         let attempt = self.prepare(token).await?;
         match self.redeem(token, &attempt).await {
-            Err(PaymentError::Ambiguous(_) | PaymentError::AlreadySpent) => self
-                .resolve(token, &attempt)
-                .await?
-                .ok_or(PaymentError::AlreadySpent),
+            Err(PaymentError::Ambiguous(_) | PaymentError::AlreadySpent) => {
+                // A token the mint reports pending (another swap of it in flight)
+                // settles within moments: ask a few times before giving up.
+                let mut wait = std::time::Duration::from_millis(50);
+                for _ in 0..5 {
+                    match self.resolve(token, &attempt).await {
+                        Err(PaymentError::Ambiguous(_)) => {
+                            tokio::time::sleep(wait).await;
+                            wait *= 2;
+                        }
+                        other => return other?.ok_or(PaymentError::AlreadySpent),
+                    }
+                }
+                self.resolve(token, &attempt)
+                    .await?
+                    .ok_or(PaymentError::AlreadySpent)
+            }
             other => other,
         }
     }
@@ -522,11 +535,26 @@ impl CashuVerifier {
             tracing::info!(%mint, "handing out the token an interrupted issue created");
             return Ok(token);
         }
-        let prepared = slot
-            .wallet
-            .prepare_send(cdk::Amount::from(amount.value), SendOptions::default())
-            .await
-            .map_err(CashuError::Wallet)?;
+        // The wallet's swap to make the token costs the mint's input fee: the token is
+        // worth `amount` minus that fee, so that the wallet pays out exactly `amount`.
+        let mut value = amount.value;
+        let prepared = loop {
+            let prepared = slot
+                .wallet
+                .prepare_send(cdk::Amount::from(value), SendOptions::default())
+                .await
+                .map_err(CashuError::Wallet)?;
+            let cost = value.saturating_add(u64::from(prepared.fee()));
+            if cost <= amount.value {
+                break prepared;
+            }
+            let _ = prepared.cancel().await;
+            let over = cost - amount.value;
+            value = match value.checked_sub(over).filter(|v| *v > 0) {
+                Some(v) if v < value => v,
+                _ => return Err(CashuError::InsufficientFunds(amount)),
+            };
+        };
         let operation = prepared.operation_id();
         let swaps = !prepared.proofs_to_swap().is_empty();
         let recorded = async {

@@ -3,6 +3,7 @@
 
 use tracing::{debug, info, warn};
 
+use super::replies::fee_note;
 use super::{Ctx, Failure, Paygress, owed_reply, payment_failure};
 use crate::money::{Amount, MintUrl};
 use crate::names::LeaseId;
@@ -211,6 +212,9 @@ impl Paygress {
         match self.payments.issue_once(&issue, mint, amount).await {
             Ok(token) => {
                 crate::failpoint::hit("after-issue-before-journal");
+                if let Ok(info) = self.payments.inspect(&token) {
+                    reply = fee_note(reply, amount, info.amount);
+                }
                 match &mut reply {
                     Reply::AccessDetails(a) => a.change_token = Some(token),
                     Reply::TopUp(t) => t.change_token = Some(token),

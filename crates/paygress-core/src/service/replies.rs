@@ -104,6 +104,24 @@ pub(super) fn owed_reply(mut reply: Reply, amount: Amount) -> Reply {
     reply
 }
 
+/// Says in `reply` that its change or refund token is worth `value` of the `owed`: the
+/// mint's fee for issuing it (`owed - value`) is deducted.
+pub(super) fn fee_note(mut reply: Reply, owed: Amount, value: Amount) -> Reply {
+    if owed.unit != value.unit || value.value >= owed.value {
+        return reply;
+    }
+    let fee = Amount::new(owed.value - value.value, owed.unit);
+    let note = format!(
+        "The token is worth {value}: the mint's fee of {fee} for issuing the {owed} due is deducted"
+    );
+    match &mut reply {
+        Reply::AccessDetails(AccessDetails { instructions, .. }) => instructions.push(note),
+        Reply::Error(e) => e.message = format!("{}; {}", e.message, note.to_lowercase()),
+        Reply::TopUp(_) | Reply::Status(_) => {}
+    }
+    reply
+}
+
 pub(super) fn error_reply(
     f: Failure,
     refund_token: Option<crate::secret::CashuToken>,

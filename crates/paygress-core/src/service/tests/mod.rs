@@ -114,8 +114,15 @@ pub(super) struct Ports {
 impl Ports {
     /// Mock verifier (with no expectations), in-memory backend, journal and clock.
     pub(super) fn new() -> Self {
+        let mut verifier = MockPaymentVerifier::new();
+        // Tokens the service issues (change, refunds) are read back for their value:
+        // worth what was asked (no mint fee) unless a test says otherwise.
+        verifier
+            .expect_inspect()
+            .withf(|t| *t != token())
+            .returning(|_| Err(PaymentError::InvalidToken("a test token".into())));
         Self {
-            verifier: MockPaymentVerifier::new(),
+            verifier,
             backend: None,
             memory: MemoryBackend::new(),
             journal: None,
@@ -126,13 +133,16 @@ impl Ports {
 
     /// The verifier reads any token as worth `face` at [`mint`], with no mint fee.
     pub(super) fn token_worth(mut self, face: Amount) -> Self {
-        self.verifier.expect_inspect().returning(move |_| {
-            Ok(TokenInfo {
-                mint: mint(),
-                amount: face,
-                fee: Amount::new(0, face.unit),
-            })
-        });
+        self.verifier
+            .expect_inspect()
+            .withf(|t| *t == token())
+            .returning(move |_| {
+                Ok(TokenInfo {
+                    mint: mint(),
+                    amount: face,
+                    fee: Amount::new(0, face.unit),
+                })
+            });
         self.verifier
             .expect_prepare()
             .returning(move |_| Ok(attempt(face)));
