@@ -4,9 +4,11 @@
 pub mod client;
 pub mod config;
 mod dedup;
+pub mod directory;
 pub mod error;
 pub mod limits;
 pub mod notify;
+pub mod offer;
 #[cfg(feature = "test-relay")]
 pub mod testkit;
 pub mod transport;
