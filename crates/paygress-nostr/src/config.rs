@@ -150,16 +150,24 @@ impl NostrConfig {
         let relays = std::env::var(ENV_RELAYS).unwrap_or_default();
         let dir = std::env::var(ENV_DATA_DIR).unwrap_or_else(|_| "./paygress-data".to_owned());
         let mut config = Self::from_values(key.as_deref(), &relays, dir)?;
+        config.apply_discovery_env()?;
+        Ok(config)
+    }
+
+    /// Sets the discovery settings from the environment: `NOSTR_INDEX_RELAYS`,
+    /// `NOSTR_INBOX_RELAYS` (comma-separated), `PAYGRESS_OFFER_LEGACY_KIND` (`1`/`true`)
+    /// and `PAYGRESS_OFFER_LOCATION`; unset variables leave the defaults.
+    pub fn apply_discovery_env(&mut self) -> Result<(), NostrError> {
         let var = |name| std::env::var(name).unwrap_or_default();
-        config.index_relays = parse_relays(&var(ENV_INDEX_RELAYS))?;
-        config.inbox_relays = parse_relays(&var(ENV_INBOX_RELAYS))?;
-        config.legacy_offer = matches!(
+        self.index_relays = parse_relays(&var(ENV_INDEX_RELAYS))?;
+        self.inbox_relays = parse_relays(&var(ENV_INBOX_RELAYS))?;
+        self.legacy_offer = matches!(
             var(ENV_LEGACY_OFFER).trim().to_ascii_lowercase().as_str(),
             "1" | "true" | "yes"
         );
-        config.offer_location =
+        self.offer_location =
             Some(var(ENV_OFFER_LOCATION).trim().to_owned()).filter(|s| !s.is_empty());
-        Ok(config)
+        Ok(())
     }
 
     /// The NIP-17 inbox relays: `inbox_relays`, or `relays` when none are set.

@@ -299,8 +299,15 @@ pub fn collect_offers(
         match by_key.get_mut(&key) {
             Some(known) => {
                 let mut relays = std::mem::take(&mut known.relays);
-                // Prefer the newest, then the standard kinds over the legacy one.
-                let rank = |o: &DiscoveredOffer| (o.published_at, o.kind != KIND_OFFER_LEGACY);
+                // Prefer the newest, then the handler, the listing, the legacy kind.
+                let rank = |o: &DiscoveredOffer| {
+                    let kind = match o.kind {
+                        KIND_HANDLER_INFO => 2,
+                        KIND_CLASSIFIED => 1,
+                        _ => 0,
+                    };
+                    (o.published_at, kind)
+                };
                 if rank(&found) > rank(known) {
                     *known = found;
                 }
@@ -453,14 +460,18 @@ mod tests {
             .collect();
         let found = collect_offers(
             [
-                (a.clone(), signed[0].clone()),
                 (b.clone(), signed[1].clone()),
+                (a.clone(), signed[0].clone()),
                 (a.clone(), signed[1].clone()),
             ],
             now,
         );
         assert_eq!(found.len(), 1);
-        assert_eq!(found[0].relays, vec![a, b]);
+        assert_eq!(found[0].relays, vec![b, a]);
+        assert_eq!(
+            found[0].kind, KIND_HANDLER_INFO,
+            "same second: the handler wins"
+        );
     }
 
     #[test]
