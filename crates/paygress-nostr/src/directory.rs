@@ -189,6 +189,9 @@ pub(crate) struct RelayDirectory {
     cache: Mutex<Cache>,
     /// Relays added to the pool for buyers so far.
     extra: Mutex<HashSet<RelayUrl>>,
+    /// Whether buyers' lists may name local or private addresses (only when the
+    /// service's own relays are such: a dev or test setup).
+    allow_local: bool,
 }
 
 #[derive(Debug, Default)]
@@ -204,6 +207,7 @@ impl RelayDirectory {
         timeout: Duration,
         capacity: usize,
     ) -> Self {
+        let allow_local = lookup.iter().any(is_internal);
         Self {
             client,
             lookup,
@@ -211,6 +215,7 @@ impl RelayDirectory {
             capacity: capacity.max(1),
             cache: Mutex::new(Cache::default()),
             extra: Mutex::new(HashSet::new()),
+            allow_local,
         }
     }
 
@@ -280,6 +285,8 @@ impl RelayDirectory {
             .delivery(scheme)
             .iter()
             .filter(|u| !targets.contains(*u))
+            // A buyer must not make a public service dial its internal network.
+            .filter(|u| self.allow_local || !is_internal(u))
             .cloned()
             .collect();
         if !wanted.is_empty() {
@@ -292,6 +299,34 @@ impl RelayDirectory {
             }
         }
         targets.into_iter().collect()
+    }
+}
+
+/// Whether `url` names this host or a private network: `localhost`, loopback, private,
+/// link-local (cloud metadata), unspecified, or IPv6 unique-local addresses.
+pub fn is_internal(url: &RelayUrl) -> bool {
+    let Ok(parsed) = url::Url::parse(url.as_str()) else {
+        return true;
+    };
+    match parsed.host() {
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => {
+            ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified()
+        }
+        Some(url::Host::Ipv6(ip)) => {
+            let first = ip.segments()[0];
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || ip
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| v4.is_loopback() || v4.is_private() || v4.is_link_local())
+        }
+        None => true,
     }
 }
 
@@ -339,6 +374,52 @@ mod tests {
             .unwrap();
         let lists = RelayLists::from_events(&keys.public_key(), [&long]);
         assert_eq!(lists.read.len(), MAX_RELAYS_PER_LIST);
+    }
+
+    #[test]
+    fn internal_addresses_are_recognised() {
+        for internal in [
+            "ws://127.0.0.1:7777",
+            "ws://localhost",
+            "wss://10.1.2.3",
+            "ws://169.254.169.254",
+            "ws://192.168.1.1",
+            "ws://[::1]:80",
+            "ws://[fd00::1]",
+            "ws://[::ffff:127.0.0.1]",
+        ] {
+            assert!(
+                is_internal(&RelayUrl::parse(internal).unwrap()),
+                "{internal}"
+            );
+        }
+        for public in ["wss://relay.example.com", "wss://93.184.216.34"] {
+            assert!(!is_internal(&RelayUrl::parse(public).unwrap()), "{public}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_public_service_never_dials_internal_relays_from_a_buyers_list() {
+        let public = RelayUrl::parse("wss://relay.example.com").unwrap();
+        let dir = RelayDirectory::new(
+            Client::default(),
+            vec![public.clone()],
+            Duration::from_secs(1),
+            3,
+        );
+        let buyer = Keys::generate().public_key();
+        dir.remember(
+            buyer,
+            RelayLists {
+                read: vec![url(1)],
+                write: vec![],
+                inbox: vec![url(2)],
+            },
+        );
+        let targets = dir
+            .reply_targets(buyer, Scheme::Nip17, &[public.clone()])
+            .await;
+        assert_eq!(targets, vec![public]);
     }
 
     #[test]
