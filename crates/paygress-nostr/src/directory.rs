@@ -417,7 +417,7 @@ mod tests {
             },
         );
         let targets = dir
-            .reply_targets(buyer, Scheme::Nip17, &[public.clone()])
+            .reply_targets(buyer, Scheme::Nip17, std::slice::from_ref(&public))
             .await;
         assert_eq!(targets, vec![public]);
     }

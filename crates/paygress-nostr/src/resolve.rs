@@ -13,6 +13,9 @@ use crate::directory::{RelayLists, fetch_from, relay_lists_filter};
 use crate::error::NostrError;
 use crate::wire::Scheme;
 
+/// Longest wait for relays to connect, and for relay lists, in [`reach`].
+const CONNECT_WAIT: Duration = Duration::from_secs(5);
+
 /// A service to talk to: its key and where it said it can be found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceRef {
@@ -177,7 +180,8 @@ impl Route {
 
 /// Looks up the relay lists of `service` and of the buyer `keys` on `known` relays and
 /// the service's hints, then connects a [`BuyerClient`] reading on [`Route::read`] and
-/// publishing to [`Route::write`].
+/// publishing to [`Route::write`]. Relays get at most 5 s (or `timeout`, if shorter) to
+/// connect and to return the lists.
 pub async fn reach(
     keys: Keys,
     known: &[RelayUrl],
@@ -191,19 +195,22 @@ pub async fn reach(
             "no relay to look the service up on: give --relay or use an nprofile".into(),
         ));
     }
+    // Waiting for relays (and for their lists) never takes the whole reply timeout: a
+    // dead relay among the known ones must not stall the request.
+    let connect = timeout.min(CONNECT_WAIT);
     let client = Client::builder().signer(keys.clone()).build();
     for url in &lookup {
         client.add_relay(url.clone()).await?;
     }
     let notifications = client.notifications();
     client.connect().await;
-    client.wait_for_connection(timeout).await;
+    client.wait_for_connection(connect).await;
     let me = keys.public_key();
     let events = fetch_from(
         &client,
         &lookup,
         vec![relay_lists_filter([service.public_key, me])],
-        timeout,
+        connect,
     )
     .await
     .unwrap_or_else(|e| {
@@ -231,7 +238,7 @@ pub async fn reach(
         }
     }
     client.connect().await;
-    client.wait_for_connection(timeout).await;
+    client.wait_for_connection(connect).await;
     let buyer = BuyerClient::start(
         client,
         notifications,
