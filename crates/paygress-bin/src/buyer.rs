@@ -12,8 +12,10 @@ use paygress_core::{
     CashuToken, ErrorCode, Reply, Request, SpawnRequest, StatusRequest, TopUpRequest,
 };
 use paygress_nostr::client::awaits_follow_up;
-use paygress_nostr::nostr_sdk::{FromBech32, Keys, PublicKey, RelayUrl, SecretKey, ToBech32};
-use paygress_nostr::{BuyerClient, NostrError, Scheme, SendOptions, fetch_offers};
+use paygress_nostr::market::{self, Listing, Reachability, SortBy, SurveyOptions};
+use paygress_nostr::nostr_sdk::{FromBech32, Keys, RelayUrl, SecretKey, Timestamp, ToBech32};
+use paygress_nostr::offer::{prices, sat_string};
+use paygress_nostr::{NostrError, Scheme, SendOptions, ServiceRef, reach, resolve_service};
 use serde_json::json;
 
 /// Where the buyer's identity and saved tokens live.
@@ -68,15 +70,6 @@ fn parse_secret(s: &str) -> Result<Keys> {
         SecretKey::from_hex(s).context("invalid secret key (expected nsec1… or 64 hex)")?
     };
     Ok(Keys::new(secret))
-}
-
-fn parse_service(s: &str) -> Result<PublicKey> {
-    let s = s.trim();
-    if s.starts_with("npub1") {
-        PublicKey::from_bech32(s).context("invalid service npub")
-    } else {
-        PublicKey::from_hex(s).context("invalid service key (expected npub1… or 64 hex)")
-    }
 }
 
 /// Writes `contents` to `path` with mode 0600 (also when it existed), creating parent
@@ -179,10 +172,12 @@ pub fn read_token(arg: &str) -> Result<CashuToken> {
 /// How to reach the service.
 #[derive(Debug, Clone, Args)]
 pub struct ServiceArgs {
-    /// The service's public key (npub or hex), for Nostr.
-    #[arg(long, required_unless_present = "http")]
+    /// The service, for Nostr: npub, nprofile (with relay hints), hex key or NIP-05
+    /// name (`name@domain`). `request` without it picks the cheapest live provider.
+    #[arg(long)]
     pub service: Option<String>,
-    /// Relays, repeatable or comma-separated.
+    /// Relays the buyer knows, repeatable or comma-separated: the service's relay lists
+    /// are looked up there and the request goes to the relays they name.
     #[arg(long = "relay", value_delimiter = ',')]
     pub relays: Vec<String>,
     /// Talk to an HTTP-mode service at this base URL instead of Nostr.
@@ -228,6 +223,13 @@ pub struct RequestArgs {
     /// An SSH public key file to authorise (e.g. ~/.ssh/id_ed25519.pub).
     #[arg(long)]
     pub ssh_key: Option<PathBuf>,
+    /// Without --service: the most to pay per hour (sat) when picking a provider.
+    #[arg(long)]
+    pub max_price: Option<u64>,
+    /// Without --service: mints the buyer holds tokens of (repeatable; default: the
+    /// token's mint).
+    #[arg(long = "mint", value_delimiter = ',')]
+    pub mints: Vec<String>,
 }
 
 /// `paygress topup`.
@@ -261,18 +263,40 @@ pub struct OffersArgs {
     /// Relays, repeatable or comma-separated.
     #[arg(long = "relay", value_delimiter = ',', required = true)]
     pub relays: Vec<String>,
-    /// Seconds to wait for relays.
+    /// Seconds to wait for relays and for answers to the reachability checks.
     #[arg(long, default_value_t = 10)]
     pub timeout: u64,
+    /// Order: `price` (of --tier, else each default tier) or `latency`.
+    #[arg(long, value_enum, default_value_t = OfferSort::Price)]
+    pub sort: OfferSort,
+    /// Price this tier.
+    #[arg(long)]
+    pub tier: Option<String>,
+    /// Skip the reachability check (a status request to each provider).
+    #[arg(long)]
+    pub no_check: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `paygress offers --sort`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OfferSort {
+    /// Cheapest first.
+    Price,
+    /// Fastest answer first.
+    Latency,
 }
 
 fn relays(list: &[String]) -> Result<Vec<RelayUrl>> {
     if list.is_empty() {
         bail!("give at least one --relay");
     }
+    any_relays(list)
+}
+
+fn any_relays(list: &[String]) -> Result<Vec<RelayUrl>> {
     list.iter()
         .filter(|s| !s.trim().is_empty())
         .map(|s| RelayUrl::parse(s.trim()).with_context(|| format!("invalid relay URL {s:?}")))
@@ -295,28 +319,49 @@ fn spinner(msg: String, quiet: bool) -> ProgressBar {
 
 /// Sends `request` over the chosen transport and returns the reply.
 async fn send(id: &IdentityArgs, to: &ServiceArgs, request: Request) -> Result<Reply> {
+    send_to(id, to, request, None).await
+}
+
+/// Sends `request` to `picked` (else `--service`, else `--http`) and returns the reply.
+async fn send_to(
+    id: &IdentityArgs,
+    to: &ServiceArgs,
+    request: Request,
+    picked: Option<ServiceRef>,
+) -> Result<Reply> {
     let timeout = Duration::from_secs(to.timeout);
     let pays = !matches!(request, Request::Status(_));
-    if let Some(base) = &to.http {
+    if let (Some(base), None) = (&to.http, &picked) {
         let pb = spinner(format!("Waiting for {base}"), to.json);
         let reply = send_http(base, &request, timeout).await;
         pb.finish_and_clear();
         return reply;
     }
-    let service = parse_service(to.service.as_deref().context("--service is required")?)?;
-    let relay_urls = relays(&to.relays)?;
+    let service = match picked {
+        Some(s) => s,
+        None => {
+            let name = to
+                .service
+                .as_deref()
+                .context("--service is required (npub, nprofile or NIP-05 name), or --http")?;
+            resolve_service(name, timeout).await?
+        }
+    };
+    let relay_urls = any_relays(&to.relays)?;
     let keys = id.keys()?;
-    let tried = to.relays.join(", ");
-    let client = BuyerClient::connect(keys, &relay_urls, service)
+    let scheme = if to.nip17 {
+        Scheme::Nip17
+    } else {
+        Scheme::Nip44
+    };
+    let (client, route) = reach(keys, &relay_urls, &service, scheme, timeout)
         .await
-        .with_context(|| format!("connecting to relays {tried}"))?
-        .with_timeout(timeout);
+        .with_context(|| format!("reaching the service through {}", to.relays.join(", ")))?;
+    let client = client.with_timeout(timeout);
+    let tried: Vec<String> = route.write.iter().map(ToString::to_string).collect();
+    let tried = tried.join(", ");
     let opts = SendOptions {
-        scheme: if to.nip17 {
-            Scheme::Nip17
-        } else {
-            Scheme::Nip44
-        },
+        scheme,
         p_tag: true,
     };
     let prepared = client.prepare(&request, opts).await?;
@@ -577,6 +622,11 @@ pub async fn request(id: &IdentityArgs, args: RequestArgs) -> Result<()> {
         ),
         None => None,
     };
+    let picked = if args.to.service.is_none() && args.to.http.is_none() {
+        Some(pick_provider(&args, &token).await?)
+    } else {
+        None
+    };
     let request = Request::Spawn(SpawnRequest {
         cashu_token: token,
         ssh_username: args.user,
@@ -585,8 +635,77 @@ pub async fn request(id: &IdentityArgs, args: RequestArgs) -> Result<()> {
         tier: args.tier,
         ssh_public_key,
     });
-    let reply = send(id, &args.to, request).await?;
+    let reply = send_to(id, &args.to, request, picked).await?;
     report(id, &reply, args.to.json)
+}
+
+/// The mint of `token`, read offline.
+fn token_mint(token: &CashuToken) -> Result<paygress_core::MintUrl> {
+    use std::str::FromStr;
+    let decoded = paygress_cashu::cdk::nuts::Token::from_str(token.expose().trim())
+        .context("cannot decode the token")?;
+    let mint = decoded
+        .mint_url()
+        .context("the token names no single mint")?;
+    Ok(paygress_cashu::normalize_mint_url(&mint.to_string())?)
+}
+
+/// Surveys the market on `--relay` and picks the cheapest live provider for `--tier`
+/// within `--max-price` that accepts the buyer's mints; says which on stderr.
+async fn pick_provider(args: &RequestArgs, token: &CashuToken) -> Result<ServiceRef> {
+    let relay_urls =
+        relays(&args.to.relays).context("without --service, give --relay to find providers on")?;
+    let mints = if args.mints.is_empty() {
+        vec![token_mint(token)?]
+    } else {
+        args.mints
+            .iter()
+            .map(|m| paygress_cashu::normalize_mint_url(m))
+            .collect::<Result<_, _>>()?
+    };
+    let opts = SurveyOptions {
+        timeout: Duration::from_secs(args.to.timeout.min(15)),
+        ..SurveyOptions::default()
+    };
+    let pb = spinner("Looking for providers".into(), args.to.json);
+    let listings = market::survey(&relay_urls, &opts).await;
+    pb.finish_and_clear();
+    let listings = listings?;
+    let tier = args.tier.as_deref();
+    let max = args.max_price.map(|sat| sat.saturating_mul(1000));
+    let Some(chosen) = market::cheapest(&listings, tier, max, &mints) else {
+        let live = listings
+            .iter()
+            .filter(|l| l.reachability.latency().is_some())
+            .count();
+        let mints: Vec<&str> = mints.iter().map(|m| m.as_str()).collect();
+        bail!(
+            "no live provider sells tier {} for at most {} sat/hour accepting {} ({} offers found, {live} answered). Your token was not sent.",
+            tier.unwrap_or("(default)"),
+            args.max_price
+                .map_or_else(|| "any".to_owned(), |p| p.to_string()),
+            mints.join(", "),
+            listings.len()
+        );
+    };
+    let price = chosen.price_msat_per_hour(tier).unwrap_or_default();
+    // On stderr even with --json: stdout stays the reply.
+    eprintln!(
+        "Chose {} ({}): {} sat/hour{}, answered in {} ms",
+        chosen.offer.offer.offer.name,
+        npub(&chosen.offer.service),
+        sat_string(price),
+        tier.map(|t| format!(" for tier {t}")).unwrap_or_default(),
+        chosen.reachability.latency().map_or(0, |d| d.as_millis())
+    );
+    Ok(ServiceRef {
+        public_key: chosen.offer.service,
+        relays: chosen.relays.clone(),
+    })
+}
+
+fn npub(pk: &paygress_nostr::nostr_sdk::PublicKey) -> String {
+    pk.to_bech32().unwrap_or_else(|_| pk.to_hex())
 }
 
 /// `paygress topup`.
@@ -609,21 +728,23 @@ pub async fn status(id: &IdentityArgs, args: StatusArgs) -> Result<()> {
 /// `paygress offers`.
 pub async fn offers(args: OffersArgs) -> Result<()> {
     let urls = relays(&args.relays)?;
-    let found = fetch_offers(&urls, Duration::from_secs(args.timeout))
-        .await
-        .with_context(|| format!("querying {}", args.relays.join(", ")))?;
+    let opts = SurveyOptions {
+        timeout: Duration::from_secs(args.timeout),
+        probe: !args.no_check,
+        now: None,
+    };
+    let pb = spinner("Looking for providers".into(), args.json);
+    let found = market::survey(&urls, &opts).await;
+    pb.finish_and_clear();
+    let mut found = found.with_context(|| format!("querying {}", args.relays.join(", ")))?;
+    let by = match args.sort {
+        OfferSort::Price => SortBy::Price,
+        OfferSort::Latency => SortBy::Latency,
+    };
+    market::sort(&mut found, by, args.tier.as_deref());
+    let now = Timestamp::now().as_secs();
     if args.json {
-        let list: Vec<serde_json::Value> = found
-            .iter()
-            .map(|o| {
-                json!({
-                    "service": o.service.to_hex(),
-                    "npub": o.service.to_bech32().unwrap_or_default(),
-                    "published_at": o.published_at.as_secs(),
-                    "offer": o.offer,
-                })
-            })
-            .collect();
+        let list: Vec<serde_json::Value> = found.iter().map(|l| listing_json(l, now)).collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
@@ -631,30 +752,71 @@ pub async fn offers(args: OffersArgs) -> Result<()> {
         println!("No Paygress offers on {}", args.relays.join(", "));
         return Ok(());
     }
-    let now = paygress_nostr::nostr_sdk::Timestamp::now().as_secs();
     println!(
-        "{:<64} {:>9} {:<24} {:>11} {:>6} mints",
-        "service (npub)", "sat/hour", "tiers", "minutes", "age"
+        "{:<63} {:<16} {:<28} {:>7} {:>10}  mints",
+        "service (npub)", "name", "sat/hour per tier", "age", "reachable"
     );
-    for o in found {
-        let offer = &o.offer.offer;
-        let tiers: Vec<&str> = offer.tiers.iter().map(|t| t.id.as_str()).collect();
+    for l in &found {
+        let offer = &l.offer.offer.offer;
+        let tiers: Vec<String> = prices(&l.offer.offer)
+            .into_iter()
+            .map(|(tier, msat)| {
+                format!(
+                    "{}:{}",
+                    tier.unwrap_or_else(|| "-".into()),
+                    sat_string(msat)
+                )
+            })
+            .collect();
         let mints: Vec<&str> = offer.mints.iter().map(|m| m.as_str()).collect();
-        let age = now.saturating_sub(o.published_at.as_secs());
+        let reach = match l.reachability {
+            Reachability::Answered { latency_ms } => format!("{latency_ms} ms"),
+            Reachability::NoAnswer => "no answer".into(),
+            Reachability::NotChecked => "-".into(),
+        };
         println!(
-            "{:<64} {:>9} {:<24} {:>11} {:>5}s {}",
-            o.service.to_bech32().unwrap_or_else(|_| o.service.to_hex()),
-            offer.rate_sats_per_hour,
-            tiers.join(","),
-            format!(
-                "{}-{}",
-                offer.min_duration_minutes, offer.max_duration_minutes
-            ),
-            age,
+            "{:<63} {:<16} {:<28} {:>7} {:>10}  {}",
+            npub(&l.offer.service),
+            offer.name,
+            tiers.join(" "),
+            age(now.saturating_sub(l.offer.published_at.as_secs())),
+            reach,
             mints.join(",")
         );
     }
     Ok(())
+}
+
+fn age(seconds: u64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s => format!("{}h", s / 3600),
+    }
+}
+
+fn listing_json(l: &Listing, now: u64) -> serde_json::Value {
+    let o = &l.offer;
+    let prices: Vec<serde_json::Value> = prices(&o.offer)
+        .into_iter()
+        .map(|(tier, msat)| json!({"tier": tier, "msat_per_hour": msat, "sat_per_hour": sat_string(msat)}))
+        .collect();
+    json!({
+        "service": o.service.to_hex(),
+        "npub": npub(&o.service),
+        "name": o.offer.offer.name,
+        "identifier": o.identifier,
+        "kind": o.kind,
+        "published_at": o.published_at.as_secs(),
+        "age_seconds": now.saturating_sub(o.published_at.as_secs()),
+        "expires_at": o.expires_at.map(|t| t.as_secs()),
+        "prices": prices,
+        "mints": o.offer.offer.mints,
+        "relays": l.relays,
+        "reachable": l.reachability.latency().is_some(),
+        "latency_ms": l.reachability.latency().map(|d| d.as_millis() as u64),
+        "offer": o.offer,
+    })
 }
 
 #[cfg(test)]

@@ -209,14 +209,18 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Starts the Nostr transport from `NOSTR_PRIVATE_KEY` / `NOSTR_RELAYS`.
+/// Starts the Nostr transport from `NOSTR_PRIVATE_KEY` / `NOSTR_RELAYS` and the
+/// discovery settings ([`NostrConfig::apply_discovery_env`]).
 async fn start_nostr(args: &ServeArgs) -> Result<Arc<NostrTransport>> {
-    let config = NostrConfig::from_values(
+    let mut config = NostrConfig::from_values(
         args.nostr_private_key.as_deref(),
         &args.nostr_relays.join(","),
         &args.data_dir,
     )
     .context("NOSTR_PRIVATE_KEY / NOSTR_RELAYS")?;
+    config
+        .apply_discovery_env()
+        .context("NOSTR_INDEX_RELAYS / NOSTR_INBOX_RELAYS / PAYGRESS_OFFER_*")?;
     Ok(Arc::new(
         NostrTransport::start(config).await.context("nostr")?,
     ))

@@ -14,9 +14,12 @@ use paygress_core::{ErrorCode, Reply, Request, SpawnRequest, StatusRequest, TopU
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 
+use crate::directory::fetch_from;
 use crate::error::NostrError;
-use crate::transport::{GIFT_WRAP_SKEW, OFFER_HASHTAG};
-use crate::wire::{self, KIND_OFFER, KIND_REPLY, NostrOffer, RequestKind, Scheme};
+pub use crate::offer::DiscoveredOffer;
+use crate::offer::{collect_offers, offer_filters};
+use crate::transport::GIFT_WRAP_SKEW;
+use crate::wire::{self, KIND_REPLY, RequestKind, Scheme};
 
 /// How a request is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +66,8 @@ struct Inner {
     client: Client,
     keys: Keys,
     service: PublicKey,
+    /// Where requests are published (empty: every relay of the pool).
+    write: Vec<RelayUrl>,
     inbox: Arc<Inbox>,
     listener: JoinHandle<()>,
 }
@@ -94,13 +99,40 @@ impl BuyerClient {
         relays: &[RelayUrl],
         service: PublicKey,
     ) -> Result<Self, NostrError> {
+        Self::connect_routed(keys, relays, relays, service).await
+    }
+
+    /// Connects as `keys` to talk to `service`, reading replies on `read` only and
+    /// publishing requests to `write` only (the outbox model: a buyer reads its own
+    /// inbox relays and writes to the service's read relays).
+    pub async fn connect_routed(
+        keys: Keys,
+        read: &[RelayUrl],
+        write: &[RelayUrl],
+        service: PublicKey,
+    ) -> Result<Self, NostrError> {
         let client = Client::builder().signer(keys.clone()).build();
-        for url in relays {
-            client.add_relay(url.clone()).await?;
+        for url in read {
+            client.add_read_relay(url.clone()).await?;
+        }
+        for url in write {
+            client.add_write_relay(url.clone()).await?;
         }
         let notifications = client.notifications();
         client.connect().await;
         client.wait_for_connection(Duration::from_secs(5)).await;
+        Self::start(client, notifications, keys, read, write, service).await
+    }
+
+    /// Subscribes to replies on `read` with an already connected `client`.
+    pub(crate) async fn start(
+        client: Client,
+        notifications: broadcast::Receiver<RelayPoolNotification>,
+        keys: Keys,
+        read: &[RelayUrl],
+        write: &[RelayUrl],
+        service: PublicKey,
+    ) -> Result<Self, NostrError> {
         let me = keys.public_key();
         let recent = Timestamp::now() - Duration::from_secs(3600);
         let direct = Filter::new()
@@ -112,8 +144,8 @@ impl BuyerClient {
             .kind(Kind::GiftWrap)
             .pubkey(me)
             .since(recent - GIFT_WRAP_SKEW);
-        client.subscribe(direct, None).await?;
-        client.subscribe(wraps, None).await?;
+        client.subscribe_to(read.to_vec(), direct, None).await?;
+        client.subscribe_to(read.to_vec(), wraps, None).await?;
         let inbox = Arc::new(Inbox::default());
         let listener = tokio::spawn(listen(notifications, keys.clone(), service, inbox.clone()));
         Ok(Self {
@@ -121,6 +153,7 @@ impl BuyerClient {
                 client,
                 keys,
                 service,
+                write: write.to_vec(),
                 inbox,
                 listener,
             }),
@@ -219,9 +252,26 @@ impl BuyerClient {
         }
     }
 
-    /// Publishes `event` to every relay; fails if none accepted it.
+    /// The service this client talks to.
+    pub fn service(&self) -> PublicKey {
+        self.inner.service
+    }
+
+    /// Where requests are published.
+    pub fn write_relays(&self) -> &[RelayUrl] {
+        &self.inner.write
+    }
+
+    /// Publishes `event` to the write relays; fails if none accepted it.
     pub async fn publish(&self, event: &Event) -> Result<(), NostrError> {
-        let out = self.inner.client.send_event(event).await?;
+        let out = if self.inner.write.is_empty() {
+            self.inner.client.send_event(event).await?
+        } else {
+            self.inner
+                .client
+                .send_event_to(self.inner.write.clone(), event)
+                .await?
+        };
         if out.success.is_empty() {
             let why: Vec<String> = out
                 .failed
@@ -380,24 +430,22 @@ async fn read_reply(
     Some((key, reply))
 }
 
-/// A service's offer found on a relay.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiscoveredOffer {
-    /// The service's public key (send requests to it).
-    pub service: PublicKey,
-    /// The offer's `d` tag.
-    pub identifier: String,
-    /// When it was (re)published.
-    pub published_at: Timestamp,
-    /// The offer.
-    pub offer: NostrOffer,
-}
-
-/// Fetches Paygress offers (kind 38383 tagged `#paygress`) from `relays`; events that do
-/// not parse as an offer are skipped.
+/// Fetches live Paygress offers from `relays`: kind 31990 handlers serving kind 1000,
+/// kind 30402 listings and old kind 38383 events tagged `#paygress`. Expired events and
+/// events that do not parse as an offer are skipped; one offer per service and `d` tag
+/// (the newest), newest first.
 pub async fn fetch_offers(
     relays: &[RelayUrl],
     timeout: Duration,
+) -> Result<Vec<DiscoveredOffer>, NostrError> {
+    fetch_offers_at(relays, timeout, Timestamp::now()).await
+}
+
+/// [`fetch_offers`] as seen at `now` (offers expired at `now` are skipped).
+pub async fn fetch_offers_at(
+    relays: &[RelayUrl],
+    timeout: Duration,
+    now: Timestamp,
 ) -> Result<Vec<DiscoveredOffer>, NostrError> {
     let client = Client::default();
     for url in relays {
@@ -405,25 +453,33 @@ pub async fn fetch_offers(
     }
     client.connect().await;
     client.wait_for_connection(timeout).await;
-    let filter = Filter::new()
-        .kind(Kind::Custom(KIND_OFFER))
-        .hashtag(OFFER_HASHTAG);
-    let events = client.fetch_events(filter, timeout).await;
+    let events = offer_events_by_relay(&client, relays, timeout).await;
     client.shutdown().await;
-    let mut offers: Vec<DiscoveredOffer> = events?
-        .into_iter()
-        .filter_map(|e| {
-            let offer = serde_json::from_str::<NostrOffer>(&e.content).ok()?;
-            Some(DiscoveredOffer {
-                service: e.pubkey,
-                identifier: e.tags.identifier().unwrap_or_default().to_owned(),
-                published_at: e.created_at,
-                offer,
-            })
-        })
-        .collect();
-    offers.sort_by_key(|o| std::cmp::Reverse(o.published_at));
-    Ok(offers)
+    Ok(collect_offers(events?, now))
+}
+
+/// Every offer event on each of `relays` (in `client`'s pool), with the relay it is on.
+pub(crate) async fn offer_events_by_relay(
+    client: &Client,
+    relays: &[RelayUrl],
+    timeout: Duration,
+) -> Result<Vec<(RelayUrl, Event)>, NostrError> {
+    let queries = relays.iter().map(|url| async move {
+        let found = fetch_from(client, std::slice::from_ref(url), offer_filters(), timeout).await;
+        (url.clone(), found)
+    });
+    let mut all = Vec::new();
+    let mut failures = Vec::new();
+    for (url, found) in futures::future::join_all(queries).await {
+        match found {
+            Ok(events) => all.extend(events.into_iter().map(|e| (url.clone(), e))),
+            Err(e) => failures.push(format!("{url}: {e}")),
+        }
+    }
+    if all.is_empty() && !failures.is_empty() && failures.len() == relays.len() {
+        return Err(NostrError::NotPublished(failures.join("; ")));
+    }
+    Ok(all)
 }
 
 #[cfg(test)]

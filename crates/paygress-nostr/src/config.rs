@@ -23,6 +23,15 @@ pub const ENV_PRIVATE_KEY: &str = "NOSTR_PRIVATE_KEY";
 pub const ENV_RELAYS: &str = "NOSTR_RELAYS";
 /// Environment variable with the data directory.
 pub const ENV_DATA_DIR: &str = "PAYGRESS_DATA_DIR";
+/// Environment variable with comma-separated index relays (relay lists and offers are
+/// published there too; requests are not read there).
+pub const ENV_INDEX_RELAYS: &str = "NOSTR_INDEX_RELAYS";
+/// Environment variable with comma-separated NIP-17 inbox relays (default: `NOSTR_RELAYS`).
+pub const ENV_INBOX_RELAYS: &str = "NOSTR_INBOX_RELAYS";
+/// Environment variable: `1`/`true` also publishes the offer as the old kind 38383.
+pub const ENV_LEGACY_OFFER: &str = "PAYGRESS_OFFER_LEGACY_KIND";
+/// Environment variable with the offer's NIP-99 `location` (free text).
+pub const ENV_OFFER_LOCATION: &str = "PAYGRESS_OFFER_LOCATION";
 
 /// Everything [`crate::NostrTransport::start`] needs. `Debug` never shows the secret key.
 #[derive(Clone)]
@@ -47,6 +56,29 @@ pub struct NostrConfig {
     pub offer_identifier: Option<String>,
     /// Rate limits and the cap on requests in flight (see [`NostrLimits`]).
     pub limits: NostrLimits,
+    /// NIP-40 lifetime of offer events (default three hours). Kept at least twice
+    /// `offer_interval`, so a running service republishes long before its offer expires
+    /// and a service that went away drops out of listings by itself.
+    pub offer_ttl: Duration,
+    /// Also publish the offer as kind 38383 (the seed's kind, which NIP-69 assigns to P2P
+    /// trade orders) for old clients during a transition. Off by default.
+    pub legacy_offer: bool,
+    /// NIP-99 `location` of the offer (free text), when set.
+    pub offer_location: Option<String>,
+    /// A NUT-18 payment request put in the offer, when the operator provides one.
+    pub offer_payment_request: Option<String>,
+    /// The SSH host-key fingerprint put in the offer, when known.
+    pub host_key_fingerprint: Option<String>,
+    /// Relays where the relay lists and offers are published too (well-known indexers
+    /// buyers look things up on); requests are not read there.
+    pub index_relays: Vec<RelayUrl>,
+    /// NIP-17 inbox relays published in kind 10050 (default: `relays`). Requests are
+    /// read on `relays` only: list relays here that are also in `relays`.
+    pub inbox_relays: Vec<RelayUrl>,
+    /// How long looking up a buyer's relay lists may take (default 2 s).
+    pub relay_lookup_timeout: Duration,
+    /// How many buyers' relay lists are cached (default 10 000; entries live an hour).
+    pub relay_cache_capacity: usize,
 }
 
 impl fmt::Debug for NostrConfig {
@@ -61,6 +93,11 @@ impl fmt::Debug for NostrConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("offer_identifier", &self.offer_identifier)
             .field("limits", &self.limits)
+            .field("offer_ttl", &self.offer_ttl)
+            .field("legacy_offer", &self.legacy_offer)
+            .field("offer_location", &self.offer_location)
+            .field("index_relays", &self.index_relays)
+            .field("inbox_relays", &self.inbox_relays)
             .finish_non_exhaustive()
     }
 }
@@ -78,6 +115,15 @@ impl NostrConfig {
             connect_timeout: Duration::from_secs(5),
             offer_identifier: None,
             limits: NostrLimits::default(),
+            offer_ttl: Duration::from_secs(3 * 3600),
+            legacy_offer: false,
+            offer_location: None,
+            offer_payment_request: None,
+            host_key_fingerprint: None,
+            index_relays: Vec::new(),
+            inbox_relays: Vec::new(),
+            relay_lookup_timeout: Duration::from_secs(2),
+            relay_cache_capacity: 10_000,
         }
     }
 
@@ -96,12 +142,41 @@ impl NostrConfig {
     }
 
     /// Reads `NOSTR_PRIVATE_KEY`, `NOSTR_RELAYS` and `PAYGRESS_DATA_DIR` (default
-    /// `./paygress-data`, as the binary) from the environment.
+    /// `./paygress-data`, as the binary) from the environment, then the discovery
+    /// settings `NOSTR_INDEX_RELAYS`, `NOSTR_INBOX_RELAYS`, `PAYGRESS_OFFER_LEGACY_KIND`
+    /// and `PAYGRESS_OFFER_LOCATION`.
     pub fn from_env() -> Result<Self, NostrError> {
         let key = std::env::var(ENV_PRIVATE_KEY).ok();
         let relays = std::env::var(ENV_RELAYS).unwrap_or_default();
         let dir = std::env::var(ENV_DATA_DIR).unwrap_or_else(|_| "./paygress-data".to_owned());
-        Self::from_values(key.as_deref(), &relays, dir)
+        let mut config = Self::from_values(key.as_deref(), &relays, dir)?;
+        config.apply_discovery_env()?;
+        Ok(config)
+    }
+
+    /// Sets the discovery settings from the environment: `NOSTR_INDEX_RELAYS`,
+    /// `NOSTR_INBOX_RELAYS` (comma-separated), `PAYGRESS_OFFER_LEGACY_KIND` (`1`/`true`)
+    /// and `PAYGRESS_OFFER_LOCATION`; unset variables leave the defaults.
+    pub fn apply_discovery_env(&mut self) -> Result<(), NostrError> {
+        let var = |name| std::env::var(name).unwrap_or_default();
+        self.index_relays = parse_relays(&var(ENV_INDEX_RELAYS))?;
+        self.inbox_relays = parse_relays(&var(ENV_INBOX_RELAYS))?;
+        self.legacy_offer = matches!(
+            var(ENV_LEGACY_OFFER).trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes"
+        );
+        self.offer_location =
+            Some(var(ENV_OFFER_LOCATION).trim().to_owned()).filter(|s| !s.is_empty());
+        Ok(())
+    }
+
+    /// The NIP-17 inbox relays: `inbox_relays`, or `relays` when none are set.
+    pub fn inbox(&self) -> Vec<RelayUrl> {
+        if self.inbox_relays.is_empty() {
+            self.relays.clone()
+        } else {
+            self.inbox_relays.clone()
+        }
     }
 
     /// The service public key as `npub1…`.

@@ -15,6 +15,9 @@ use nostr_sdk::{Client, EventId, Keys, PublicKey, RelayUrl};
 use paygress_core::{Notifier, Reply, RequestKey, Requester, TransportError};
 use tracing::{debug, instrument};
 
+use std::sync::Arc;
+
+use crate::directory::RelayDirectory;
 use crate::error::NostrError;
 use crate::transport::{reply_event, send_to};
 use crate::wire::Scheme;
@@ -30,6 +33,8 @@ pub struct NostrNotifier {
     client: Client,
     keys: Keys,
     relays: Vec<RelayUrl>,
+    /// The buyers' relay lists, shared with the transport.
+    directory: Option<Arc<RelayDirectory>>,
 }
 
 impl std::fmt::Debug for NostrNotifier {
@@ -42,13 +47,19 @@ impl std::fmt::Debug for NostrNotifier {
 }
 
 impl NostrNotifier {
-    /// A notifier publishing through `client` (already connected) to `relays`, signing
-    /// as `keys`.
-    pub(crate) fn new(client: Client, keys: Keys, relays: Vec<RelayUrl>) -> Self {
+    /// A notifier publishing through `client` (already connected) to `relays` and the
+    /// buyer's NIP-65 read relays (from `directory`), signing as `keys`.
+    pub(crate) fn new(
+        client: Client,
+        keys: Keys,
+        relays: Vec<RelayUrl>,
+        directory: Option<Arc<RelayDirectory>>,
+    ) -> Self {
         Self {
             client,
             keys,
             relays,
+            directory,
         }
     }
 }
@@ -86,7 +97,11 @@ impl Notifier for NostrNotifier {
         let json =
             serde_json::to_string(reply).map_err(|e| NostrError::Malformed(e.to_string()))?;
         let event = reply_event(&self.keys, Scheme::Nip44, request_id, &author, &json).await?;
-        send_to(&self.client, &self.relays, &event).await?;
+        let relays = match &self.directory {
+            Some(d) => d.reply_targets(author, Scheme::Nip44, &self.relays).await,
+            None => self.relays.clone(),
+        };
+        send_to(&self.client, &relays, &event).await?;
         debug!(request = %request_id, reply = %event.id, "settled reply published");
         Ok(())
     }

@@ -21,17 +21,16 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::config::{HANDLED_FILE, NostrConfig, npub};
 use crate::dedup::Dedup;
+use crate::directory::{RelayDirectory, inbox_relays_event, relay_list_event};
 use crate::error::NostrError;
 use crate::limits::Limiter;
 use crate::notify::NostrNotifier;
-use crate::wire::{
-    self, KIND_OFFER, KIND_REPLY, MAX_CONTENT_BYTES, NostrOffer, RequestKind, Scheme,
-};
+use crate::offer::{OfferMeta, offer_events};
+use crate::wire::{self, KIND_REPLY, MAX_CONTENT_BYTES, NostrOffer, RequestKind, Scheme};
 
 /// Gift-wrap timestamps are randomised up to this far into the past (NIP-59).
 pub const GIFT_WRAP_SKEW: Duration = Duration::from_secs(2 * 24 * 3600);
-/// Hashtag on offer events, so buyers can tell Paygress offers from other uses of 38383.
-pub const OFFER_HASHTAG: &str = "paygress";
+pub use crate::offer::OFFER_HASHTAG;
 /// Delay before republishing an offer that no relay accepted.
 const OFFER_RETRY: Duration = Duration::from_secs(60);
 
@@ -66,10 +65,28 @@ struct Shared {
     dedup: Mutex<Dedup>,
     backlog: Duration,
     offer: Mutex<Option<Offer>>,
-    offer_identifier: Option<String>,
     offer_retry: tokio::sync::Notify,
     counters: Counters,
     limiter: Limiter,
+    announce: Announce,
+    directory: Arc<RelayDirectory>,
+}
+
+/// What the service announces besides replies: offer events and relay lists.
+#[derive(Debug, Clone, Default)]
+struct Announce {
+    /// Where offers and relay lists go: the service's relays, inbox and index relays.
+    publish_to: Vec<RelayUrl>,
+    /// NIP-65 list (the relays requests are read on).
+    relays: Vec<RelayUrl>,
+    /// NIP-17 inbox list.
+    inbox: Vec<RelayUrl>,
+    identifier: Option<String>,
+    ttl: Duration,
+    legacy: bool,
+    location: Option<String>,
+    payment_request: Option<String>,
+    host_key_fingerprint: Option<String>,
 }
 
 /// Receives Paygress requests over Nostr and replies over Nostr.
@@ -135,14 +152,58 @@ impl NostrTransport {
         }
         let dedup = Dedup::open(&config.data_dir.join(HANDLED_FILE), config.dedup_capacity)?;
         let client = Client::builder().signer(config.keys.clone()).build();
-        for url in &config.relays {
+        // Requests are read on the service's relays and its NIP-17 inbox relays.
+        let inbox = config.inbox();
+        let mut read: Vec<RelayUrl> = config.relays.clone();
+        for url in &inbox {
+            if !read.contains(url) {
+                read.push(url.clone());
+            }
+        }
+        for url in &read {
             client.add_relay(url.clone()).await?;
+        }
+        // Index relays only get what the service announces (and answer lookups).
+        for url in &config.index_relays {
+            client.add_write_relay(url.clone()).await?;
+            client.add_discovery_relay(url.clone()).await?;
         }
         let notifications = client.notifications();
         client.connect().await;
-        if !config.relays.is_empty() {
+        if !read.is_empty() || !config.index_relays.is_empty() {
             client.wait_for_connection(config.connect_timeout).await;
         }
+        let mut publish_to = read.clone();
+        for url in &config.index_relays {
+            if !publish_to.contains(url) {
+                publish_to.push(url.clone());
+            }
+        }
+        let directory = Arc::new(RelayDirectory::new(
+            client.clone(),
+            publish_to.clone(),
+            config.relay_lookup_timeout,
+            config.relay_cache_capacity,
+        ));
+        let ttl = config.offer_ttl.max(2 * config.offer_interval);
+        if ttl > config.offer_ttl {
+            warn!(
+                offer_ttl = ?config.offer_ttl,
+                offer_interval = ?config.offer_interval,
+                "offer_ttl is under twice offer_interval; offers expire after {ttl:?} instead"
+            );
+        }
+        let announce = Announce {
+            publish_to,
+            relays: config.relays.clone(),
+            inbox,
+            identifier: config.offer_identifier,
+            ttl,
+            legacy: config.legacy_offer,
+            location: config.offer_location,
+            payment_request: config.offer_payment_request,
+            host_key_fingerprint: config.host_key_fingerprint,
+        };
         let me = config.keys.public_key();
         let now = Timestamp::now();
         let direct = Filter::new()
@@ -168,10 +229,11 @@ impl NostrTransport {
             dedup: Mutex::new(dedup),
             backlog: config.backlog,
             offer: Mutex::new(None),
-            offer_identifier: config.offer_identifier,
             offer_retry: tokio::sync::Notify::new(),
             counters: Counters::default(),
             limiter: Limiter::new(&config.limits),
+            announce,
+            directory,
         });
         // Never full: a request is only sent with one of `max_in_flight` permits.
         let (tx, rx) = mpsc::channel(config.limits.max_in_flight.max(1));
@@ -196,6 +258,7 @@ impl NostrTransport {
             self.shared.client.clone(),
             self.shared.keys.clone(),
             self.shared.relays.clone(),
+            Some(self.shared.directory.clone()),
         )
     }
 
@@ -346,6 +409,8 @@ impl Shared {
                     debug!(id = %key, "error reply budget spent; not answering");
                     return true;
                 }
+                // The transport's own error replies go to the request's relay and ours
+                // only: junk must not make the service look up and dial relays.
                 let responder = self.responder(key, author, scheme, relay, None);
                 tokio::spawn(async move {
                     let reply = Reply::error(code, message);
@@ -392,6 +457,8 @@ impl Shared {
             requester: author,
             scheme,
             relays: relays.into_iter().collect(),
+            // Delivered requests only (see the rejection path above).
+            look_up: permit.is_some(),
             permit,
         }
     }
@@ -550,6 +617,8 @@ impl Shared {
         }
     }
 
+    /// Publishes the relay lists (NIP-65, NIP-17) and the offer events (NIP-89, NIP-99,
+    /// and the legacy kind when configured), each with a fresh NIP-40 expiration.
     async fn publish_offer(&self, offer: &Offer, connected_only: bool) -> Result<(), NostrError> {
         if connected_only {
             let pool = self.client.relays().await;
@@ -557,18 +626,27 @@ impl Shared {
                 return Err(NostrError::NotPublished("no relay is connected yet".into()));
             }
         }
-        let content = serde_json::to_string(&NostrOffer::new(offer.clone()))
-            .map_err(|e| NostrError::Malformed(e.to_string()))?;
-        let d = self
-            .offer_identifier
-            .clone()
-            .unwrap_or_else(|| offer.name.clone());
-        let event = EventBuilder::new(Kind::Custom(KIND_OFFER), content)
-            .tags([Tag::identifier(d), Tag::hashtag(OFFER_HASHTAG)])
-            .sign_with_keys(&self.keys)
-            .map_err(|e| NostrError::Event(e.to_string()))?;
-        self.send(&self.relays, &event).await?;
-        info!(id = %event.id, "offer published");
+        let a = &self.announce;
+        let mut nostr_offer = NostrOffer::new(offer.clone());
+        nostr_offer.payment_request = a.payment_request.clone();
+        nostr_offer.host_key_fingerprint = a.host_key_fingerprint.clone();
+        nostr_offer.location = a.location.clone();
+        let meta = OfferMeta {
+            identifier: a.identifier.clone().unwrap_or_else(|| offer.name.clone()),
+            expires_at: Some(Timestamp::now() + a.ttl),
+            location: a.location.clone(),
+            legacy: a.legacy,
+        };
+        let mut builders = vec![relay_list_event(&a.relays), inbox_relays_event(&a.inbox)];
+        builders.extend(offer_events(&nostr_offer, &meta)?);
+        for builder in builders {
+            let event = builder
+                .sign_with_keys(&self.keys)
+                .map_err(|e| NostrError::Event(e.to_string()))?;
+            self.send(&a.publish_to, &event).await?;
+            debug!(id = %event.id, kind = event.kind.as_u16(), "announcement published");
+        }
+        info!(identifier = %meta.identifier, "offer and relay lists published");
         Ok(())
     }
 
@@ -631,6 +709,8 @@ struct NostrResponder {
     requester: PublicKey,
     scheme: Scheme,
     relays: Vec<RelayUrl>,
+    /// Whether to add the requester's relay lists to `relays` (delivered requests).
+    look_up: bool,
     /// The in-flight slot of a delivered request, freed once it is answered (or
     /// dropped); `None` for the transport's own error replies, which are not recorded.
     permit: Option<OwnedSemaphorePermit>,
@@ -683,7 +763,15 @@ pub(crate) async fn reply_event(
 impl Responder for NostrResponder {
     async fn respond(self: Box<Self>, reply: &Reply) -> Result<(), TransportError> {
         let event = self.build(reply).await?;
-        self.shared.send(&self.relays, &event).await?;
+        let relays = if self.look_up {
+            self.shared
+                .directory
+                .reply_targets(self.requester, self.scheme, &self.relays)
+                .await
+        } else {
+            self.relays.clone()
+        };
+        self.shared.send(&relays, &event).await?;
         // Only now is the request done for good: a crash before this line lets a
         // restart see it again, and core's journal replays the same reply. Rejected
         // events never enter the dedup log (junk must not push real requests out).
@@ -715,10 +803,16 @@ mod tests {
             dedup: Mutex::new(Dedup::open(&dir.join(HANDLED_FILE), dedup_capacity).unwrap()),
             backlog: Duration::from_secs(3600),
             offer: Mutex::new(None),
-            offer_identifier: None,
             offer_retry: tokio::sync::Notify::new(),
             counters: Counters::default(),
             limiter: Limiter::new(&crate::NostrLimits::default()),
+            announce: Announce::default(),
+            directory: Arc::new(RelayDirectory::new(
+                Client::default(),
+                vec![],
+                Duration::from_secs(1),
+                10,
+            )),
         }
     }
 

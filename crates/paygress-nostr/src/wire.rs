@@ -18,8 +18,6 @@ pub const KIND_TOP_UP: u16 = 1002;
 /// Kind of a status request (content: encrypted [`StatusRequest`] JSON). New in Paygress;
 /// the seed had no status request.
 pub const KIND_STATUS: u16 = 1003;
-/// Kind of the service's offer: an addressable event relays keep (NIP-01 range 30000–39999).
-pub const KIND_OFFER: u16 = 38383;
 /// Largest encrypted content accepted (64 KiB). Larger requests are never decrypted.
 pub const MAX_CONTENT_BYTES: usize = 64 * 1024;
 
@@ -205,8 +203,9 @@ impl Default for RequestKinds {
     }
 }
 
-/// The content of a kind 38383 offer event: core's [`Offer`] fields plus how to reach
-/// the service over Nostr.
+/// The machine-readable offer (content of the kind 31990 and 38383 offer events, and
+/// the `json` block of the kind 30402 listing): core's [`Offer`] fields plus how to
+/// reach and pay the service over Nostr.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NostrOffer {
     /// The service's terms.
@@ -216,6 +215,16 @@ pub struct NostrOffer {
     pub request_kinds: RequestKinds,
     /// Accepted request encryptions.
     pub encryption: Vec<Scheme>,
+    /// A NUT-18 payment request (`creqA…`) for the shortest lease at the default rate,
+    /// when the operator provides one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_request: Option<String>,
+    /// The SSH host-key fingerprint (`SHA256:…`) buyers should see on login, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key_fingerprint: Option<String>,
+    /// Where the machines are (free text, as the NIP-99 `location` tag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
 }
 
 impl NostrOffer {
@@ -225,6 +234,9 @@ impl NostrOffer {
             offer,
             request_kinds: RequestKinds::default(),
             encryption: Scheme::ALL.to_vec(),
+            payment_request: None,
+            host_key_fingerprint: None,
+            location: None,
         }
     }
 }
