@@ -17,8 +17,9 @@ use paygress_nostr::nostr_sdk::{Keys, ToBech32};
 use paygress_nostr::{Scheme, fetch_offers};
 use serde_json::json;
 
-/// Where the buyer's identity and saved tokens live.
-#[derive(Debug, Clone, Args)]
+/// Where the buyer's identity and saved tokens live. `Debug` is written by hand: it
+/// never shows the key.
+#[derive(Clone, Args)]
 pub struct IdentityArgs {
     /// Use this key (nsec or hex) instead of the stored identity.
     #[arg(long, env = "PAYGRESS_NSEC", hide_env_values = true, global = true)]
@@ -27,6 +28,15 @@ pub struct IdentityArgs {
     /// [default: $XDG_CONFIG_HOME/paygress or ~/.config/paygress].
     #[arg(long, env = "PAYGRESS_CONFIG_DIR", global = true)]
     pub config_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for IdentityArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityArgs")
+            .field("nsec", &self.nsec.as_ref().map(|_| "<redacted>"))
+            .field("config_dir", &self.config_dir)
+            .finish()
+    }
 }
 
 impl IdentityArgs {

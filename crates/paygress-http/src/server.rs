@@ -65,7 +65,9 @@ impl Default for HttpConfig {
 }
 
 impl HttpConfig {
-    /// Reads the configuration from the environment; unset variables keep their default.
+    /// Reads the configuration by variable name through `lookup` (the binary passes
+    /// the settings it read once, from flags, environment and config file); unset
+    /// variables keep their default.
     ///
     /// | variable | field |
     /// |---|---|
@@ -77,11 +79,6 @@ impl HttpConfig {
     ///
     /// `BIND_ADDR` (seed, default `0.0.0.0:8080`) is the binary's to bind; see
     /// [`HttpApi::serve`].
-    pub fn from_env() -> Result<Self, HttpError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// Like [`HttpConfig::from_env`], reading variables through `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, HttpError> {
         fn parse<T: std::str::FromStr>(
             lookup: &impl Fn(&str) -> Option<String>,

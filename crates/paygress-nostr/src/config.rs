@@ -95,15 +95,6 @@ impl NostrConfig {
         Ok(Self::new(keys, parse_relays(relays)?, data_dir))
     }
 
-    /// Reads `NOSTR_PRIVATE_KEY`, `NOSTR_RELAYS` and `PAYGRESS_DATA_DIR` (default
-    /// `./paygress-data`, as the binary) from the environment.
-    pub fn from_env() -> Result<Self, NostrError> {
-        let key = std::env::var(ENV_PRIVATE_KEY).ok();
-        let relays = std::env::var(ENV_RELAYS).unwrap_or_default();
-        let dir = std::env::var(ENV_DATA_DIR).unwrap_or_else(|_| "./paygress-data".to_owned());
-        Self::from_values(key.as_deref(), &relays, dir)
-    }
-
     /// The service public key as `npub1…`.
     pub fn npub(&self) -> String {
         npub(&self.keys)
