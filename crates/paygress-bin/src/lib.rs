@@ -4,6 +4,7 @@
 
 pub mod buyer;
 pub mod config;
+pub mod config_file;
 #[cfg(feature = "dev")]
 pub mod dev;
 #[cfg(feature = "failpoints")]

@@ -3,7 +3,8 @@
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use paygress_bin::buyer::{self, IdentityArgs, OffersArgs, RequestArgs, StatusArgs, TopUpArgs};
-use paygress_bin::config::{ServeArgs, apply_config_file, config_file_arg};
+use paygress_bin::config::ServeArgs;
+use paygress_bin::config_file::{apply_config_file, config_file_arg};
 use paygress_bin::wallet::WalletArgs;
 use tracing_subscriber::EnvFilter;
 
