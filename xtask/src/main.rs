@@ -7,7 +7,7 @@
 //! - `bench cashu [args…]`: redeem latency/throughput against an in-process mint.
 //! - `chaos [--requests N] [--seed S] [args…]`: the fault-injection run: the real
 //!   `paygress` (with failpoints) killed and restarted under paid load, a mint that
-//!   loses answers; exits non-zero on any loss (see `paygress_bin::chaos`).
+//!   loses answers; exits non-zero on any loss (see `paygress_testkit::chaos`).
 //! - `e2e-kind`: real-cluster tests on a kind cluster (needs Docker).
 //! - `fuzz [--secs N] [--cmin] [target…]`: runs the cargo-fuzz targets in `fuzz/` one
 //!   after the other (docs/FUZZING.md).

@@ -2,7 +2,7 @@
 //! environment variable), then validated into the components' own config types.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Args, ValueEnum};
@@ -40,10 +40,19 @@ pub enum BackendKind {
     Local,
 }
 
-/// Everything `paygress serve` reads. Every flag has an environment variable; the
-/// seed's names are kept.
-#[derive(Debug, Clone, Args)]
+/// Everything `paygress serve` reads, once: each setting is a flag, an environment
+/// variable (the seed's names are kept) or a key of the `--config` file, in that order
+/// of precedence. `Debug` is written by hand: it never shows the service's key.
+#[derive(Clone, Args)]
 pub struct ServeArgs {
+    /// A TOML file of settings: keys are these flags' names with `_` (`run_mode`,
+    /// `whitelisted_mints = ["https://…"]`) or their environment variables' names;
+    /// flags and environment variables override it.
+    #[arg(long, env = "PAYGRESS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration, print it (secrets redacted) and exit.
+    #[arg(long)]
+    pub check_config: bool,
     /// Transports: nostr, http or both.
     #[arg(long, env = "RUN_MODE", value_enum, default_value = "nostr")]
     pub run_mode: RunMode,
@@ -54,7 +63,7 @@ pub struct ServeArgs {
     #[arg(long, env = "POD_BACKEND", value_enum, default_value = "kubernetes")]
     pub pod_backend: BackendKind,
     /// State directory (service key, journal, local leases).
-    #[arg(long, env = "PAYGRESS_DATA_DIR", default_value = "./paygress-data")]
+    #[arg(long, env = "PAYGRESS_DATA_DIR", default_value = paygress_core::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// Cashu wallet database [default: <data dir>/cashu.db].
     #[arg(long, env = "CASHU_DB_PATH")]
@@ -106,7 +115,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "SSH_BASE_IMAGE",
-        default_value = "linuxserver/openssh-server:latest"
+        default_value = paygress_core::DEFAULT_IMAGE
     )]
     pub ssh_base_image: String,
     /// Other images buyers may request, comma-separated.
@@ -154,28 +163,170 @@ pub struct ServeArgs {
     /// Local backend: lease network, `isolated` (default), `host` or `none`.
     #[arg(long, env = "LOCAL_NETWORK", default_value = "isolated")]
     pub local_network: String,
+    /// Local backend, as root: uids for leases' commands, `first-last`
+    /// [default: 2000000-2000999].
+    #[arg(long, env = "LOCAL_UID_RANGE")]
+    pub local_uid_range: Option<String>,
+    /// Local backend: size of each command's private `/tmp`, MiB [default: 256].
+    #[arg(long, env = "LOCAL_TMP_SIZE_MIB")]
+    pub local_tmp_size_mib: Option<String>,
+    /// Local backend: largest file a lease may write, MiB [default: 4096].
+    #[arg(long, env = "LOCAL_MAX_FILE_MIB")]
+    pub local_max_file_mib: Option<String>,
+    /// Local backend: new leases are refused below this much free disk, MiB
+    /// [default: 2048].
+    #[arg(long, env = "LOCAL_MIN_FREE_MIB")]
+    pub local_min_free_mib: Option<String>,
+    /// Local backend, as root: each home its own ext4 image of this many MiB [default:
+    /// unset, homes share the data directory's filesystem].
+    #[arg(long, env = "LOCAL_HOME_SIZE_MIB")]
+    pub local_home_size_mib: Option<String>,
+
+    /// Kubernetes: `ttlSecondsAfterFinished` of each Job [default: 60].
+    #[arg(long, env = "POD_TTL_AFTER_FINISHED_SECONDS")]
+    pub pod_ttl_after_finished_seconds: Option<String>,
+    /// Kubernetes: `PUID` inside the pod [default: 1000].
+    #[arg(long, env = "POD_PUID")]
+    pub pod_puid: Option<String>,
+    /// Kubernetes: `PGID` inside the pod [default: 1000].
+    #[arg(long, env = "POD_PGID")]
+    pub pod_pgid: Option<String>,
+    /// Kubernetes: `TZ` inside the pod [default: unset].
+    #[arg(long, env = "POD_TZ")]
+    pub pod_tz: Option<String>,
+
+    /// HTTP: largest request body, bytes [default: 65536].
+    #[arg(long, env = "HTTP_BODY_LIMIT_BYTES")]
+    pub http_body_limit_bytes: Option<String>,
+    /// HTTP: longest a request may take before it answers 503, seconds [default: 30].
+    #[arg(long, env = "HTTP_REQUEST_TIMEOUT_SECS")]
+    pub http_request_timeout_secs: Option<String>,
+    /// HTTP: requests per minute per client IP, 0 for unlimited [default: 120].
+    #[arg(long, env = "HTTP_RATE_LIMIT_PER_MINUTE")]
+    pub http_rate_limit_per_minute: Option<String>,
+    /// HTTP: take the client IP from the last `X-Forwarded-For` entry (only behind
+    /// exactly one reverse proxy) [default: false].
+    #[arg(long, env = "HTTP_TRUST_FORWARDED_FOR")]
+    pub http_trust_forwarded_for: Option<String>,
+    /// Nostr: more relays to publish the offer and relay lists to (comma-separated),
+    /// e.g. well-known index relays buyers search.
+    #[arg(long, env = "NOSTR_INDEX_RELAYS")]
+    pub nostr_index_relays: Option<String>,
+    /// Nostr: the NIP-17 inbox relays (kind 10050) requests are also read on
+    /// [default: NOSTR_RELAYS].
+    #[arg(long, env = "NOSTR_INBOX_RELAYS")]
+    pub nostr_inbox_relays: Option<String>,
+    /// Nostr: also publish the old kind-38383 offer, for old clients [default: false].
+    #[arg(long, env = "PAYGRESS_OFFER_LEGACY_KIND")]
+    pub offer_legacy_kind: Option<String>,
+    /// Nostr: the offer's location (free text, NIP-99 `location` tag).
+    #[arg(long, env = "PAYGRESS_OFFER_LOCATION")]
+    pub offer_location: Option<String>,
 }
 
-/// What must be private at rest: the data directory, the journal and every wallet file
-/// (see [`paygress_cashu::CashuConfig::private_paths`]).
-pub fn private_paths(data_dir: &Path, journal: &Path, cashu_db: &Path) -> Vec<PathBuf> {
-    let mut paths = vec![data_dir.to_owned(), journal.to_owned()];
-    paths.extend(paygress_cashu::CashuConfig::private_paths_for(cashu_db));
-    paths
-}
-
-/// Whether `PAYGRESS_ALLOW_SHARED_DATA` is set to a true value (`1`, `true`, `yes`, `on`),
-/// for commands without a flag for it (`paygress dev`).
-pub fn allow_shared_data_from_env() -> bool {
-    std::env::var(paygress_store::private::ENV_ALLOW_SHARED_DATA).is_ok_and(|v| {
-        matches!(
-            v.trim().to_ascii_lowercase().as_str(),
-            "1" | "true" | "yes" | "y" | "on"
-        )
-    })
+impl std::fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("ServeArgs");
+        d.field("run_mode", &self.run_mode);
+        d.field("bind_addr", &self.bind_addr);
+        d.field("pod_backend", &self.pod_backend);
+        d.field("data_dir", &self.data_dir);
+        d.field("cashu_db_path", &self.cashu_db_path);
+        d.field("whitelisted_mints", &self.whitelisted_mints);
+        d.field(
+            "payment_rate_sats_per_hour",
+            &self.payment_rate_sats_per_hour,
+        );
+        d.field(
+            "default_pod_duration_minutes",
+            &self.default_pod_duration_minutes,
+        );
+        d.field("min_pod_duration_minutes", &self.min_pod_duration_minutes);
+        d.field("max_pod_duration_minutes", &self.max_pod_duration_minutes);
+        d.field("tiers", &self.tiers);
+        d.field("enable_cleanup_task", &self.enable_cleanup_task);
+        d.field("service_name", &self.service_name);
+        d.field("nostr_relays", &self.nostr_relays);
+        d.field(
+            "nostr_private_key",
+            &self.nostr_private_key.as_ref().map(|_| "<redacted>"),
+        );
+        d.field("ssh_base_image", &self.ssh_base_image);
+        d.field("allowed_pod_images", &self.allowed_pod_images);
+        d.field("ssh_port", &self.ssh_port);
+        d.field("ssh_host", &self.ssh_host);
+        d.field("pod_namespace", &self.pod_namespace);
+        d.field("local_port_range", &self.local_port_range);
+        d.field("bind_host", &self.bind_host);
+        d.field("local_sandbox", &self.local_sandbox);
+        d.field("max_leases", &self.max_leases);
+        d.field("journal_retention_hours", &self.journal_retention_hours);
+        d.field("allow_shared_data", &self.allow_shared_data);
+        d.field("local_network", &self.local_network);
+        d.field("local_uid_range", &self.local_uid_range);
+        d.field("local_tmp_size_mib", &self.local_tmp_size_mib);
+        d.field("local_max_file_mib", &self.local_max_file_mib);
+        d.field("local_min_free_mib", &self.local_min_free_mib);
+        d.field("local_home_size_mib", &self.local_home_size_mib);
+        d.field(
+            "pod_ttl_after_finished_seconds",
+            &self.pod_ttl_after_finished_seconds,
+        );
+        d.field("pod_puid", &self.pod_puid);
+        d.field("pod_pgid", &self.pod_pgid);
+        d.field("pod_tz", &self.pod_tz);
+        d.field("http_body_limit_bytes", &self.http_body_limit_bytes);
+        d.field("http_request_timeout_secs", &self.http_request_timeout_secs);
+        d.field(
+            "http_rate_limit_per_minute",
+            &self.http_rate_limit_per_minute,
+        );
+        d.field("http_trust_forwarded_for", &self.http_trust_forwarded_for);
+        d.field("nostr_index_relays", &self.nostr_index_relays);
+        d.field("nostr_inbox_relays", &self.nostr_inbox_relays);
+        d.field("offer_legacy_kind", &self.offer_legacy_kind);
+        d.field("offer_location", &self.offer_location);
+        d.finish()
+    }
 }
 
 impl ServeArgs {
+    /// The value of the setting named by its environment variable, as the components'
+    /// `from_lookup` constructors read it (they hold the defaults and validation):
+    /// whatever came from a flag, the environment or the config file, read once here.
+    pub fn lookup(&self, name: &str) -> Option<String> {
+        let own = |v: &Option<String>| v.clone();
+        match name {
+            "PAYGRESS_DATA_DIR" => Some(self.data_dir.display().to_string()),
+            "LOCAL_PORT_RANGE" => Some(self.local_port_range.clone()),
+            "BIND_HOST" => Some(self.bind_host.clone()),
+            "LOCAL_SANDBOX" => Some(self.local_sandbox.clone()),
+            "LOCAL_NETWORK" => Some(self.local_network.clone()),
+            "LOCAL_UID_RANGE" => own(&self.local_uid_range),
+            "LOCAL_TMP_SIZE_MIB" => own(&self.local_tmp_size_mib),
+            "LOCAL_MAX_FILE_MIB" => own(&self.local_max_file_mib),
+            "LOCAL_MIN_FREE_MIB" => own(&self.local_min_free_mib),
+            "LOCAL_HOME_SIZE_MIB" => own(&self.local_home_size_mib),
+            "POD_NAMESPACE" => Some(self.pod_namespace.clone()),
+            "SSH_BASE_IMAGE" => Some(self.ssh_base_image.clone()),
+            "SSH_PORT" => Some(self.ssh_port.to_string()),
+            "POD_TTL_AFTER_FINISHED_SECONDS" => own(&self.pod_ttl_after_finished_seconds),
+            "POD_PUID" => own(&self.pod_puid),
+            "POD_PGID" => own(&self.pod_pgid),
+            "POD_TZ" => own(&self.pod_tz),
+            "DEFAULT_POD_DURATION_MINUTES" => Some(self.default_pod_duration_minutes.to_string()),
+            "HTTP_BODY_LIMIT_BYTES" => own(&self.http_body_limit_bytes),
+            "HTTP_REQUEST_TIMEOUT_SECS" => own(&self.http_request_timeout_secs),
+            "HTTP_RATE_LIMIT_PER_MINUTE" => own(&self.http_rate_limit_per_minute),
+            "HTTP_TRUST_FORWARDED_FOR" => own(&self.http_trust_forwarded_for),
+            "NOSTR_INDEX_RELAYS" => own(&self.nostr_index_relays),
+            "NOSTR_INBOX_RELAYS" => own(&self.nostr_inbox_relays),
+            "PAYGRESS_OFFER_LEGACY_KIND" => own(&self.offer_legacy_kind),
+            "PAYGRESS_OFFER_LOCATION" => own(&self.offer_location),
+            _ => None,
+        }
+    }
+
     /// The Cashu wallet database path.
     pub fn cashu_db(&self) -> PathBuf {
         self.cashu_db_path
@@ -186,11 +337,6 @@ impl ServeArgs {
     /// The journal file.
     pub fn journal_path(&self) -> PathBuf {
         self.data_dir.join("journal.jsonl")
-    }
-
-    /// What must be private at rest, see [`private_paths`].
-    pub fn private_paths(&self) -> Vec<PathBuf> {
-        private_paths(&self.data_dir, &self.journal_path(), &self.cashu_db())
     }
 
     /// The local backend's port range.

@@ -1,13 +1,10 @@
 #![doc = include_str!("../README.md")]
-//! Glue for the `paygress` command: configuration, wiring of the adapters, the dev
-//! stack and its demo. No domain logic lives here.
+//! Glue for the `paygress` command: argument parsing, wiring the configuration into
+//! [`paygress_node::Node`], printing. No domain logic lives here.
 
 pub mod buyer;
-#[cfg(feature = "chaos")]
-pub mod chaos;
 pub mod config;
-#[cfg(feature = "dev")]
-pub mod demo;
+pub mod config_file;
 #[cfg(feature = "dev")]
 pub mod dev;
 #[cfg(feature = "failpoints")]

@@ -1,9 +1,10 @@
 //! The `paygress` command.
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use paygress_bin::buyer::{self, IdentityArgs, OffersArgs, RequestArgs, StatusArgs, TopUpArgs};
 use paygress_bin::config::ServeArgs;
+use paygress_bin::config_file::{apply_config_file, config_file_arg};
 use paygress_bin::wallet::WalletArgs;
 use tracing_subscriber::EnvFilter;
 
@@ -67,13 +68,26 @@ async fn main() -> Result<()> {
     // Everything Paygress writes (wallet, keys, journal, saved tokens) is for this user
     // only: files 0600 and directories 0700 unless a caller asks otherwise.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let config_file = config_file_arg(&argv);
+    let mut command = Cli::command();
+    if let Some(path) = &config_file {
+        command = apply_config_file(command, path)?;
+    }
+    let cli = Cli::from_arg_matches(&command.get_matches_from(&argv)).unwrap_or_else(|e| e.exit());
     init_tracing(default_log_filter(&cli.command));
     #[cfg(feature = "failpoints")]
     paygress_bin::failpoints::install_from_env()?;
     match cli.command {
         None => {
-            let args = ServeOnly::parse_from(["paygress"]).serve;
+            let mut command = ServeOnly::command();
+            if let Some(path) = &config_file {
+                command = apply_config_file(command, path)?;
+            }
+            let matches = command.get_matches_from(["paygress"]);
+            let args = ServeOnly::from_arg_matches(&matches)
+                .unwrap_or_else(|e| e.exit())
+                .serve;
             paygress_bin::serve::run(args).await
         }
         Some(Command::Serve(args)) => paygress_bin::serve::run(*args).await,

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use paygress_bin::dev::{DevArgs, DevStack};
 use paygress_core::ServiceConfig;
+use paygress_testkit::dev::{DevOptions, DevStack};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -70,8 +70,7 @@ fn assert_private_tree(root: &Path) -> Vec<String> {
 async fn fresh_dev_data_dir_and_buyer_dir_are_private_after_a_real_flow() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = root.path().join("state/paygress");
-    let args = DevArgs {
-        demo: false,
+    let args = DevOptions {
         data_dir: Some(data.clone()),
         http_port: 0,
         port_range: "2470-2474".to_owned(),
@@ -160,8 +159,7 @@ async fn dev_refuses_an_existing_shared_data_dir() {
     let data = root.path().join("data");
     std::fs::create_dir(&data).expect("mkdir");
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let args = DevArgs {
-        demo: false,
+    let args = DevOptions {
         data_dir: Some(data.clone()),
         http_port: 0,
         port_range: "2475-2475".to_owned(),

@@ -5,14 +5,13 @@
 use std::path::Path;
 use std::process::Output;
 
-use paygress_bin::dev::{DevArgs, DevStack};
 use paygress_cashu::testkit::TokenFormat;
 use paygress_core::{CashuToken, ServiceConfig};
+use paygress_testkit::dev::{DevOptions, DevStack};
 use serde_json::Value;
 
-fn args(ports: &str) -> DevArgs {
-    DevArgs {
-        demo: false,
+fn args(ports: &str) -> DevOptions {
+    DevOptions {
         data_dir: None,
         http_port: 0,
         port_range: ports.to_owned(),

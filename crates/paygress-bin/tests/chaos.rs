@@ -2,7 +2,7 @@
 //! killed at random instants and at failpoints, with a mint that loses answers.
 #![cfg(feature = "chaos")]
 
-use paygress_bin::chaos::{ChaosOptions, run};
+use paygress_testkit::chaos::{ChaosOptions, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_requests_lose_nothing() {

@@ -5,8 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use paygress_bin::demo::{ssh_command, ssh_run};
-use paygress_bin::dev::{DevArgs, DevStack};
 use paygress_cashu::testkit::TokenFormat;
 use paygress_core::{
     DurationLimits, ErrorCode, Rate, Reply, ServiceConfig, SpawnRequest, StatusRequest,
@@ -14,10 +12,11 @@ use paygress_core::{
 };
 use paygress_nostr::BuyerClient;
 use paygress_nostr::nostr_sdk::Keys;
+use paygress_testkit::demo::{ssh_command, ssh_run};
+use paygress_testkit::dev::{DevOptions, DevStack};
 
-fn args(ports: &str) -> DevArgs {
-    DevArgs {
-        demo: false,
+fn args(ports: &str) -> DevOptions {
+    DevOptions {
         data_dir: None,
         http_port: 0,
         port_range: ports.to_owned(),

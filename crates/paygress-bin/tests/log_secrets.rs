@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use std::str::FromStr;
 
-use paygress_bin::demo::ssh_run;
 use paygress_cashu::cdk::nuts::Token;
 use paygress_cashu::testkit::{TestMint, TokenFormat};
 use paygress_core::{CashuToken, Reply, Request, SpawnRequest, StatusRequest, TopUpRequest};
 use paygress_nostr::nostr_sdk::{Keys, ToBech32};
 use paygress_nostr::testkit::TestRelay;
 use paygress_nostr::{BuyerClient, Scheme, SendOptions};
+use paygress_testkit::demo::ssh_run;
 use serde_json::Value;
 
 /// Three lease ports: the fourth spawn finds none free (refused, or refunded).

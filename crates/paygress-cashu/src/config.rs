@@ -54,15 +54,6 @@ impl CashuConfig {
         })
     }
 
-    /// Reads `CASHU_DB_PATH` (default [`DEFAULT_DB_PATH`]) and `WHITELISTED_MINTS`
-    /// (comma-separated, required).
-    pub fn from_env() -> Result<Self, CashuError> {
-        let db = std::env::var(ENV_DB_PATH).unwrap_or_else(|_| DEFAULT_DB_PATH.to_owned());
-        let mints = std::env::var(ENV_WHITELISTED_MINTS)
-            .map_err(|_| CashuError::Config(format!("{ENV_WHITELISTED_MINTS} is not set")))?;
-        Self::new(db, mints.split(','))
-    }
-
     /// Where the wallet seed is kept: the database path with `.seed` appended.
     pub fn seed_path(&self) -> PathBuf {
         with_suffix(&self.db_path, ".seed")

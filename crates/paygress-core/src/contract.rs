@@ -25,7 +25,7 @@ pub fn sample_spec(minutes: i64) -> LeaseSpec {
         username: "alice".parse().expect("valid username"),
         password: Password::generate(),
         ssh_public_key: None,
-        image: "linuxserver/openssh-server:latest".to_owned(),
+        image: crate::DEFAULT_IMAGE.to_owned(),
         tier: Tier::standard(),
         created_at: now,
         expires_at: now
@@ -34,6 +34,35 @@ pub fn sample_spec(minutes: i64) -> LeaseSpec {
         paid_msat: 60_000,
         mint: MintUrl::new("http://127.0.0.1:3338"),
     }
+}
+
+/// One `#[tokio::test]` per contract check, each on a fresh backend from `$make`: an
+/// async function taking the check's number (0, 1, …: to give each its own ports or
+/// directory) and returning `(backend, guard)`, the guard kept alive for the check (a
+/// temporary directory, or `()`).
+///
+/// ```rust,ignore
+/// async fn fresh(n: u16) -> (MemoryBackend, ()) {
+///     (MemoryBackend::new(), ())
+/// }
+/// paygress_core::pod_backend_tests!(fresh);
+/// ```
+#[macro_export]
+macro_rules! pod_backend_tests {
+    ($make:path) => {
+        $crate::pod_backend_tests!(@one $make, 0, contract_create_then_get_and_list, create_then_get_and_list);
+        $crate::pod_backend_tests!(@one $make, 1, contract_create_twice_is_already_exists, create_twice_is_already_exists);
+        $crate::pod_backend_tests!(@one $make, 2, contract_extend_moves_expiry, extend_moves_expiry);
+        $crate::pod_backend_tests!(@one $make, 3, contract_extend_unknown_is_not_found, extend_unknown_is_not_found);
+        $crate::pod_backend_tests!(@one $make, 4, contract_delete_removes_and_is_idempotent, delete_removes_and_is_idempotent);
+    };
+    (@one $make:path, $n:literal, $name:ident, $check:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let (backend, _guard) = $make($n).await;
+            $crate::contract::$check(&backend).await;
+        }
+    };
 }
 
 /// Runs every check in this module. Panics (with the check's name) on the first failure.

@@ -27,4 +27,6 @@ pub use protocol::{
     StatusRequest, TierOffer, TopUpRequest, TopUpResult,
 };
 pub use secret::{CashuToken, Password};
-pub use service::{Paygress, PaygressBuilder, ServiceConfig, TokenQuote};
+pub use service::{
+    DEFAULT_DATA_DIR, DEFAULT_IMAGE, Paygress, PaygressBuilder, ServiceConfig, TokenQuote,
+};

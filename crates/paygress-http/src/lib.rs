@@ -1,8 +1,11 @@
 #![doc = include_str!("../README.md")]
 
+#[cfg(feature = "client")]
+pub mod client;
 mod error;
 mod identity;
 mod openapi;
+pub mod paths;
 mod routes;
 mod server;
 pub mod wire;

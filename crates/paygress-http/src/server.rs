@@ -22,8 +22,8 @@ use tracing::info_span;
 
 use crate::error::{ApiError, HttpError};
 use crate::identity::Admissions;
-use crate::routes;
 use crate::wire::ComponentHealth;
+use crate::{paths, routes};
 
 /// Tunables of the HTTP API (defaults in each field's doc).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +65,9 @@ impl Default for HttpConfig {
 }
 
 impl HttpConfig {
-    /// Reads the configuration from the environment; unset variables keep their default.
+    /// Reads the configuration by variable name through `lookup` (the binary passes
+    /// the settings it read once, from flags, environment and config file); unset
+    /// variables keep their default.
     ///
     /// | variable | field |
     /// |---|---|
@@ -77,11 +79,6 @@ impl HttpConfig {
     ///
     /// `BIND_ADDR` (seed, default `0.0.0.0:8080`) is the binary's to bind; see
     /// [`HttpApi::serve`].
-    pub fn from_env() -> Result<Self, HttpError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// Like [`HttpConfig::from_env`], reading variables through `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, HttpError> {
         fn parse<T: std::str::FromStr>(
             lookup: &impl Fn(&str) -> Option<String>,
@@ -209,14 +206,14 @@ impl HttpApi {
     pub fn router(&self) -> Router {
         let state = self.state.clone();
         Router::new()
-            .route("/healthz", get(routes::healthz))
-            .route("/spawn-pod", post(routes::spawn_pod))
-            .route("/top-up-pod", post(routes::top_up_pod))
-            .route("/pods", get(routes::list_pods))
-            .route("/pods/{name}", get(routes::get_pod))
-            .route("/auth", get(routes::auth).post(routes::auth_post))
-            .route("/offer", get(routes::offer))
-            .route("/openapi.json", get(routes::openapi_json))
+            .route(paths::HEALTHZ, get(routes::healthz))
+            .route(paths::SPAWN_POD, post(routes::spawn_pod))
+            .route(paths::TOP_UP_POD, post(routes::top_up_pod))
+            .route(paths::PODS, get(routes::list_pods))
+            .route(paths::POD, get(routes::get_pod))
+            .route(paths::AUTH, get(routes::auth).post(routes::auth_post))
+            .route(paths::OFFER, get(routes::offer))
+            .route(paths::OPENAPI, get(routes::openapi_json))
             .fallback(routes::not_found)
             .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
             .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
@@ -236,7 +233,7 @@ impl HttpApi {
     /// Nostr, so that orchestrator probes still have an endpoint.
     pub fn health_router(&self) -> Router {
         Router::new()
-            .route("/healthz", get(routes::healthz))
+            .route(paths::HEALTHZ, get(routes::healthz))
             .fallback(routes::not_found)
             .layer(middleware::from_fn(typed_errors))
             .with_state(self.state.clone())
@@ -328,7 +325,7 @@ fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
 
 async fn rate_limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if let (Some(limiter), Some(ip)) = (&state.limiter, client_ip(&state.config, &req))
-        && req.uri().path() != "/healthz"
+        && req.uri().path() != paths::HEALTHZ
         && !limiter.allow(ip)
     {
         return ApiError::new(ErrorCode::RateLimited, "too many requests; slow down")

@@ -5,8 +5,8 @@
 
 use jiff::Timestamp;
 use paygress_core::{
-    AccessDetails, CashuToken, ErrorCode, LeaseRecord, LeaseState, Offer, Password, TierOffer,
-    TokenQuote, TopUpResult,
+    AccessDetails, CashuToken, ErrorCode, ErrorReply, LeaseId, LeaseRecord, LeaseState,
+    LeaseStatus, Offer, Password, TierOffer, TokenQuote, TopUpResult,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -120,6 +120,56 @@ impl From<AccessDetails> for SpawnPodResponse {
     }
 }
 
+/// A body's field does not hold what core's type requires (a client reading a reply).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `{field}` of the answer is invalid: {reason}")]
+pub struct InvalidBody {
+    /// The field.
+    pub field: &'static str,
+    /// Why it is invalid.
+    pub reason: String,
+}
+
+impl TryFrom<SpawnPodResponse> for AccessDetails {
+    type Error = InvalidBody;
+    fn try_from(r: SpawnPodResponse) -> Result<Self, InvalidBody> {
+        let SpawnPodResponse {
+            pod_name,
+            ssh_username,
+            ssh_password,
+            ssh_host,
+            ssh_port,
+            node_port,
+            expires_at,
+            duration_seconds,
+            tier,
+            instructions,
+            change_token,
+        } = r;
+        Ok(Self {
+            pod_name: lease_id(pod_name)?,
+            ssh_username,
+            ssh_password,
+            ssh_host,
+            ssh_port,
+            node_port,
+            expires_at,
+            duration_seconds,
+            tier,
+            instructions,
+            change_token,
+        })
+    }
+}
+
+fn lease_id(name: String) -> Result<LeaseId, InvalidBody> {
+    name.parse()
+        .map_err(|e: paygress_core::NameError| InvalidBody {
+            field: "pod_name",
+            reason: e.to_string(),
+        })
+}
+
 /// `200` from `POST /top-up-pod`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TopUpPodResponse {
@@ -150,6 +200,24 @@ impl From<TopUpResult> for TopUpPodResponse {
             added_seconds,
             change_token,
         }
+    }
+}
+
+impl TryFrom<TopUpPodResponse> for TopUpResult {
+    type Error = InvalidBody;
+    fn try_from(r: TopUpPodResponse) -> Result<Self, InvalidBody> {
+        let TopUpPodResponse {
+            pod_name,
+            expires_at,
+            added_seconds,
+            change_token,
+        } = r;
+        Ok(Self {
+            pod_name: lease_id(pod_name)?,
+            expires_at,
+            added_seconds,
+            change_token,
+        })
     }
 }
 
@@ -189,6 +257,38 @@ impl PodInfo {
             tier: record.tier.clone(),
             node_port: record.node_port,
         }
+    }
+}
+
+impl TryFrom<PodInfo> for LeaseStatus {
+    type Error = InvalidBody;
+    fn try_from(p: PodInfo) -> Result<Self, InvalidBody> {
+        let PodInfo {
+            pod_name,
+            state,
+            expires_at,
+            remaining_seconds,
+            tier,
+            node_port,
+        } = p;
+        let state = match state.as_str() {
+            "active" => LeaseState::Active,
+            "expired" => LeaseState::Expired,
+            other => {
+                return Err(InvalidBody {
+                    field: "state",
+                    reason: format!("unknown state {other:?}"),
+                });
+            }
+        };
+        Ok(Self {
+            pod_name: lease_id(pod_name)?,
+            state,
+            expires_at,
+            remaining_seconds,
+            tier,
+            node_port,
+        })
     }
 }
 
@@ -467,6 +567,53 @@ pub struct ErrorBody {
     pub refund_token: Option<String>,
 }
 
+impl From<ErrorCodeBody> for ErrorCode {
+    fn from(c: ErrorCodeBody) -> Self {
+        use ErrorCodeBody as B;
+        match c {
+            B::InvalidRequest => Self::InvalidRequest,
+            B::InvalidUsername => Self::InvalidUsername,
+            B::InvalidPodName => Self::InvalidPodName,
+            B::ImageNotAllowed => Self::ImageNotAllowed,
+            B::UnknownTier => Self::UnknownTier,
+            B::DurationOutOfRange => Self::DurationOutOfRange,
+            B::InvalidPublicKey => Self::InvalidPublicKey,
+            B::InvalidToken => Self::InvalidToken,
+            B::MintNotAccepted => Self::MintNotAccepted,
+            B::UnsupportedUnit => Self::UnsupportedUnit,
+            B::TokenAlreadySpent => Self::TokenAlreadySpent,
+            B::InsufficientPayment => Self::InsufficientPayment,
+            B::MintUnavailable => Self::MintUnavailable,
+            B::PodNotFound => Self::PodNotFound,
+            B::LeaseExpired => Self::LeaseExpired,
+            B::LeaseAtMaximum => Self::LeaseAtMaximum,
+            B::NotOwner => Self::NotOwner,
+            B::ProvisioningFailed => Self::ProvisioningFailed,
+            B::RefundPending => Self::RefundPending,
+            B::PaymentPending => Self::PaymentPending,
+            B::RequestIdInUse => Self::RequestIdInUse,
+            B::RateLimited => Self::RateLimited,
+            B::Unavailable => Self::Unavailable,
+            B::Internal => Self::Internal,
+        }
+    }
+}
+
+impl From<ErrorBody> for ErrorReply {
+    fn from(b: ErrorBody) -> Self {
+        let ErrorBody {
+            code,
+            message,
+            refund_token,
+        } = b;
+        Self {
+            code: code.into(),
+            message,
+            refund_token: refund_token.map(CashuToken::new),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,6 +651,7 @@ mod tests {
                 serde_json::to_value(c).unwrap(),
                 serde_json::to_value(ErrorCodeBody::from(c)).unwrap()
             );
+            assert_eq!(ErrorCode::from(ErrorCodeBody::from(c)), c);
         }
     }
 

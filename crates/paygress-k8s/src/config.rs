@@ -5,7 +5,7 @@ use crate::error::K8sError;
 /// The namespace leases run in when `POD_NAMESPACE` is unset.
 pub const DEFAULT_NAMESPACE: &str = "user-workloads";
 /// The SSH image when `SSH_BASE_IMAGE` is unset.
-pub const DEFAULT_IMAGE: &str = "linuxserver/openssh-server:latest";
+pub const DEFAULT_IMAGE: &str = paygress_core::DEFAULT_IMAGE;
 /// The SSH port inside the pod when `SSH_PORT` is unset.
 pub const DEFAULT_SSH_PORT: u16 = 2222;
 /// Seconds a finished Job (and, through ownerReferences, its Service and Secret) is kept.

@@ -289,22 +289,19 @@ impl LocalConfig {
         }
     }
 
-    /// Reads `PAYGRESS_DATA_DIR` (default `./data`), `LOCAL_PORT_RANGE` (default
-    /// `2300-2399`), `BIND_HOST` (default `127.0.0.1`), `LOCAL_SANDBOX`
-    /// (`bubblewrap` | `unsandboxed`, default `bubblewrap`) and `LOCAL_NETWORK`
-    /// (`isolated` | `host` | `none`, default `isolated`), `LOCAL_UID_RANGE`,
-    /// `LOCAL_TMP_SIZE_MIB`, `LOCAL_MAX_FILE_MIB`, `LOCAL_MIN_FREE_MIB` and
-    /// `LOCAL_HOME_SIZE_MIB`.
-    pub fn from_env() -> Result<Self, LocalError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
-    /// Like [`from_env`](Self::from_env) with a custom variable lookup (for tests and
-    /// layered configuration).
+    /// Reads the configuration by variable name through `get` (the binary passes the
+    /// settings it read once; tests pass a map): `PAYGRESS_DATA_DIR` (default
+    /// [`paygress_core::DEFAULT_DATA_DIR`]), `LOCAL_PORT_RANGE` (default `2300-2399`),
+    /// `BIND_HOST` (default `127.0.0.1`), `LOCAL_SANDBOX` (`bubblewrap` | `unsandboxed`,
+    /// default `bubblewrap`), `LOCAL_NETWORK` (`isolated` | `host` | `none`, default
+    /// `isolated`), `LOCAL_UID_RANGE`, `LOCAL_TMP_SIZE_MIB`, `LOCAL_MAX_FILE_MIB`,
+    /// `LOCAL_MIN_FREE_MIB` and `LOCAL_HOME_SIZE_MIB`.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, LocalError> {
         let nonempty = |k: &str| get(k).filter(|v| !v.trim().is_empty());
-        let mut config =
-            Self::new(nonempty("PAYGRESS_DATA_DIR").unwrap_or_else(|| "./data".to_owned()));
+        let mut config = Self::new(
+            nonempty("PAYGRESS_DATA_DIR")
+                .unwrap_or_else(|| paygress_core::DEFAULT_DATA_DIR.to_owned()),
+        );
         if let Some(r) = nonempty("LOCAL_PORT_RANGE") {
             config.port_range = r.parse()?;
         }

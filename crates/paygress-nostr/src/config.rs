@@ -141,24 +141,15 @@ impl NostrConfig {
         Ok(Self::new(keys, parse_relays(relays)?, data_dir))
     }
 
-    /// Reads `NOSTR_PRIVATE_KEY`, `NOSTR_RELAYS` and `PAYGRESS_DATA_DIR` (default
-    /// `./paygress-data`, as the binary) from the environment, then the discovery
-    /// settings `NOSTR_INDEX_RELAYS`, `NOSTR_INBOX_RELAYS`, `PAYGRESS_OFFER_LEGACY_KIND`
-    /// and `PAYGRESS_OFFER_LOCATION`.
-    pub fn from_env() -> Result<Self, NostrError> {
-        let key = std::env::var(ENV_PRIVATE_KEY).ok();
-        let relays = std::env::var(ENV_RELAYS).unwrap_or_default();
-        let dir = std::env::var(ENV_DATA_DIR).unwrap_or_else(|_| "./paygress-data".to_owned());
-        let mut config = Self::from_values(key.as_deref(), &relays, dir)?;
-        config.apply_discovery_env()?;
-        Ok(config)
-    }
-
-    /// Sets the discovery settings from the environment: `NOSTR_INDEX_RELAYS`,
-    /// `NOSTR_INBOX_RELAYS` (comma-separated), `PAYGRESS_OFFER_LEGACY_KIND` (`1`/`true`)
-    /// and `PAYGRESS_OFFER_LOCATION`; unset variables leave the defaults.
-    pub fn apply_discovery_env(&mut self) -> Result<(), NostrError> {
-        let var = |name| std::env::var(name).unwrap_or_default();
+    /// Sets the discovery settings from `lookup` (the binary's settings, by variable
+    /// name): `NOSTR_INDEX_RELAYS`, `NOSTR_INBOX_RELAYS` (comma-separated),
+    /// `PAYGRESS_OFFER_LEGACY_KIND` (`1`/`true`) and `PAYGRESS_OFFER_LOCATION`; unset
+    /// names leave the defaults.
+    pub fn apply_discovery(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), NostrError> {
+        let var = |name: &str| lookup(name).unwrap_or_default();
         self.index_relays = parse_relays(&var(ENV_INDEX_RELAYS))?;
         self.inbox_relays = parse_relays(&var(ENV_INBOX_RELAYS))?;
         self.legacy_offer = matches!(

@@ -1,12 +1,12 @@
 //! `paygress-chaos`: the fault-injection run (`cargo xtask chaos`). See
-//! `paygress_bin::chaos`.
+//! `paygress_testkit::chaos`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use paygress_bin::chaos::{ChaosOptions, run};
+use paygress_testkit::chaos::{ChaosOptions, run};
 
 /// Kills and restarts `paygress` under paid load with a faulty mint; checks the books.
 #[derive(Debug, Parser)]

@@ -67,6 +67,14 @@ pub struct ServiceConfig {
     pub journal_retention: Duration,
 }
 
+/// The image a lease runs when its request names none (`SSH_BASE_IMAGE`): the one
+/// place this default is written.
+pub const DEFAULT_IMAGE: &str = "linuxserver/openssh-server:latest";
+
+/// Where the service keeps its state when not told (`PAYGRESS_DATA_DIR`): the one place
+/// this default is written.
+pub const DEFAULT_DATA_DIR: &str = "./paygress-data";
+
 impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
@@ -74,7 +82,7 @@ impl Default for ServiceConfig {
             rate: Rate::default(),
             tiers: vec![Tier::standard()],
             limits: DurationLimits::default(),
-            default_image: "linuxserver/openssh-server:latest".to_owned(),
+            default_image: DEFAULT_IMAGE.to_owned(),
             allowed_images: vec![],
             ssh_host: "localhost".to_owned(),
             max_concurrent_requests: 64,

@@ -1,0 +1,9 @@
+#![doc = include_str!("../README.md")]
+
+mod config;
+mod error;
+mod node;
+
+pub use config::{BackendConfig, HttpListen, NodeConfig, private_paths};
+pub use error::NodeError;
+pub use node::{MAINTENANCE_INTERVAL, Node};

@@ -1,0 +1,211 @@
+//! The running service.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use paygress_cashu::CashuVerifier;
+use paygress_core::{DynJournal, DynNotifier, DynPodBackend, Paygress};
+use paygress_http::wire::ComponentHealth;
+use paygress_local::LocalBackend;
+use paygress_nostr::NostrTransport;
+use paygress_store::{FileJournal, private};
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinSet};
+use tracing::{info, warn};
+
+use crate::{BackendConfig, NodeConfig, NodeError};
+
+/// How often owed refunds are retried and expired leases reaped, by default.
+pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// How long [`Node::shutdown`] lets HTTP requests in flight finish.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// A running service: its parts, and the tasks serving requests.
+pub struct Node {
+    /// The service.
+    pub service: Arc<Paygress>,
+    /// The service's wallet.
+    pub wallet: Arc<CashuVerifier>,
+    /// The pod backend.
+    pub backend: DynPodBackend,
+    /// The local backend, when leases run on this machine (to inspect leases' processes).
+    pub local: Option<Arc<LocalBackend>>,
+    /// The Nostr transport, when configured.
+    pub nostr: Option<Arc<NostrTransport>>,
+    /// Where the HTTP listener listens.
+    pub http_addr: SocketAddr,
+    tasks: JoinSet<()>,
+    stop: watch::Sender<bool>,
+    maintenance: Option<AbortHandle>,
+}
+
+impl Node {
+    /// Builds every part from `config` and starts serving (see the crate's docs for the
+    /// order).
+    pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
+        private::check_private(&config.private_paths(), config.allow_shared_data)?;
+        private::create_private_dir(&config.data_dir).map_err(|source| NodeError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+
+        let wallet =
+            CashuVerifier::open(&config.cashu)
+                .await
+                .map_err(|source| NodeError::Wallet {
+                    path: config.cashu.db_path.clone(),
+                    source,
+                })?;
+        // Settles wallet operations a crash interrupted and caches mint metadata, so the
+        // first payment costs one mint request. A mint that is down is not fatal.
+        for (mint, unit, e) in wallet.warm_up().await {
+            warn!(%mint, %unit, error = %e, "mint not reachable at start");
+        }
+        let wallet = Arc::new(wallet);
+
+        let (backend, local): (DynPodBackend, _) = match config.backend {
+            BackendConfig::Local(c) => {
+                let local = Arc::new(LocalBackend::start(c).await?);
+                (local.clone(), Some(local))
+            }
+            BackendConfig::LocalWithFallback(c) => {
+                let local = Arc::new(LocalBackend::start_with_fallback(c).await?);
+                (local.clone(), Some(local))
+            }
+            BackendConfig::Kubernetes(c) => (
+                Arc::new(paygress_k8s::K8sBackend::try_default(c).await?),
+                None,
+            ),
+            BackendConfig::Custom(b) => (b, None),
+        };
+        info!(backend = backend.name(), "pod backend ready");
+
+        // Nostr first: settlement at start delivers what it issues through its notifier.
+        let nostr = match config.nostr {
+            Some(c) => Some(Arc::new(NostrTransport::start(c).await?)),
+            None => None,
+        };
+        let journal: DynJournal = Arc::new(FileJournal::open(&config.journal_path)?);
+        let mut builder =
+            Paygress::builder(config.service, wallet.clone(), backend.clone()).journal(journal);
+        if let Some(n) = &nostr {
+            builder = builder.notifier(Arc::new(n.notifier()) as DynNotifier);
+        }
+        let service = Arc::new(builder.build());
+        let settled = service.settle().await;
+        if settled > 0 {
+            info!(settled, "settled requests left open by the previous run");
+        }
+
+        let mut tasks = JoinSet::new();
+        let maintenance = config
+            .maintenance
+            .map(|every| tasks.spawn(service.clone().run_maintenance(every)));
+        // Set while the Nostr serve loop runs; reported by `/healthz`.
+        let nostr_up = Arc::new(AtomicBool::new(false));
+        if let Some(transport) = &nostr {
+            nostr_up.store(true, Ordering::SeqCst);
+            let (svc, t, up) = (service.clone(), transport.clone(), nostr_up.clone());
+            tasks.spawn(async move {
+                svc.serve(t).await;
+                up.store(false, Ordering::SeqCst);
+            });
+        }
+
+        let listener = tokio::net::TcpListener::bind(config.http.addr)
+            .await
+            .map_err(|source| NodeError::Bind {
+                addr: config.http.addr,
+                source,
+            })?;
+        let http_addr = listener.local_addr().map_err(|source| NodeError::Bind {
+            addr: config.http.addr,
+            source,
+        })?;
+        let http_api = config.http.api;
+        let with_nostr = nostr.is_some();
+        let probe: paygress_http::TransportProbe = Arc::new(move || {
+            let mut list = Vec::new();
+            if http_api {
+                list.push(ComponentHealth {
+                    name: "http".to_owned(),
+                    up: true,
+                });
+            }
+            if with_nostr {
+                list.push(ComponentHealth {
+                    name: "nostr".to_owned(),
+                    up: nostr_up.load(Ordering::SeqCst),
+                });
+            }
+            list
+        });
+        let api = paygress_http::HttpApi::new(service.clone(), wallet.clone(), config.http.config)
+            .with_transport_probe(probe);
+        // One shutdown signal, fanned out to the HTTP server for a graceful stop.
+        let (stop, stop_rx) = watch::channel(false);
+        let stopped = async move {
+            let mut rx = stop_rx;
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        if http_api {
+            info!(addr = %http_addr, "HTTP API listening");
+            tasks.spawn(async move {
+                if let Err(e) = api.serve(listener, stopped).await {
+                    warn!(error = %e, "HTTP server stopped");
+                }
+            });
+        } else {
+            info!(addr = %http_addr, "health endpoint listening (GET /healthz)");
+            tasks.spawn(async move {
+                if let Err(e) = api.serve_health_only(listener, stopped).await {
+                    warn!(error = %e, "health endpoint stopped");
+                }
+            });
+        }
+        Ok(Self {
+            service,
+            wallet,
+            backend,
+            local,
+            nostr,
+            http_addr,
+            tasks,
+            stop,
+            maintenance,
+        })
+    }
+
+    /// Resolves when a part stopped on its own (the HTTP server failed, the Nostr serve
+    /// loop ended): the node should then be shut down.
+    pub async fn stopped(&mut self) {
+        if self.tasks.join_next().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Stops serving: the HTTP server finishes requests in flight (bounded), the Nostr
+    /// transport disconnects, the rest is stopped.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(m) = self.maintenance.take() {
+            m.abort();
+        }
+        if let Some(n) = &self.nostr {
+            n.shutdown().await;
+        }
+        let _ = tokio::time::timeout(DRAIN, async {
+            while let Some(done) = self.tasks.join_next().await {
+                if done.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
