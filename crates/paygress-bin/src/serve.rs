@@ -105,6 +105,11 @@ pub async fn service(
 /// Runs `paygress serve` until Ctrl-C / SIGTERM.
 pub async fn run(args: ServeArgs) -> Result<()> {
     ensure_private_data(&args)?;
+    // Listen first: connections made while the wallet, backend and relays start wait in
+    // the accept queue and are answered once the API runs, instead of being refused.
+    let listener = tokio::net::TcpListener::bind(args.bind_addr)
+        .await
+        .with_context(|| format!("binding BIND_ADDR {}", args.bind_addr))?;
     let payments = open_wallet(&args).await?;
     let backend = backend(&args).await?;
     info!(backend = backend.name(), "pod backend ready");
@@ -146,9 +151,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 
     // HTTP: the whole API in http/both mode; in nostr mode only `/healthz`, so that
     // orchestrator probes have an endpoint.
-    let listener = tokio::net::TcpListener::bind(args.bind_addr)
-        .await
-        .with_context(|| format!("binding BIND_ADDR {}", args.bind_addr))?;
     let run_mode = args.run_mode;
     let probe_up = nostr_up.clone();
     let probe: paygress_http::TransportProbe = Arc::new(move || {
