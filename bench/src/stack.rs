@@ -78,7 +78,7 @@ impl Stack {
             [mint.url().to_string()],
         )?)
         .await?;
-        for (mint, _, e) in wallet.warm_up().await {
+        if let Some((mint, _, e)) = wallet.warm_up().await.into_iter().next() {
             bail!("mint {mint} not reachable: {e}");
         }
         let payments: DynPaymentVerifier = Arc::new(TimedVerifier(Arc::new(wallet), rec.clone()));
