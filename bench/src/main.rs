@@ -90,12 +90,21 @@ async fn run(args: &[String]) -> Result<()> {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_filter(LevelFilter::WARN),
+                // cdk's slow-query warnings would flood the output under load.
+                .with_filter(
+                    Targets::new()
+                        .with_default(LevelFilter::WARN)
+                        .with_target("cdk_sql_common", LevelFilter::ERROR),
+                ),
         )
         .init();
     let quick = args.iter().any(|a| a == "--quick");
     let sizes = Sizes {
-        scale: if quick { 0.2 } else { 1.0 },
+        scale: match flag(args, "--scale") {
+            Some(v) => v.parse().context("--scale takes a number")?,
+            None if quick => 0.2,
+            None => 1.0,
+        },
     };
     let out = PathBuf::from(flag(args, "--out").unwrap_or_else(|| "docs/BENCHMARKS.md".to_owned()));
     let paygress = flag(args, "--paygress").map(PathBuf::from);
@@ -240,7 +249,7 @@ async fn run(args: &[String]) -> Result<()> {
     report.runs = runs;
 
     eprintln!("bench: 10,000 live leases (memory backend) ...");
-    let n_leases = if quick { 2_000 } else { 10_000 };
+    let n_leases = ((10_000.0 * sizes.scale) as usize).clamp(500, 10_000);
     report
         .leases
         .push(footprint::leases(n_leases, "memory", None, Duration::from_secs(1)).await?);

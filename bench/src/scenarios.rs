@@ -42,15 +42,19 @@ pub async fn floor_swap(mint: &TestMint, tokens: Vec<CashuToken>) -> Result<Summ
     Ok(Summary::of(&lat))
 }
 
-/// One relay round trip: publish an event and see it come back on a subscription.
+/// One relay round trip: publish an event and see it arrive at another client's
+/// subscription (a client does not report events it sent itself).
 pub async fn floor_relay(relay: &TestRelay, n: usize) -> Result<Summary> {
     let keys = Keys::generate();
-    let client = Client::builder().signer(keys.clone()).build();
-    client.add_relay(relay.url()).await?;
-    client.connect().await;
-    client.wait_for_connection(Duration::from_secs(5)).await;
-    let mut notes = client.notifications();
-    client
+    let publisher = Client::builder().signer(keys.clone()).build();
+    let reader = Client::builder().signer(Keys::generate()).build();
+    for c in [&publisher, &reader] {
+        c.add_relay(relay.url()).await?;
+        c.connect().await;
+        c.wait_for_connection(Duration::from_secs(5)).await;
+    }
+    let mut notes = reader.notifications();
+    reader
         .subscribe(
             Filter::new()
                 .author(keys.public_key())
@@ -63,7 +67,7 @@ pub async fn floor_relay(relay: &TestRelay, n: usize) -> Result<Summary> {
     for i in 0..n + 1 {
         let event = EventBuilder::text_note(format!("ping {i}")).sign_with_keys(&keys)?;
         let t0 = Instant::now();
-        client.send_event(&event).await?;
+        publisher.send_event(&event).await?;
         loop {
             match tokio::time::timeout(Duration::from_secs(5), notes.recv()).await?? {
                 RelayPoolNotification::Event { event: e, .. } if e.id == event.id => break,
@@ -74,7 +78,8 @@ pub async fn floor_relay(relay: &TestRelay, n: usize) -> Result<Summary> {
             lat.push(t0.elapsed());
         }
     }
-    client.shutdown().await;
+    publisher.shutdown().await;
+    reader.shutdown().await;
     Ok(Summary::of(&lat))
 }
 
