@@ -18,10 +18,10 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-const W: usize = 960;
+const W: usize = 1040;
 const H: usize = 560;
 const LEFT: usize = 80;
-const RIGHT: usize = 250;
+const RIGHT: usize = 330;
 const TOP: usize = 50;
 const BOTTOM: usize = 70;
 

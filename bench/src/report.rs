@@ -82,9 +82,11 @@ impl Report {
     /// A report for the run started with `args`.
     pub fn new(args: &[String]) -> Self {
         Self {
-            command: format!("cargo xtask bench {}", args.join(" "))
-                .trim()
-                .to_owned(),
+            command: if args.iter().any(|a| a == "--quick") {
+                "cargo xtask bench --quick".to_owned()
+            } else {
+                "cargo xtask bench".to_owned()
+            },
             floors: Vec::new(),
             runs: Vec::new(),
             leases: Vec::new(),
@@ -226,8 +228,13 @@ impl Report {
         let _ = writeln!(o, "- Command: `{}`", self.command);
         let _ = writeln!(
             o,
-            "- Everything in one process on 127.0.0.1 (mint, relay, fake API, service, load), release build; \
-             closed-loop load: each of N workers sends its next request when the previous is answered.\n"
+            "- Everything in one process on 127.0.0.1 (mint, relay, fake API, service, load), {} build; \
+             closed-loop load: each of N workers sends its next request when the previous is answered.\n",
+            if cfg!(debug_assertions) {
+                "**debug** (figures not comparable)"
+            } else {
+                "release"
+            }
         );
         self.goals(&mut o);
         let _ = writeln!(
