@@ -4,6 +4,7 @@
 //!   validation, tests.
 //! - `demo [args…]`: `paygress dev --demo` with the in-process relay and mint.
 //! - `dev [args…]`: `paygress dev` (services only).
+//! - `bench [--quick]`: the benchmark suite (`bench/`), writing `docs/BENCHMARKS.md`.
 //! - `bench cashu [args…]`: redeem latency/throughput against an in-process mint.
 //! - `chaos [--requests N] [--seed S] [args…]`: the fault-injection run: the real
 //!   `paygress` (with failpoints) killed and restarted under paid load, a mint that
@@ -89,7 +90,7 @@ fn run() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | demo [args] | dev [args] | bench cashu [args] | chaos [--requests N] [--seed S] | e2e-kind | fuzz [--secs N] [--cmin] [target…] | protoc-path>"
+                "usage: cargo xtask <ci | demo [args] | dev [args] | bench [--quick] | bench cashu [args] | chaos [--requests N] [--seed S] | e2e-kind | fuzz [--secs N] [--cmin] [target…] | protoc-path>"
             );
             bail!("unknown task {task:?}")
         }
@@ -320,6 +321,10 @@ fn chaos(args: &[String]) -> Result<()> {
     cmd("cargo", &a)
 }
 
+/// `bench cashu [args]`: the redeem-only benchmark. `bench [--quick]`: the whole suite
+/// (`bench/`, issue 18): builds `paygress` and the bench in release (one invocation,
+/// so they share one build of the dependencies), runs every scenario and writes
+/// `docs/BENCHMARKS.md` and `docs/bench-latency.png`.
 fn bench(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("cashu") => {
@@ -337,7 +342,37 @@ fn bench(args: &[String]) -> Result<()> {
             a.extend(args[1..].iter().map(String::as_str));
             cmd("cargo", &a)
         }
-        _ => bail!("usage: cargo xtask bench cashu [--n N]"),
+        None | Some("--quick") => {
+            cmd(
+                "cargo",
+                &[
+                    "build",
+                    "--release",
+                    "-p",
+                    "paygress-bin",
+                    "--bin",
+                    "paygress",
+                    "-p",
+                    "paygress-bench",
+                ],
+            )?;
+            let target = env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root().map(|r| r.join("target")).unwrap_or_default());
+            let release = target.join("release");
+            let bench = release.join("paygress-bench");
+            let paygress = release.join("paygress");
+            let mut a = vec![
+                "run",
+                "--paygress",
+                paygress.to_str().context("path")?,
+                "--out",
+                "docs/BENCHMARKS.md",
+            ];
+            a.extend(args.iter().map(String::as_str));
+            cmd(bench.to_str().context("path")?, &a)
+        }
+        _ => bail!("usage: cargo xtask bench [--quick] | bench cashu [--n N]"),
     }
 }
 

@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::process::Output;
 
-use paygress_bin::dev::{DevArgs, DevStack};
 use paygress_cashu::testkit::TokenFormat;
 use paygress_core::ServiceConfig;
+use paygress_testkit::dev::{DevOptions, DevStack};
 use serde_json::Value;
 
 async fn paygress(config_dir: &Path, args: &[&str]) -> Output {
@@ -33,8 +33,7 @@ fn json(out: &Output) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offers_show_reachability_and_request_picks_the_provider() {
-    let args = DevArgs {
-        demo: false,
+    let args = DevOptions {
         data_dir: None,
         http_port: 0,
         port_range: "2480-2484".to_owned(),

@@ -52,6 +52,13 @@ impl Node {
             source,
         })?;
 
+        // Listen first: connections made while the rest starts wait in the accept queue.
+        let listener = tokio::net::TcpListener::bind(config.http.addr)
+            .await
+            .map_err(|source| NodeError::Bind {
+                addr: config.http.addr,
+                source,
+            })?;
         let wallet =
             CashuVerifier::open(&config.cashu)
                 .await
@@ -115,12 +122,6 @@ impl Node {
             });
         }
 
-        let listener = tokio::net::TcpListener::bind(config.http.addr)
-            .await
-            .map_err(|source| NodeError::Bind {
-                addr: config.http.addr,
-                source,
-            })?;
         let http_addr = listener.local_addr().map_err(|source| NodeError::Bind {
             addr: config.http.addr,
             source,

@@ -4,13 +4,15 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
 use jiff::Timestamp;
 use paygress_core::{Entry, Journal, JournalError, RequestKey, Stage};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 pub mod private;
@@ -36,37 +38,67 @@ struct Line {
     entry: Entry,
 }
 
-struct Inner {
+/// What readers see: the entries whose lines are on disk. Only the writer thread
+/// changes it, and only for the moment of an insert (never across a write or `fsync`).
+struct Shared {
     path: PathBuf,
-    file: File,
-    entries: HashMap<RequestKey, Entry>,
-    lines: usize,
+    entries: RwLock<HashMap<RequestKey, Entry>>,
+    syncs: AtomicU64,
+}
+
+/// A line to append, answered once it is durable.
+struct Put {
+    key: RequestKey,
+    entry: Entry,
+    line: Vec<u8>,
+    done: oneshot::Sender<std::io::Result<()>>,
+}
+
+/// A change for the writer thread, answered once it is durable.
+enum Op {
+    Put(Box<Put>),
+    Prune {
+        before: Timestamp,
+        done: oneshot::Sender<std::io::Result<usize>>,
+    },
 }
 
 /// A [`Journal`] in an append-only JSON-lines file.
+///
+/// Writes are group-committed: one writer thread appends every line queued while the
+/// previous `fsync` ran and makes them durable with a single `fsync`, so concurrent
+/// requests share it. A `put` returns only after its line is durable, and lines reach
+/// the file in the order their `put`s were called. Reads are served from memory and
+/// never wait behind a write.
 #[derive(Clone)]
 pub struct FileJournal {
-    inner: Arc<Mutex<Inner>>,
+    shared: Arc<Shared>,
+    ops: mpsc::UnboundedSender<Op>,
 }
 
 impl std::fmt::Debug for FileJournal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let inner = lock(&self.inner);
         f.debug_struct("FileJournal")
-            .field("path", &inner.path)
-            .field("entries", &inner.entries.len())
+            .field("path", &self.shared.path)
+            .field("entries", &self.len())
             .finish()
     }
 }
 
-fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+fn read(shared: &Shared) -> RwLockReadGuard<'_, HashMap<RequestKey, Entry>> {
+    shared.entries.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write(shared: &Shared) -> RwLockWriteGuard<'_, HashMap<RequestKey, Entry>> {
+    shared.entries.write().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Compact when the file has this many times more lines than live entries.
 const COMPACT_FACTOR: usize = 4;
 /// ... and at least this many lines.
 const COMPACT_MIN_LINES: usize = 1024;
+/// Most changes written under one `fsync`.
+const MAX_BATCH: usize = 1024;
 
 impl FileJournal {
     /// Opens (or creates, with mode 0600) the journal at `path` and replays it. A torn
@@ -81,7 +113,6 @@ impl FileJournal {
             private::create_private_dir(dir).map_err(io)?;
         }
         let mut entries = HashMap::new();
-        let mut lines = 0;
         if path.exists() {
             let reader = BufReader::new(File::open(&path).map_err(io)?);
             let all: Vec<String> = reader.lines().collect::<Result<_, _>>().map_err(io)?;
@@ -93,7 +124,6 @@ impl FileJournal {
                 match serde_json::from_str::<Line>(&text) {
                     Ok(line) => {
                         entries.insert(line.key, line.entry);
-                        lines += 1;
                     }
                     Err(e) if i + 1 == count => {
                         warn!(path = %path.display(), error = %e, "ignoring a torn last journal line");
@@ -107,32 +137,60 @@ impl FileJournal {
                 }
             }
         }
-        let file = open_append(&path).map_err(io)?;
-        let mut inner = Inner {
-            path,
+        let shared = Arc::new(Shared {
+            path: path.clone(),
+            entries: RwLock::new(entries),
+            syncs: AtomicU64::new(0),
+        });
+        // Rewrite at open so a torn tail never precedes new lines.
+        let file = compact(&shared).map_err(io)?;
+        let lines = read(&shared).len();
+        let (ops, rx) = mpsc::unbounded_channel();
+        let writer = Writer {
+            shared: shared.clone(),
             file,
-            entries,
             lines,
         };
-        // Rewrite at open so a torn tail never precedes new lines.
-        compact(&mut inner).map_err(|e| StoreError::Io {
-            path: inner.path.clone(),
-            source: e,
-        })?;
-        Ok(Self {
-            inner: Arc::new(Mutex::new(inner)),
-        })
+        std::thread::Builder::new()
+            .name("paygress-journal".to_owned())
+            .spawn(move || writer.run(rx))
+            .map_err(io)?;
+        Ok(Self { shared, ops })
     }
 
     /// How many requests the journal knows.
     pub fn len(&self) -> usize {
-        lock(&self.inner).entries.len()
+        read(&self.shared).len()
     }
 
     /// Whether the journal is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// How many times the journal has been `fsync`ed since it was opened (appends and
+    /// compactions); concurrent `put`s share one.
+    pub fn syncs(&self) -> u64 {
+        self.shared.syncs.load(Ordering::Relaxed)
+    }
+
+    async fn submit<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<std::io::Result<T>>) -> Op,
+    ) -> Result<T, JournalError> {
+        let (done, answer) = oneshot::channel();
+        self.ops.send(op(done)).map_err(|_| stopped())?;
+        answer
+            .await
+            .map_err(|_| stopped())?
+            .map_err(|e| JournalError::Io(Box::new(e)))
+    }
+}
+
+fn stopped() -> JournalError {
+    JournalError::Io(Box::new(std::io::Error::other(
+        "the journal writer stopped",
+    )))
 }
 
 fn open_append(path: &Path) -> std::io::Result<File> {
@@ -146,9 +204,27 @@ fn open_append(path: &Path) -> std::io::Result<File> {
     opts.open(path)
 }
 
-/// Rewrites the file with one line per live entry, atomically (write, fsync, rename).
-fn compact(inner: &mut Inner) -> std::io::Result<()> {
-    let tmp = inner.path.with_extension("compacting");
+/// Rewrites the file with one line per live entry, atomically (write, fsync, rename),
+/// and returns the new file opened for appending. Readers are not held up: the entries
+/// are serialised under a read lock, the file written without one.
+fn compact(shared: &Shared) -> std::io::Result<File> {
+    let bytes = {
+        let entries = read(shared);
+        let mut out = Vec::with_capacity(entries.len() * 256);
+        for (key, entry) in entries.iter() {
+            serde_json::to_writer(
+                &mut out,
+                &Line {
+                    key: key.clone(),
+                    entry: entry.clone(),
+                },
+            )?;
+            out.push(b'\n');
+        }
+        out
+    };
+    let path = &shared.path;
+    let tmp = path.with_extension("compacting");
     {
         let mut opts = OpenOptions::new();
         opts.create(true).write(true).truncate(true);
@@ -157,64 +233,168 @@ fn compact(inner: &mut Inner) -> std::io::Result<()> {
             use std::os::unix::fs::OpenOptionsExt;
             opts.mode(0o600);
         }
-        let mut out = std::io::BufWriter::new(opts.open(&tmp)?);
-        for (key, entry) in &inner.entries {
-            serde_json::to_writer(
-                &mut out,
-                &Line {
-                    key: key.clone(),
-                    entry: entry.clone(),
-                },
-            )?;
-            out.write_all(b"\n")?;
-        }
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        let mut out = opts.open(&tmp)?;
+        out.write_all(&bytes)?;
+        out.sync_all()?;
     }
-    fs::rename(&tmp, &inner.path)?;
-    if let Some(dir) = inner.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         // Make the rename durable.
         File::open(dir)?.sync_all()?;
     }
-    inner.file = open_append(&inner.path)?;
-    inner.lines = inner.entries.len();
-    Ok(())
+    shared.syncs.fetch_add(1, Ordering::Relaxed);
+    open_append(path)
 }
 
-fn append(inner: &mut Inner, key: &RequestKey, entry: &Entry) -> std::io::Result<()> {
-    let mut bytes = serde_json::to_vec(&Line {
-        key: key.clone(),
-        entry: entry.clone(),
-    })?;
-    bytes.push(b'\n');
-    inner.file.write_all(&bytes)?;
-    inner.file.sync_data()?;
-    inner.entries.insert(key.clone(), entry.clone());
-    inner.lines += 1;
-    if inner.lines >= COMPACT_MIN_LINES && inner.lines > COMPACT_FACTOR * inner.entries.len() {
-        compact(inner)?;
+/// The one thread that writes the file.
+struct Writer {
+    shared: Arc<Shared>,
+    file: File,
+    /// Lines in the file (to decide when to compact).
+    lines: usize,
+}
+
+impl Writer {
+    /// Takes everything queued, writes it under one `fsync`, answers, repeats; ends when
+    /// every [`FileJournal`] handle is gone.
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Op>) {
+        let mut batch = Vec::new();
+        while let Some(op) = rx.blocking_recv() {
+            batch.push(op);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            self.apply(&mut batch);
+        }
     }
-    Ok(())
+
+    /// Applies a batch in order: runs of puts share one append and one `fsync`; a prune
+    /// comes after the puts queued before it.
+    fn apply(&mut self, batch: &mut Vec<Op>) {
+        let mut puts = Vec::new();
+        for op in batch.drain(..) {
+            match op {
+                Op::Put(put) => puts.push(*put),
+                Op::Prune { before, done } => {
+                    self.commit(std::mem::take(&mut puts));
+                    let _ = done.send(self.prune(before));
+                }
+            }
+        }
+        self.commit(puts);
+    }
+
+    fn commit(&mut self, puts: Vec<Put>) {
+        if puts.is_empty() {
+            return;
+        }
+        let mut bytes = Vec::with_capacity(puts.iter().map(|p| p.line.len()).sum());
+        for put in &puts {
+            bytes.extend_from_slice(&put.line);
+        }
+        match self.append(&bytes) {
+            Ok(()) => {
+                self.lines += puts.len();
+                {
+                    let mut entries = write(&self.shared);
+                    for put in &puts {
+                        entries.insert(put.key.clone(), put.entry.clone());
+                    }
+                }
+                for put in puts {
+                    let _ = put.done.send(Ok(()));
+                }
+                if let Err(e) = self.maybe_compact() {
+                    warn!(error = %e, "journal compaction failed; appending to the old file");
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "journal write failed");
+                for put in puts {
+                    let _ = put
+                        .done
+                        .send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                }
+            }
+        }
+    }
+
+    /// Appends `bytes` and makes them durable; on failure cuts the file back to where it
+    /// was, so a half-written batch never sits before later lines.
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let before = self.file.metadata()?.len();
+        let result = self
+            .file
+            .write_all(bytes)
+            .and_then(|()| self.file.sync_data());
+        self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+        if result.is_err() {
+            let _ = self.file.set_len(before);
+        }
+        result
+    }
+
+    fn maybe_compact(&mut self) -> std::io::Result<()> {
+        let live = read(&self.shared).len();
+        if self.lines >= COMPACT_MIN_LINES && self.lines > COMPACT_FACTOR * live {
+            self.file = compact(&self.shared)?;
+            self.lines = live;
+        }
+        Ok(())
+    }
+
+    fn prune(&mut self, before: Timestamp) -> std::io::Result<usize> {
+        let stale: Vec<RequestKey> = read(&self.shared)
+            .iter()
+            .filter(|(_, e)| matches!(e.stage, Stage::Done { .. }) && e.updated_at < before)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        // Readers may still see a pruned entry until the rewrite is durable; that is
+        // harmless (it is finished and old), and a crash before the rename keeps it.
+        {
+            let mut entries = write(&self.shared);
+            for key in &stale {
+                entries.remove(key);
+            }
+        }
+        self.file = compact(&self.shared)?;
+        self.lines = read(&self.shared).len();
+        Ok(stale.len())
+    }
 }
 
 #[async_trait]
 impl Journal for FileJournal {
     async fn get(&self, key: &RequestKey) -> Result<Option<Entry>, JournalError> {
-        Ok(lock(&self.inner).entries.get(key).cloned())
+        Ok(read(&self.shared).get(key).cloned())
     }
 
     async fn put(&self, key: &RequestKey, entry: &Entry) -> Result<(), JournalError> {
-        let inner = self.inner.clone();
-        let key = key.clone();
-        let entry = entry.clone();
-        tokio::task::spawn_blocking(move || append(&mut lock(&inner), &key, &entry))
-            .await
-            .map_err(|e| JournalError::Io(Box::new(e)))?
-            .map_err(|e| JournalError::Io(Box::new(e)))
+        let mut line = serde_json::to_vec(&Line {
+            key: key.clone(),
+            entry: entry.clone(),
+        })
+        .map_err(|e| JournalError::Io(Box::new(e)))?;
+        line.push(b'\n');
+        self.submit(|done| {
+            Op::Put(Box::new(Put {
+                key: key.clone(),
+                entry: entry.clone(),
+                line,
+                done,
+            }))
+        })
+        .await
     }
 
     async fn unfinished(&self) -> Result<Vec<(RequestKey, Entry)>, JournalError> {
-        Ok(lock(&self.inner)
-            .entries
+        Ok(read(&self.shared)
             .iter()
             .filter(|(_, e)| !matches!(e.stage, Stage::Done { .. }))
             .map(|(k, e)| (k.clone(), e.clone()))
@@ -222,21 +402,6 @@ impl Journal for FileJournal {
     }
 
     async fn prune(&self, before: Timestamp) -> Result<usize, JournalError> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut inner = lock(&inner);
-            let len = inner.entries.len();
-            inner
-                .entries
-                .retain(|_, e| !(matches!(e.stage, Stage::Done { .. }) && e.updated_at < before));
-            let pruned = len - inner.entries.len();
-            if pruned > 0 {
-                compact(&mut inner)?;
-            }
-            Ok(pruned)
-        })
-        .await
-        .map_err(|e| JournalError::Io(Box::new(e)))?
-        .map_err(|e: std::io::Error| JournalError::Io(Box::new(e)))
+        self.submit(|done| Op::Prune { before, done }).await
     }
 }

@@ -156,3 +156,71 @@ async fn lines_without_a_requester_read_as_unknown() {
     let e = j.get(&RequestKey::new("t", "a")).await.unwrap().unwrap();
     assert_eq!(e.requester, Requester::unknown());
 }
+
+/// The last line the file holds for `key`, read straight from disk.
+fn last_line_on_disk(path: &std::path::Path, key: &RequestKey) -> Option<Entry> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        key: RequestKey,
+        #[serde(flatten)]
+        entry: Entry,
+    }
+    std::fs::read_to_string(path)
+        .expect("journal file")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Line>(l).ok())
+        .filter(|l| l.key == *key)
+        .map(|l| l.entry)
+        .next_back()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_puts_share_fsyncs_are_durable_when_they_return_and_keep_order() {
+    const TASKS: usize = 64;
+    const STAGES: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.jsonl");
+    let j = FileJournal::open(&path).unwrap();
+    let syncs_at_open = j.syncs();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..TASKS {
+        let (j, path) = (j.clone(), path.clone());
+        tasks.spawn(async move {
+            let key = RequestKey::new("t", &format!("k{t}"));
+            // Each request moves through its stages in order, as the service does.
+            j.put(&key, &paid()).await.unwrap();
+            for s in 0..STAGES {
+                j.put(&key, &done(&format!("{t}-{s}"))).await.unwrap();
+                // Returned means on disk: the file's latest line for the key is this one
+                // (unless a compaction since rewrote it, which keeps the latest too).
+                assert_eq!(
+                    last_line_on_disk(&path, &key),
+                    Some(done(&format!("{t}-{s}")))
+                );
+                assert_eq!(j.get(&key).await.unwrap(), Some(done(&format!("{t}-{s}"))));
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let puts = (TASKS * (STAGES + 1)) as u64;
+    let syncs = j.syncs() - syncs_at_open;
+    assert!(
+        syncs < puts / 2,
+        "concurrent puts share fsyncs: {syncs} fsyncs for {puts} puts"
+    );
+    // Crash-shaped: no orderly shutdown of the writer (the handle is leaked, as a
+    // killed process would leave it); a fresh open sees every request's last stage.
+    std::mem::forget(j);
+    let j = FileJournal::open(&path).unwrap();
+    assert_eq!(j.len(), TASKS);
+    for t in 0..TASKS {
+        let key = RequestKey::new("t", &format!("k{t}"));
+        assert_eq!(
+            j.get(&key).await.unwrap(),
+            Some(done(&format!("{t}-{}", STAGES - 1)))
+        );
+    }
+    assert!(j.unfinished().await.unwrap().is_empty());
+}

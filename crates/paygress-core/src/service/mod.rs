@@ -282,15 +282,39 @@ impl Paygress {
         }
     }
 
-    /// Runs `settle` and `reap_expired` every `interval` until the task is dropped.
+    /// Runs `settle` every `interval`, and the reaper at each lease's paid second (at
+    /// least every `interval`), until the task is dropped.
     pub async fn run_maintenance(self: Arc<Self>, interval: Duration) {
-        let mut ticker = tokio::time::interval(interval);
-        loop {
-            ticker.tick().await;
-            self.settle().await;
-            if let Err(e) = self.reap_expired().await {
-                warn!(error = %e, "reaper could not list leases");
+        let settler = async {
+            let mut ticker = tokio::time::interval(interval);
+            loop {
+                ticker.tick().await;
+                self.settle().await;
             }
+        };
+        tokio::join!(settler, self.run_reaper(interval));
+    }
+
+    /// Reaps expired leases, then sleeps until the next expiry it saw (or `interval`,
+    /// whichever is sooner: a lease created meanwhile is reaped at most `interval` late).
+    async fn run_reaper(&self, interval: Duration) {
+        /// Past the paid second, so that the lease is due by the clock's reading.
+        const MARGIN: Duration = Duration::from_millis(2);
+        loop {
+            let wait = match self.reap().await {
+                Ok((_, Some(next))) => {
+                    let ahead = next.duration_since(self.clock.now());
+                    Duration::try_from(ahead)
+                        .map_or(Duration::ZERO, |d| d + MARGIN)
+                        .min(interval)
+                }
+                Ok((_, None)) => interval,
+                Err(e) => {
+                    warn!(error = %e, "reaper could not remove expired leases");
+                    interval
+                }
+            };
+            tokio::time::sleep(wait).await;
         }
     }
 

@@ -1,5 +1,7 @@
 //! Read-only answers: the offer, prices, token quotes, lease status, and reaping.
 
+use futures::StreamExt;
+use jiff::Timestamp;
 use tracing::info;
 
 use super::{
@@ -12,6 +14,9 @@ use crate::ports::BackendError;
 use crate::pricing::{self, PricingError};
 use crate::protocol::{ErrorCode, ErrorReply, LeaseStatus, Offer, Reply, StatusRequest, TierOffer};
 use crate::secret::CashuToken;
+
+/// Expired leases the reaper removes at once.
+pub const REAP_CONCURRENCY: usize = 32;
 
 /// What a token would buy, checked without redeeming it (`GET /auth`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -173,26 +178,60 @@ impl Paygress {
     /// Removes every lease whose time has passed; returns how many were removed.
     /// Backends expire leases themselves; this is the second line of defence.
     pub async fn reap_expired(&self) -> Result<usize, BackendError> {
+        self.reap().await.map(|(removed, _)| removed)
+    }
+
+    /// [`reap_expired`](Self::reap_expired), the due leases [`REAP_CONCURRENCY`] at a
+    /// time (each is a read and a delete at the backend: one after the other, 10,000 of
+    /// them take 20,000 round trips). Also returns the earliest expiry still ahead, for
+    /// the reaper to wake up at. Every due lease is tried; the first error is returned.
+    pub(super) async fn reap(&self) -> Result<(usize, Option<Timestamp>), BackendError> {
         let now = self.clock.now();
-        let mut removed = 0;
-        for record in self.backend.list().await? {
-            if record.expires_at <= now {
-                let guard = self.lease_locks.lock(&record.id).await;
+        let records = self.backend.list().await?;
+        let next = records
+            .iter()
+            .map(|r| r.expires_at)
+            .filter(|at| *at > now)
+            .min();
+        let due: Vec<LeaseId> = records
+            .into_iter()
+            .filter(|r| r.expires_at <= now)
+            .map(|r| r.id)
+            .collect();
+        let results: Vec<Result<bool, BackendError>> = futures::stream::iter(due)
+            .map(|id| async move {
+                let guard = self.lease_locks.lock(&id).await;
                 // A top-up may have extended it while we waited for the lock.
-                let result = match self.backend.get(&record.id).await {
+                let result = match self.backend.get(&id).await {
                     Ok(Some(r)) if r.expires_at <= now => {
-                        self.backend.delete(&record.id).await.map(|()| true)
+                        self.backend.delete(&id).await.map(|()| true)
                     }
                     Ok(_) => Ok(false),
                     Err(e) => Err(e),
                 };
                 drop(guard);
-                if result? {
-                    info!(lease = %record.id, "lease expired and removed");
-                    removed += 1;
+                if let Ok(true) = result {
+                    info!(lease = %id, "lease expired and removed");
+                }
+                result
+            })
+            .buffer_unordered(REAP_CONCURRENCY)
+            .collect()
+            .await;
+        let mut removed = 0;
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok(true) => removed += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
                 }
             }
         }
-        Ok(removed)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok((removed, next)),
+        }
     }
 }

@@ -215,3 +215,26 @@ async fn top_up_price_is_capped_by_headroom_and_refuses_like_a_top_up() {
     let e = service.top_up_price(full.as_str(), 60, Unit::Sat).await;
     assert_eq!(e.map_err(|e| e.code), Err(ErrorCode::LeaseExpired));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_reaper_wakes_at_the_next_paid_second_not_at_the_next_interval() {
+    let (service, backend, _, clock) = Ports::new().build();
+    let service = Arc::new(service);
+    let lease = seed_lease(&backend, Tier::standard(), at(600)).await;
+    let task = tokio::spawn(
+        service
+            .clone()
+            .run_maintenance(std::time::Duration::from_secs(24 * 3600)),
+    );
+    // The first pass finds nothing due (the runtime's clock is paused: this lets it run).
+    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    assert!(backend.get(&lease).await.expect("get").is_some());
+    // The service's clock and the runtime's reach the paid second together.
+    clock.advance(600);
+    tokio::time::sleep(std::time::Duration::from_millis(600_010)).await;
+    assert!(
+        backend.get(&lease).await.expect("get").is_none(),
+        "reaped at its paid second, not a day later"
+    );
+    task.abort();
+}

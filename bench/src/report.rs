@@ -1,0 +1,438 @@
+//! `docs/BENCHMARKS.md`: this run's figures first, the previous runs' kept below.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Result;
+use serde_json::Value;
+
+use crate::footprint::Startup;
+use crate::load::Run;
+use crate::plot::{Series, latency_chart};
+use crate::stats::Summary;
+
+const RUN_BEGIN: &str = "<!-- run:begin -->";
+const RUN_END: &str = "<!-- run:end -->";
+const PREVIOUS: &str = "<!-- previous -->";
+
+/// Figures from before this suite existed (issue 18's side-by-side measurement).
+const SEED_FIGURES: &str = "### Before the suite (issue 18, measured by hand)\n\n\
+Loopback, a Nutshell mint, an API server answering every call after 25 ms, HTTP mode,\n\
+Kubernetes backend; interleaved runs against the original Paygress:\n\n\
+| figure | Paygress (Rust) | original |\n|---|---|---|\n\
+| sequential spawn p50 | 115 ms | 109 ms |\n\
+| spawns/s at concurrency 10 | 22.8 | 15.8 |\n\
+| p99 at concurrency 10 | 0.94 s | 1.75 s |\n\
+| idle RSS | 22.9 MiB | 10.9 MiB |\n\
+| start to healthy | 170 ms | 52 ms |\n\n\
+`cargo xtask bench cashu` (release, in-process cdk mint): one receive (swap) ≈ 4.7 ms p50.\n";
+
+/// Everything one run measured.
+pub struct Report {
+    command: String,
+    /// Floors: what and how long.
+    pub floors: Vec<(String, Summary)>,
+    /// Load runs.
+    pub runs: Vec<Run>,
+    /// Leases children's JSON.
+    pub leases: Vec<Value>,
+    /// The real binary's start.
+    pub startup: Option<Startup>,
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_owned()))
+        .unwrap_or_default();
+    format!(
+        "{} · {} × {} · {} RAM · {}",
+        sh("uname", &["-srm"]),
+        sh("nproc", &[]),
+        cpu,
+        mem,
+        sh("rustc", &["-V"])
+    )
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+impl Report {
+    /// A report for the run started with `args`.
+    pub fn new(args: &[String]) -> Self {
+        Self {
+            command: if args.iter().any(|a| a == "--quick") {
+                "cargo xtask bench --quick".to_owned()
+            } else {
+                "cargo xtask bench".to_owned()
+            },
+            floors: Vec::new(),
+            runs: Vec::new(),
+            leases: Vec::new(),
+            startup: None,
+        }
+    }
+
+    fn run_of(&self, prefix: &str, concurrency: usize) -> Option<&Run> {
+        self.runs
+            .iter()
+            .find(|r| r.scenario.starts_with(prefix) && r.concurrency == concurrency)
+    }
+
+    fn goals(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "### Goals of issue 18\n\n| goal | target | measured | met |\n|---|---|---|---|"
+        );
+        let mut row = |goal: &str, target: String, measured: String, met: Option<bool>| {
+            let met = match met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "not measured",
+            };
+            let _ = writeln!(out, "| {goal} | {target} | {measured} | {met} |");
+        };
+        let swap = self.floors.first().map(|f| f.1.p50).unwrap_or_default();
+        let call25 = self.floors.get(3).map(|f| f.1.p50).unwrap_or_default();
+        if let Some(r) = self.run_of("HTTP spawn, k8s backend, API 25 ms", 1) {
+            let target = swap + call25 + 5.0;
+            row(
+                "spawn p50, k8s at 25 ms, sequential",
+                format!("≤ swap + 1 API call + 5 ms = {target:.1} ms"),
+                format!("{:.1} ms", r.latency.p50),
+                Some(r.latency.p50 <= target),
+            );
+        }
+        if let Some(r) = self.run_of("HTTP spawn (memory backend)", 1) {
+            let journal = r
+                .stages
+                .iter()
+                .find(|s| s.0 == "journal")
+                .map(|s| s.1.p50 * s.2)
+                .unwrap_or_default();
+            row(
+                "journal per spawn, sequential (p50 per write × writes)",
+                "≤ 2 ms".to_owned(),
+                format!("{journal:.1} ms"),
+                Some(journal <= 2.0),
+            );
+        }
+        if let Some(r) = self.run_of("HTTP spawn (memory backend)", 100) {
+            let journal = r
+                .stages
+                .iter()
+                .find(|s| s.0 == "journal")
+                .map(|s| s.1.p50 * s.2)
+                .unwrap_or_default();
+            row(
+                "journal per spawn at concurrency 100 (group commit)",
+                "≤ 2 ms".to_owned(),
+                format!("{journal:.1} ms"),
+                Some(journal <= 2.0),
+            );
+        }
+        let best = self
+            .runs
+            .iter()
+            .filter(|r| r.scenario == "HTTP spawn, k8s backend, API 0 ms")
+            .map(|r| r.throughput)
+            .fold(0.0, f64::max);
+        row(
+            "paid spawns/s, k8s backend, API 0 ms",
+            "≥ 200/s".to_owned(),
+            format!("{best:.1}/s"),
+            Some(best >= 200.0),
+        );
+        row(
+            "payment to login over Nostr, local backend",
+            "≤ relay round trip + swap + 20 ms".to_owned(),
+            "not in the suite yet".to_owned(),
+            None,
+        );
+        match &self.startup {
+            Some(s) => {
+                row(
+                    "idle RSS (`paygress serve`, HTTP, k8s backend)",
+                    "≤ 12 MiB".to_owned(),
+                    mib(s.idle_rss_kib),
+                    Some(s.idle_rss_kib <= 12 * 1024),
+                );
+                row(
+                    "start to listening",
+                    "≤ 60 ms".to_owned(),
+                    format!("{:.1} ms", s.listening.p50),
+                    Some(s.listening.p50 <= 60.0),
+                );
+            }
+            None => row(
+                "idle RSS, start to listening",
+                "≤ 12 MiB, ≤ 60 ms".to_owned(),
+                "run without --paygress".to_owned(),
+                None,
+            ),
+        }
+        for l in &self.leases {
+            let backend = l["backend"].as_str().unwrap_or("?");
+            let n = l["leases"].as_u64().unwrap_or(0);
+            let rss = l["rss_leases_kib"].as_u64().unwrap_or(0);
+            row(
+                &format!("{n} live leases, {backend} backend: RSS"),
+                "< 64 MiB".to_owned(),
+                mib(rss),
+                Some(rss < 64 * 1024),
+            );
+            let pass = l["reap_pass_p50_ms"].as_f64().unwrap_or(0.0);
+            row(
+                &format!("{n} live leases, {backend}: reaper pass"),
+                "< 1 s".to_owned(),
+                format!("{pass:.1} ms"),
+                Some(pass < 1000.0),
+            );
+            let late = l["lateness_max_ms"].as_f64().unwrap_or(0.0);
+            row(
+                &format!("{n} live leases, {backend}: expiry acted on after its paid second (max)"),
+                "≤ 1 s".to_owned(),
+                format!("{late:.0} ms"),
+                Some(late <= 1000.0),
+            );
+        }
+    }
+
+    fn body(&self, png: &Path) -> String {
+        let mut o = String::new();
+        let date = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+        let commit = sh("git", &["rev-parse", "--short", "HEAD"]);
+        let _ = writeln!(o, "## Run of {date} (commit {commit})\n");
+        let _ = writeln!(o, "- Machine: {}", machine());
+        let _ = writeln!(o, "- Command: `{}`", self.command);
+        let _ = writeln!(
+            o,
+            "- Everything in one process on 127.0.0.1 (mint, relay, fake API, service, load), {} build; \
+             closed-loop load: each of N workers sends its next request when the previous is answered.\n",
+            if cfg!(debug_assertions) {
+                "**debug** (figures not comparable)"
+            } else {
+                "release"
+            }
+        );
+        self.goals(&mut o);
+        let _ = writeln!(
+            o,
+            "\n### Floors\n\n| floor | n | p50 | p90 | p99 | max |\n|---|---|---|---|---|---|"
+        );
+        for (what, s) in &self.floors {
+            let _ = writeln!(
+                o,
+                "| {what} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms |",
+                s.n, s.p50, s.p90, s.p99, s.max
+            );
+        }
+        let _ = writeln!(
+            o,
+            "\n### Requests\n\nLatency as the client sees it; overhead = p50 ÷ floor.\n\n\
+             | scenario | concurrency | n | p50 | p90 | p99 | max | throughput | floor | overhead |\n|---|---|---|---|---|---|---|---|---|---|"
+        );
+        for r in &self.runs {
+            let s = r.latency;
+            let (fname, f) = r.floor.clone().unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1}/s | {fname} {f:.1} ms | {:.2}× |",
+                r.scenario,
+                r.concurrency,
+                s.n,
+                s.p50,
+                s.p90,
+                s.p99,
+                s.max,
+                r.throughput,
+                r.ratio().unwrap_or_default()
+            );
+        }
+        let _ = writeln!(
+            o,
+            "\n![latency against concurrency]({})\n",
+            png.file_name()
+                .map(|f| f.to_string_lossy())
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            o,
+            "### Per stage, from the service's own timings\n\n\
+             `service`: core's `request` span (all of `Paygress::handle`); `mint`: the wallet's \
+             redeem (one swap); `backend`: `PodBackend::create`/`extend`; `journal`: one durable \
+             `Journal::put`; `reply`: Nostr's encrypt-and-publish of the answer. Decryption and \
+             HTTP parsing are what the client's latency holds beyond `service` (+ `reply`). \
+             Each cell: p50 of one call (calls per request).\n"
+        );
+        let mut names: Vec<String> = Vec::new();
+        for r in &self.runs {
+            for s in &r.stages {
+                if !names.contains(&s.0) {
+                    names.push(s.0.clone());
+                }
+            }
+        }
+        let _ = writeln!(o, "| scenario | c | {} |", names.join(" | "));
+        let _ = writeln!(o, "|---|---|{}", "---|".repeat(names.len()));
+        for r in &self.runs {
+            let cells: Vec<String> = names
+                .iter()
+                .map(|n| match r.stages.iter().find(|s| &s.0 == n) {
+                    Some((name, _, per)) if name.ends_with("per request") => format!("{per:.2}"),
+                    Some((_, s, per)) => format!("{:.2} ms ({per:.1})", s.p50),
+                    None => "–".to_owned(),
+                })
+                .collect();
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} |",
+                r.scenario,
+                r.concurrency,
+                cells.join(" | ")
+            );
+        }
+        let _ = writeln!(o, "\n### Footprint\n");
+        if let Some(s) = &self.startup {
+            let _ = writeln!(
+                o,
+                "`paygress serve` (release), `RUN_MODE=http`, Kubernetes backend on the fake API, \
+                 the in-process mint whitelisted; {} starts:\n\n\
+                 | figure | p50 | max |\n|---|---|---|\n\
+                 | start to listening (first TCP connect) | {:.1} ms | {:.1} ms |\n\
+                 | start to healthy (`/healthz` 200) | {:.1} ms | {:.1} ms |\n\
+                 | idle RSS after 3 s (median) | {} | |\n",
+                s.listening.n,
+                s.listening.p50,
+                s.listening.max,
+                s.healthy.p50,
+                s.healthy.max,
+                mib(s.idle_rss_kib)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "Live leases, in a process of their own (paid through the service with an in-memory \
+             mint, file journal; the reaper every second, as `run_maintenance(1 s)`):\n\n\
+             | backend | leases | RSS before | RSS with leases | created in | reaper pass p50 / max | expiring | acted on | lateness p50 / p99 / max |\n|---|---|---|---|---|---|---|---|---|"
+        );
+        for l in &self.leases {
+            let f = |k: &str| l[k].as_f64().unwrap_or(0.0);
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {:.1} s | {:.1} / {:.1} ms | {} | {} | {:.0} / {:.0} / {:.0} ms |",
+                l["backend"].as_str().unwrap_or("?"),
+                l["leases"],
+                mib(f("rss_start_kib") as u64),
+                mib(f("rss_leases_kib") as u64),
+                f("create_secs"),
+                f("reap_pass_p50_ms"),
+                f("reap_pass_max_ms"),
+                l["expiring"],
+                l["expired_acted_on"],
+                f("lateness_p50_ms"),
+                f("lateness_p99_ms"),
+                f("lateness_max_ms"),
+            );
+        }
+        o
+    }
+
+    fn chart(&self, png: &Path) -> Result<()> {
+        let colors = [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40]];
+        let mut series = Vec::new();
+        let mut names: Vec<&str> = Vec::new();
+        for r in &self.runs {
+            if r.scenario.contains("spawn") && !names.contains(&r.scenario.as_str()) {
+                names.push(&r.scenario);
+            }
+        }
+        for (i, name) in names.iter().enumerate() {
+            let pts = |f: fn(&Run) -> f64| {
+                self.runs
+                    .iter()
+                    .filter(|r| r.scenario == *name)
+                    .map(|r| (r.concurrency as f64, f(r)))
+                    .collect::<Vec<_>>()
+            };
+            let short = name
+                .replace("HTTP spawn, ", "")
+                .replace(" (memory backend)", "");
+            series.push(Series {
+                name: format!("{short} p50"),
+                color: colors[i % colors.len()],
+                dashed: false,
+                points: pts(|r| r.latency.p50),
+            });
+            series.push(Series {
+                name: format!("{short} p99"),
+                color: colors[i % colors.len()],
+                dashed: true,
+                points: pts(|r| r.latency.p99),
+            });
+        }
+        latency_chart(
+            png,
+            "Paygress spawn latency against concurrency (p50 solid, p99 dashed)",
+            &series,
+        )
+    }
+
+    /// Writes the chart and the file, keeping earlier runs' sections below this one.
+    pub fn write(&self, md: &Path, png: &Path) -> Result<()> {
+        self.chart(png)?;
+        let old = std::fs::read_to_string(md).unwrap_or_default();
+        let old_run = old
+            .split_once(RUN_BEGIN)
+            .and_then(|(_, rest)| rest.split_once(RUN_END))
+            .map(|(run, _)| run.trim().to_owned());
+        let old_previous = old
+            .split_once(PREVIOUS)
+            .map(|(_, rest)| rest.trim().to_owned())
+            .unwrap_or_else(|| SEED_FIGURES.to_owned());
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "# Benchmarks\n\n\
+             Written by `cargo xtask bench` (the `paygress-bench` crate in `bench/`); do not edit by \
+             hand above \"Previous runs\". `cargo xtask bench --quick` runs a fifth of the requests. \
+             The redeem-only benchmark is `cargo xtask bench cashu`.\n\n\
+             Goals and scenarios: issue 18. Speed is measured here, never in timed tests.\n"
+        );
+        let _ = writeln!(o, "{RUN_BEGIN}\n{}\n{RUN_END}\n", self.body(png));
+        let _ = writeln!(o, "## Previous runs\n\n{PREVIOUS}\n");
+        if let Some(run) = old_run {
+            // The earlier run, its headings one level down.
+            let _ = writeln!(
+                o,
+                "{}\n",
+                run.replace("\n### ", "\n#### ")
+                    .replacen("## Run of", "### Run of", 1)
+            );
+        }
+        let _ = writeln!(o, "{old_previous}");
+        std::fs::write(md, o)?;
+        Ok(())
+    }
+}
