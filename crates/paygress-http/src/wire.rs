@@ -159,7 +159,8 @@ impl From<TopUpResult> for TopUpPodResponse {
 pub struct PodInfo {
     /// Lease name.
     pub pod_name: String,
-    /// `active` or `expired`.
+    /// `provisioning` (paid, the pod is starting: its time has not started), `active`
+    /// or `expired`.
     #[schema(example = "active")]
     pub state: String,
     /// End of the paid time.
@@ -179,6 +180,7 @@ impl PodInfo {
     pub fn from_record(record: &LeaseRecord, now: Timestamp) -> Self {
         let state = match record.state_at(now) {
             LeaseState::Active => "active",
+            LeaseState::Provisioning => "provisioning",
             _ => "expired",
         };
         Self {

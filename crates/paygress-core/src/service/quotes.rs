@@ -5,7 +5,7 @@ use tracing::info;
 use super::{
     Failure, Paygress, backend_failure, error_reply, minutes_to_seconds, not_found, payment_failure,
 };
-use crate::lease::{LeaseRecord, Requester};
+use crate::lease::{LeaseRecord, LeaseState, Requester};
 use crate::money::{Amount, MintUrl};
 use crate::names::{LeaseId, NameError};
 use crate::ports::BackendError;
@@ -176,11 +176,13 @@ impl Paygress {
         let now = self.clock.now();
         let mut removed = 0;
         for record in self.backend.list().await? {
-            if record.expires_at <= now {
+            // A lease still provisioning has not started its paid time; one whose pod
+            // ended early is removed now.
+            if record.state_at(now) == LeaseState::Expired {
                 let guard = self.lease_locks.lock(&record.id).await;
                 // A top-up may have extended it while we waited for the lock.
                 let result = match self.backend.get(&record.id).await {
-                    Ok(Some(r)) if r.expires_at <= now => {
+                    Ok(Some(r)) if r.state_at(now) == LeaseState::Expired => {
                         self.backend.delete(&record.id).await.map(|()| true)
                     }
                     Ok(_) => Ok(false),
@@ -193,6 +195,12 @@ impl Paygress {
                 }
             }
         }
-        Ok(removed)
+        // Objects a lease left behind without its owner (e.g. a pod whose Job was
+        // deleted with orphaning) run unpaid: the backend removes them.
+        let swept = self.backend.sweep().await?;
+        if swept > 0 {
+            info!(swept, "removed objects of leases that no longer exist");
+        }
+        Ok(removed + swept)
     }
 }
