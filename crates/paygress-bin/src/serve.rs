@@ -68,12 +68,22 @@ pub async fn kubernetes(args: &ServeArgs) -> Result<DynPodBackend> {
     config.namespace = args.pod_namespace.clone();
     config.ssh_port = args.ssh_port;
     config.default_image = args.ssh_base_image.clone();
+    // `--ssh-host` given as a flag (SSH_HOST from the environment is read above); the
+    // default `localhost` is never right for buyers of a cluster: without it, replies
+    // carry the node's or load balancer's address.
+    if config.ssh_host.is_none() && args.ssh_host != "localhost" {
+        config.ssh_host = Some(args.ssh_host.clone());
+    }
     let backend = paygress_k8s::K8sBackend::try_default(config)
         .await
         .context(
             "no Kubernetes credentials (in-cluster service account or ~/.kube/config); \
          on one machine without a cluster set POD_BACKEND=local",
         )?;
+    backend
+        .check_reachability()
+        .await
+        .context("refusing to start")?;
     Ok(Arc::new(backend))
 }
 
@@ -228,6 +238,18 @@ async fn start_nostr(args: &ServeArgs) -> Result<Arc<NostrTransport>> {
 pub fn http_config(args: &ServeArgs) -> Result<paygress_http::HttpConfig> {
     let mut config = paygress_http::HttpConfig::from_env().context("HTTP_* settings")?;
     config.default_duration_minutes = args.default_pod_duration_minutes;
+    // On Kubernetes, `/spawn-pod` answers once the pod is ready (up to POD_READY_TIMEOUT):
+    // unless the operator set HTTP_REQUEST_TIMEOUT_SECS, wait that long and a bit more.
+    if args.pod_backend == BackendKind::Kubernetes
+        && std::env::var_os("HTTP_REQUEST_TIMEOUT_SECS").is_none()
+    {
+        let ready = paygress_k8s::K8sConfig::from_env()
+            .context("Kubernetes settings")?
+            .ready_timeout;
+        config.request_timeout = config
+            .request_timeout
+            .max(ready + std::time::Duration::from_secs(30));
+    }
     Ok(config)
 }
 
