@@ -474,6 +474,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_lease_whose_pod_is_starting_shows_as_provisioning_with_all_its_time() {
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let mut record = LeaseRecord {
+            id: "ssh-pod-abcd1234".parse().unwrap(),
+            owner: paygress_core::Requester::new("test", "buyer"),
+            username: "alice".parse().unwrap(),
+            tier: "standard".to_owned(),
+            image: "img".to_owned(),
+            created_at: t0,
+            expires_at: t0 + jiff::SignedDuration::from_secs(600),
+            paid_msat: 1,
+            ssh_port: 2222,
+            node_port: None,
+            phase: paygress_core::LeasePhase::Provisioning,
+        };
+        let later = t0 + jiff::SignedDuration::from_secs(90);
+        let info = PodInfo::from_record(&record, later);
+        assert_eq!(info.state, "provisioning");
+        assert_eq!(info.remaining_seconds, 600);
+        record.phase = paygress_core::LeasePhase::Ended;
+        let info = PodInfo::from_record(&record, later);
+        assert_eq!(info.state, "expired");
+        assert_eq!(info.remaining_seconds, 0);
+    }
+
+    #[test]
     fn error_code_body_serializes_like_core() {
         use ErrorCode as C;
         for c in [
