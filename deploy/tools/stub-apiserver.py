@@ -19,6 +19,8 @@ RESOURCES = {
         ("configmaps", "ConfigMap", True),
         ("pods", "Pod", True),
         ("persistentvolumeclaims", "PersistentVolumeClaim", True),
+        ("limitranges", "LimitRange", True),
+        ("resourcequotas", "ResourceQuota", True),
     ],
     "apps/v1": [("deployments", "Deployment", True)],
     "batch/v1": [("jobs", "Job", True)],

@@ -208,6 +208,17 @@ pub struct ServeArgs {
     /// exactly one reverse proxy) [default: false].
     #[arg(long, env = "HTTP_TRUST_FORWARDED_FOR")]
     pub http_trust_forwarded_for: Option<String>,
+    /// Kubernetes: `NodePort` (default) or `LoadBalancer` (docs/KUBERNETES.md).
+    #[arg(long, env = "SERVICE_TYPE")]
+    pub service_type: Option<String>,
+    /// Kubernetes: seconds a new lease's pod may take to become ready; then it is
+    /// deleted and refunded [default: 120].
+    #[arg(long, env = "POD_READY_TIMEOUT")]
+    pub pod_ready_timeout: Option<String>,
+    /// Kubernetes: ephemeral storage per tier in MiB: `2048`, or
+    /// `small=1024,large=8192,*=2048` [default: 2048].
+    #[arg(long, env = "POD_EPHEMERAL_STORAGE_MIB")]
+    pub pod_ephemeral_storage_mib: Option<String>,
     /// Nostr: more relays to publish the offer and relay lists to (comma-separated),
     /// e.g. well-known index relays buyers search.
     #[arg(long, env = "NOSTR_INDEX_RELAYS")]
@@ -282,6 +293,9 @@ impl std::fmt::Debug for ServeArgs {
             &self.http_rate_limit_per_minute,
         );
         d.field("http_trust_forwarded_for", &self.http_trust_forwarded_for);
+        d.field("service_type", &self.service_type);
+        d.field("pod_ready_timeout", &self.pod_ready_timeout);
+        d.field("pod_ephemeral_storage_mib", &self.pod_ephemeral_storage_mib);
         d.field("nostr_index_relays", &self.nostr_index_relays);
         d.field("nostr_inbox_relays", &self.nostr_inbox_relays);
         d.field("offer_legacy_kind", &self.offer_legacy_kind);
@@ -319,6 +333,12 @@ impl ServeArgs {
             "HTTP_REQUEST_TIMEOUT_SECS" => own(&self.http_request_timeout_secs),
             "HTTP_RATE_LIMIT_PER_MINUTE" => own(&self.http_rate_limit_per_minute),
             "HTTP_TRUST_FORWARDED_FOR" => own(&self.http_trust_forwarded_for),
+            "SERVICE_TYPE" => own(&self.service_type),
+            "POD_READY_TIMEOUT" => own(&self.pod_ready_timeout),
+            "POD_EPHEMERAL_STORAGE_MIB" => own(&self.pod_ephemeral_storage_mib),
+            // On Kubernetes the default `localhost` is never right for buyers: without a
+            // host, replies carry the node's or the load balancer's address.
+            "SSH_HOST" => Some(self.ssh_host.clone()).filter(|h| h != "localhost"),
             "NOSTR_INDEX_RELAYS" => own(&self.nostr_index_relays),
             "NOSTR_INBOX_RELAYS" => own(&self.nostr_inbox_relays),
             "PAYGRESS_OFFER_LEGACY_KIND" => own(&self.offer_legacy_kind),

@@ -15,14 +15,22 @@ use crate::config::{BackendKind, ServeArgs};
 pub fn node_config(args: &ServeArgs) -> Result<NodeConfig> {
     let cashu = CashuConfig::new(args.cashu_db(), &args.whitelisted_mints)
         .context("WHITELISTED_MINTS / CASHU_DB_PATH")?;
+    let mut http = http_config(args)?;
     let backend = match args.pod_backend {
         BackendKind::Local => BackendConfig::Local(
             LocalConfig::from_lookup(|k| args.lookup(k)).context("local backend settings")?,
         ),
-        BackendKind::Kubernetes => BackendConfig::Kubernetes(
-            paygress_k8s::K8sConfig::from_lookup(|k| args.lookup(k))
-                .context("Kubernetes settings")?,
-        ),
+        BackendKind::Kubernetes => {
+            let k8s = paygress_k8s::K8sConfig::from_lookup(|k| args.lookup(k))
+                .context("Kubernetes settings")?;
+            // `/spawn-pod` answers once the pod is ready: the HTTP timeout must allow it.
+            if args.http_request_timeout_secs.is_none() {
+                http.request_timeout = http
+                    .request_timeout
+                    .max(k8s.ready_timeout + std::time::Duration::from_secs(30));
+            }
+            BackendConfig::Kubernetes(k8s)
+        }
     };
     let nostr = if args.run_mode.nostr() {
         let mut config = NostrConfig::from_values(
@@ -49,7 +57,7 @@ pub fn node_config(args: &ServeArgs) -> Result<NodeConfig> {
         http: HttpListen {
             addr: args.bind_addr,
             api: args.run_mode.http(),
-            config: http_config(args)?,
+            config: http,
         },
         maintenance: args.enable_cleanup_task.then_some(MAINTENANCE_INTERVAL),
     })

@@ -88,9 +88,16 @@ pub async fn create_then_get_and_list(backend: &dyn PodBackend) {
     assert_eq!(record.owner, spec.owner, "get: owner");
     assert_eq!(record.username, spec.username, "get: username");
     assert_eq!(record.tier, spec.tier.id, "get: tier");
+    // A backend that starts the paid time when the pod is reachable reports the real
+    // expiry; it is never earlier than paid.
+    let expires_at = provisioned.expires_at.unwrap_or(spec.expires_at);
+    assert!(
+        expires_at >= spec.expires_at,
+        "create: expires_at before paid"
+    );
     assert_eq!(
         record.expires_at.as_second(),
-        spec.expires_at.as_second(),
+        expires_at.as_second(),
         "get: expires_at"
     );
     assert_eq!(record.paid_msat, spec.paid_msat, "get: paid_msat");
@@ -115,9 +122,10 @@ pub async fn create_twice_is_already_exists(backend: &dyn PodBackend) {
 /// `extend` moves the expiry later and records the new total paid.
 pub async fn extend_moves_expiry(backend: &dyn PodBackend) {
     let spec = sample_spec(5);
-    backend.create(&spec).await.expect("create");
-    let later = spec
+    let provisioned = backend.create(&spec).await.expect("create");
+    let later = provisioned
         .expires_at
+        .unwrap_or(spec.expires_at)
         .checked_add(SignedDuration::from_mins(10))
         .expect("in range");
     backend

@@ -157,6 +157,26 @@ pub struct Provisioned {
     pub ssh_host: Option<String>,
     /// Backend-specific connection hints (e.g. a `kubectl port-forward` line).
     pub instructions: Vec<String>,
+    /// The real end of the paid time when the backend started the clock later than
+    /// `spec.created_at` (e.g. once the pod became ready to log in): `spec.expires_at`
+    /// moved by the start delay. `None`: `spec.expires_at`. Core never replies with an
+    /// expiry earlier than `spec.expires_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+}
+
+/// Where a lease's pod stands, as its backend sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeasePhase {
+    /// The pod runs (or its time is simply counted by `expires_at`).
+    #[default]
+    Running,
+    /// Paid, the pod is starting and not yet reachable: the paid time has not started
+    /// and `expires_at` is tentative.
+    Provisioning,
+    /// The pod ended before `expires_at` (it failed, or the cluster ended it).
+    Ended,
 }
 
 /// What a backend knows about an existing lease (public data only: no secrets).
@@ -182,11 +202,20 @@ pub struct LeaseRecord {
     pub ssh_port: u16,
     /// Externally reachable port.
     pub node_port: Option<u16>,
+    /// Where the pod stands (backends that only count time: `Running`).
+    #[serde(default)]
+    pub phase: LeasePhase,
 }
 
 impl LeaseRecord {
-    /// `Active` while time is left at `now`, else `Expired`.
+    /// `Provisioning` while the pod starts, `Expired` once the pod ended or no time is
+    /// left at `now`, else `Active`.
     pub fn state_at(&self, now: Timestamp) -> LeaseState {
+        match self.phase {
+            LeasePhase::Provisioning => return LeaseState::Provisioning,
+            LeasePhase::Ended => return LeaseState::Expired,
+            LeasePhase::Running => {}
+        }
         if now < self.expires_at {
             LeaseState::Active
         } else {
@@ -194,8 +223,14 @@ impl LeaseRecord {
         }
     }
 
-    /// Whole seconds left at `now` (zero once expired).
+    /// Whole seconds left at `now` (zero once expired or ended; all the paid time while
+    /// the pod is still provisioning).
     pub fn remaining_seconds(&self, now: Timestamp) -> u64 {
+        let now = match self.phase {
+            LeasePhase::Running => now,
+            LeasePhase::Provisioning => self.created_at,
+            LeasePhase::Ended => return 0,
+        };
         // Whole seconds of the exact duration, rounded down.
         let secs = self.expires_at.duration_since(now).as_secs();
         u64::try_from(secs).unwrap_or(0)

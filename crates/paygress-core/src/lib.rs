@@ -12,7 +12,9 @@ pub mod protocol;
 pub mod secret;
 pub mod service;
 
-pub use lease::{LeaseEvent, LeaseRecord, LeaseSpec, LeaseState, Provisioned, Requester};
+pub use lease::{
+    LeaseEvent, LeasePhase, LeaseRecord, LeaseSpec, LeaseState, Provisioned, Requester,
+};
 pub use money::{Amount, MintUrl, Unit};
 pub use names::{LeaseId, NameError, Username};
 pub use ports::{

@@ -154,6 +154,7 @@ impl PodBackend for MemoryBackend {
             paid_msat: spec.paid_msat,
             ssh_port: 2222,
             node_port: Some(port),
+            phase: Default::default(),
         };
         st.leases.insert(spec.id.clone(), (record, spec.clone()));
         lost?;
@@ -162,6 +163,7 @@ impl PodBackend for MemoryBackend {
             node_port: Some(port),
             ssh_host: None,
             instructions: vec![],
+            expires_at: None,
         })
     }
 

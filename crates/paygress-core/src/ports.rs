@@ -300,6 +300,13 @@ pub trait PodBackend: Send + Sync {
     async fn check_capacity(&self) -> Result<(), BackendError> {
         Ok(())
     }
+
+    /// Removes what leases that no longer exist left behind (e.g. pods, Services and
+    /// Secrets whose Job was deleted with orphaning); returns how many objects were
+    /// removed. Called by the reaper. Default: nothing to sweep.
+    async fn sweep(&self) -> Result<usize, BackendError> {
+        Ok(0)
+    }
 }
 
 /// A shared pod backend.

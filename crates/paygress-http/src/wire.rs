@@ -227,7 +227,8 @@ impl TryFrom<TopUpPodResponse> for TopUpResult {
 pub struct PodInfo {
     /// Lease name.
     pub pod_name: String,
-    /// `active` or `expired`.
+    /// `provisioning` (paid, the pod is starting: its time has not started), `active`
+    /// or `expired`.
     #[schema(example = "active")]
     pub state: String,
     /// End of the paid time.
@@ -247,6 +248,7 @@ impl PodInfo {
     pub fn from_record(record: &LeaseRecord, now: Timestamp) -> Self {
         let state = match record.state_at(now) {
             LeaseState::Active => "active",
+            LeaseState::Provisioning => "provisioning",
             _ => "expired",
         };
         Self {
@@ -617,6 +619,32 @@ impl From<ErrorBody> for ErrorReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_whose_pod_is_starting_shows_as_provisioning_with_all_its_time() {
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let mut record = LeaseRecord {
+            id: "ssh-pod-abcd1234".parse().unwrap(),
+            owner: paygress_core::Requester::new("test", "buyer"),
+            username: "alice".parse().unwrap(),
+            tier: "standard".to_owned(),
+            image: "img".to_owned(),
+            created_at: t0,
+            expires_at: t0 + jiff::SignedDuration::from_secs(600),
+            paid_msat: 1,
+            ssh_port: 2222,
+            node_port: None,
+            phase: paygress_core::LeasePhase::Provisioning,
+        };
+        let later = t0 + jiff::SignedDuration::from_secs(90);
+        let info = PodInfo::from_record(&record, later);
+        assert_eq!(info.state, "provisioning");
+        assert_eq!(info.remaining_seconds, 600);
+        record.phase = paygress_core::LeasePhase::Ended;
+        let info = PodInfo::from_record(&record, later);
+        assert_eq!(info.state, "expired");
+        assert_eq!(info.remaining_seconds, 0);
+    }
 
     #[test]
     fn error_code_body_serializes_like_core() {

@@ -19,10 +19,11 @@ use std::process::ExitCode;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service,
+    ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -120,6 +121,10 @@ fn round_trip(object: &Value) -> Result<(), String> {
         "Namespace" => typed::<Namespace>(object)?,
         "ServiceAccount" => typed::<ServiceAccount>(object)?,
         "Role" => typed::<Role>(object)?,
+        "ClusterRole" => typed::<ClusterRole>(object)?,
+        "ClusterRoleBinding" => typed::<ClusterRoleBinding>(object)?,
+        "LimitRange" => typed::<LimitRange>(object)?,
+        "ResourceQuota" => typed::<ResourceQuota>(object)?,
         "RoleBinding" => typed::<RoleBinding>(object)?,
         "Deployment" => typed::<Deployment>(object)?,
         "Service" => typed::<Service>(object)?,
@@ -180,12 +185,38 @@ fn policy(objects: &[Value], generated_cm: Option<&Value>) -> Vec<String> {
             errors.push(what.to_owned());
         }
     };
+    // Cluster-wide: only reading nodes (the address buyers reach a NodePort at).
     for o in objects {
         let kind = o["kind"].as_str().unwrap_or("");
-        check(
-            kind != "ClusterRole" && kind != "ClusterRoleBinding",
-            &format!("{}: no cluster-wide rights allowed", name_of(o)),
-        );
+        if kind == "ClusterRole" {
+            check(
+                o["metadata"]["name"] == "paygress-nodes"
+                    && o["rules"]
+                        == serde_json::json!([{
+                            "apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"],
+                        }]),
+                &format!(
+                    "{}: the only cluster-wide right is reading nodes (ClusterRole paygress-nodes)",
+                    name_of(o)
+                ),
+            );
+        }
+        if kind == "ClusterRoleBinding" {
+            check(
+                o["roleRef"]["kind"] == "ClusterRole"
+                    && o["roleRef"]["name"] == "paygress-nodes"
+                    && o["subjects"].as_array().is_some_and(|s| {
+                        s.len() == 1
+                            && s[0]["kind"] == "ServiceAccount"
+                            && s[0]["name"] == "paygress-sidecar"
+                            && s[0]["namespace"] == "ingress-system"
+                    }),
+                &format!(
+                    "{}: may only bind ClusterRole paygress-nodes to ingress-system/paygress-sidecar",
+                    name_of(o)
+                ),
+            );
+        }
     }
     for ns in ["ingress-system", "user-workloads"] {
         check(
@@ -203,16 +234,27 @@ fn policy(objects: &[Value], generated_cm: Option<&Value>) -> Vec<String> {
         .is_some(),
         "ServiceAccount ingress-system/paygress-sidecar missing",
     );
-    // The Role: exactly these resources and verbs, nothing else.
-    let verbs: BTreeSet<&str> = ["create", "get", "list", "watch", "patch", "delete"].into();
+    // The Role: exactly the calls paygress-k8s makes (its fake API server enforces the
+    // same file), nothing else.
     let mut want: BTreeMap<(String, String), BTreeSet<&str>> = BTreeMap::new();
-    for (group, resource) in [
-        ("batch", "jobs"),
-        ("", "pods"),
-        ("", "services"),
-        ("", "secrets"),
+    for (group, resource, verbs) in [
+        (
+            "batch",
+            "jobs",
+            &["create", "get", "list", "patch", "delete"][..],
+        ),
+        ("", "pods", &["list", "watch", "delete"][..]),
+        (
+            "",
+            "services",
+            &["create", "get", "list", "watch", "delete"][..],
+        ),
+        ("", "secrets", &["create", "list", "delete"][..]),
     ] {
-        want.insert((group.to_owned(), resource.to_owned()), verbs.clone());
+        want.insert(
+            (group.to_owned(), resource.to_owned()),
+            verbs.iter().copied().collect(),
+        );
     }
     let roles: Vec<&Value> = objects.iter().filter(|o| o["kind"] == "Role").collect();
     check(roles.len() == 1, "exactly one Role expected");
@@ -291,13 +333,18 @@ fn policy(objects: &[Value], generated_cm: Option<&Value>) -> Vec<String> {
                         .as_i64()
                 })
             };
-            for probe in ["readinessProbe", "livenessProbe"] {
-                let h = &c[probe]["httpGet"];
-                check(
-                    h["path"] == "/healthz" && port_of(&h["port"]) == Some(8080),
-                    &format!("Deployment: {probe} must GET /healthz on 8080"),
-                );
-            }
+            // Readiness is deep (/healthz asks the backend); liveness is shallow (a slow
+            // API server must not restart the service).
+            let h = &c["readinessProbe"]["httpGet"];
+            check(
+                h["path"] == "/healthz" && port_of(&h["port"]) == Some(8080),
+                "Deployment: readinessProbe must GET /healthz on 8080",
+            );
+            check(
+                c["livenessProbe"].get("httpGet").is_none()
+                    && port_of(&c["livenessProbe"]["tcpSocket"]["port"]) == Some(8080),
+                "Deployment: livenessProbe must be a TCP check on 8080 (not /healthz, which asks the API server)",
+            );
             let data_volume = c["volumeMounts"]
                 .as_array()
                 .and_then(|m| m.iter().find(|m| m["mountPath"] == "/app/data"))

@@ -28,14 +28,20 @@ pub enum K8sError {
         /// What is wrong.
         reason: String,
     },
-    /// An object could not be built from its JSON form (a bug in this crate).
-    #[error("building {kind}: {source}")]
-    Build {
-        /// The object's kind.
-        kind: &'static str,
-        /// The decoding error.
-        #[source]
-        source: serde_json::Error,
+    /// Buyers could not reach lease pods with this configuration.
+    #[error(
+        "buyers could not reach their pods: {reason}; set SSH_HOST to an address that reaches \
+         the nodes' NodePorts, or SERVICE_TYPE=LoadBalancer"
+    )]
+    Unreachable {
+        /// What is missing.
+        reason: String,
+    },
+    /// The lease's pod did not become ready in time.
+    #[error("the pod did not become ready within {seconds} s")]
+    NotReady {
+        /// The readiness timeout.
+        seconds: u64,
     },
 }
 

@@ -112,3 +112,91 @@ async fn top_up_raises_the_job_deadline_on_a_real_cluster() {
     assert!(after >= before + 20 * 60 - 5, "{before} -> {after}");
     backend.delete(&spec.id).await.expect("delete");
 }
+
+/// Logs in with the system `ssh` (through `sshpass`) and runs `true`.
+fn ssh_login(host: &str, port: u16, user: &str, password: &str) -> bool {
+    std::process::Command::new("sshpass")
+        .args(["-e", "ssh"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "PreferredAuthentications=password",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "ConnectTimeout=10",
+            "-p",
+            &port.to_string(),
+            &format!("{user}@{host}"),
+            "true",
+        ])
+        .env("SSHPASS", password)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The real image, end to end: the reply comes once sshd answers (so the first login
+/// works at once), a top-up keeps the pod past its first deadline, and it ends at the
+/// new one. Needs `ssh` and `sshpass`, and the node address reachable from here (kind on
+/// Linux: the Docker network).
+#[tokio::test]
+#[ignore = "needs cluster"]
+async fn ssh_login_top_up_and_outlive_the_first_deadline() {
+    let (client, backend) = backend().await;
+    let pods: Api<Pod> = Api::namespaced(client, &backend.config().namespace);
+    let spec = paygress_core::contract::sample_spec(1);
+    let provisioned = backend.create(&spec).await.expect("create (pod ready)");
+    let host = provisioned.ssh_host.clone().expect("a host for buyers");
+    let port = provisioned.node_port.unwrap_or(provisioned.ssh_port);
+    let password = spec.password.expose().to_owned();
+    assert!(
+        ssh_login(&host, port, spec.username.as_str(), &password),
+        "login right after the reply"
+    );
+    let first = provisioned.expires_at.expect("real expiry");
+    backend
+        .extend(
+            &spec.id,
+            &Extension {
+                expires_at: first + jiff::SignedDuration::from_mins(2),
+                paid_msat: 3,
+            },
+        )
+        .await
+        .expect("top-up");
+    // Wait until 20 s past the first deadline: the pod must still run and accept logins.
+    let wait = first
+        .duration_since(jiff::Timestamp::now())
+        .as_secs()
+        .max(0)
+        + 20;
+    tokio::time::sleep(Duration::from_secs(wait.unsigned_abs())).await;
+    let lp = ListParams::default().labels(&format!("paygress.io/lease={}", spec.id));
+    let running = pods
+        .list(&lp)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .any(|p| p.status.and_then(|s| s.phase).as_deref() == Some("Running"));
+    assert!(running, "the pod outlives its first deadline");
+    assert!(
+        ssh_login(&host, port, spec.username.as_str(), &password),
+        "login after the first deadline"
+    );
+    // And it ends at the new one (the Job controller's deadline).
+    eventually(180, "the pod ends at the topped-up deadline", || {
+        let (pods, lp) = (pods.clone(), lp.clone());
+        async move {
+            pods.list(&lp).await.unwrap().items.iter().all(|p| {
+                p.metadata.deletion_timestamp.is_some()
+                    || p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running")
+            })
+        }
+    })
+    .await;
+    backend.delete(&spec.id).await.expect("delete");
+}

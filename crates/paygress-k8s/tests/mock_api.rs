@@ -6,13 +6,10 @@
 mod common;
 
 use common::{
-    Fake, NS, expect, expect_no_more, mock_client, respond, status_failure, status_success,
+    Fake, NS, expect, expect_no_more, mock_client, on_fake, respond, status_failure, status_success,
 };
 use http::Method;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
-use kube::api::{Patch, PatchParams};
 use paygress_core::{
     BackendError, Extension, LeaseSpec, MintUrl, Password, PodBackend, Requester, Tier,
 };
@@ -78,6 +75,12 @@ fn annotations() -> serde_json::Value {
     })
 }
 
+fn annotations_starting() -> serde_json::Value {
+    let mut a = annotations();
+    a["paygress.io/starting"] = json!("true");
+    a
+}
+
 fn expected_job() -> serde_json::Value {
     json!({
         "apiVersion": "batch/v1",
@@ -86,7 +89,7 @@ fn expected_job() -> serde_json::Value {
             "name": ID,
             "namespace": NS,
             "labels": labels(),
-            "annotations": annotations(),
+            "annotations": annotations_starting(),
         },
         "spec": {
             "parallelism": 1,
@@ -96,7 +99,9 @@ fn expected_job() -> serde_json::Value {
                 "action": "Ignore",
                 "onPodConditions": [{ "type": "DisruptionTarget", "status": "True" }],
             }] },
-            "activeDeadlineSeconds": 3600,
+            "suspend": true,
+            // The paid hour plus the readiness timeout, until the pod is ready.
+            "activeDeadlineSeconds": 3600 + 120,
             "ttlSecondsAfterFinished": 60,
             "template": {
                 "metadata": { "labels": {
@@ -130,8 +135,8 @@ fn expected_job() -> serde_json::Value {
                             "failureThreshold": 3,
                         },
                         "resources": {
-                            "requests": { "cpu": "500m", "memory": "512Mi" },
-                            "limits": { "cpu": "500m", "memory": "512Mi" },
+                            "requests": { "cpu": "500m", "memory": "512Mi", "ephemeral-storage": "2048Mi" },
+                            "limits": { "cpu": "500m", "memory": "512Mi", "ephemeral-storage": "2048Mi" },
                         },
                         "securityContext": { "allowPrivilegeEscalation": false },
                     }],
@@ -155,6 +160,8 @@ fn owner_refs() -> serde_json::Value {
 /// The Job as the API server returns it: the request plus server-set fields.
 fn job_from_server(start_time: Option<&str>, resource_version: &str) -> serde_json::Value {
     let mut job = expected_job();
+    job["metadata"]["annotations"] = annotations();
+    job["spec"]["suspend"] = json!(false);
     job["metadata"]["uid"] = json!(UID);
     job["metadata"]["resourceVersion"] = json!(resource_version);
     job["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:02Z");
@@ -190,67 +197,98 @@ fn service_from_server(node_port: u16) -> serde_json::Value {
 }
 
 #[tokio::test]
-async fn create_sends_exact_job_secret_and_service() {
-    let (client, mut api) = mock_client();
-    let backend = K8sBackend::new(client, config());
-    let task = tokio::spawn(async move { backend.create(&spec()).await });
-
-    let (req, send) = expect(&mut api, Method::POST, JOBS, &[]).await;
-    assert_eq!(req.body, expected_job(), "Job body");
-    respond(send, 201, &job_from_server(None, "100"));
-
-    let (req, send) = expect(&mut api, Method::POST, SECRETS, &[]).await;
-    let expected_secret = json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {
-            "name": "ssh-pod-abcd1234-auth",
-            "namespace": NS,
-            "labels": labels(),
-            "ownerReferences": owner_refs(),
-        },
-        "type": "Opaque",
-        "stringData": { "password": "s3cret-Pa55" },
-    });
-    assert_eq!(req.body, expected_secret, "Secret body");
-    let mut stored = expected_secret.clone();
-    stored.as_object_mut().unwrap().remove("stringData");
-    stored["data"] = json!({ "password": "czNjcmV0LVBhNTU=" });
-    respond(send, 201, &stored);
-
-    let (req, send) = expect(&mut api, Method::POST, SERVICES, &[]).await;
+async fn create_sends_exact_job_secret_and_service_then_waits_for_ready() {
+    let (client, fake) = Fake::start();
+    let backend = on_fake(client, &fake, config());
+    let provisioned = backend.create(&spec()).await.expect("create");
+    let log = fake.log();
+    let writes: Vec<(String, String)> = log
+        .iter()
+        .filter(|r| r.method != Method::GET)
+        .map(|r| (r.method.to_string(), r.path.clone()))
+        .collect();
+    // Job (suspended), then Secret and Service (together, either order), resume, then
+    // the readiness patch.
+    assert_eq!(writes[0], ("POST".to_owned(), JOBS.to_owned()));
+    let mut dependents = vec![writes[1].1.clone(), writes[2].1.clone()];
+    dependents.sort();
+    assert_eq!(dependents, [SECRETS, SERVICES]);
+    assert_eq!(writes[3], ("PATCH".to_owned(), JOB.to_owned()));
+    assert_eq!(writes[4], ("PATCH".to_owned(), JOB.to_owned()));
+    assert_eq!(writes.len(), 5, "{writes:?}");
+    let body = |method: Method, path: &str| {
+        log.iter()
+            .filter(|r| r.method == method && r.path == path)
+            .map(|r| r.body.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(body(Method::POST, JOBS), [expected_job()], "Job body");
+    let uid = fake.object("jobs", ID).unwrap()["metadata"]["uid"].clone();
+    let mut owners = owner_refs();
+    owners[0]["uid"] = uid;
     assert_eq!(
-        req.body,
-        json!({
+        body(Method::POST, SECRETS),
+        [json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": "ssh-pod-abcd1234-auth",
+                "namespace": NS,
+                "labels": labels(),
+                "ownerReferences": owners,
+            },
+            "type": "Opaque",
+            "stringData": { "password": "s3cret-Pa55" },
+        })],
+        "Secret body"
+    );
+    assert_eq!(
+        body(Method::POST, SERVICES),
+        [json!({
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": {
                 "name": "ssh-pod-abcd1234-ssh",
                 "namespace": NS,
                 "labels": labels(),
-                "ownerReferences": owner_refs(),
+                "ownerReferences": owners,
             },
             "spec": {
                 "type": "NodePort",
                 "selector": { "paygress.io/lease": ID },
                 "ports": [{ "name": "ssh", "port": 2222, "targetPort": 2222, "protocol": "TCP" }],
             },
-        }),
+        })],
         "Service body"
     );
-    respond(send, 201, &service_from_server(31_234));
-
-    let provisioned = task.await.unwrap().expect("create");
-    assert_eq!(provisioned.ssh_port, 2222);
-    assert_eq!(provisioned.node_port, Some(31_234));
-    assert_eq!(provisioned.ssh_host, None);
     assert_eq!(
-        provisioned.instructions,
-        vec![
-            "kubectl -n user-workloads port-forward svc/ssh-pod-abcd1234-ssh 2222:2222".to_owned()
+        body(Method::PATCH, JOB),
+        [
+            json!({ "spec": { "suspend": false } }),
+            json!({
+                "metadata": { "annotations": {
+                    "paygress.io/starting": null,
+                    "paygress.io/ready-at": "2026-01-01T00:00:00Z",
+                    "paygress.io/expires-at": "2026-01-01T01:00:00Z",
+                } },
+                "spec": { "activeDeadlineSeconds": 3600 },
+            }),
         ]
     );
-    expect_no_more(api).await;
+    // The pod was found by its lease label (a watcher's list; it was ready at once),
+    // never written.
+    assert!(
+        log.iter().any(|r| r.path.ends_with("/pods")
+            && r.query.get("labelSelector").map(String::as_str)
+                == Some("paygress.io/lease=ssh-pod-abcd1234")),
+        "pods are listed by lease"
+    );
+    assert!(log.iter().all(|r| !r.path.contains("/pods/")));
+    assert_eq!(provisioned.ssh_port, 2222);
+    assert_eq!(provisioned.node_port, Some(30_000));
+    assert_eq!(provisioned.ssh_host.as_deref(), Some("172.18.0.3"));
+    assert_eq!(provisioned.expires_at, Some(ts("2026-01-01T01:00:00Z")));
+    assert!(provisioned.instructions.is_empty());
 }
 
 #[tokio::test]
@@ -340,70 +378,6 @@ async fn create_server_error_is_unavailable() {
         Err(BackendError::Unavailable(_)) => {}
         other => panic!("expected Unavailable, got {other:?}"),
     }
-    expect_no_more(api).await;
-}
-
-#[tokio::test]
-async fn failed_service_create_deletes_the_job() {
-    let (client, mut api) = mock_client();
-    let backend = K8sBackend::new(client, config());
-    let task = tokio::spawn(async move { backend.create(&spec()).await });
-    let (_, send) = expect(&mut api, Method::POST, JOBS, &[]).await;
-    respond(send, 201, &job_from_server(None, "100"));
-    let (_, send) = expect(&mut api, Method::POST, SECRETS, &[]).await;
-    respond(
-        send,
-        201,
-        &json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "ssh-pod-abcd1234-auth" } }),
-    );
-    let (_, send) = expect(&mut api, Method::POST, SERVICES, &[]).await;
-    respond(
-        send,
-        422,
-        &status_failure(
-            422,
-            "Invalid",
-            "Service \"ssh-pod-abcd1234-ssh\" is invalid: spec.ports[0].nodePort: Invalid value: 30000: provided port is already allocated",
-            "Service",
-            "ssh-pod-abcd1234-ssh",
-        ),
-    );
-    let (req, send) = expect(&mut api, Method::DELETE, JOB, &[]).await;
-    assert_eq!(req.body["propagationPolicy"], "Background");
-    respond(send, 200, &status_success("jobs", ID, UID));
-    match task.await.unwrap() {
-        Err(BackendError::Rejected(msg)) => assert!(msg.contains("already allocated"), "{msg}"),
-        other => panic!("expected Rejected, got {other:?}"),
-    }
-    expect_no_more(api).await;
-}
-
-#[tokio::test]
-async fn failed_secret_create_deletes_the_job() {
-    let (client, mut api) = mock_client();
-    let backend = K8sBackend::new(client, config());
-    let task = tokio::spawn(async move { backend.create(&spec()).await });
-    let (_, send) = expect(&mut api, Method::POST, JOBS, &[]).await;
-    respond(send, 201, &job_from_server(None, "100"));
-    let (_, send) = expect(&mut api, Method::POST, SECRETS, &[]).await;
-    respond(
-        send,
-        503,
-        &status_failure(
-            503,
-            "ServiceUnavailable",
-            "the server is currently unable to handle the request",
-            "secrets",
-            "",
-        ),
-    );
-    let (req, send) = expect(&mut api, Method::DELETE, JOB, &[]).await;
-    assert_eq!(req.body["propagationPolicy"], "Background");
-    respond(send, 200, &status_success("jobs", ID, UID));
-    assert!(matches!(
-        task.await.unwrap(),
-        Err(BackendError::Unavailable(_))
-    ));
     expect_no_more(api).await;
 }
 
@@ -749,148 +723,4 @@ async fn list_server_error_is_unavailable() {
         task.await.unwrap(),
         Err(BackendError::Unavailable(_))
     ));
-}
-
-// ------------------------------------------------------------- against the fake server
-
-#[tokio::test]
-async fn contract_holds_against_the_fake_api_server() {
-    let (client, fake) = Fake::start();
-    let backend = K8sBackend::new(client, K8sConfig::default());
-    paygress_core::contract::run_all(&backend).await;
-    // Everything was cleaned up through ownerReferences, and no Pod was ever touched.
-    assert!(fake.names("jobs").is_empty(), "{:?}", fake.names("jobs"));
-    assert!(fake.names("services").is_empty());
-    assert!(fake.names("secrets").is_empty());
-    assert!(fake.names("pods").is_empty());
-    assert!(
-        fake.log().iter().all(|r| !r.path.contains("/pods")),
-        "the backend never talks to Pods"
-    );
-}
-
-#[tokio::test]
-async fn fake_server_rejects_raising_a_pods_deadline() {
-    // The rule that shapes the design, encoded in the fake: a Pod's deadline only goes down.
-    let (client, fake) = Fake::start();
-    fake.insert(
-        "pods",
-        json!({ "apiVersion": "v1", "kind": "Pod",
-                "metadata": { "name": "p", "namespace": NS, "resourceVersion": "1" },
-                "spec": { "activeDeadlineSeconds": 600, "containers": [] } }),
-    );
-    let pods: Api<Pod> = Api::namespaced(client, NS);
-    let raise = json!({ "spec": { "activeDeadlineSeconds": 1200 } });
-    match pods
-        .patch("p", &PatchParams::default(), &Patch::Merge(&raise))
-        .await
-    {
-        Err(kube::Error::Api(status)) => {
-            assert_eq!(status.code, 422);
-            assert!(
-                status
-                    .message
-                    .contains("must be less than or equal to previous value")
-            );
-        }
-        other => panic!("expected 422, got {other:?}"),
-    }
-    let lower = json!({ "spec": { "activeDeadlineSeconds": 300 } });
-    pods.patch("p", &PatchParams::default(), &Patch::Merge(&lower))
-        .await
-        .expect("lowering is allowed");
-}
-
-#[tokio::test]
-async fn top_up_on_the_fake_server_raises_the_job_deadline_and_never_a_pod() {
-    let (client, fake) = Fake::start();
-    let backend = K8sBackend::new(client, K8sConfig::default());
-    let spec = paygress_core::contract::sample_spec(5);
-    let id = spec.id.clone();
-    backend.create(&spec).await.expect("create");
-    let job = fake.object("jobs", id.as_str()).unwrap();
-    let before = job["spec"]["activeDeadlineSeconds"].as_i64().unwrap();
-    let start: Timestamp = job["status"]["startTime"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let later = spec.expires_at + jiff::SignedDuration::from_mins(30);
-    backend
-        .extend(
-            &id,
-            &Extension {
-                expires_at: later,
-                paid_msat: 99_000,
-            },
-        )
-        .await
-        .expect("extend");
-    let job = fake.object("jobs", id.as_str()).unwrap();
-    let after = job["spec"]["activeDeadlineSeconds"].as_i64().unwrap();
-    assert!(after > before + 1_700, "{before} -> {after}");
-    let ends = start + jiff::SignedDuration::from_secs(after);
-    assert!(
-        ends >= later && ends.as_second() - later.as_second() <= 1,
-        "{ends} vs {later}"
-    );
-    // The pod kept its spec; all PATCHes went to the Job.
-    let patches: Vec<String> = fake
-        .log()
-        .iter()
-        .filter(|r| r.method == Method::PATCH)
-        .map(|r| r.path.clone())
-        .collect();
-    assert_eq!(patches, [format!("{JOBS}/{id}")]);
-    backend.delete(&id).await.expect("delete");
-}
-
-#[tokio::test]
-async fn failed_service_on_the_fake_server_leaves_nothing_behind() {
-    let (client, fake) = Fake::start();
-    let backend = K8sBackend::new(client, K8sConfig::default());
-    fake.fail(Method::POST, "/services", 500, "InternalError");
-    let spec = paygress_core::contract::sample_spec(5);
-    assert!(matches!(
-        backend.create(&spec).await,
-        Err(BackendError::Unavailable(_))
-    ));
-    for resource in ["jobs", "pods", "secrets", "services"] {
-        assert!(
-            fake.names(resource).is_empty(),
-            "{resource}: {:?}",
-            fake.names(resource)
-        );
-    }
-    assert_eq!(backend.get(&spec.id).await.unwrap(), None);
-}
-
-#[tokio::test]
-async fn delete_removes_dependents_through_owner_references() {
-    let (client, fake) = Fake::start();
-    let backend = K8sBackend::new(client, K8sConfig::default());
-    let spec = paygress_core::contract::sample_spec(5);
-    let provisioned = backend.create(&spec).await.expect("create");
-    let id = spec.id.as_str();
-    let job_uid = fake.object("jobs", id).unwrap()["metadata"]["uid"].clone();
-    for (resource, name) in [
-        ("services", format!("{id}-ssh")),
-        ("secrets", format!("{id}-auth")),
-    ] {
-        let object = fake.object(resource, &name).expect("created");
-        assert_eq!(
-            object["metadata"]["ownerReferences"][0]["uid"], job_uid,
-            "{resource}"
-        );
-    }
-    assert_eq!(provisioned.node_port, Some(30_000));
-    assert_eq!(fake.names("pods").len(), 1);
-    backend.delete(&spec.id).await.expect("delete");
-    for resource in ["jobs", "pods", "secrets", "services"] {
-        assert!(
-            fake.names(resource).is_empty(),
-            "{resource} left: {:?}",
-            fake.names(resource)
-        );
-    }
 }

@@ -711,6 +711,7 @@ impl PodBackend for LocalBackend {
                 paid_msat: spec.paid_msat,
                 ssh_port: port,
                 node_port: Some(port),
+                phase: Default::default(),
             },
             password: PasswordHash::new(&spec.password)?,
             ssh_public_key: spec.ssh_public_key.clone(),
@@ -744,6 +745,7 @@ impl PodBackend for LocalBackend {
             node_port: Some(port),
             ssh_host: None,
             instructions: Vec::new(),
+            expires_at: None,
         })
     }
 

@@ -82,10 +82,12 @@ impl Node {
                 let local = Arc::new(LocalBackend::start_with_fallback(c).await?);
                 (local.clone(), Some(local))
             }
-            BackendConfig::Kubernetes(c) => (
-                Arc::new(paygress_k8s::K8sBackend::try_default(c).await?),
-                None,
-            ),
+            BackendConfig::Kubernetes(c) => {
+                let backend = paygress_k8s::K8sBackend::try_default(c).await?;
+                // Refuse to start when no buyer could reach a lease.
+                backend.check_reachability().await?;
+                (Arc::new(backend) as DynPodBackend, None)
+            }
             BackendConfig::Custom(b) => (b, None),
         };
         info!(backend = backend.name(), "pod backend ready");

@@ -7,7 +7,7 @@ use tracing::info;
 use super::{
     Failure, Paygress, backend_failure, error_reply, minutes_to_seconds, not_found, payment_failure,
 };
-use crate::lease::{LeaseRecord, Requester};
+use crate::lease::{LeaseRecord, LeaseState, Requester};
 use crate::money::{Amount, MintUrl};
 use crate::names::{LeaseId, NameError};
 use crate::ports::BackendError;
@@ -188,14 +188,17 @@ impl Paygress {
     pub(super) async fn reap(&self) -> Result<(usize, Option<Timestamp>), BackendError> {
         let now = self.clock.now();
         let records = self.backend.list().await?;
+        // A lease still provisioning has not started its paid time; one whose pod ended
+        // early is removed now.
         let next = records
             .iter()
+            .filter(|r| r.state_at(now) != LeaseState::Expired)
             .map(|r| r.expires_at)
             .filter(|at| *at > now)
             .min();
         let due: Vec<LeaseId> = records
             .into_iter()
-            .filter(|r| r.expires_at <= now)
+            .filter(|r| r.state_at(now) == LeaseState::Expired)
             .map(|r| r.id)
             .collect();
         let results: Vec<Result<bool, BackendError>> = futures::stream::iter(due)
@@ -203,7 +206,7 @@ impl Paygress {
                 let guard = self.lease_locks.lock(&id).await;
                 // A top-up may have extended it while we waited for the lock.
                 let result = match self.backend.get(&id).await {
-                    Ok(Some(r)) if r.expires_at <= now => {
+                    Ok(Some(r)) if r.state_at(now) == LeaseState::Expired => {
                         self.backend.delete(&id).await.map(|()| true)
                     }
                     Ok(_) => Ok(false),
@@ -227,6 +230,18 @@ impl Paygress {
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
+            }
+        }
+        // Objects a lease left behind without its owner (e.g. a pod whose Job was
+        // deleted with orphaning) run unpaid: the backend removes them.
+        match self.backend.sweep().await {
+            Ok(0) => {}
+            Ok(swept) => {
+                removed += swept;
+                info!(swept, "removed objects of leases that no longer exist");
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
             }
         }
         match first_error {

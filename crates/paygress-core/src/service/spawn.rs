@@ -137,6 +137,12 @@ impl Paygress {
             }
         };
         crate::failpoint::hit("after-create-before-reply");
+        // The backend may have started the clock later (once the pod was reachable):
+        // the paid time counts from then, never less than what was quoted.
+        let expires_at = provisioned
+            .expires_at
+            .filter(|real| *real > expires_at)
+            .unwrap_or(expires_at);
         state = state.and_then(|s| s.on(LeaseEvent::Provisioned));
         debug_assert_eq!(state, Ok(LeaseState::Active));
         info!(lease = %lease, seconds = purchase.seconds, charged = %purchase.charged, "lease active");
@@ -191,7 +197,12 @@ impl Paygress {
                 .await
                 .map_err(|e| backend_failure(&e, "count the leases"))?
                 .iter()
-                .filter(|r| r.state_at(now) == LeaseState::Active)
+                .filter(|r| {
+                    matches!(
+                        r.state_at(now),
+                        LeaseState::Active | LeaseState::Provisioning
+                    )
+                })
                 .count();
             if live >= max {
                 return Err(Failure::new(

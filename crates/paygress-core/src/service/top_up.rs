@@ -217,6 +217,12 @@ impl Paygress {
     pub(super) async fn live_lease(&self, lease: &LeaseId) -> Result<LeaseRecord, Failure> {
         match self.backend.get(lease).await {
             Ok(Some(r)) if r.state_at(self.clock.now()) == LeaseState::Active => Ok(r),
+            Ok(Some(r)) if r.state_at(self.clock.now()) == LeaseState::Provisioning => {
+                Err(Failure::new(
+                    ErrorCode::Unavailable,
+                    format!("lease {lease} is still starting; top it up once it runs"),
+                ))
+            }
             Ok(Some(_)) => Err(Failure::new(
                 ErrorCode::LeaseExpired,
                 format!("lease {lease} has expired"),

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use mockall::predicate::{always, eq};
 
 use super::*;
-use crate::lease::{LeaseRecord, LeaseSpec, LeaseState};
+use crate::lease::{LeaseRecord, LeaseSpec, LeaseState, Provisioned};
 use crate::memory::{ManualClock, MemoryBackend, MemoryJournal};
 use crate::money::Amount;
 use crate::money::{MintUrl, Unit};
@@ -267,6 +267,7 @@ pub(super) fn record(id: &LeaseId, expires_at: Timestamp) -> LeaseRecord {
         paid_msat: 60_000,
         ssh_port: 2222,
         node_port: Some(30000),
+        phase: Default::default(),
     }
 }
 
@@ -282,5 +283,6 @@ mod top_up;
 pub(super) fn mock_backend() -> MockPodBackend {
     let mut b = MockPodBackend::new();
     b.expect_check_capacity().returning(|| Ok(()));
+    b.expect_sweep().returning(|| Ok(0));
     b
 }

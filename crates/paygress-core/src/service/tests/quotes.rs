@@ -238,3 +238,32 @@ async fn the_reaper_wakes_at_the_next_paid_second_not_at_the_next_interval() {
     );
     task.abort();
 }
+
+#[tokio::test]
+async fn reap_expired_spares_a_provisioning_lease_and_removes_an_ended_one() {
+    let starting = LeaseId::generate();
+    let ended = LeaseId::generate();
+    let mut provisioning = record(&starting, at(600));
+    provisioning.phase = crate::lease::LeasePhase::Provisioning;
+    let mut failed = record(&ended, at(HOUR));
+    failed.phase = crate::lease::LeasePhase::Ended;
+    let mut backend = MockPodBackend::new();
+    let listed = vec![provisioning.clone(), failed.clone()];
+    backend.expect_list().returning(move || Ok(listed.clone()));
+    backend
+        .expect_get()
+        .with(eq(ended.clone()))
+        .returning(move |_| Ok(Some(failed.clone())));
+    backend
+        .expect_delete()
+        .with(eq(ended.clone()))
+        .times(1)
+        .returning(|_| Ok(()));
+    backend.expect_sweep().times(1).returning(|| Ok(2));
+    let mut ports = Ports::new();
+    ports.backend = Some(backend);
+    let (service, _, _, clock) = ports.build();
+    clock.advance(1200);
+    // One ended lease and two swept orphans; the provisioning lease is untouched.
+    assert_eq!(service.reap_expired().await.expect("reap"), 3);
+}

@@ -388,3 +388,53 @@ async fn zero_value_token_is_refused_without_redeeming() {
         ErrorCode::InvalidToken
     );
 }
+
+// ---------------------------------------------------------------- spawn: the paid clock
+
+fn backend_starting_at(expires_at: Timestamp) -> MockPodBackend {
+    let mut backend = mock_backend();
+    backend.expect_create().times(1).returning(move |_| {
+        Ok(Provisioned {
+            ssh_port: 2222,
+            node_port: Some(30000),
+            ssh_host: None,
+            instructions: vec![],
+            expires_at: Some(expires_at),
+        })
+    });
+    backend
+}
+
+#[tokio::test]
+async fn the_reply_counts_the_paid_time_from_when_the_backend_started_it() {
+    // The pod became reachable 40 s after payment: the buyer still gets the full hour.
+    let mut ports = Ports::new()
+        .token_worth(Amount::sat(60))
+        .redeems(Amount::sat(60))
+        .never_issues();
+    ports.backend = Some(backend_starting_at(at(HOUR + 40)));
+    let (service, _, _, _) = ports.build();
+    let access = expect_access(spawn(&service, "1", spawn_req(Some(60))).await);
+    assert_eq!(access.expires_at, at(HOUR + 40));
+    assert_eq!(access.duration_seconds, HOUR);
+    assert!(
+        access
+            .instructions
+            .iter()
+            .any(|l| l.contains(&at(HOUR + 40).to_string())),
+        "{:?}",
+        access.instructions
+    );
+}
+
+#[tokio::test]
+async fn a_backend_expiry_earlier_than_paid_is_ignored() {
+    let mut ports = Ports::new()
+        .token_worth(Amount::sat(60))
+        .redeems(Amount::sat(60))
+        .never_issues();
+    ports.backend = Some(backend_starting_at(at(HOUR - 100)));
+    let (service, _, _, _) = ports.build();
+    let access = expect_access(spawn(&service, "1", spawn_req(Some(60))).await);
+    assert_eq!(access.expires_at, at(HOUR));
+}

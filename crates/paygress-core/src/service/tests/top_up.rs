@@ -354,3 +354,26 @@ async fn lease_locks_are_released_after_refused_top_ups_and_reaping() {
     assert_eq!(service.reap_expired().await.expect("reap"), 1);
     assert_eq!(service.lease_locks.len(), 0);
 }
+
+#[tokio::test]
+async fn top_up_of_a_lease_still_starting_leaves_the_token_untouched() {
+    let lease = LeaseId::generate();
+    let mut starting = record(&lease, at(HOUR));
+    starting.phase = crate::lease::LeasePhase::Provisioning;
+    let mut backend = mock_backend();
+    backend
+        .expect_get()
+        .returning(move |_| Ok(Some(starting.clone())));
+    backend.expect_extend().never();
+    let mut ports = Ports::new().never_redeems().never_issues();
+    ports.backend = Some(backend);
+    let (service, _, _, _) = ports.build();
+    let err = expect_error(
+        service
+            .handle(&key("t"), &buyer(), top_up_req(&lease))
+            .await,
+    );
+    assert_eq!(err.code, ErrorCode::Unavailable);
+    assert!(err.message.contains("still starting"), "{}", err.message);
+    assert!(err.refund_token.is_none());
+}
