@@ -152,6 +152,7 @@ pub(crate) struct AppState {
 #[derive(Clone)]
 pub struct HttpApi {
     state: Arc<AppState>,
+    web: Option<crate::web::WebUi>,
 }
 
 impl std::fmt::Debug for HttpApi {
@@ -172,12 +173,22 @@ impl HttpApi {
     /// Reports transports through `probe` in `/healthz` (default: `http` up).
     pub fn with_transport_probe(self, probe: TransportProbe) -> Self {
         let state = &self.state;
-        Self::build(
-            state.paygress.clone(),
-            state.payments.clone(),
-            state.config.clone(),
-            Some(probe),
-        )
+        Self {
+            web: self.web.clone(),
+            ..Self::build(
+                state.paygress.clone(),
+                state.payments.clone(),
+                state.config.clone(),
+                Some(probe),
+            )
+        }
+    }
+
+    /// Also serves the buyer's web page ([`crate::web`]) from [`HttpApi::router`] and
+    /// [`HttpApi::web_router`].
+    pub fn with_web(mut self, web: crate::web::WebUi) -> Self {
+        self.web = Some(web);
+        self
     }
 
     fn build(
@@ -200,6 +211,7 @@ impl HttpApi {
                 admissions: Admissions::new(ADMISSIONS_REMEMBERED),
                 limiter,
             }),
+            web: None,
         }
     }
 
@@ -208,7 +220,7 @@ impl HttpApi {
     /// attributed to (and rate limited by) the peer's IP; [`HttpApi::serve`] does.
     pub fn router(&self) -> Router {
         let state = self.state.clone();
-        Router::new()
+        let api = Router::new()
             .route("/healthz", get(routes::healthz))
             .route("/spawn-pod", post(routes::spawn_pod))
             .route("/top-up-pod", post(routes::top_up_pod))
@@ -217,6 +229,29 @@ impl HttpApi {
             .route("/auth", get(routes::auth).post(routes::auth_post))
             .route("/offer", get(routes::offer))
             .route("/openapi.json", get(routes::openapi_json))
+            .with_state(state.clone());
+        self.layered(self.with_web_routes(api))
+    }
+
+    /// `GET /healthz` and the web page (typed 404 elsewhere), with the API's layers:
+    /// for a service whose requests come over Nostr (`WEB_ADDR`).
+    pub fn web_router(&self) -> Router {
+        let health = Router::new()
+            .route("/healthz", get(routes::healthz))
+            .with_state(self.state.clone());
+        self.layered(self.with_web_routes(health))
+    }
+
+    fn with_web_routes(&self, router: Router) -> Router {
+        match &self.web {
+            Some(web) => router.merge(web.router()),
+            None => router,
+        }
+    }
+
+    fn layered(&self, router: Router) -> Router {
+        let state = self.state.clone();
+        router
             .fallback(routes::not_found)
             .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
             .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
@@ -229,7 +264,6 @@ impl HttpApi {
                     info_span!("http", method = %req.method(), path = %req.uri().path())
                 }),
             )
-            .with_state(state)
     }
 
     /// Only `GET /healthz` (typed 404 elsewhere): for a service whose requests come over
@@ -252,6 +286,20 @@ impl HttpApi {
         F: Future<Output = ()> + Send + 'static,
     {
         axum::serve(listener, self.health_router())
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(())
+    }
+
+    /// Serves [`HttpApi::web_router`] on `listener` until `shutdown` completes.
+    pub async fn serve_web<F>(self, listener: TcpListener, shutdown: F) -> Result<(), HttpError>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let app = self
+            .web_router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await?;
         Ok(())
