@@ -148,11 +148,23 @@ impl DevStack {
 
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.http_port)).await?;
         let http_url = format!("http://{}", listener.local_addr()?);
+        let web = paygress_http::WebConfig {
+            npub: service_key.to_bech32().ok(),
+            host_key_fingerprint: local
+                .host_public_key()
+                .map(|k| paygress_http::web::host_key_fingerprint(&k)),
+            ..paygress_http::WebConfig::default()
+        };
         let api = paygress_http::HttpApi::new(
             service.clone(),
             wallet.clone(),
             paygress_http::HttpConfig::default(),
-        );
+        )
+        .with_web(paygress_http::WebUi::new(
+            service.clone(),
+            wallet.clone(),
+            web,
+        ));
         tasks.spawn(async move {
             if let Err(e) = api.serve(listener, std::future::pending()).await {
                 warn!(error = %e, "HTTP server stopped");
@@ -214,6 +226,7 @@ impl DevStack {
         println!("  relay        : {}", self.relay.url());
         println!("  mint         : {}", self.mint.url());
         println!("  HTTP API     : {}", self.http_url);
+        println!("  web page     : {}/", self.http_url);
         println!("  data dir     : {}", self.data_dir.display());
         println!(
             "  sandbox      : {}",

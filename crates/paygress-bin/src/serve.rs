@@ -131,6 +131,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let maintenance = args
         .enable_cleanup_task
         .then(|| tasks.spawn(service.clone().run_maintenance(MAINTENANCE_INTERVAL)));
+    let npub = transport.as_ref().map(|t| {
+        use paygress_nostr::nostr_sdk::ToBech32;
+        let key = t.public_key();
+        key.to_bech32().unwrap_or_else(|_| key.to_hex())
+    });
     let mut nostr = None;
     // Set while the Nostr serve loop runs; reported by `/healthz`.
     let nostr_up = Arc::new(AtomicBool::new(false));
@@ -167,8 +172,30 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         }
         list
     });
-    let api = paygress_http::HttpApi::new(service.clone(), payments.clone(), http_config(&args)?)
-        .with_transport_probe(probe);
+    let mut api =
+        paygress_http::HttpApi::new(service.clone(), payments.clone(), http_config(&args)?)
+            .with_transport_probe(probe);
+    if let Some(web) = web_ui(&service, payments.clone(), npub)? {
+        api = api.with_web(web);
+        // In Nostr mode the page has its own listener (`WEB_ADDR`), if set.
+        if !args.run_mode.http()
+            && let Some(addr) = std::env::var("WEB_ADDR")
+                .ok()
+                .filter(|a| !a.trim().is_empty())
+        {
+            let web_listener = tokio::net::TcpListener::bind(addr.trim())
+                .await
+                .with_context(|| format!("binding WEB_ADDR {addr}"))?;
+            info!(addr = %addr.trim(), "buyer web page listening");
+            let api = api.clone();
+            let stop = stopped();
+            tasks.spawn(async move {
+                if let Err(e) = api.serve_web(web_listener, stop).await {
+                    warn!(error = %e, "web page server stopped");
+                }
+            });
+        }
+    }
     if args.run_mode.http() {
         info!(addr = %args.bind_addr, "HTTP API listening");
         tasks.spawn(async move {
@@ -229,6 +256,26 @@ pub fn http_config(args: &ServeArgs) -> Result<paygress_http::HttpConfig> {
     let mut config = paygress_http::HttpConfig::from_env().context("HTTP_* settings")?;
     config.default_duration_minutes = args.default_pod_duration_minutes;
     Ok(config)
+}
+
+/// The buyer's web page (`GET /`), unless `WEB_UI=off`; `WEB_PUBLIC_URL` sets the
+/// address its payment requests name.
+pub fn web_ui(
+    service: &Arc<Paygress>,
+    payments: paygress_core::DynPaymentVerifier,
+    npub: Option<String>,
+) -> Result<Option<paygress_http::WebUi>> {
+    let lookup = |n: &str| std::env::var(n).ok();
+    if !paygress_http::web::web_ui_enabled(lookup).context("WEB_UI")? {
+        return Ok(None);
+    }
+    let mut config = paygress_http::WebConfig::from_lookup(lookup).context("WEB_PUBLIC_URL")?;
+    config.npub = npub;
+    Ok(Some(paygress_http::WebUi::new(
+        service.clone(),
+        payments,
+        config,
+    )))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
