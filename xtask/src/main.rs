@@ -39,7 +39,8 @@ const CORE_FORBIDDEN: &[&str] = &[
     "tokio-tungstenite",
 ];
 
-/// Debian packages the test suite uses (the real `ssh` client, `sshpass`, bubblewrap).
+/// Debian packages the test suite uses (the real `ssh` client, `sshpass`, bubblewrap,
+/// headless Chromium and its WebDriver).
 /// Each entry: a command on PATH (or an absolute file path) and the package providing it.
 const APT_PACKAGES: &[(&str, &str)] = &[
     ("ssh", "openssh-client"),
@@ -49,6 +50,9 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("prlimit", "util-linux"),
     ("pasta", "passt"),
     ("ip", "iproute2"),
+    // The buyer web page's browser test (headless, over WebDriver).
+    ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
 ];
 
 fn main() -> ExitCode {

@@ -208,6 +208,16 @@ pub struct ServeArgs {
     /// exactly one reverse proxy) [default: false].
     #[arg(long, env = "HTTP_TRUST_FORWARDED_FOR")]
     pub http_trust_forwarded_for: Option<String>,
+    /// The buyer's web page at `/`: `on` (default) or `off`.
+    #[arg(long, env = "WEB_UI")]
+    pub web_ui: Option<String>,
+    /// The base URL buyers reach the service at, named in the page's NUT-18 payment
+    /// requests [default: from each request's Host header].
+    #[arg(long, env = "WEB_PUBLIC_URL")]
+    pub web_public_url: Option<String>,
+    /// Nostr mode: where the web page listens (the HTTP API is off in that mode).
+    #[arg(long, env = "WEB_ADDR")]
+    pub web_addr: Option<std::net::SocketAddr>,
     /// Kubernetes: `NodePort` (default) or `LoadBalancer` (docs/KUBERNETES.md).
     #[arg(long, env = "SERVICE_TYPE")]
     pub service_type: Option<String>,
@@ -293,6 +303,9 @@ impl std::fmt::Debug for ServeArgs {
             &self.http_rate_limit_per_minute,
         );
         d.field("http_trust_forwarded_for", &self.http_trust_forwarded_for);
+        d.field("web_ui", &self.web_ui);
+        d.field("web_public_url", &self.web_public_url);
+        d.field("web_addr", &self.web_addr);
         d.field("service_type", &self.service_type);
         d.field("pod_ready_timeout", &self.pod_ready_timeout);
         d.field("pod_ephemeral_storage_mib", &self.pod_ephemeral_storage_mib);
@@ -333,6 +346,8 @@ impl ServeArgs {
             "HTTP_REQUEST_TIMEOUT_SECS" => own(&self.http_request_timeout_secs),
             "HTTP_RATE_LIMIT_PER_MINUTE" => own(&self.http_rate_limit_per_minute),
             "HTTP_TRUST_FORWARDED_FOR" => own(&self.http_trust_forwarded_for),
+            "WEB_UI" => own(&self.web_ui),
+            "WEB_PUBLIC_URL" => own(&self.web_public_url),
             "SERVICE_TYPE" => own(&self.service_type),
             "POD_READY_TIMEOUT" => own(&self.pod_ready_timeout),
             "POD_EPHEMERAL_STORAGE_MIB" => own(&self.pod_ephemeral_storage_mib),

@@ -58,6 +58,8 @@ pub fn node_config(args: &ServeArgs) -> Result<NodeConfig> {
             addr: args.bind_addr,
             api: args.run_mode.http(),
             config: http,
+            web: web_config(args)?,
+            web_addr: args.web_addr,
         },
         maintenance: args.enable_cleanup_task.then_some(MAINTENANCE_INTERVAL),
     })
@@ -84,6 +86,18 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 /// The HTTP transport's settings (`HTTP_*`, `DEFAULT_POD_DURATION_MINUTES`).
 pub fn http_config(args: &ServeArgs) -> Result<paygress_http::HttpConfig> {
     paygress_http::HttpConfig::from_lookup(|k| args.lookup(k)).context("HTTP_* settings")
+}
+
+/// The buyer's web page (`GET /`), unless `WEB_UI=off`; `WEB_PUBLIC_URL` sets the
+/// address its payment requests name.
+pub fn web_config(args: &ServeArgs) -> Result<Option<paygress_http::WebConfig>> {
+    let lookup = |n: &str| args.lookup(n);
+    if !paygress_http::web::web_ui_enabled(lookup).context("WEB_UI")? {
+        return Ok(None);
+    }
+    Ok(Some(
+        paygress_http::WebConfig::from_lookup(lookup).context("WEB_PUBLIC_URL")?,
+    ))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -8,6 +8,7 @@ mod openapi;
 pub mod paths;
 mod routes;
 mod server;
+pub mod web;
 pub mod wire;
 
 pub use error::{ApiError, HttpError, status_for};
@@ -17,3 +18,4 @@ pub use identity::{
 pub use openapi::{ApiDoc, openapi_json_string};
 pub use routes::{MAX_TOKEN_CHARS, TOKEN_PATTERN, X_CASHU};
 pub use server::{DEFAULT_RATE_LIMIT_PER_MINUTE, HttpApi, HttpConfig, TransportProbe};
+pub use web::{WebConfig, WebUi};

@@ -149,6 +149,7 @@ pub(crate) struct AppState {
 #[derive(Clone)]
 pub struct HttpApi {
     state: Arc<AppState>,
+    web: Option<crate::web::WebUi>,
 }
 
 impl std::fmt::Debug for HttpApi {
@@ -169,12 +170,22 @@ impl HttpApi {
     /// Reports transports through `probe` in `/healthz` (default: `http` up).
     pub fn with_transport_probe(self, probe: TransportProbe) -> Self {
         let state = &self.state;
-        Self::build(
-            state.paygress.clone(),
-            state.payments.clone(),
-            state.config.clone(),
-            Some(probe),
-        )
+        Self {
+            web: self.web.clone(),
+            ..Self::build(
+                state.paygress.clone(),
+                state.payments.clone(),
+                state.config.clone(),
+                Some(probe),
+            )
+        }
+    }
+
+    /// Also serves the buyer's web page ([`crate::web`]) from [`HttpApi::router`] and
+    /// [`HttpApi::web_router`].
+    pub fn with_web(mut self, web: crate::web::WebUi) -> Self {
+        self.web = Some(web);
+        self
     }
 
     fn build(
@@ -197,6 +208,7 @@ impl HttpApi {
                 admissions: Admissions::new(ADMISSIONS_REMEMBERED),
                 limiter,
             }),
+            web: None,
         }
     }
 
@@ -205,7 +217,7 @@ impl HttpApi {
     /// attributed to (and rate limited by) the peer's IP; [`HttpApi::serve`] does.
     pub fn router(&self) -> Router {
         let state = self.state.clone();
-        Router::new()
+        let api = Router::new()
             .route(paths::HEALTHZ, get(routes::healthz))
             .route(paths::SPAWN_POD, post(routes::spawn_pod))
             .route(paths::TOP_UP_POD, post(routes::top_up_pod))
@@ -214,6 +226,29 @@ impl HttpApi {
             .route(paths::AUTH, get(routes::auth).post(routes::auth_post))
             .route(paths::OFFER, get(routes::offer))
             .route(paths::OPENAPI, get(routes::openapi_json))
+            .with_state(state.clone());
+        self.layered(self.with_web_routes(api))
+    }
+
+    /// `GET /healthz` and the web page (typed 404 elsewhere), with the API's layers:
+    /// for a service whose requests come over Nostr (`WEB_ADDR`).
+    pub fn web_router(&self) -> Router {
+        let health = Router::new()
+            .route(paths::HEALTHZ, get(routes::healthz))
+            .with_state(self.state.clone());
+        self.layered(self.with_web_routes(health))
+    }
+
+    fn with_web_routes(&self, router: Router) -> Router {
+        match &self.web {
+            Some(web) => router.merge(web.router()),
+            None => router,
+        }
+    }
+
+    fn layered(&self, router: Router) -> Router {
+        let state = self.state.clone();
+        router
             .fallback(routes::not_found)
             .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
             .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
@@ -226,7 +261,6 @@ impl HttpApi {
                     info_span!("http", method = %req.method(), path = %req.uri().path())
                 }),
             )
-            .with_state(state)
     }
 
     /// Only `GET /healthz` (typed 404 elsewhere): for a service whose requests come over
@@ -249,6 +283,20 @@ impl HttpApi {
         F: Future<Output = ()> + Send + 'static,
     {
         axum::serve(listener, self.health_router())
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(())
+    }
+
+    /// Serves [`HttpApi::web_router`] on `listener` until `shutdown` completes.
+    pub async fn serve_web<F>(self, listener: TcpListener, shutdown: F) -> Result<(), HttpError>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let app = self
+            .web_router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await?;
         Ok(())

@@ -47,6 +47,11 @@ pub struct HttpListen {
     pub api: bool,
     /// The API's tunables.
     pub config: HttpConfig,
+    /// The buyer's web page (`GET /`); `None` turns it off (`WEB_UI=off`). The node
+    /// fills in the service's npub and, on the local backend, the host-key fingerprint.
+    pub web: Option<paygress_http::WebConfig>,
+    /// Where the web page listens when the API does not (Nostr mode, `WEB_ADDR`).
+    pub web_addr: Option<SocketAddr>,
 }
 
 /// Everything [`crate::Node::start`] needs.

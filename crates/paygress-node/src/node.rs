@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use paygress_cashu::CashuVerifier;
-use paygress_core::{DynJournal, DynNotifier, DynPodBackend, Paygress};
+use paygress_core::{DynJournal, DynNotifier, DynPaymentVerifier, DynPodBackend, Paygress};
 use paygress_http::wire::ComponentHealth;
 use paygress_local::LocalBackend;
 use paygress_nostr::NostrTransport;
+use paygress_nostr::nostr_sdk::ToBech32;
 use paygress_store::{FileJournal, private};
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
@@ -146,14 +147,48 @@ impl Node {
             }
             list
         });
-        let api = paygress_http::HttpApi::new(service.clone(), wallet.clone(), config.http.config)
-            .with_transport_probe(probe);
-        // One shutdown signal, fanned out to the HTTP server for a graceful stop.
+        let mut api =
+            paygress_http::HttpApi::new(service.clone(), wallet.clone(), config.http.config)
+                .with_transport_probe(probe);
+        // One shutdown signal, fanned out to the HTTP servers for a graceful stop.
         let (stop, stop_rx) = watch::channel(false);
-        let stopped = async move {
-            let mut rx = stop_rx;
+        let stopped_on = |rx: watch::Receiver<bool>| async move {
+            let mut rx = rx;
             let _ = rx.wait_for(|stop| *stop).await;
         };
+        if let Some(mut web) = config.http.web {
+            if web.npub.is_none() {
+                web.npub = nostr.as_ref().map(|n| {
+                    let key = n.public_key();
+                    key.to_bech32().unwrap_or_else(|_| key.to_hex())
+                });
+            }
+            if web.host_key_fingerprint.is_none() {
+                web.host_key_fingerprint = local
+                    .as_ref()
+                    .and_then(|l| l.host_public_key())
+                    .map(|k| paygress_http::web::host_key_fingerprint(&k));
+            }
+            api = api.with_web(paygress_http::WebUi::new(
+                service.clone(),
+                wallet.clone() as DynPaymentVerifier,
+                web,
+            ));
+            // Without the API on the main listener, the page has its own (`WEB_ADDR`).
+            if !http_api && let Some(addr) = config.http.web_addr {
+                let web_listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| NodeError::Bind { addr, source })?;
+                info!(%addr, "buyer web page listening");
+                let (api, stop) = (api.clone(), stopped_on(stop_rx.clone()));
+                tasks.spawn(async move {
+                    if let Err(e) = api.serve_web(web_listener, stop).await {
+                        warn!(error = %e, "web page server stopped");
+                    }
+                });
+            }
+        }
+        let stopped = stopped_on(stop_rx);
         if http_api {
             info!(addr = %http_addr, "HTTP API listening");
             tasks.spawn(async move {

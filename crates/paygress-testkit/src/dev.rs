@@ -133,6 +133,8 @@ impl DevStack {
                 addr: std::net::SocketAddr::from(([127, 0, 0, 1], options.http_port)),
                 api: true,
                 config: HttpConfig::default(),
+                web: Some(paygress_http::WebConfig::default()),
+                web_addr: None,
             },
             maintenance: Some(MAINTENANCE_INTERVAL),
             data_dir: data_dir.clone(),
@@ -198,6 +200,7 @@ impl DevStack {
         println!("  relay        : {}", self.relay.url());
         println!("  mint         : {}", self.mint.url());
         println!("  HTTP API     : {}", self.http_url);
+        println!("  web page     : {}/", self.http_url);
         println!("  data dir     : {}", self.data_dir.display());
         println!(
             "  sandbox      : {}",
