@@ -3,10 +3,11 @@
 
 use utoipa::OpenApi;
 
+use paygress_core::{AccessDetails, ErrorCode, ErrorReply, Offer, TierOffer, TopUpResult};
+
 use crate::routes;
 use crate::wire::{
-    AuthBody, AuthResponse, ComponentHealth, ErrorBody, ErrorCodeBody, HealthBody, OfferBody,
-    PodInfo, SpawnPodBody, SpawnPodResponse, TierOfferBody, TopUpPodBody, TopUpPodResponse,
+    AuthBody, AuthResponse, ComponentHealth, HealthBody, PodInfo, SpawnPodBody, TopUpPodBody,
 };
 
 /// The API description.
@@ -33,18 +34,18 @@ use crate::wire::{
     ),
     components(schemas(
         SpawnPodBody,
-        SpawnPodResponse,
+        AccessDetails,
         TopUpPodBody,
-        TopUpPodResponse,
+        TopUpResult,
         PodInfo,
         AuthBody,
         AuthResponse,
-        OfferBody,
-        TierOfferBody,
+        Offer,
+        TierOffer,
         HealthBody,
         ComponentHealth,
-        ErrorBody,
-        ErrorCodeBody,
+        ErrorReply,
+        ErrorCode,
     ))
 )]
 pub struct ApiDoc;
