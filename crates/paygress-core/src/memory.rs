@@ -143,19 +143,7 @@ impl PodBackend for MemoryBackend {
         }
         let port = 30000 + st.next_port;
         st.next_port = st.next_port.wrapping_add(1) % 2768;
-        let record = LeaseRecord {
-            id: spec.id.clone(),
-            owner: spec.owner.clone(),
-            username: spec.username.clone(),
-            tier: spec.tier.id.clone(),
-            image: spec.image.clone(),
-            created_at: spec.created_at,
-            expires_at: spec.expires_at,
-            paid_msat: spec.paid_msat,
-            ssh_port: 2222,
-            node_port: Some(port),
-            phase: Default::default(),
-        };
+        let record = LeaseRecord::new(spec, 2222, Some(port));
         st.leases.insert(spec.id.clone(), (record, spec.clone()));
         lost?;
         Ok(Provisioned {

@@ -700,19 +700,7 @@ impl PodBackend for LocalBackend {
         };
         let (listener, port) = inner.allocate(&leases).await?;
         let stored = StoredLease {
-            record: LeaseRecord {
-                id: spec.id.clone(),
-                owner: spec.owner.clone(),
-                username: spec.username.clone(),
-                tier: spec.tier.id.clone(),
-                image: spec.image.clone(),
-                created_at: spec.created_at,
-                expires_at: spec.expires_at,
-                paid_msat: spec.paid_msat,
-                ssh_port: port,
-                node_port: Some(port),
-                phase: Default::default(),
-            },
+            record: LeaseRecord::new(spec, port, Some(port)),
             password: PasswordHash::new(&spec.password)?,
             ssh_public_key: spec.ssh_public_key.clone(),
             tier: spec.tier.clone(),
