@@ -232,7 +232,12 @@ impl FakeState {
         )
     }
 
-    pub(super) fn validate(&self, resource: &str, name: &str, object: &Value) -> Option<(u16, Value)> {
+    pub(super) fn validate(
+        &self,
+        resource: &str,
+        name: &str,
+        object: &Value,
+    ) -> Option<(u16, Value)> {
         let kind = kind_of(resource);
         let msg = match resource {
             "jobs" => {
