@@ -30,5 +30,6 @@ pub use protocol::{
 };
 pub use secret::{CashuToken, Password};
 pub use service::{
-    DEFAULT_DATA_DIR, DEFAULT_IMAGE, Paygress, PaygressBuilder, ServiceConfig, TokenQuote,
+    DEFAULT_DATA_DIR, DEFAULT_IMAGE, Paygress, PaygressBuilder, QuoteError, ServiceConfig,
+    TokenQuote,
 };
