@@ -5,7 +5,6 @@ use clap::{Parser, Subcommand};
 use paygress_bin::buyer::{self, IdentityArgs, OffersArgs, RequestArgs, StatusArgs, TopUpArgs};
 use paygress_bin::config::ServeArgs;
 use paygress_bin::wallet::WalletArgs;
-use tracing_subscriber::EnvFilter;
 
 /// Sell compute for ecash: Cashu-paid SSH leases over Nostr or HTTP.
 #[derive(Debug, Parser)]
@@ -54,21 +53,13 @@ struct ServeOnly {
     serve: ServeArgs,
 }
 
-fn init_tracing(default: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     // Everything Paygress writes (wallet, keys, journal, saved tokens) is for this user
     // only: files 0600 and directories 0700 unless a caller asks otherwise.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
-    init_tracing(default_log_filter(&cli.command));
+    paygress_bin::logging::init(default_log_filter(&cli.command))?;
     #[cfg(feature = "failpoints")]
     paygress_bin::failpoints::install_from_env()?;
     match cli.command {

@@ -105,6 +105,8 @@ pub async fn service(
 /// Runs `paygress serve` until Ctrl-C / SIGTERM.
 pub async fn run(args: ServeArgs) -> Result<()> {
     ensure_private_data(&args)?;
+    let metrics = crate::observe::install()?;
+    let metrics_addr = crate::observe::metrics_addr()?;
     let payments = open_wallet(&args).await?;
     let backend = backend(&args).await?;
     info!(backend = backend.name(), "pod backend ready");
@@ -132,9 +134,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .enable_cleanup_task
         .then(|| tasks.spawn(service.clone().run_maintenance(MAINTENANCE_INTERVAL)));
     let mut nostr = None;
+    // Gauge samplers: never finish on their own; aborted at shutdown.
+    let mut samplers = Vec::new();
     // Set while the Nostr serve loop runs; reported by `/healthz`.
     let nostr_up = Arc::new(AtomicBool::new(false));
     if let Some(transport) = transport {
+        samplers.push(tokio::spawn(crate::observe::sample_relays(
+            transport.clone(),
+        )));
         nostr_up.store(true, Ordering::SeqCst);
         let (svc, t, up) = (service.clone(), transport.clone(), nostr_up.clone());
         tasks.spawn(async move {
@@ -167,8 +174,22 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         }
         list
     });
-    let api = paygress_http::HttpApi::new(service.clone(), payments.clone(), http_config(&args)?)
-        .with_transport_probe(probe);
+    let mut api =
+        paygress_http::HttpApi::new(service.clone(), payments.clone(), http_config(&args)?)
+            .with_transport_probe(probe);
+    let render = crate::observe::render(metrics, args.journal_path());
+    match metrics_addr {
+        Some(addr) => {
+            let listener = crate::observe::bind(addr).await?;
+            tasks.spawn(crate::observe::serve(
+                listener,
+                service.clone(),
+                render,
+                stopped(),
+            ));
+        }
+        None => api = api.with_metrics(render),
+    }
     if args.run_mode.http() {
         info!(addr = %args.bind_addr, "HTTP API listening");
         tasks.spawn(async move {
@@ -190,6 +211,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         _ = tasks.join_next() => warn!("a component stopped; shutting down"),
     }
     let _ = stop_tx.send(true);
+    samplers.iter().for_each(|s| s.abort());
     if let Some(m) = maintenance {
         m.abort();
     }

@@ -127,12 +127,18 @@ const ADMISSIONS_REMEMBERED: usize = 100_000;
 /// the Nostr client is connected to a relay). Called on every health check.
 pub type TransportProbe = Arc<dyn Fn() -> Vec<ComponentHealth> + Send + Sync>;
 
+/// Renders the metrics exposition (Prometheus text format) for `GET /metrics`; the
+/// service's state gauges are sampled just before it is called.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Shared state of every handler.
 pub(crate) struct AppState {
     pub(crate) paygress: Arc<Paygress>,
     pub(crate) payments: DynPaymentVerifier,
     pub(crate) config: HttpConfig,
     pub(crate) transports: Option<TransportProbe>,
+    /// `GET /metrics`, when the binary installed an exporter.
+    pub(crate) metrics: Option<MetricsRender>,
     /// Paid requests processed at once (`ServiceConfig::max_concurrent_requests`); more
     /// wait, up to the request timeout.
     pub(crate) permits: Arc<tokio::sync::Semaphore>,
@@ -166,7 +172,7 @@ impl HttpApi {
     /// An API over `paygress`. `payments` must be the verifier the service was built
     /// with: it encodes the NUT-18 payment requests of `402` answers.
     pub fn new(paygress: Arc<Paygress>, payments: DynPaymentVerifier, config: HttpConfig) -> Self {
-        Self::build(paygress, payments, config, None)
+        Self::build(paygress, payments, config, None, None)
     }
 
     /// Reports transports through `probe` in `/healthz` (default: `http` up).
@@ -177,6 +183,19 @@ impl HttpApi {
             state.payments.clone(),
             state.config.clone(),
             Some(probe),
+            state.metrics.clone(),
+        )
+    }
+
+    /// Serves `GET /metrics` (in the full API and the health-only router) with `render`.
+    pub fn with_metrics(self, render: MetricsRender) -> Self {
+        let state = &self.state;
+        Self::build(
+            state.paygress.clone(),
+            state.payments.clone(),
+            state.config.clone(),
+            state.transports.clone(),
+            Some(render),
         )
     }
 
@@ -185,6 +204,7 @@ impl HttpApi {
         payments: DynPaymentVerifier,
         config: HttpConfig,
         transports: Option<TransportProbe>,
+        metrics: Option<MetricsRender>,
     ) -> Self {
         let limiter = config.rate_limit_per_minute.map(RateLimiter::new);
         let permits = Arc::new(tokio::sync::Semaphore::new(
@@ -196,6 +216,7 @@ impl HttpApi {
                 payments,
                 config,
                 transports,
+                metrics,
                 permits,
                 admissions: Admissions::new(ADMISSIONS_REMEMBERED),
                 limiter,
@@ -217,6 +238,7 @@ impl HttpApi {
             .route("/auth", get(routes::auth).post(routes::auth_post))
             .route("/offer", get(routes::offer))
             .route("/openapi.json", get(routes::openapi_json))
+            .route("/metrics", get(metrics))
             .fallback(routes::not_found)
             .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
             .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
@@ -237,6 +259,7 @@ impl HttpApi {
     pub fn health_router(&self) -> Router {
         Router::new()
             .route("/healthz", get(routes::healthz))
+            .route("/metrics", get(metrics))
             .fallback(routes::not_found)
             .layer(middleware::from_fn(typed_errors))
             .with_state(self.state.clone())
@@ -278,6 +301,23 @@ pub(crate) fn peer_ip(extensions: &axum::http::Extensions) -> Option<IpAddr> {
     extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
+}
+
+/// `GET /metrics`: samples the service's state gauges, then renders the exposition;
+/// `404` when no exporter was installed.
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let Some(render) = state.metrics.clone() else {
+        return routes::not_found().await.into_response();
+    };
+    state.paygress.sample_metrics().await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(),
+    )
+        .into_response()
 }
 
 // ---------------------------------------------------------------- middleware
@@ -328,7 +368,7 @@ fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
 
 async fn rate_limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if let (Some(limiter), Some(ip)) = (&state.limiter, client_ip(&state.config, &req))
-        && req.uri().path() != "/healthz"
+        && !matches!(req.uri().path(), "/healthz" | "/metrics")
         && !limiter.allow(ip)
     {
         return ApiError::new(ErrorCode::RateLimited, "too many requests; slow down")

@@ -211,6 +211,17 @@ impl NostrTransport {
         }
     }
 
+    /// How many of the configured relays are connected now.
+    pub async fn relays_connected(&self) -> usize {
+        self.shared
+            .client
+            .relays()
+            .await
+            .values()
+            .filter(|r| r.status() == nostr_sdk::RelayStatus::Connected)
+            .count()
+    }
+
     /// Stops reading and publishing and disconnects; [`Transport::next`] then returns
     /// `None` once queued requests are taken.
     pub async fn shutdown(&self) {
