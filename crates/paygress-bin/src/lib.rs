@@ -16,3 +16,4 @@ pub mod logging;
 pub mod observe;
 pub mod serve;
 pub mod wallet;
+pub mod withdraw;

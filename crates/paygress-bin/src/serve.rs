@@ -107,6 +107,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     ensure_private_data(&args)?;
     let metrics = crate::observe::install()?;
     let metrics_addr = crate::observe::metrics_addr()?;
+    let sweep = crate::withdraw::SweepConfig::from_env()?;
     let payments = open_wallet(&args).await?;
     let backend = backend(&args).await?;
     info!(backend = backend.name(), "pod backend ready");
@@ -136,6 +137,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let mut nostr = None;
     // Gauge samplers: never finish on their own; aborted at shutdown.
     let mut samplers = Vec::new();
+    if let Some(sweep) = sweep {
+        info!(to = %sweep.to, above_sats = sweep.above_sats, "sweeping income to Lightning");
+        samplers.push(tokio::spawn(crate::withdraw::run_sweeper(
+            payments.clone(),
+            sweep,
+        )));
+    }
     // Set while the Nostr serve loop runs; reported by `/healthz`.
     let nostr_up = Arc::new(AtomicBool::new(false));
     if let Some(transport) = transport {

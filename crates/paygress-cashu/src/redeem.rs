@@ -136,6 +136,7 @@ pub(crate) async fn store_signed(
     let proofs: Proofs = construct_proofs(signatures, rs, secrets, keys).map_err(other)?;
     let received = proofs.total_amount().map_err(other)?;
     let ys = proofs.ys().map_err(other)?;
+    let history_ys = ys.clone();
     let held: HashSet<PublicKey> = wallet
         .localstore
         .get_proofs_by_ys(ys)
@@ -165,6 +166,7 @@ pub(crate) async fn store_signed(
             .update_proofs(infos, vec![])
             .await
             .map_err(|e| PaymentError::Ambiguous(Box::new(e)))?;
+        crate::history::record_received(wallet, history_ys, u64::from(received)).await;
     }
     Ok(u64::from(received))
 }
