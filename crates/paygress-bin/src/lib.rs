@@ -15,5 +15,6 @@ pub mod failpoints;
 pub mod logging;
 pub mod observe;
 pub mod serve;
+pub mod shutdown;
 pub mod wallet;
 pub mod withdraw;

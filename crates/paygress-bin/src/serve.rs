@@ -108,6 +108,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let metrics = crate::observe::install()?;
     let metrics_addr = crate::observe::metrics_addr()?;
     let sweep = crate::withdraw::SweepConfig::from_env()?;
+    let grace = crate::shutdown::grace_from_env()?;
     let payments = open_wallet(&args).await?;
     let backend = backend(&args).await?;
     info!(backend = backend.name(), "pod backend ready");
@@ -218,24 +219,20 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         _ = shutdown_signal() => info!("shutting down"),
         _ = tasks.join_next() => warn!("a component stopped; shutting down"),
     }
+    // Stop taking requests: HTTP stops accepting, Nostr stops reading; both finish
+    // what they took (Nostr stays connected to answer), then Nostr disconnects.
     let _ = stop_tx.send(true);
     samplers.iter().for_each(|s| s.abort());
     if let Some(m) = maintenance {
         m.abort();
     }
+    if let Some(n) = &nostr {
+        n.stop_reading();
+    }
+    crate::shutdown::drain(&mut tasks, grace).await;
     if let Some(n) = nostr {
         n.shutdown().await;
     }
-    // Let the HTTP servers finish requests in flight (bounded), then stop the rest.
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(done) = tasks.join_next().await {
-            if done.is_err() {
-                break;
-            }
-        }
-    })
-    .await;
-    tasks.abort_all();
     Ok(())
 }
 

@@ -222,6 +222,16 @@ impl NostrTransport {
             .count()
     }
 
+    /// Stops reading new requests and republishing the offer, but stays connected, so
+    /// that requests already taken can still be answered; [`Transport::next`] returns
+    /// `None` once queued requests are taken. Call [`NostrTransport::shutdown`] after
+    /// they are answered.
+    pub fn stop_reading(&self) {
+        for t in std::mem::take(&mut *lock(&self.tasks)) {
+            t.abort();
+        }
+    }
+
     /// Stops reading and publishing and disconnects; [`Transport::next`] then returns
     /// `None` once queued requests are taken.
     pub async fn shutdown(&self) {
