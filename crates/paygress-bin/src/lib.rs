@@ -12,6 +12,7 @@ pub mod demo;
 pub mod dev;
 #[cfg(feature = "failpoints")]
 pub mod failpoints;
+pub mod leases;
 pub mod logging;
 pub mod observe;
 pub mod serve;

@@ -27,6 +27,8 @@ enum Command {
     Dev(paygress_bin::dev::DevArgs),
     /// The operator's wallet: balance and export of income.
     Wallet(WalletArgs),
+    /// Operator: lists live leases with owner, tier, expiry and paid sats.
+    Leases(paygress_bin::leases::LeasesArgs),
     /// Buyer: creates your identity (stored with mode 0600).
     Keygen {
         /// Replace an existing identity.
@@ -71,6 +73,7 @@ async fn main() -> Result<()> {
         #[cfg(feature = "dev")]
         Some(Command::Dev(args)) => paygress_bin::dev::run(args).await,
         Some(Command::Wallet(args)) => paygress_bin::wallet::run(args).await,
+        Some(Command::Leases(args)) => paygress_bin::leases::run(args).await,
         Some(Command::Keygen { force }) => buyer::keygen(&cli.identity, force),
         Some(Command::Whoami) => buyer::whoami(&cli.identity),
         Some(Command::Offers(args)) => buyer::offers(args).await,
@@ -85,7 +88,9 @@ async fn main() -> Result<()> {
 fn default_log_filter(command: &Option<Command>) -> &'static str {
     const SERVICE: &str = "info,cdk=warn,cdk_axum=warn,cdk_sqlite=warn,nostr_relay_pool=warn,nostr_relay_builder=warn,russh=warn";
     match command {
-        None | Some(Command::Serve(_)) | Some(Command::Wallet(_)) => SERVICE,
+        None | Some(Command::Serve(_)) | Some(Command::Wallet(_)) | Some(Command::Leases(_)) => {
+            SERVICE
+        }
         #[cfg(feature = "dev")]
         Some(Command::Dev(args)) if !args.demo => SERVICE,
         _ => "warn",

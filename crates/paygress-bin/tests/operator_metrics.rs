@@ -150,6 +150,40 @@ async fn metrics_count_http_flows_and_the_json_log_has_one_line_per_outcome() {
         ) == Some(1.0)
     );
 
+    // The operator's CLI, against the running service's data directory.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_paygress"))
+            .args(args)
+            .env_clear()
+            .env("PAYGRESS_DATA_DIR", service.state_dir())
+            .env("WHITELISTED_MINTS", mint.url().to_string())
+            .env("POD_BACKEND", "local")
+            .output()
+            .expect("paygress runs");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let leases = cli(&["leases"]);
+    let line = leases
+        .lines()
+        .find(|l| l.starts_with(&pod))
+        .unwrap_or_else(|| panic!("{pod} listed: {leases}"));
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols[1], "standard", "{line}");
+    assert_eq!(cols[5], "4", "2 sat spawn + 2 sat top-up paid: {line}");
+    assert!(cols[6].starts_with("http:"), "owner: {line}");
+    let history = cli(&["wallet", "history"]);
+    let received = history.lines().filter(|l| l.contains(" received ")).count();
+    assert_eq!(received, 2, "two payments received: {history}");
+    assert!(
+        history.contains(" refunded "),
+        "the change paid back: {history}"
+    );
+
     let log = service.stop().await;
     assert!(!log.contains('\u{1b}'), "no ANSI escapes in a log file");
     let mut outcomes = Vec::new();
