@@ -5,6 +5,8 @@
 //! - `demo [args…]`: `paygress dev --demo` with the in-process relay and mint.
 //! - `dev [args…]`: `paygress dev` (services only).
 //! - `bench cashu [args…]`: redeem latency/throughput against an in-process mint.
+//! - `bench soak --hours H [args…]`: the service under steady load; RSS, open files and
+//!   journal size must stay flat (`xtask/src/soak.rs`).
 //! - `chaos [--requests N] [--seed S] [args…]`: the fault-injection run: the real
 //!   `paygress` (with failpoints) killed and restarted under paid load, a mint that
 //!   loses answers; exits non-zero on any loss (see `paygress_bin::chaos`).
@@ -18,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
+
+mod soak;
 
 /// Crates that must never appear in `paygress-core`'s normal dependency tree: network
 /// clients and servers, Cashu/Nostr/Kubernetes libraries, and tokio's networking (mio).
@@ -337,7 +341,8 @@ fn bench(args: &[String]) -> Result<()> {
             a.extend(args[1..].iter().map(String::as_str));
             cmd("cargo", &a)
         }
-        _ => bail!("usage: cargo xtask bench cashu [--n N]"),
+        Some("soak") => soak::run(&args[1..]),
+        _ => bail!("usage: cargo xtask bench cashu [--n N] | bench soak --hours H"),
     }
 }
 
