@@ -136,7 +136,8 @@ async fn main() -> Result<()> {
         // Two of three requests spawn a one-minute lease; the third tops one up by a
         // minute. Leases expire and are reaped all along.
         let (path, body) = if n.is_multiple_of(3) && !live.is_empty() {
-            let pod = live.remove(0);
+            // The newest lease: the oldest may have expired already.
+            let pod = live.pop().unwrap_or_default();
             let token = mint.mint_token(1, TokenFormat::V4).await?;
             (
                 "top-up-pod",
