@@ -285,7 +285,14 @@ async fn nostr_only_mode_serves_metrics_on_metrics_addr() {
             .text()
             .await
             .expect("text");
-        if metric(&text, "paygress_relays_connected", &[]) == Some(1.0) {
+        // The reply's send time is recorded once the relay took the reply, which may
+        // be just after the buyer read it.
+        let reply_timed = metric(
+            &text,
+            "paygress_request_phase_seconds_count",
+            &[("kind", "spawn"), ("phase", "reply")],
+        ) == Some(1.0);
+        if metric(&text, "paygress_relays_connected", &[]) == Some(1.0) && reply_timed {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
