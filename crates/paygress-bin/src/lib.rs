@@ -9,5 +9,10 @@ pub mod config_file;
 pub mod dev;
 #[cfg(feature = "failpoints")]
 pub mod failpoints;
+pub mod leases;
+pub mod logging;
+pub mod observe;
 pub mod serve;
+pub mod shutdown;
 pub mod wallet;
+pub mod withdraw;

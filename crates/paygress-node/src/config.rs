@@ -52,6 +52,9 @@ pub struct HttpListen {
     pub web: Option<paygress_http::WebConfig>,
     /// Where the web page listens when the API does not (Nostr mode, `WEB_ADDR`).
     pub web_addr: Option<SocketAddr>,
+    /// Serves `GET /metrics` on this listener with this render (the binary installs
+    /// the exporter); `None`: no metrics here.
+    pub metrics: Option<paygress_http::MetricsRender>,
 }
 
 /// Everything [`crate::Node::start`] needs.
@@ -76,6 +79,10 @@ pub struct NodeConfig {
     /// How often owed refunds are retried and expired leases reaped; `None` turns the
     /// task off.
     pub maintenance: Option<Duration>,
+    /// How long requests in flight may take after shutdown begins
+    /// (`SHUTDOWN_GRACE_SECS`); then they are stopped (the journal settles them at the
+    /// next start).
+    pub shutdown_grace: Duration,
 }
 
 impl NodeConfig {
