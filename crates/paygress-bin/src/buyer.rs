@@ -244,7 +244,7 @@ async fn send_to(
     let route = match (service, &to.http) {
         (None, Some(base)) => Route::Http { base: base.clone() },
         (service, _) => Route::Nostr {
-            service: service.context("--service is required")?,
+            service: Box::new(service.context("--service is required")?),
             relays: any_relays(&to.relays)?,
             keys: id.keys()?,
             scheme: if to.nip17 {

@@ -18,7 +18,7 @@ pub enum Route {
         /// The buyer's keys (the lease's owner).
         keys: Keys,
         /// The service (key and relay hints).
-        service: ServiceRef,
+        service: Box<ServiceRef>,
         /// Relays the buyer knows: the service's relay lists are looked up there and
         /// the request goes to the relays they name.
         relays: Vec<RelayUrl>,

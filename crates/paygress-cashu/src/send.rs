@@ -97,11 +97,13 @@ pub(crate) struct SendRecovery {
     pub restored: u64,
     /// Open sends examined.
     pub open: usize,
+    /// Amount released from reservations no operation holds any more.
+    pub released: u64,
 }
 
 impl SendRecovery {
     pub(crate) fn is_empty(&self) -> bool {
-        self.sagas.is_empty() && self.open == 0
+        self.sagas.is_empty() && self.open == 0 && self.released == 0
     }
 }
 
@@ -171,6 +173,7 @@ pub(crate) async fn recover(
         open: mine.len(),
         ..SendRecovery::default()
     };
+    report.released = release_orphans(wallet).await?;
     if mine.is_empty() {
         return Ok(report);
     }
@@ -191,4 +194,72 @@ pub(crate) async fn recover(
         mark_closed(wallet, key).await?;
     }
     Ok(report)
+}
+
+/// Proofs left reserved (or pending) by an operation that no longer exists: cdk's
+/// recovery of a send whose inner swap lost its answer can compensate the send and drop
+/// its saga while the inputs stay reserved under its id, out of the balance for good.
+/// The mint decides: spent ones are dropped, unspent ones are the wallet's again.
+/// Returns the amount released.
+async fn release_orphans(wallet: &Wallet) -> Result<u64, CdkError> {
+    use std::collections::HashSet;
+
+    use cdk::nuts::State;
+
+    let held = wallet
+        .localstore
+        .get_proofs(
+            Some(wallet.mint_url.clone()),
+            Some(wallet.unit.clone()),
+            Some(vec![State::Reserved, State::Pending]),
+            None,
+        )
+        .await?;
+    if held.is_empty() {
+        return Ok(0);
+    }
+    let live: HashSet<uuid::Uuid> = wallet
+        .localstore
+        .get_incomplete_sagas()
+        .await?
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    let orphans: cdk::nuts::Proofs = held
+        .into_iter()
+        .filter(|p| p.used_by_operation.is_none_or(|op| !live.contains(&op)))
+        .map(|p| p.proof)
+        .collect();
+    if orphans.is_empty() {
+        return Ok(0);
+    }
+    let states = wallet.check_proofs_spent(orphans.clone()).await?;
+    let unspent: Vec<_> = states
+        .iter()
+        .filter(|s| s.state == State::Unspent)
+        .map(|s| s.y)
+        .collect();
+    let released: u64 = orphans
+        .iter()
+        .filter(|p| p.y().is_ok_and(|y| unspent.contains(&y)))
+        .map(|p| u64::from(p.amount))
+        .sum();
+    if !unspent.is_empty() {
+        // Re-stored free of the dead operation, so that selection sees them again.
+        let infos = orphans
+            .into_iter()
+            .filter(|p| p.y().is_ok_and(|y| unspent.contains(&y)))
+            .map(|p| {
+                cdk::wallet::types::ProofInfo::new(
+                    p,
+                    wallet.mint_url.clone(),
+                    State::Unspent,
+                    wallet.unit.clone(),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        wallet.localstore.update_proofs(infos, vec![]).await?;
+        tracing::info!(amount = released, "released proofs no operation holds");
+    }
+    Ok(released)
 }

@@ -427,6 +427,17 @@ async fn resolving_again_after_the_wallet_spent_the_proofs_adds_nothing() {
 /// operator's: recovered from the mint.
 #[tokio::test]
 async fn an_issue_whose_swap_answer_was_lost_never_hands_out_spent_proofs() {
+    issue_with_a_lost_swap_answer_loses_nothing(SwapFault::LoseAnswer).await;
+}
+
+/// The same with the connection cut mid-answer (cdk's swap saga then finds its reserved
+/// proofs under the send's operation, not its own, and leaves them reserved).
+#[tokio::test]
+async fn an_issue_whose_swap_connection_was_cut_loses_nothing() {
+    issue_with_a_lost_swap_answer_loses_nothing(SwapFault::DropConnection).await;
+}
+
+async fn issue_with_a_lost_swap_answer_loses_nothing(fault: SwapFault) {
     let (_mint, proxy) = setup().await;
     let (v, _dir) = verifier(&[proxy.url()]).await;
     let t = token(&proxy, 100, TokenFormat::V4).await;
@@ -434,7 +445,7 @@ async fn an_issue_whose_swap_answer_was_lost_never_hands_out_spent_proofs() {
     v.redeem(&t, &attempt).await.expect("redeem");
     assert_eq!(balance(&v, &proxy.url(), Unit::Sat).await, 100);
 
-    proxy.fail_next_swap(SwapFault::LoseAnswer);
+    proxy.fail_next_swap(fault);
     v.issue(&proxy.url(), Amount::sat(99))
         .await
         .expect_err("the swap's answer is lost");
@@ -513,4 +524,46 @@ async fn an_issue_whose_answer_was_lost_is_paid_once() {
         .await
         .expect("rest");
     assert_eq!(payee.redeem(&rest).await.expect("the rest is real"), 59);
+}
+
+/// Proofs left reserved by an operation that no longer exists (what a chaos run found
+/// after cdk's recovery of a send whose swap connection was cut) are released by the
+/// next recovery: the balance comes back, and what it holds is real.
+#[tokio::test]
+async fn proofs_reserved_by_a_vanished_operation_are_released() {
+    let (_mint, proxy) = setup().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config =
+        CashuConfig::new(dir.path().join("cashu.db"), [proxy.url().to_string()]).expect("config");
+    let v = CashuVerifier::open(&config).await.expect("open");
+    let t = token(&proxy, 53, TokenFormat::V4).await;
+    let attempt = v.prepare(&t).await.expect("prepare");
+    v.redeem(&t, &attempt).await.expect("redeem");
+    assert_eq!(balance(&v, &proxy.url(), Unit::Sat).await, 53);
+    // Reserve every proof under an operation no saga knows, as the crash left them.
+    {
+        use paygress_cashu::cdk::nuts::State;
+        let db = cdk_sqlite::WalletSqliteDatabase::new(dir.path().join("cashu.db"))
+            .await
+            .expect("db");
+        use paygress_cashu::cdk::cdk_database::WalletDatabase;
+        let proofs = db
+            .get_proofs(None, None, Some(vec![State::Unspent]), None)
+            .await
+            .expect("proofs");
+        let ys: Vec<_> = proofs.iter().map(|p| p.y).collect();
+        let dead = uuid::Uuid::from_u128(0x5ead);
+        db.reserve_proofs(ys, &dead).await.expect("reserve");
+    }
+    let v = CashuVerifier::open(&config).await.expect("reopen");
+    assert_eq!(
+        balance(&v, &proxy.url(), Unit::Sat).await,
+        0,
+        "stuck before recovery"
+    );
+    assert!(v.warm_up().await.is_empty());
+    assert_eq!(balance(&v, &proxy.url(), Unit::Sat).await, 53);
+    let out = v.issue(&proxy.url(), Amount::sat(53)).await.expect("issue");
+    let payee = Buyer::new(&proxy.url(), Unit::Sat).await.expect("wallet");
+    assert_eq!(payee.redeem(&out).await.expect("real"), 53);
 }
