@@ -381,7 +381,9 @@ fn bench(args: &[String]) -> Result<()> {
             cmd(bench.to_str().context("path")?, &a)
         }
         Some("soak") => soak::run(&args[1..]),
-        _ => bail!("usage: cargo xtask bench [--quick] | bench cashu [--n N] | bench soak --hours H"),
+        _ => {
+            bail!("usage: cargo xtask bench [--quick] | bench cashu [--n N] | bench soak --hours H")
+        }
     }
 }
 

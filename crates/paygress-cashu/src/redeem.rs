@@ -137,7 +137,6 @@ pub(crate) async fn store_signed(
     let proofs: Proofs = construct_proofs(signatures, rs, secrets, keys).map_err(other)?;
     let received = proofs.total_amount().map_err(other)?;
     let ys = proofs.ys().map_err(other)?;
-    let history_ys = ys.clone();
     let held: HashSet<PublicKey> = wallet
         .localstore
         .get_proofs_by_ys(ys)

@@ -38,7 +38,7 @@ impl std::fmt::Debug for BackendConfig {
 }
 
 /// The HTTP listener.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpListen {
     /// Where to listen (port 0 picks a free one; see [`crate::Node::http_addr`]).
     pub addr: SocketAddr,
@@ -55,6 +55,19 @@ pub struct HttpListen {
     /// Serves `GET /metrics` on this listener with this render (the binary installs
     /// the exporter); `None`: no metrics here.
     pub metrics: Option<paygress_http::MetricsRender>,
+}
+
+impl std::fmt::Debug for HttpListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpListen")
+            .field("addr", &self.addr)
+            .field("api", &self.api)
+            .field("config", &self.config)
+            .field("web", &self.web)
+            .field("web_addr", &self.web_addr)
+            .field("metrics", &self.metrics.is_some())
+            .finish()
+    }
 }
 
 /// Everything [`crate::Node::start`] needs.
