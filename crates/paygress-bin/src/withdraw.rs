@@ -212,8 +212,13 @@ impl SweepConfig {
     }
 }
 
+/// Quotes asked per mint and sweep before giving up on fitting the fee reserve.
+const SWEEP_QUOTE_ATTEMPTS: usize = 4;
+
 /// Sweeps each mint whose `sat` balance is above the threshold: asks the address for
-/// an invoice of the balance less a fee margin, and pays it when the mint's quote fits.
+/// an invoice of the balance less a fee margin, and pays it when the amount plus the
+/// mint's fee reserve fits the balance. A reserve larger than the margin (mints reserve
+/// a share of the amount) scales the amount down to fit, and a new invoice is asked.
 /// Returns what was sent per mint.
 pub async fn sweep_once(wallet: &CashuVerifier, config: &SweepConfig) -> Vec<(MintUrl, u64)> {
     let mut sent = Vec::new();
@@ -221,12 +226,13 @@ pub async fn sweep_once(wallet: &CashuVerifier, config: &SweepConfig) -> Vec<(Mi
         return sent;
     };
     for b in balances.into_iter().filter(|b| b.amount.unit == Unit::Sat) {
-        if b.amount.value <= config.above_sats {
+        let balance = b.amount.value;
+        if balance <= config.above_sats {
             continue;
         }
-        // Lightning fee margin: 1% (at least 2 sat), refined once by the mint's quote.
-        let mut amount = b.amount.value - (b.amount.value / 100).max(2);
-        for _ in 0..2 {
+        // Lightning fee margin: 1% (at least 2 sat), refined by the mint's quotes.
+        let mut amount = balance.saturating_sub((balance / 100).max(2));
+        for _ in 0..SWEEP_QUOTE_ATTEMPTS {
             if amount == 0 {
                 break;
             }
@@ -245,8 +251,13 @@ pub async fn sweep_once(wallet: &CashuVerifier, config: &SweepConfig) -> Vec<(Mi
                     Err(e) => warn!(mint = %b.mint, error = %e, "sweep payment failed"),
                 },
                 Err(paygress_cashu::CashuError::InsufficientFunds(cost)) => {
-                    // The fee reserve is more than the margin: retry with it.
-                    amount = amount.saturating_sub(cost.value.saturating_sub(b.amount.value));
+                    // Amount plus reserve (`cost`) is over the balance: scale the amount
+                    // by balance / cost, always down.
+                    let scaled =
+                        u128::from(amount) * u128::from(balance) / u128::from(cost.value.max(1));
+                    amount = u64::try_from(scaled)
+                        .unwrap_or(0)
+                        .min(amount.saturating_sub(1));
                     continue;
                 }
                 Err(e) => warn!(mint = %b.mint, error = %e, "sweep quote failed"),

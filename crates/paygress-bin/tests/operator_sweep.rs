@@ -1,6 +1,6 @@
 //! `WITHDRAW_TO` + `WITHDRAW_ABOVE_SATS`: the sweep pays a mint's balance above the
-//! threshold, less the Lightning fee, to a Lightning address served on 127.0.0.1, and
-//! leaves a balance at or below the threshold alone.
+//! threshold, less the mint's Lightning fee reserve, to a Lightning address served on
+//! 127.0.0.1, and leaves a balance at or below the threshold alone.
 #![cfg(feature = "dev")]
 
 use axum::extract::Query;
@@ -74,6 +74,26 @@ async fn sweep_pays_the_balance_above_the_threshold_to_the_address() {
     );
     assert_eq!(sat_balance(&wallet).await, 100);
 
+    // The test mint reserves as Lightning fee the whole amount (at least 1 sat), so the
+    // most 100 sat can pay is 50 (+ 50 reserved): check that against the mint's quotes,
+    // then that the sweep finds exactly that amount.
+    let fits = |sat: u64| {
+        let wallet = &wallet;
+        async move {
+            wallet
+                .withdraw_quote(&paygress_cashu::testkit::fake_invoice(sat * 1000), None)
+                .await
+        }
+    };
+    assert!(fits(50).await.is_ok(), "50 sat + reserve fits 100");
+    assert!(
+        matches!(
+            fits(51).await,
+            Err(paygress_cashu::CashuError::InsufficientFunds(_))
+        ),
+        "51 sat + reserve does not fit 100"
+    );
+
     let sweep = SweepConfig {
         to: format!("op@{host}"),
         above_sats: 50,
@@ -81,15 +101,22 @@ async fn sweep_pays_the_balance_above_the_threshold_to_the_address() {
     let sent = sweep_once(&wallet, &sweep).await;
     assert_eq!(sent.len(), 1, "one mint swept: {sent:?}");
     let (_, amount) = &sent[0];
-    assert_eq!(*amount, 98, "100 sat less a 2 sat fee margin");
-    let left = sat_balance(&wallet).await;
-    assert!(left <= 2, "at most the unused fee margin stays: {left}");
-    let history = wallet.history().await.expect("history");
-    assert!(
-        history
-            .iter()
-            .any(|e| e.movement == paygress_cashu::Movement::Withdrawn),
-        "{history:?}"
+    assert_eq!(
+        *amount, 50,
+        "the most the balance pays with the mint's fee reserve"
     );
+    let history = wallet.history().await.expect("history");
+    let withdrawn = history
+        .iter()
+        .find(|e| e.movement == paygress_cashu::Movement::Withdrawn)
+        .unwrap_or_else(|| panic!("a withdrawal in the history: {history:?}"));
+    assert_eq!(withdrawn.amount.value, 50, "{withdrawn:?}");
+    let left = sat_balance(&wallet).await;
+    assert_eq!(
+        left,
+        100 - 50 - withdrawn.fee.value,
+        "the balance drops by amount + fee paid (the unused reserve comes back)"
+    );
+    assert!(withdrawn.fee.value <= 50, "{withdrawn:?}");
     server.abort();
 }
