@@ -13,6 +13,5 @@ pub mod leases;
 pub mod logging;
 pub mod observe;
 pub mod serve;
-pub mod shutdown;
 pub mod wallet;
 pub mod withdraw;

@@ -59,18 +59,6 @@ pub fn install() -> Result<PrometheusHandle> {
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
-/// The `METRICS_ADDR` setting: where to serve `/metrics` on its own listener.
-pub fn metrics_addr() -> Result<Option<SocketAddr>> {
-    match std::env::var("METRICS_ADDR") {
-        Ok(v) if !v.trim().is_empty() => {
-            Ok(Some(v.trim().parse().with_context(|| {
-                format!("METRICS_ADDR {v:?} is not host:port")
-            })?))
-        }
-        _ => Ok(None),
-    }
-}
-
 /// Renders the exposition, first setting the journal size gauge from `journal`.
 pub fn render(handle: PrometheusHandle, journal: PathBuf) -> MetricsRender {
     Arc::new(move || {

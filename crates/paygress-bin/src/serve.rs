@@ -63,7 +63,7 @@ pub fn node_config(args: &ServeArgs) -> Result<NodeConfig> {
             metrics: None,
         },
         maintenance: args.enable_cleanup_task.then_some(MAINTENANCE_INTERVAL),
-        shutdown_grace: crate::shutdown::grace_from_env()?,
+        shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_secs),
     })
 }
 
@@ -72,13 +72,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     if args.check_config {
         args.service_config()?;
         http_config(&args)?;
+        crate::withdraw::SweepConfig::from_args(&args)?;
+        args.metrics_addr()?;
         println!("{args:#?}");
         println!("configuration OK");
         return Ok(());
     }
+    let sweep = crate::withdraw::SweepConfig::from_args(&args)?;
     let metrics = crate::observe::install()?;
-    let metrics_addr = crate::observe::metrics_addr()?;
-    let sweep = crate::withdraw::SweepConfig::from_env()?;
+    let metrics_addr = args.metrics_addr()?;
     let render = crate::observe::render(metrics, args.journal_path());
     let mut config = node_config(&args)?;
     // `/metrics` on the HTTP port, or only on METRICS_ADDR when set.

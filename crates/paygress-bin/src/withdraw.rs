@@ -189,24 +189,23 @@ pub struct SweepConfig {
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 
 impl SweepConfig {
-    /// Reads `WITHDRAW_TO` and `WITHDRAW_ABOVE_SATS`; `None` when `WITHDRAW_TO` is unset.
-    pub fn from_env() -> Result<Option<Self>> {
-        let Some(to) = std::env::var("WITHDRAW_TO")
-            .ok()
-            .filter(|s| !s.trim().is_empty())
+    /// The sweep `WITHDRAW_TO` and `WITHDRAW_ABOVE_SATS` ask for; `None` when
+    /// `WITHDRAW_TO` is unset or empty.
+    pub fn from_args(args: &crate::config::ServeArgs) -> Result<Option<Self>> {
+        let Some(to) = args
+            .withdraw_to
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
         else {
             return Ok(None);
         };
-        paygress_cashu::lnaddress::lnurlp_url(&to).context("WITHDRAW_TO")?;
-        let above_sats = match std::env::var("WITHDRAW_ABOVE_SATS") {
-            Ok(v) => v
-                .trim()
-                .parse()
-                .with_context(|| format!("WITHDRAW_ABOVE_SATS {v:?}"))?,
-            Err(_) => bail!("WITHDRAW_TO needs WITHDRAW_ABOVE_SATS (the balance to sweep above)"),
+        paygress_cashu::lnaddress::lnurlp_url(to).context("WITHDRAW_TO")?;
+        let Some(above_sats) = args.withdraw_above_sats else {
+            bail!("WITHDRAW_TO needs WITHDRAW_ABOVE_SATS (the balance to sweep above)");
         };
         Ok(Some(Self {
-            to: to.trim().to_owned(),
+            to: to.to_owned(),
             above_sats,
         }))
     }
