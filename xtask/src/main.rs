@@ -292,6 +292,9 @@ fn run_paygress(args: &[String]) -> Result<()> {
         "--quiet",
         "-p",
         "paygress-bin",
+        // The package has a second binary (`paygress-chaos`): name the one to run.
+        "--bin",
+        "paygress",
         "--features",
         "dev",
         "--",

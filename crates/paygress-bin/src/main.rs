@@ -108,13 +108,11 @@ async fn main() -> Result<()> {
 /// The log filter when `RUST_LOG` is unset: the service logs at info (third-party
 /// chatter at warn); buyer commands and the demo talk on stdout and log only problems.
 fn default_log_filter(command: &Command) -> &'static str {
-    // cdk's SQL layer warns of every query over 20 ms ("SLOW QUERY") during normal
-    // minting on a busy disk: not actionable for an operator, so errors only.
-    const SERVICE: &str = "info,cdk=warn,cdk_axum=warn,cdk_sqlite=warn,cdk_sql_common=error,nostr_relay_pool=warn,nostr_relay_builder=warn,russh=warn";
+    use paygress_bin::logging::{QUIET_FILTER, SERVICE_FILTER};
     match command {
-        Command::Serve(_) | Command::Wallet(_) | Command::Leases(_) => SERVICE,
+        Command::Serve(_) | Command::Wallet(_) | Command::Leases(_) => SERVICE_FILTER,
         #[cfg(feature = "dev")]
-        Command::Dev(args) if !args.demo => SERVICE,
-        _ => "warn",
+        Command::Dev(args) if !args.demo => SERVICE_FILTER,
+        _ => QUIET_FILTER,
     }
 }
