@@ -19,8 +19,8 @@ use crate::lease::{LeaseRecord, LeaseSpec, Provisioned};
 use crate::money::{Amount, MintUrl, Unit};
 use crate::names::LeaseId;
 use crate::ports::{
-    BackendError, DynPaymentVerifier, DynPodBackend, Extension, PaymentError, PaymentVerifier,
-    PodBackend, RedeemAttempt, Redeemed, TokenCheck, TokenInfo,
+    BackendError, DynPaymentVerifier, DynPodBackend, Extension, IssueId, PaymentError,
+    PaymentVerifier, PodBackend, RedeemAttempt, Redeemed, TokenCheck, TokenInfo,
 };
 use crate::protocol::Reply;
 use crate::secret::CashuToken;
@@ -252,17 +252,20 @@ impl PaymentVerifier for MeteredPayments {
         let started = Instant::now();
         let result = self.0.issue(mint, amount).await;
         timed("mint", "issue", Phase::Mint, started);
-        match &result {
-            Ok(_) => {
-                let msat = amount.to_msat();
-                // Outside a request (settlement), what is issued is an owed refund or
-                // change; count it as a refund.
-                if CURRENT.try_with(|p| p.issued(msat)).is_err() {
-                    metrics::counter!(PAID_BACK_MSAT, "reason" => "refund").increment(msat);
-                }
-            }
-            Err(e) => mint_error(mint, e),
-        }
+        issued(mint, amount, &result);
+        result
+    }
+
+    async fn issue_once(
+        &self,
+        id: &IssueId,
+        mint: &MintUrl,
+        amount: Amount,
+    ) -> Result<CashuToken, PaymentError> {
+        let started = Instant::now();
+        let result = self.0.issue_once(id, mint, amount).await;
+        timed("mint", "issue", Phase::Mint, started);
+        issued(mint, amount, &result);
         result
     }
 
@@ -276,6 +279,21 @@ impl PaymentVerifier for MeteredPayments {
 
     fn accepted_units(&self) -> Vec<Unit> {
         self.0.accepted_units()
+    }
+}
+
+/// Counts what an issue paid back, or the mint's error.
+fn issued(mint: &MintUrl, amount: Amount, result: &Result<CashuToken, PaymentError>) {
+    match result {
+        Ok(_) => {
+            let msat = amount.to_msat();
+            // Outside a request (settlement), what is issued is an owed refund or
+            // change; count it as a refund.
+            if CURRENT.try_with(|p| p.issued(msat)).is_err() {
+                metrics::counter!(PAID_BACK_MSAT, "reason" => "refund").increment(msat);
+            }
+        }
+        Err(e) => mint_error(mint, e),
     }
 }
 
@@ -329,12 +347,52 @@ impl PodBackend for MeteredBackend {
         timed("backend", "check_capacity", Phase::Backend, started);
         result
     }
+
+    async fn sweep(&self) -> Result<usize, BackendError> {
+        let started = Instant::now();
+        let result = self.0.sweep().await;
+        timed("backend", "sweep", Phase::Backend, started);
+        result
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ports::{MockPaymentVerifier, MockPodBackend};
     use crate::protocol::ErrorCode;
+
+    /// The decorators forward the methods their ports give a default body: a missing
+    /// forward silently runs the default (a second token instead of the journaled
+    /// issue's, no orphan sweep).
+    #[tokio::test]
+    async fn decorators_forward_the_methods_with_default_bodies() {
+        let id = IssueId::generate();
+        let mut payments = MockPaymentVerifier::new();
+        let want = id.clone();
+        payments
+            .expect_issue_once()
+            .withf(move |i, _, _| *i == want)
+            .times(1)
+            .returning(|_, _, _| Ok(CashuToken::new("cashuBonce")));
+        payments.expect_issue().times(0);
+        let metered = MeteredPayments(Arc::new(payments));
+        let token = metered
+            .issue_once(&id, &MintUrl::new("http://127.0.0.1:3338"), Amount::sat(5))
+            .await
+            .expect("issued");
+        assert_eq!(token.expose(), "cashuBonce");
+
+        let mut backend = MockPodBackend::new();
+        backend.expect_sweep().times(1).returning(|| Ok(4));
+        backend
+            .expect_check_capacity()
+            .times(1)
+            .returning(|| Ok(()));
+        let metered = MeteredBackend(Arc::new(backend));
+        assert_eq!(metered.sweep().await.expect("swept"), 4);
+        metered.check_capacity().await.expect("room");
+    }
 
     #[test]
     fn outcome_labels_are_wire_codes() {
