@@ -115,7 +115,8 @@ async fn main() -> Result<()> {
             std::env::var("LOCAL_SANDBOX").unwrap_or_else(|_| "unsandboxed".into()),
         )
         .env("HTTP_RATE_LIMIT_PER_MINUTE", "0")
-        .env("RUST_LOG", "warn")
+        // Problems only, without cdk's slow-query notices (as the default filters).
+        .env("RUST_LOG", paygress_bin::logging::QUIET_FILTER)
         // Finished requests are kept this long, then pruned: the journal is flat only
         // after it, so short runs keep none.
         .env(
