@@ -6,6 +6,8 @@
 //! - `dev [args…]`: `paygress dev` (services only).
 //! - `bench [--quick]`: the benchmark suite (`bench/`), writing `docs/BENCHMARKS.md`.
 //! - `bench cashu [args…]`: redeem latency/throughput against an in-process mint.
+//! - `bench soak --hours H [args…]`: the service under steady load; RSS, open files and
+//!   journal size must stay flat (`xtask/src/soak.rs`).
 //! - `chaos [--requests N] [--seed S] [args…]`: the fault-injection run: the real
 //!   `paygress` (with failpoints) killed and restarted under paid load, a mint that
 //!   loses answers; exits non-zero on any loss (see `paygress_testkit::chaos`).
@@ -19,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
+
+mod soak;
 
 /// Crates that must never appear in `paygress-core`'s normal dependency tree: network
 /// clients and servers, Cashu/Nostr/Kubernetes libraries, and tokio's networking (mio).
@@ -288,6 +292,9 @@ fn run_paygress(args: &[String]) -> Result<()> {
         "--quiet",
         "-p",
         "paygress-bin",
+        // The package has a second binary (`paygress-chaos`): name the one to run.
+        "--bin",
+        "paygress",
         "--features",
         "dev",
         "--",
@@ -376,7 +383,10 @@ fn bench(args: &[String]) -> Result<()> {
             a.extend(args.iter().map(String::as_str));
             cmd(bench.to_str().context("path")?, &a)
         }
-        _ => bail!("usage: cargo xtask bench [--quick] | bench cashu [--n N]"),
+        Some("soak") => soak::run(&args[1..]),
+        _ => {
+            bail!("usage: cargo xtask bench [--quick] | bench cashu [--n N] | bench soak --hours H")
+        }
     }
 }
 

@@ -8,6 +8,8 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::{Args, ValueEnum};
 use paygress_core::{DurationLimits, Rate, ServiceConfig, Tier};
 
+pub use crate::logging::LogFormat;
+
 /// Which transports serve requests (`RUN_MODE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RunMode {
@@ -243,6 +245,32 @@ pub struct ServeArgs {
     /// Nostr: the offer's location (free text, NIP-99 `location` tag).
     #[arg(long, env = "PAYGRESS_OFFER_LOCATION")]
     pub offer_location: Option<String>,
+
+    /// Serve Prometheus `GET /metrics` on this address only (e.g. a private
+    /// `127.0.0.1:9108`) [default: on BIND_ADDR, in every run mode].
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// Log lines: `text` (colour only on a terminal) or `json` (one object per line,
+    /// for log collectors).
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_enum,
+        ignore_case = true,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    /// Seconds requests in flight may take to finish after SIGTERM; then they are
+    /// stopped (the journal settles them at the next start).
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = paygress_node::DEFAULT_SHUTDOWN_GRACE.as_secs())]
+    pub shutdown_grace_secs: u64,
+    /// Sweep income to this Lightning address (`user@host`, LUD-16) whenever a mint's
+    /// balance is above WITHDRAW_ABOVE_SATS [default: unset, no sweep].
+    #[arg(long, env = "WITHDRAW_TO")]
+    pub withdraw_to: Option<String>,
+    /// With WITHDRAW_TO: the `sat` balance per mint above which income is swept.
+    #[arg(long, env = "WITHDRAW_ABOVE_SATS")]
+    pub withdraw_above_sats: Option<u64>,
 }
 
 impl std::fmt::Debug for ServeArgs {
@@ -313,6 +341,11 @@ impl std::fmt::Debug for ServeArgs {
         d.field("nostr_inbox_relays", &self.nostr_inbox_relays);
         d.field("offer_legacy_kind", &self.offer_legacy_kind);
         d.field("offer_location", &self.offer_location);
+        d.field("metrics_addr", &self.metrics_addr);
+        d.field("log_format", &self.log_format);
+        d.field("shutdown_grace_secs", &self.shutdown_grace_secs);
+        d.field("withdraw_to", &self.withdraw_to);
+        d.field("withdraw_above_sats", &self.withdraw_above_sats);
         d.finish()
     }
 }
@@ -359,6 +392,18 @@ impl ServeArgs {
             "PAYGRESS_OFFER_LEGACY_KIND" => own(&self.offer_legacy_kind),
             "PAYGRESS_OFFER_LOCATION" => own(&self.offer_location),
             _ => None,
+        }
+    }
+
+    /// `METRICS_ADDR`, when set and not empty.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>> {
+        match self.metrics_addr.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(v) => {
+                Ok(Some(v.parse().with_context(|| {
+                    format!("METRICS_ADDR {v:?} is not host:port")
+                })?))
+            }
         }
     }
 

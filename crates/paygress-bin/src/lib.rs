@@ -9,5 +9,9 @@ pub mod config_file;
 pub mod dev;
 #[cfg(feature = "failpoints")]
 pub mod failpoints;
+pub mod leases;
+pub mod logging;
+pub mod observe;
 pub mod serve;
 pub mod wallet;
+pub mod withdraw;

@@ -3,10 +3,9 @@
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use paygress_bin::buyer::{self, IdentityArgs, OffersArgs, RequestArgs, StatusArgs, TopUpArgs};
-use paygress_bin::config::ServeArgs;
+use paygress_bin::config::{LogFormat, ServeArgs};
 use paygress_bin::config_file::{apply_config_file, config_file_arg};
 use paygress_bin::wallet::WalletArgs;
-use tracing_subscriber::EnvFilter;
 
 /// Sell compute for ecash: Cashu-paid SSH leases over Nostr or HTTP.
 #[derive(Debug, Parser)]
@@ -29,6 +28,8 @@ enum Command {
     Dev(paygress_bin::dev::DevArgs),
     /// The operator's wallet: balance and export of income.
     Wallet(WalletArgs),
+    /// Operator: lists live leases with owner, tier, expiry and paid sats.
+    Leases(paygress_bin::leases::LeasesArgs),
     /// Buyer: creates your identity (stored with mode 0600).
     Keygen {
         /// Replace an existing identity.
@@ -55,14 +56,6 @@ struct ServeOnly {
     serve: ServeArgs,
 }
 
-fn init_tracing(default: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     // Everything Paygress writes (wallet, keys, journal, saved tokens) is for this user
@@ -75,10 +68,9 @@ async fn main() -> Result<()> {
         command = apply_config_file(command, path)?;
     }
     let cli = Cli::from_arg_matches(&command.get_matches_from(&argv)).unwrap_or_else(|e| e.exit());
-    init_tracing(default_log_filter(&cli.command));
-    #[cfg(feature = "failpoints")]
-    paygress_bin::failpoints::install_from_env()?;
-    match cli.command {
+    let command = match cli.command {
+        Some(command) => command,
+        // No subcommand: `serve` with the environment's (and config file's) settings.
         None => {
             let mut command = ServeOnly::command();
             if let Some(path) = &config_file {
@@ -88,29 +80,39 @@ async fn main() -> Result<()> {
             let args = ServeOnly::from_arg_matches(&matches)
                 .unwrap_or_else(|e| e.exit())
                 .serve;
-            paygress_bin::serve::run(args).await
+            Command::Serve(Box::new(args))
         }
-        Some(Command::Serve(args)) => paygress_bin::serve::run(*args).await,
+    };
+    let log_format = match &command {
+        Command::Serve(args) => args.log_format,
+        _ => LogFormat::Text,
+    };
+    paygress_bin::logging::init(default_log_filter(&command), log_format)?;
+    #[cfg(feature = "failpoints")]
+    paygress_bin::failpoints::install_from_env()?;
+    match command {
+        Command::Serve(args) => paygress_bin::serve::run(*args).await,
         #[cfg(feature = "dev")]
-        Some(Command::Dev(args)) => paygress_bin::dev::run(args).await,
-        Some(Command::Wallet(args)) => paygress_bin::wallet::run(args).await,
-        Some(Command::Keygen { force }) => buyer::keygen(&cli.identity, force),
-        Some(Command::Whoami) => buyer::whoami(&cli.identity),
-        Some(Command::Offers(args)) => buyer::offers(args).await,
-        Some(Command::Request(args)) => buyer::request(&cli.identity, *args).await,
-        Some(Command::Topup(args)) => buyer::top_up(&cli.identity, *args).await,
-        Some(Command::Status(args)) => buyer::status(&cli.identity, *args).await,
+        Command::Dev(args) => paygress_bin::dev::run(args).await,
+        Command::Wallet(args) => paygress_bin::wallet::run(args).await,
+        Command::Leases(args) => paygress_bin::leases::run(args).await,
+        Command::Keygen { force } => buyer::keygen(&cli.identity, force),
+        Command::Whoami => buyer::whoami(&cli.identity),
+        Command::Offers(args) => buyer::offers(args).await,
+        Command::Request(args) => buyer::request(&cli.identity, *args).await,
+        Command::Topup(args) => buyer::top_up(&cli.identity, *args).await,
+        Command::Status(args) => buyer::status(&cli.identity, *args).await,
     }
 }
 
 /// The log filter when `RUST_LOG` is unset: the service logs at info (third-party
 /// chatter at warn); buyer commands and the demo talk on stdout and log only problems.
-fn default_log_filter(command: &Option<Command>) -> &'static str {
-    const SERVICE: &str = "info,cdk=warn,cdk_axum=warn,cdk_sqlite=warn,nostr_relay_pool=warn,nostr_relay_builder=warn,russh=warn";
+fn default_log_filter(command: &Command) -> &'static str {
+    use paygress_bin::logging::{QUIET_FILTER, SERVICE_FILTER};
     match command {
-        None | Some(Command::Serve(_)) | Some(Command::Wallet(_)) => SERVICE,
+        Command::Serve(_) | Command::Wallet(_) | Command::Leases(_) => SERVICE_FILTER,
         #[cfg(feature = "dev")]
-        Some(Command::Dev(args)) if !args.demo => SERVICE,
-        _ => "warn",
+        Command::Dev(args) if !args.demo => SERVICE_FILTER,
+        _ => QUIET_FILTER,
     }
 }

@@ -60,8 +60,10 @@ pub fn node_config(args: &ServeArgs) -> Result<NodeConfig> {
             config: http,
             web: web_config(args)?,
             web_addr: args.web_addr,
+            metrics: None,
         },
         maintenance: args.enable_cleanup_task.then_some(MAINTENANCE_INTERVAL),
+        shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_secs),
     })
 }
 
@@ -70,16 +72,56 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     if args.check_config {
         args.service_config()?;
         http_config(&args)?;
+        crate::withdraw::SweepConfig::from_args(&args)?;
+        args.metrics_addr()?;
         println!("{args:#?}");
         println!("configuration OK");
         return Ok(());
     }
-    let mut node = Node::start(node_config(&args)?).await?;
+    let sweep = crate::withdraw::SweepConfig::from_args(&args)?;
+    let metrics = crate::observe::install()?;
+    let metrics_addr = args.metrics_addr()?;
+    let render = crate::observe::render(metrics, args.journal_path());
+    let mut config = node_config(&args)?;
+    // `/metrics` on the HTTP port, or only on METRICS_ADDR when set.
+    if metrics_addr.is_none() {
+        config.http.metrics = Some(render.clone());
+    }
+    let mut node = Node::start(config).await?;
+    // Helpers that never finish on their own; aborted at shutdown.
+    let mut helpers = Vec::new();
+    let (stop_metrics, stopped_metrics) = tokio::sync::oneshot::channel::<()>();
+    if let Some(addr) = metrics_addr {
+        let listener = crate::observe::bind(addr).await?;
+        helpers.push(tokio::spawn(crate::observe::serve(
+            listener,
+            node.service.clone(),
+            render,
+            async move {
+                let _ = stopped_metrics.await;
+            },
+        )));
+    }
+    if let Some(sweep) = sweep {
+        info!(to = %sweep.to, above_sats = sweep.above_sats, "sweeping income to Lightning");
+        helpers.push(tokio::spawn(crate::withdraw::run_sweeper(
+            node.wallet.clone(),
+            sweep,
+        )));
+    }
+    if let Some(transport) = &node.nostr {
+        helpers.push(tokio::spawn(crate::observe::sample_relays(
+            transport.clone(),
+        )));
+    }
     tokio::select! {
         _ = shutdown_signal() => info!("shutting down"),
         _ = node.stopped() => warn!("a component stopped; shutting down"),
     }
+    // Stop taking requests, finish those in flight, then stop.
     node.shutdown().await;
+    let _ = stop_metrics.send(());
+    helpers.iter().for_each(|h| h.abort());
     Ok(())
 }
 

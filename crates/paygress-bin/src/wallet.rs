@@ -45,6 +45,14 @@ pub enum WalletCommand {
         #[arg(long)]
         mint: Option<String>,
     },
+    /// Pays income to Lightning (NUT-05 melt), showing the mint's fee quote first.
+    Withdraw(crate::withdraw::WithdrawArgs),
+    /// Lists what the wallet received, refunded and withdrawn.
+    History,
+    /// Prints the seed words and how to restore the wallet from them.
+    Backup,
+    /// Restores a backed-up wallet into a data directory that has none.
+    Restore(crate::withdraw::RestoreArgs),
 }
 
 /// Runs a wallet subcommand.
@@ -54,6 +62,10 @@ pub async fn run(args: WalletArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| args.data_dir.join("cashu.db"));
     let config = CashuConfig::new(&db, &args.whitelisted_mints).context("WHITELISTED_MINTS")?;
+    // Before opening: opening creates a seed, and restore must write it.
+    if let WalletCommand::Restore(restore) = args.command {
+        return crate::withdraw::restore(&config, restore).await;
+    }
     let wallet = CashuVerifier::open(&config)
         .await
         .with_context(|| format!("opening the wallet at {}", db.display()))?;
@@ -79,6 +91,10 @@ pub async fn run(args: WalletArgs) -> Result<()> {
             eprintln!("Token for {amount} {unit} (bearer money: keep it safe):");
             println!("{}", token.expose());
         }
+        WalletCommand::Withdraw(w) => crate::withdraw::withdraw(&wallet, w).await?,
+        WalletCommand::History => crate::withdraw::history(&wallet).await?,
+        WalletCommand::Backup => crate::withdraw::backup(&config)?,
+        WalletCommand::Restore(_) => unreachable!("handled above"),
     }
     Ok(())
 }

@@ -156,3 +156,69 @@ fn a_config_file_with_an_unknown_setting_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown setting \"run_mod\""), "{err}");
 }
+
+#[test]
+fn operator_settings_are_serve_settings_from_the_file_env_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("paygress.toml");
+    std::fs::write(
+        &file,
+        "whitelisted_mints = [\"http://a.test\"]\nlog_format = \"json\"\n\
+         METRICS_ADDR = \"127.0.0.1:9108\"\nshutdown_grace_secs = 45\n\
+         WITHDRAW_TO = \"op@wallet.test\"\nwithdraw_above_sats = 20000\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let out = paygress(
+        &["serve", "--config", file, "--check-config"],
+        &[("SHUTDOWN_GRACE_SECS", "50")],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "log_format: Json",
+        "\"127.0.0.1:9108\"",
+        // The environment overrides the file.
+        "shutdown_grace_secs: 50",
+        "\"op@wallet.test\"",
+        "20000",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+
+    // Empty values are unset (env files keep `NAME=` lines).
+    let out = paygress(
+        &["serve", "--check-config"],
+        &[
+            ("WHITELISTED_MINTS", "http://a.test"),
+            ("METRICS_ADDR", ""),
+            ("WITHDRAW_TO", ""),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Refused before anything starts.
+    for (env, why) in [
+        (("METRICS_ADDR", "nowhere"), "METRICS_ADDR"),
+        (("WITHDRAW_TO", "op@wallet.test"), "WITHDRAW_ABOVE_SATS"),
+        (("WITHDRAW_TO", "not-an-address"), "WITHDRAW_TO"),
+        (("LOG_FORMAT", "xml"), "xml"),
+        (("SHUTDOWN_GRACE_SECS", "soon"), "soon"),
+    ] {
+        let out = paygress(
+            &["serve", "--check-config"],
+            &[("WHITELISTED_MINTS", "http://a.test"), env],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{env:?} accepted");
+        assert!(err.contains(why), "{env:?}: {err}");
+    }
+}

@@ -91,8 +91,14 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     }
 }
 
-fn hex_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The wallet seed a seed file's text stands for: 128 hex characters (the raw seed), or
+/// BIP-39 words (their seed, no passphrase).
+pub(crate) fn decode_seed(text: &str) -> Option<[u8; 64]> {
+    hex_decode_seed(text).or_else(|| {
+        bip39::Mnemonic::parse_normalized(text.trim())
+            .ok()
+            .map(|m| m.to_seed(""))
+    })
 }
 
 fn hex_decode_seed(text: &str) -> Option<[u8; 64]> {
@@ -138,14 +144,15 @@ pub(crate) fn prepare_db_file(path: &Path) -> Result<(), CashuError> {
     }
 }
 
-/// Loads the seed at `path`, or creates it (64 random bytes, hex, mode 0600) if the file
-/// does not exist. An existing file is never replaced.
+/// Loads the seed at `path`, or creates it (24 BIP-39 words from 256 random bits, mode
+/// 0600; the wallet seed is the words' BIP-39 seed with no passphrase) if the file does
+/// not exist. Files of earlier versions hold 64 random bytes as hex and keep working.
+/// An existing file is never replaced.
 pub fn load_or_create_seed(path: &Path) -> Result<[u8; 64], CashuError> {
     ensure_parent(path)?;
     match fs::read_to_string(path) {
         Ok(text) => {
-            let seed =
-                hex_decode_seed(&text).ok_or_else(|| CashuError::CorruptSeed(path.into()))?;
+            let seed = decode_seed(&text).ok_or_else(|| CashuError::CorruptSeed(path.into()))?;
             if let Ok(meta) = fs::metadata(path)
                 && meta.permissions().mode() & 0o077 != 0
             {
@@ -154,14 +161,17 @@ pub fn load_or_create_seed(path: &Path) -> Result<[u8; 64], CashuError> {
             Ok(seed)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let seed: [u8; 64] = rand::random();
+            let entropy: [u8; 32] = rand::random();
+            let words = bip39::Mnemonic::from_entropy(&entropy)
+                .map_err(|e| CashuError::Config(format!("seed words: {e}")))?;
+            let seed = words.to_seed("");
             let mut file = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .open(path)
                 .map_err(io("create seed file", path))?;
-            file.write_all(hex_encode(&seed).as_bytes())
+            file.write_all(format!("{words}\n").as_bytes())
                 .and_then(|()| file.sync_all())
                 .map_err(io("write seed file", path))?;
             tracing::info!(path = %path.display(), "created a new wallet seed");

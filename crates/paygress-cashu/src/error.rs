@@ -30,7 +30,9 @@ pub enum CashuError {
         source: std::io::Error,
     },
     /// The seed file exists but does not hold a valid seed. It is never overwritten.
-    #[error("seed file {0} is corrupt (expected 128 hex characters); refusing to replace it")]
+    #[error(
+        "seed file {0} is corrupt (expected BIP-39 words or 128 hex characters); refusing to replace it"
+    )]
     CorruptSeed(PathBuf),
     /// The wallet database failed.
     #[error("wallet database: {0}")]

@@ -149,6 +149,12 @@ pub(crate) async fn store_signed(
         .into_iter()
         .filter(|p| p.y().is_ok_and(|y| !held.contains(&y)))
         .collect();
+    // The wallet's history records a payment once: when its proofs are first stored.
+    let history_ys = if fresh.is_empty() {
+        None
+    } else {
+        fresh.ys().ok()
+    };
     match restored_from {
         // Restored signatures may be of proofs the wallet received long ago and has
         // spent since (cdk forgets spent proofs): only unspent ones are stored.
@@ -160,6 +166,9 @@ pub(crate) async fn store_signed(
         None => store(wallet, fresh)
             .await
             .map_err(|e| PaymentError::Ambiguous(Box::new(e)))?,
+    }
+    if let Some(ys) = history_ys {
+        crate::history::record_received(wallet, ys, u64::from(received)).await;
     }
     Ok(u64::from(received))
 }

@@ -445,3 +445,9 @@ impl Buyer {
             .to_u64())
     }
 }
+
+/// A BOLT11 invoice for `amount_msat` that the test mint's fake Lightning backend pays
+/// (for withdrawal and Lightning-address tests).
+pub fn fake_invoice(amount_msat: u64) -> String {
+    cdk_fake_wallet::create_fake_invoice(amount_msat, "paygress test payee".into()).to_string()
+}

@@ -175,6 +175,15 @@ impl CashuVerifier {
         Ok(self.slot(mint, unit)?.wallet)
     }
 
+    /// The lock that serialises sends (and withdrawals) from `mint`'s `unit` wallet.
+    pub(crate) fn send_lock(
+        &self,
+        mint: &MintUrl,
+        unit: Unit,
+    ) -> Result<Arc<tokio::sync::Mutex<()>>, CashuError> {
+        Ok(self.slot(mint, unit)?.send_lock)
+    }
+
     fn slot(&self, mint: &MintUrl, unit: Unit) -> Result<Slot, CashuError> {
         if !self.inner.mints.contains(mint) {
             return Err(CashuError::MintNotAccepted(mint.to_string()));

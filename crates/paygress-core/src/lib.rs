@@ -6,6 +6,7 @@ pub mod lease;
 pub mod memory;
 pub mod money;
 pub mod names;
+pub mod observe;
 pub mod ports;
 pub mod pricing;
 pub mod protocol;

@@ -17,5 +17,7 @@ pub use identity::{
 };
 pub use openapi::{ApiDoc, openapi_json_string};
 pub use routes::{MAX_TOKEN_CHARS, TOKEN_PATTERN, X_CASHU};
-pub use server::{DEFAULT_RATE_LIMIT_PER_MINUTE, HttpApi, HttpConfig, TransportProbe};
+pub use server::{
+    DEFAULT_RATE_LIMIT_PER_MINUTE, HttpApi, HttpConfig, MetricsRender, TransportProbe,
+};
 pub use web::{WebConfig, WebUi};

@@ -124,12 +124,18 @@ const ADMISSIONS_REMEMBERED: usize = 100_000;
 /// the Nostr client is connected to a relay). Called on every health check.
 pub type TransportProbe = Arc<dyn Fn() -> Vec<ComponentHealth> + Send + Sync>;
 
+/// Renders the metrics exposition (Prometheus text format) for `GET /metrics`; the
+/// service's state gauges are sampled just before it is called.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Shared state of every handler.
 pub(crate) struct AppState {
     pub(crate) paygress: Arc<Paygress>,
     pub(crate) payments: DynPaymentVerifier,
     pub(crate) config: HttpConfig,
     pub(crate) transports: Option<TransportProbe>,
+    /// `GET /metrics`, when the binary installed an exporter.
+    pub(crate) metrics: Option<MetricsRender>,
     /// Paid requests processed at once (`ServiceConfig::max_concurrent_requests`); more
     /// wait, up to the request timeout.
     pub(crate) permits: Arc<tokio::sync::Semaphore>,
@@ -164,7 +170,7 @@ impl HttpApi {
     /// An API over `paygress`. `payments` must be the verifier the service was built
     /// with: it encodes the NUT-18 payment requests of `402` answers.
     pub fn new(paygress: Arc<Paygress>, payments: DynPaymentVerifier, config: HttpConfig) -> Self {
-        Self::build(paygress, payments, config, None)
+        Self::build(paygress, payments, config, None, None)
     }
 
     /// Reports transports through `probe` in `/healthz` (default: `http` up).
@@ -177,6 +183,22 @@ impl HttpApi {
                 state.payments.clone(),
                 state.config.clone(),
                 Some(probe),
+                state.metrics.clone(),
+            )
+        }
+    }
+
+    /// Serves `GET /metrics` (in the full API and the health-only router) with `render`.
+    pub fn with_metrics(self, render: MetricsRender) -> Self {
+        let state = &self.state;
+        Self {
+            web: self.web.clone(),
+            ..Self::build(
+                state.paygress.clone(),
+                state.payments.clone(),
+                state.config.clone(),
+                state.transports.clone(),
+                Some(render),
             )
         }
     }
@@ -193,6 +215,7 @@ impl HttpApi {
         payments: DynPaymentVerifier,
         config: HttpConfig,
         transports: Option<TransportProbe>,
+        metrics: Option<MetricsRender>,
     ) -> Self {
         let limiter = config.rate_limit_per_minute.map(RateLimiter::new);
         let permits = Arc::new(tokio::sync::Semaphore::new(
@@ -204,6 +227,7 @@ impl HttpApi {
                 payments,
                 config,
                 transports,
+                metrics,
                 permits,
                 admissions: Admissions::new(ADMISSIONS_REMEMBERED),
                 limiter,
@@ -226,6 +250,7 @@ impl HttpApi {
             .route(paths::AUTH, get(routes::auth).post(routes::auth_post))
             .route(paths::OFFER, get(routes::offer))
             .route(paths::OPENAPI, get(routes::openapi_json))
+            .route("/metrics", get(metrics))
             .with_state(state.clone());
         self.layered(self.with_web_routes(api))
     }
@@ -268,6 +293,7 @@ impl HttpApi {
     pub fn health_router(&self) -> Router {
         Router::new()
             .route(paths::HEALTHZ, get(routes::healthz))
+            .route("/metrics", get(metrics))
             .fallback(routes::not_found)
             .layer(middleware::from_fn(typed_errors))
             .with_state(self.state.clone())
@@ -325,6 +351,23 @@ pub(crate) fn peer_ip(extensions: &axum::http::Extensions) -> Option<IpAddr> {
         .map(|c| c.0.ip())
 }
 
+/// `GET /metrics`: samples the service's state gauges, then renders the exposition;
+/// `404` when no exporter was installed.
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let Some(render) = state.metrics.clone() else {
+        return routes::not_found().await.into_response();
+    };
+    state.paygress.sample_metrics().await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(),
+    )
+        .into_response()
+}
+
 // ---------------------------------------------------------------- middleware
 
 /// A token bucket per client IP.
@@ -373,7 +416,7 @@ fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
 
 async fn rate_limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if let (Some(limiter), Some(ip)) = (&state.limiter, client_ip(&state.config, &req))
-        && req.uri().path() != paths::HEALTHZ
+        && !matches!(req.uri().path(), paths::HEALTHZ | "/metrics")
         && !limiter.allow(ip)
     {
         return ApiError::new(ErrorCode::RateLimited, "too many requests; slow down")

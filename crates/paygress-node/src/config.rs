@@ -38,7 +38,7 @@ impl std::fmt::Debug for BackendConfig {
 }
 
 /// The HTTP listener.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpListen {
     /// Where to listen (port 0 picks a free one; see [`crate::Node::http_addr`]).
     pub addr: SocketAddr,
@@ -52,6 +52,22 @@ pub struct HttpListen {
     pub web: Option<paygress_http::WebConfig>,
     /// Where the web page listens when the API does not (Nostr mode, `WEB_ADDR`).
     pub web_addr: Option<SocketAddr>,
+    /// Serves `GET /metrics` on this listener with this render (the binary installs
+    /// the exporter); `None`: no metrics here.
+    pub metrics: Option<paygress_http::MetricsRender>,
+}
+
+impl std::fmt::Debug for HttpListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpListen")
+            .field("addr", &self.addr)
+            .field("api", &self.api)
+            .field("config", &self.config)
+            .field("web", &self.web)
+            .field("web_addr", &self.web_addr)
+            .field("metrics", &self.metrics.is_some())
+            .finish()
+    }
 }
 
 /// Everything [`crate::Node::start`] needs.
@@ -76,6 +92,10 @@ pub struct NodeConfig {
     /// How often owed refunds are retried and expired leases reaped; `None` turns the
     /// task off.
     pub maintenance: Option<Duration>,
+    /// How long requests in flight may take after shutdown begins
+    /// (`SHUTDOWN_GRACE_SECS`); then they are stopped (the journal settles them at the
+    /// next start).
+    pub shutdown_grace: Duration,
 }
 
 impl NodeConfig {

@@ -6,4 +6,4 @@ mod node;
 
 pub use config::{BackendConfig, HttpListen, NodeConfig, private_paths};
 pub use error::NodeError;
-pub use node::{MAINTENANCE_INTERVAL, Node};
+pub use node::{DEFAULT_SHUTDOWN_GRACE, MAINTENANCE_INTERVAL, Node};

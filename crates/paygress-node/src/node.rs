@@ -22,7 +22,9 @@ use crate::{BackendConfig, NodeConfig, NodeError};
 pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(15);
 
 /// How long [`Node::shutdown`] lets HTTP requests in flight finish.
-const DRAIN: Duration = Duration::from_secs(10);
+/// Default grace period for requests in flight at shutdown: longer than a slow
+/// Kubernetes pod start.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// A running service: its parts, and the tasks serving requests.
 pub struct Node {
@@ -41,6 +43,7 @@ pub struct Node {
     tasks: JoinSet<()>,
     stop: watch::Sender<bool>,
     maintenance: Option<AbortHandle>,
+    grace: Duration,
 }
 
 impl Node {
@@ -150,6 +153,9 @@ impl Node {
         let mut api =
             paygress_http::HttpApi::new(service.clone(), wallet.clone(), config.http.config)
                 .with_transport_probe(probe);
+        if let Some(render) = config.http.metrics {
+            api = api.with_metrics(render);
+        }
         // One shutdown signal, fanned out to the HTTP servers for a graceful stop.
         let (stop, stop_rx) = watch::channel(false);
         let stopped_on = |rx: watch::Receiver<bool>| async move {
@@ -214,6 +220,7 @@ impl Node {
             tasks,
             stop,
             maintenance,
+            grace: config.shutdown_grace,
         })
     }
 
@@ -225,24 +232,38 @@ impl Node {
         }
     }
 
-    /// Stops serving: the HTTP server finishes requests in flight (bounded), the Nostr
-    /// transport disconnects, the rest is stopped.
+    /// Stops serving gracefully: no new request is taken (HTTP stops accepting, Nostr
+    /// stops reading), the ones in flight finish within the grace period (Nostr stays
+    /// connected to answer them), then the Nostr transport disconnects and the rest is
+    /// stopped. Leases live in the backend and are picked up at the next start.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         if let Some(m) = self.maintenance.take() {
             m.abort();
         }
         if let Some(n) = &self.nostr {
-            n.shutdown().await;
+            n.stop_reading();
         }
-        let _ = tokio::time::timeout(DRAIN, async {
+        let waited = tokio::time::timeout(self.grace, async {
             while let Some(done) = self.tasks.join_next().await {
-                if done.is_err() {
-                    break;
+                if let Err(e) = done
+                    && e.is_panic()
+                {
+                    warn!(error = %e, "a component panicked while stopping");
                 }
             }
         })
         .await;
+        if waited.is_err() {
+            warn!(
+                grace_secs = self.grace.as_secs(),
+                "requests still running after the grace period; stopping them (the journal \
+                 settles them at the next start)"
+            );
+        }
+        if let Some(n) = &self.nostr {
+            n.shutdown().await;
+        }
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
     }

@@ -274,6 +274,27 @@ impl NostrTransport {
         }
     }
 
+    /// How many of the configured relays are connected now.
+    pub async fn relays_connected(&self) -> usize {
+        self.shared
+            .client
+            .relays()
+            .await
+            .values()
+            .filter(|r| r.status() == nostr_sdk::RelayStatus::Connected)
+            .count()
+    }
+
+    /// Stops reading new requests and republishing the offer, but stays connected, so
+    /// that requests already taken can still be answered; [`Transport::next`] returns
+    /// `None` once queued requests are taken. Call [`NostrTransport::shutdown`] after
+    /// they are answered.
+    pub fn stop_reading(&self) {
+        for t in std::mem::take(&mut *lock(&self.tasks)) {
+            t.abort();
+        }
+    }
+
     /// Stops reading and publishing and disconnects; [`Transport::next`] then returns
     /// `None` once queued requests are taken.
     pub async fn shutdown(&self) {

@@ -135,8 +135,10 @@ impl DevStack {
                 config: HttpConfig::default(),
                 web: Some(paygress_http::WebConfig::default()),
                 web_addr: None,
+                metrics: None,
             },
             maintenance: Some(MAINTENANCE_INTERVAL),
+            shutdown_grace: paygress_node::DEFAULT_SHUTDOWN_GRACE,
             data_dir: data_dir.clone(),
         })
         .await?;

@@ -5,6 +5,7 @@
 //! (redeem and pay out, the money rule), `settle` (what crashes and lost answers left
 //! open), `quotes` (offer, prices, status, reaping).
 
+mod gauges;
 mod locks;
 mod payment;
 mod quotes;
@@ -130,8 +131,9 @@ impl PaygressBuilder {
         }
         Paygress {
             config,
-            payments: self.payments,
-            backend: self.backend,
+            // Every port call is measured (a no-op until the binary installs a recorder).
+            payments: Arc::new(crate::observe::MeteredPayments(self.payments)),
+            backend: Arc::new(crate::observe::MeteredBackend(self.backend)),
             journal: self
                 .journal
                 .unwrap_or_else(|| Arc::new(MemoryJournal::new())),
@@ -210,8 +212,9 @@ impl Paygress {
     /// was left open by a crash or a lost mint answer, the lease or a refund) and is
     /// never charged again. A duplicate from anyone else gets nothing of that reply.
     pub async fn handle(&self, key: &RequestKey, sender: &Requester, request: Request) -> Reply {
-        let span = info_span!("request", key = %key.as_str(), kind = request.kind());
-        async move {
+        let kind = request.kind();
+        let span = info_span!("request", key = %key.as_str(), kind);
+        let work = async move {
             if let Request::Status(status) = &request {
                 return self.status(sender, status).await;
             }
@@ -233,9 +236,8 @@ impl Paygress {
                 }
             }
             reply
-        }
-        .instrument(span)
-        .await
+        };
+        crate::observe::request(kind, work).instrument(span).await
     }
 
     /// Runs a paid request, or resumes it from the journal, holding the request's lock
@@ -334,10 +336,14 @@ impl Paygress {
             };
             let this = self.clone();
             tasks.spawn(async move {
+                let kind = incoming.request.kind();
                 let reply = this
                     .handle(&incoming.key, &incoming.sender, incoming.request)
                     .await;
-                if let Err(e) = incoming.responder.respond(&reply).await {
+                let sending = std::time::Instant::now();
+                let sent = incoming.responder.respond(&reply).await;
+                crate::observe::reply_sent(kind, sending.elapsed());
+                if let Err(e) = sent {
                     warn!(transport = name, key = %incoming.key.as_str(), error = %e, "reply not delivered");
                 }
                 drop(permit);
