@@ -155,6 +155,7 @@ impl PodBackend for MemoryBackend {
             ssh_port: 2222,
             node_port: Some(port),
             phase: Default::default(),
+            mint: Some(spec.mint.clone()),
         };
         st.leases.insert(spec.id.clone(), (record, spec.clone()));
         lost?;

@@ -519,6 +519,24 @@ pub enum Stage {
         /// Change due to the payer once extended.
         change: Amount,
     },
+    /// The owner asked to release `lease`: recorded before the backend is asked to
+    /// delete it, so recovery reads the lease back to tell whether it went (the refund
+    /// is then issued, once, through [`Stage::Issuing`]) or is still there (the release
+    /// is completed, refunding only what is unused by then).
+    Releasing {
+        /// The lease.
+        lease: LeaseId,
+        /// When the release was decided (the end of the time charged).
+        released_at: Timestamp,
+        /// The lease's paid end when the release was decided.
+        expires_at: Timestamp,
+        /// Seconds refunded.
+        refunded_seconds: u64,
+        /// The refund due, before the mint's fee.
+        amount: Amount,
+        /// Mint the refund is issued at.
+        mint: MintUrl,
+    },
     /// The reply is decided and `amount` at `mint` is being issued to the payer as the
     /// token of issue `issue` (change or refund): recorded before the wallet is asked,
     /// so that a crash or a lost answer leads to the same token, never to a second one.

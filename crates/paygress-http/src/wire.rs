@@ -635,6 +635,7 @@ mod tests {
             ssh_port: 2222,
             node_port: None,
             phase: paygress_core::LeasePhase::Provisioning,
+            mint: None,
         };
         let later = t0 + jiff::SignedDuration::from_secs(90);
         let info = PodInfo::from_record(&record, later);

@@ -712,6 +712,7 @@ impl PodBackend for LocalBackend {
                 ssh_port: port,
                 node_port: Some(port),
                 phase: Default::default(),
+                mint: Some(spec.mint.clone()),
             },
             password: PasswordHash::new(&spec.password)?,
             ssh_public_key: spec.ssh_public_key.clone(),

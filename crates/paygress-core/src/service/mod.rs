@@ -8,6 +8,7 @@
 mod locks;
 mod payment;
 mod quotes;
+mod release;
 mod replies;
 mod settle;
 mod spawn;
@@ -65,7 +66,15 @@ pub struct ServiceConfig {
     /// reply (`JOURNAL_RETENTION_HOURS`). After it, a duplicate is refused as a spent
     /// token: it is never charged twice.
     pub journal_retention: Duration,
+    /// The least lease time a release charges, counted from the lease's start
+    /// (`RELEASE_MIN_CHARGE_MINUTES`): a lease released sooner refunds only the time
+    /// after it. Covers the cost of starting a pod.
+    pub release_minimum: Duration,
 }
+
+/// The least lease time a release charges when not told (`RELEASE_MIN_CHARGE_MINUTES`):
+/// five minutes.
+pub const DEFAULT_RELEASE_MINIMUM: Duration = Duration::from_secs(5 * 60);
 
 /// The image a lease runs when its request names none (`SSH_BASE_IMAGE`): the one
 /// place this default is written.
@@ -88,6 +97,7 @@ impl Default for ServiceConfig {
             max_concurrent_requests: 64,
             max_leases: None,
             journal_retention: Duration::from_secs(7 * 24 * 3600),
+            release_minimum: DEFAULT_RELEASE_MINIMUM,
         }
     }
 }
@@ -279,6 +289,7 @@ impl Paygress {
             Request::Spawn(r) => self.spawn(ctx, r).await,
             Request::TopUp(r) => self.top_up(ctx, r).await,
             Request::Status(r) => self.status(sender, &r).await,
+            Request::Release(r) => self.release(ctx, r).await,
         }
     }
 

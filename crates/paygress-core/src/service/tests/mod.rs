@@ -268,12 +268,14 @@ pub(super) fn record(id: &LeaseId, expires_at: Timestamp) -> LeaseRecord {
         ssh_port: 2222,
         node_port: Some(30000),
         phase: Default::default(),
+        mint: Some(mint()),
     }
 }
 
 mod capacity;
 mod idempotency;
 mod quotes;
+mod release;
 mod settle;
 mod spawn;
 mod spawn_failures;
