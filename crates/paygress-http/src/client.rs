@@ -13,7 +13,9 @@ use paygress_core::{Reply, Request};
 use serde::de::DeserializeOwned;
 
 use crate::paths;
-use crate::wire::{ErrorBody, InvalidBody, PodInfo, SpawnPodResponse, TopUpPodResponse};
+use crate::wire::{
+    ErrorBody, InvalidBody, PodInfo, ReleasePodResponse, SpawnPodResponse, TopUpPodResponse,
+};
 
 /// Attempts of one paid request (the first and the retries).
 pub const ATTEMPTS: u32 = 3;
@@ -78,14 +80,20 @@ impl HttpClient {
     /// (no connection, timeout, or the service's own `503`) it is sent again with the
     /// same key, up to [`ATTEMPTS`] times: the service answers it once.
     pub async fn send(&self, request: &Request) -> Result<Reply, ClientError> {
-        let key = idempotency_key();
+        self.send_keyed(request, &idempotency_key()).await
+    }
+
+    /// [`send`](Self::send) with `key` as the `Idempotency-Key`. The key of a spawn
+    /// names its lease's owner: keep it to release the lease later, which is sent with
+    /// that same key.
+    pub async fn send_keyed(&self, request: &Request, key: &str) -> Result<Reply, ClientError> {
         let mut attempt = 1;
         let resp = loop {
             let sent = match request {
                 Request::Spawn(r) => {
                     self.http
                         .post(self.url(paths::SPAWN_POD))
-                        .header(crate::IDEMPOTENCY_KEY, &key)
+                        .header(crate::IDEMPOTENCY_KEY, key)
                         .json(r)
                         .send()
                         .await
@@ -93,7 +101,7 @@ impl HttpClient {
                 Request::TopUp(r) => {
                     self.http
                         .post(self.url(paths::TOP_UP_POD))
-                        .header(crate::IDEMPOTENCY_KEY, &key)
+                        .header(crate::IDEMPOTENCY_KEY, key)
                         .json(r)
                         .send()
                         .await
@@ -101,6 +109,13 @@ impl HttpClient {
                 Request::Status(r) => {
                     self.http
                         .get(self.url(&paths::pod(&r.pod_name)))
+                        .send()
+                        .await
+                }
+                Request::Release(r) => {
+                    self.http
+                        .post(self.url(&paths::release(&r.pod_name)))
+                        .header(crate::IDEMPOTENCY_KEY, key)
                         .send()
                         .await
                 }
@@ -143,6 +158,9 @@ impl HttpClient {
             Request::Status(_) => decode::<PodInfo>(&body)
                 .and_then(|b| b.try_into().map_err(|e: InvalidBody| e.to_string()))
                 .map(Reply::Status),
+            Request::Release(_) => decode::<ReleasePodResponse>(&body)
+                .and_then(|b| b.try_into().map_err(|e: InvalidBody| e.to_string()))
+                .map(Reply::Released),
         };
         reply.map_err(unexpected)
     }

@@ -121,6 +121,34 @@ impl Identity {
     }
 }
 
+impl Identity {
+    /// The identity of a request only a lease's owner may make (a release): the
+    /// `Idempotency-Key` of the request that created the lease proves ownership (the
+    /// owner is `http:key-<sha256 of K>`); the request key comes from `endpoint` and
+    /// that key, so a repeat gets the first answer. Without the header: `401`.
+    pub(crate) fn owner(endpoint: &str, headers: &HeaderMap) -> Result<Self, ApiError> {
+        let Some(k) = idempotency_key(headers)? else {
+            return Err(ApiError::with_status(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::NotOwner,
+                "only the lease's owner may do this: send the Idempotency-Key of the request \
+                 that created the lease",
+            ));
+        };
+        Ok(Self {
+            key: RequestKey::new(
+                "http",
+                &digest(&[b"paygress-http/key", endpoint.as_bytes(), k]),
+            ),
+            sender: Requester::new(
+                "http",
+                &format!("key-{}", digest(&[b"paygress-http/requester", k])),
+            ),
+            keyed: true,
+        })
+    }
+}
+
 /// A digest of everything a request asks, to tell a retry from a different request
 /// reusing an `Idempotency-Key`.
 pub(crate) fn fingerprint(request: &Request) -> [u8; 32] {
@@ -128,6 +156,7 @@ pub(crate) fn fingerprint(request: &Request) -> [u8; 32] {
         Request::Spawn(r) => serde_json::to_vec(r),
         Request::TopUp(r) => serde_json::to_vec(r),
         Request::Status(r) => serde_json::to_vec(r),
+        Request::Release(r) => serde_json::to_vec(r),
     }
     .unwrap_or_default();
     Sha256::digest(&json).into()

@@ -6,7 +6,8 @@ use utoipa::OpenApi;
 use crate::routes;
 use crate::wire::{
     AuthBody, AuthResponse, ComponentHealth, ErrorBody, ErrorCodeBody, HealthBody, OfferBody,
-    PodInfo, SpawnPodBody, SpawnPodResponse, TierOfferBody, TopUpPodBody, TopUpPodResponse,
+    PodInfo, ReleasePodResponse, SpawnPodBody, SpawnPodResponse, TierOfferBody, TopUpPodBody,
+    TopUpPodResponse,
 };
 
 /// The API description.
@@ -26,6 +27,7 @@ use crate::wire::{
         routes::top_up_pod,
         routes::list_pods,
         routes::get_pod,
+        routes::release_pod,
         routes::auth,
         routes::auth_post,
         routes::offer,
@@ -36,6 +38,7 @@ use crate::wire::{
         SpawnPodResponse,
         TopUpPodBody,
         TopUpPodResponse,
+        ReleasePodResponse,
         PodInfo,
         AuthBody,
         AuthResponse,
