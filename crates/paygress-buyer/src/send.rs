@@ -29,6 +29,10 @@ pub enum Route {
     Http {
         /// e.g. `http://127.0.0.1:8080`.
         base: String,
+        /// The `Idempotency-Key` to send; a fresh one when `None`. A spawn's key names
+        /// the lease's owner over HTTP: a release must carry it (see
+        /// [`BuyerHome::save_lease_key`](crate::BuyerHome::save_lease_key)).
+        key: Option<String>,
     },
 }
 
@@ -79,6 +83,9 @@ pub struct Sent {
     pub reply: Reply,
     /// The Nostr request's id (hex), to refer to it later.
     pub request_id: Option<String>,
+    /// The HTTP request's `Idempotency-Key`: for a spawn, what proves ownership of the
+    /// lease later (keep it private, like a password).
+    pub http_key: Option<String>,
 }
 
 /// Sends `request` over `route` and waits for its reply, reporting `progress`.
@@ -90,12 +97,18 @@ pub async fn send(
 ) -> Result<Sent, BuyerError> {
     let paid = !matches!(request, Request::Status(_));
     let (keys, service, relay_urls, scheme) = match route {
-        Route::Http { base } => {
+        Route::Http { base, key } => {
             progress(Progress::Waiting { base });
-            let reply = HttpClient::new(base, waits.reply)?.send(&request).await?;
+            let key = key
+                .clone()
+                .unwrap_or_else(paygress_http::client::idempotency_key);
+            let reply = HttpClient::new(base, waits.reply)?
+                .send_keyed(&request, &key)
+                .await?;
             return Ok(Sent {
                 reply,
                 request_id: None,
+                http_key: Some(key),
             });
         }
         Route::Nostr {
@@ -156,6 +169,7 @@ pub async fn send(
         Ok(reply) => Ok(Sent {
             reply,
             request_id: Some(request_id),
+            http_key: None,
         }),
         Err(NostrError::Timeout(_)) => Err(BuyerError::NoReply {
             secs: waits.reply.as_secs(),
