@@ -235,9 +235,9 @@ async fn send(id: &IdentityArgs, to: &ServiceArgs, request: Request) -> Result<R
     send_to(id, to, request, None).await
 }
 
-/// The `Idempotency-Key` an HTTP request must carry: a release carries the one its
-/// lease was bought with (it proves ownership); anything else a fresh one.
-fn http_key(id: &IdentityArgs, request: &Request) -> Result<Option<String>> {
+/// The owner key an HTTP release must carry: the `Idempotency-Key` its lease was bought
+/// with (it proves ownership); `None` for other requests.
+fn lease_key(id: &IdentityArgs, request: &Request) -> Result<Option<String>> {
     let Request::Release(r) = request else {
         return Ok(None);
     };
@@ -273,7 +273,7 @@ async fn send_to(
     let route = match (service, &to.http) {
         (None, Some(base)) => Route::Http {
             base: base.clone(),
-            key: http_key(id, &request)?,
+            lease_key: lease_key(id, &request)?,
         },
         (service, _) => Route::Nostr {
             service: Box::new(service.context("--service is required")?),

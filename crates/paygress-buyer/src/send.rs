@@ -29,10 +29,10 @@ pub enum Route {
     Http {
         /// e.g. `http://127.0.0.1:8080`.
         base: String,
-        /// The `Idempotency-Key` to send; a fresh one when `None`. A spawn's key names
-        /// the lease's owner over HTTP: a release must carry it (see
+        /// For a release: the lease's owner key, the `Idempotency-Key` its spawn was
+        /// sent with (see [`Sent::http_key`] and
         /// [`BuyerHome::save_lease_key`](crate::BuyerHome::save_lease_key)).
-        key: Option<String>,
+        lease_key: Option<String>,
     },
 }
 
@@ -97,13 +97,11 @@ pub async fn send(
 ) -> Result<Sent, BuyerError> {
     let paid = !matches!(request, Request::Status(_));
     let (keys, service, relay_urls, scheme) = match route {
-        Route::Http { base, key } => {
+        Route::Http { base, lease_key } => {
             progress(Progress::Waiting { base });
-            let key = key
-                .clone()
-                .unwrap_or_else(paygress_http::client::idempotency_key);
+            let key = paygress_http::client::idempotency_key();
             let reply = HttpClient::new(base, waits.reply)?
-                .send_keyed(&request, &key)
+                .send_keyed(&request, &key, lease_key.as_deref())
                 .await?;
             return Ok(Sent {
                 reply,

@@ -80,13 +80,18 @@ impl HttpClient {
     /// (no connection, timeout, or the service's own `503`) it is sent again with the
     /// same key, up to [`ATTEMPTS`] times: the service answers it once.
     pub async fn send(&self, request: &Request) -> Result<Reply, ClientError> {
-        self.send_keyed(request, &idempotency_key()).await
+        self.send_keyed(request, &idempotency_key(), None).await
     }
 
-    /// [`send`](Self::send) with `key` as the `Idempotency-Key`. The key of a spawn
-    /// names its lease's owner: keep it to release the lease later, which is sent with
-    /// that same key.
-    pub async fn send_keyed(&self, request: &Request, key: &str) -> Result<Reply, ClientError> {
+    /// [`send`](Self::send) with `key` as the `Idempotency-Key`, and for a release the
+    /// lease's owner key in `X-Lease-Key`. The key of a spawn names its lease's owner:
+    /// keep it to release the lease later.
+    pub async fn send_keyed(
+        &self,
+        request: &Request,
+        key: &str,
+        lease_key: Option<&str>,
+    ) -> Result<Reply, ClientError> {
         let mut attempt = 1;
         let resp = loop {
             let sent = match request {
@@ -113,11 +118,14 @@ impl HttpClient {
                         .await
                 }
                 Request::Release(r) => {
-                    self.http
+                    let mut post = self
+                        .http
                         .post(self.url(&paths::release(&r.pod_name)))
-                        .header(crate::IDEMPOTENCY_KEY, key)
-                        .send()
-                        .await
+                        .header(crate::IDEMPOTENCY_KEY, key);
+                    if let Some(owner) = lease_key {
+                        post = post.header(crate::LEASE_KEY, owner);
+                    }
+                    post.send().await
                 }
             };
             let retry = match &sent {

@@ -378,22 +378,24 @@ async fn top_up_payment_required(state: &AppState, pod_name: &str) -> Result<Res
 /// End a lease early and get its unused time back.
 ///
 /// Only the lease's owner may: send the `Idempotency-Key` of the request that created the
-/// lease. The lease is removed first; the reply then carries a Cashu token worth its
+/// lease in `X-Lease-Key`. The lease is removed first; the reply then carries a Cashu token worth its
 /// unused whole seconds at the lease's rate, after the operator's minimum charge
 /// (`RELEASE_MIN_CHARGE_MINUTES`, counted from the lease's start) and the mint's fee
-/// for issuing it. Repeating the request repeats the first answer (the same token).
+/// for issuing it. A retry with the same `Idempotency-Key` gets the first answer (the
+/// same token); a new release of a released lease answers `404`.
 #[utoipa::path(
     post,
     path = "/pods/{name}/release",
     tag = "leases",
     params(
         ("name" = String, Path, description = "Lease name (pod_name)", pattern = r"^ssh-pod-[a-z0-9]{8}$"),
-        ("Idempotency-Key" = String, Header, description = "The Idempotency-Key of the POST /spawn-pod that created the lease: it proves ownership", pattern = r"^[A-Za-z0-9._:+/=-]{16,128}$", min_length = 16, max_length = 128),
+        ("X-Lease-Key" = String, Header, description = "The Idempotency-Key of the POST /spawn-pod that created the lease: it proves ownership", pattern = r"^[A-Za-z0-9._:+/=-]{16,128}$", min_length = 16, max_length = 128),
+        ("Idempotency-Key" = Option<String>, Header, description = "A random value naming this release; send it again with a retry to get the first answer (the refund token)", pattern = r"^[A-Za-z0-9._:+/=-]{16,128}$", min_length = 16, max_length = 128),
     ),
     responses(
         (status = 200, description = "Lease released; the refund token is in the body (absent when nothing is left to refund)", body = ReleasePodResponse),
-        (status = 400, description = "Malformed Idempotency-Key", body = ErrorBody),
-        (status = 401, description = "No Idempotency-Key", body = ErrorBody),
+        (status = 400, description = "Malformed X-Lease-Key or Idempotency-Key", body = ErrorBody),
+        (status = 401, description = "No X-Lease-Key", body = ErrorBody),
         (status = 403, description = "Not the lease's owner", body = ErrorBody),
         (status = 404, description = "No such lease (released already, or its time ran out)", body = ErrorBody),
         (status = 409, description = "Lease expired", body = ErrorBody),

@@ -160,12 +160,12 @@ async fn paid_requests_carry_a_fresh_idempotency_key_kept_across_retries() {
 }
 
 #[tokio::test]
-async fn only_the_spawns_key_releases_and_a_repeat_returns_the_same_refund() {
+async fn only_the_spawns_key_releases_and_a_retry_returns_the_same_refund() {
     let h = Harness::start().await;
     let client = HttpClient::new(&h.base, Duration::from_secs(30)).unwrap();
     let owner_key = paygress_http::client::idempotency_key();
     let Reply::AccessDetails(access) = client
-        .send_keyed(&spawn(h.token(30)), &owner_key)
+        .send_keyed(&spawn(h.token(30)), &owner_key, None)
         .await
         .unwrap()
     else {
@@ -176,13 +176,17 @@ async fn only_the_spawns_key_releases_and_a_repeat_returns_the_same_refund() {
     });
 
     // Someone else's key: refused, the lease keeps running.
-    let stranger = client.send(&release).await.unwrap();
+    let other = paygress_http::client::idempotency_key();
+    let stranger = client
+        .send_keyed(&release, &other, Some(&other))
+        .await
+        .unwrap();
     assert_eq!(
         stranger.error_code(),
         Some(ErrorCode::NotOwner),
         "{stranger:?}"
     );
-    // No key at all: 401.
+    // No owner key at all: 401.
     let raw = reqwest::Client::new()
         .post(format!(
             "{}{}",
@@ -196,7 +200,12 @@ async fn only_the_spawns_key_releases_and_a_repeat_returns_the_same_refund() {
 
     // Ten of the thirty minutes used: twenty come back (60 sat an hour).
     h.clock.advance(600);
-    let Reply::Released(released) = client.send_keyed(&release, &owner_key).await.unwrap() else {
+    let release_key = paygress_http::client::idempotency_key();
+    let Reply::Released(released) = client
+        .send_keyed(&release, &release_key, Some(&owner_key))
+        .await
+        .unwrap()
+    else {
         panic!("not released")
     };
     assert_eq!(released.pod_name, access.pod_name);
@@ -211,9 +220,28 @@ async fn only_the_spawns_key_releases_and_a_repeat_returns_the_same_refund() {
         .unwrap();
     assert_eq!(status.error_code(), Some(ErrorCode::PodNotFound));
 
-    // The same release again: the first answer, the same token (not a second one).
-    let Reply::Released(again) = client.send_keyed(&release, &owner_key).await.unwrap() else {
+    // A retry of that release (same Idempotency-Key): the first answer, the same token.
+    let Reply::Released(retry) = client
+        .send_keyed(&release, &release_key, Some(&owner_key))
+        .await
+        .unwrap()
+    else {
         panic!("not released")
     };
-    assert_eq!(again, released);
+    assert_eq!(retry, released);
+    // A new release: the lease is gone; no second token.
+    let again = client
+        .send_keyed(
+            &release,
+            &paygress_http::client::idempotency_key(),
+            Some(&owner_key),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again.error_code(),
+        Some(ErrorCode::PodNotFound),
+        "{again:?}"
+    );
+    assert!(again.returned_token().is_none());
 }
