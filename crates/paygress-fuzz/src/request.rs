@@ -1,6 +1,6 @@
 //! Request JSON as every transport parses it.
 
-use paygress_core::{Request, SpawnRequest, StatusRequest, TopUpRequest};
+use paygress_core::{ReleaseRequest, Request, SpawnRequest, StatusRequest, TopUpRequest};
 use paygress_http::wire::{SpawnPodBody, TopUpPodBody};
 use paygress_nostr::wire::{self, RequestKind};
 
@@ -34,6 +34,9 @@ pub fn request_json(data: &[u8]) -> bool {
     }
     if let Ok(r) = serde_json::from_slice::<StatusRequest>(data) {
         round_trip(&Request::Status(r));
+    }
+    if let Ok(r) = serde_json::from_slice::<ReleaseRequest>(data) {
+        round_trip(&Request::Release(r));
     }
     accepted
 }
