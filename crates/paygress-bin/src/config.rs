@@ -153,6 +153,11 @@ pub struct ServeArgs {
     /// (and after the mint's fee for issuing the refund token). `0`: no minimum.
     #[arg(long, env = "RELEASE_MIN_CHARGE_MINUTES", default_value_t = 5)]
     pub release_min_charge_minutes: u64,
+    /// Minutes before a lease's expiry that its owner is sent an encrypted Nostr notice
+    /// with the expiry and a ready-to-paste `paygress topup` command (once per expiry;
+    /// a top-up moves it). `0`: no notices.
+    #[arg(long, env = "EXPIRY_NOTICE_MINUTES", default_value_t = 10)]
+    pub expiry_notice_minutes: u64,
 
     /// Start even when the data directory or wallet files are readable or writable by
     /// group or others (a warning instead of the refusal).
@@ -291,6 +296,7 @@ impl std::fmt::Debug for ServeArgs {
             "release_min_charge_minutes",
             &self.release_min_charge_minutes,
         );
+        d.field("expiry_notice_minutes", &self.expiry_notice_minutes);
         d.field("allow_shared_data", &self.allow_shared_data);
         d.field("local_network", &self.local_network);
         d.field("local_uid_range", &self.local_uid_range);
@@ -431,6 +437,9 @@ impl ServeArgs {
             release_minimum: std::time::Duration::from_secs(
                 self.release_min_charge_minutes.saturating_mul(60),
             ),
+            expiry_notice: (self.expiry_notice_minutes > 0).then(|| {
+                std::time::Duration::from_secs(self.expiry_notice_minutes.saturating_mul(60))
+            }),
             ..ServiceConfig::default()
         })
     }

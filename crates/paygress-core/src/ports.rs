@@ -13,7 +13,7 @@ use thiserror::Error;
 use crate::lease::{LeaseRecord, LeaseSpec, Provisioned, Requester};
 use crate::money::{Amount, MintUrl, Unit};
 use crate::names::LeaseId;
-use crate::protocol::{Offer, Reply, Request};
+use crate::protocol::{ExpiryNotice, Offer, Reply, Request};
 use crate::secret::CashuToken;
 
 /// A boxed error from an adapter's own technology.
@@ -406,6 +406,18 @@ pub trait Notifier: Send + Sync {
         requester: &Requester,
         reply: &Reply,
     ) -> Result<(), TransportError>;
+
+    /// Tells lease owner `owner` that the lease in `notice` is about to expire, with how
+    /// to top it up. Called once per lease and expiry. Default: owners of this notifier's
+    /// transport cannot be reached outside a reply (nothing is sent).
+    async fn notify_expiry(
+        &self,
+        owner: &Requester,
+        notice: &ExpiryNotice,
+    ) -> Result<(), TransportError> {
+        let _ = (owner, notice);
+        Ok(())
+    }
 }
 
 /// A shared notifier.

@@ -168,6 +168,18 @@ pub struct ReleaseResult {
     pub refund_token: Option<CashuToken>,
 }
 
+/// Sent to a lease's owner once per expiry, ahead of it (`EXPIRY_NOTICE_MINUTES`): the
+/// transport adds how to top the lease up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiryNotice {
+    /// The lease.
+    pub pod_name: LeaseId,
+    /// End of the paid time.
+    pub expires_at: Timestamp,
+    /// Whole seconds left when the notice was sent.
+    pub remaining_seconds: u64,
+}
+
 /// Stable machine-readable error codes (they cross the wire; never rename one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

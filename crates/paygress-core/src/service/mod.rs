@@ -3,9 +3,10 @@
 //!
 //! One file per flow: [`spawn`](self) (new leases), `top_up` (extensions), `payment`
 //! (redeem and pay out, the money rule), `settle` (what crashes and lost answers left
-//! open), `quotes` (offer, prices, status, reaping).
+//! open), `quotes` (offer, prices, status, reaping), `notices` (expiry notices to owners).
 
 mod locks;
+mod notices;
 mod payment;
 mod quotes;
 mod release;
@@ -70,7 +71,14 @@ pub struct ServiceConfig {
     /// (`RELEASE_MIN_CHARGE_MINUTES`): a lease released sooner refunds only the time
     /// after it. Covers the cost of starting a pod.
     pub release_minimum: Duration,
+    /// How long before a lease's expiry its owner is sent a notice with how to top it up
+    /// (`EXPIRY_NOTICE_MINUTES`); `None`: no notices.
+    pub expiry_notice: Option<Duration>,
 }
+
+/// How long before expiry the owner is told when not told (`EXPIRY_NOTICE_MINUTES`):
+/// ten minutes.
+pub const DEFAULT_EXPIRY_NOTICE: Duration = Duration::from_secs(10 * 60);
 
 /// The least lease time a release charges when not told (`RELEASE_MIN_CHARGE_MINUTES`):
 /// five minutes.
@@ -98,6 +106,7 @@ impl Default for ServiceConfig {
             max_leases: None,
             journal_retention: Duration::from_secs(7 * 24 * 3600),
             release_minimum: DEFAULT_RELEASE_MINIMUM,
+            expiry_notice: Some(DEFAULT_EXPIRY_NOTICE),
         }
     }
 }
@@ -293,7 +302,8 @@ impl Paygress {
         }
     }
 
-    /// Runs `settle` every `interval`, and the reaper at each lease's paid second (at
+    /// Runs `settle` and [`notify_expiring`](Self::notify_expiring) every `interval`,
+    /// and the reaper at each lease's paid second (at
     /// least every `interval`), until the task is dropped.
     pub async fn run_maintenance(self: Arc<Self>, interval: Duration) {
         let settler = async {
@@ -301,6 +311,7 @@ impl Paygress {
             loop {
                 ticker.tick().await;
                 self.settle().await;
+                self.notify_expiring().await;
             }
         };
         tokio::join!(settler, self.run_reaper(interval));

@@ -274,6 +274,7 @@ pub(super) fn record(id: &LeaseId, expires_at: Timestamp) -> LeaseRecord {
 
 mod capacity;
 mod idempotency;
+mod notices;
 mod quotes;
 mod release;
 mod settle;
