@@ -301,3 +301,44 @@ async fn concurrent_issues_do_not_share_proofs() {
         assert_eq!(mint.redeem_as_buyer(t).await.expect("redeem change"), 10);
     }
 }
+
+/// The verifier contract core holds every verifier to, one test per check, against a
+/// real in-process mint: a buyer's wallet pays, the service's cdk wallet redeems.
+mod contract {
+    use paygress_cashu::CashuVerifier;
+    use paygress_cashu::testkit::{TestMint, TokenFormat};
+    use paygress_core::contract::verifier::VerifierFixture;
+    use paygress_core::{CashuToken, MintUrl, PaymentVerifier};
+
+    struct CdkFixture {
+        mint: TestMint,
+        verifier: CashuVerifier,
+    }
+
+    #[async_trait::async_trait]
+    impl VerifierFixture for CdkFixture {
+        fn verifier(&self) -> &dyn PaymentVerifier {
+            &self.verifier
+        }
+        fn mint(&self) -> MintUrl {
+            self.mint.url()
+        }
+        async fn token(&self, sat: u64) -> CashuToken {
+            self.mint
+                .mint_token(sat, TokenFormat::V4)
+                .await
+                .expect("mint a token")
+        }
+        async fn cash(&self, token: &CashuToken) -> Option<u64> {
+            self.mint.redeem_as_buyer(token).await.ok()
+        }
+    }
+
+    async fn fresh(_check: u16) -> (CdkFixture, tempfile::TempDir) {
+        let mint = TestMint::start().await.expect("mint");
+        let (verifier, dir) = super::common::verifier_for(&mint).await;
+        (CdkFixture { mint, verifier }, dir)
+    }
+
+    paygress_core::payment_verifier_tests!(fresh);
+}

@@ -212,6 +212,25 @@ pub struct LeaseRecord {
 }
 
 impl LeaseRecord {
+    /// The record of a lease just created from `spec`, reachable on `ssh_port` inside
+    /// the pod and `node_port` from outside; its phase is the default (`Running`).
+    pub fn new(spec: &LeaseSpec, ssh_port: u16, node_port: Option<u16>) -> Self {
+        Self {
+            id: spec.id.clone(),
+            owner: spec.owner.clone(),
+            username: spec.username.clone(),
+            tier: spec.tier.id.clone(),
+            image: spec.image.clone(),
+            created_at: spec.created_at,
+            expires_at: spec.expires_at,
+            paid_msat: spec.paid_msat,
+            ssh_port,
+            node_port,
+            phase: LeasePhase::default(),
+            mint: Some(spec.mint.clone()),
+        }
+    }
+
     /// `Provisioning` while the pod starts, `Expired` once the pod ended or no time is
     /// left at `now`, else `Active`.
     pub fn state_at(&self, now: Timestamp) -> LeaseState {

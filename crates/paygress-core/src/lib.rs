@@ -32,5 +32,5 @@ pub use protocol::{
 pub use secret::{CashuToken, Password};
 pub use service::{
     DEFAULT_DATA_DIR, DEFAULT_EXPIRY_NOTICE, DEFAULT_IMAGE, DEFAULT_RELEASE_MINIMUM, Paygress,
-    PaygressBuilder, ServiceConfig, TokenQuote,
+    PaygressBuilder, QuoteError, ServiceConfig, TokenQuote,
 };

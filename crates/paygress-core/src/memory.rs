@@ -11,8 +11,8 @@ use crate::lease::{LeaseRecord, LeaseSpec, Provisioned};
 use crate::money::{Amount, MintUrl, Unit};
 use crate::names::LeaseId;
 use crate::ports::{
-    BackendError, Clock, Entry, Extension, Journal, JournalError, PaymentError, PaymentVerifier,
-    PodBackend, RedeemAttempt, Redeemed, RequestKey, Stage, TokenCheck, TokenInfo,
+    BackendError, Clock, Entry, Extension, IssueId, Journal, JournalError, PaymentError,
+    PaymentVerifier, PodBackend, RedeemAttempt, Redeemed, RequestKey, Stage, TokenCheck, TokenInfo,
 };
 use crate::secret::CashuToken;
 
@@ -143,20 +143,7 @@ impl PodBackend for MemoryBackend {
         }
         let port = 30000 + st.next_port;
         st.next_port = st.next_port.wrapping_add(1) % 2768;
-        let record = LeaseRecord {
-            id: spec.id.clone(),
-            owner: spec.owner.clone(),
-            username: spec.username.clone(),
-            tier: spec.tier.id.clone(),
-            image: spec.image.clone(),
-            created_at: spec.created_at,
-            expires_at: spec.expires_at,
-            paid_msat: spec.paid_msat,
-            ssh_port: 2222,
-            node_port: Some(port),
-            phase: Default::default(),
-            mint: Some(spec.mint.clone()),
-        };
+        let record = LeaseRecord::new(spec, 2222, Some(port));
         st.leases.insert(spec.id.clone(), (record, spec.clone()));
         lost?;
         Ok(Provisioned {
@@ -271,6 +258,8 @@ struct Ledger {
     /// What each attempt received.
     received: HashMap<String, Redeemed>,
     issued: u64,
+    /// Tokens made under an issue id (`issue_once`).
+    issues: HashMap<String, CashuToken>,
     attempts: u64,
     balance: HashMap<(MintUrl, Unit), u64>,
     mint_down: bool,
@@ -481,6 +470,22 @@ impl PaymentVerifier for MemoryVerifier {
             *bal -= amount.value;
         }
         Ok(self.mint_token(mint, amount))
+    }
+
+    async fn issue_once(
+        &self,
+        id: &IssueId,
+        mint: &MintUrl,
+        amount: Amount,
+    ) -> Result<CashuToken, PaymentError> {
+        if let Some(token) = lock(&self.ledger).issues.get(id.as_str()) {
+            return Ok(token.clone());
+        }
+        let token = self.issue(mint, amount).await?;
+        lock(&self.ledger)
+            .issues
+            .insert(id.as_str().to_owned(), token.clone());
+        Ok(token)
     }
 
     fn accepted_mints(&self) -> Vec<MintUrl> {

@@ -89,13 +89,17 @@ impl Request {
 }
 
 /// How to log in to a new lease.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "schema", schema(as = SpawnPodResponse))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessDetails {
     /// Lease name, for top-ups.
+    #[cfg_attr(feature = "schema", schema(value_type = String, pattern = r"^ssh-pod-[a-z0-9]{8}$"))]
     pub pod_name: LeaseId,
     /// Login name.
     pub ssh_username: String,
-    /// Login password.
+    /// Login password (only ever sent to the payer).
+    #[cfg_attr(feature = "schema", schema(value_type = String))]
     pub ssh_password: Password,
     /// Host to connect to.
     pub ssh_host: String,
@@ -105,6 +109,7 @@ pub struct AccessDetails {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_port: Option<u16>,
     /// End of the paid time (RFC 3339).
+    #[cfg_attr(feature = "schema", schema(value_type = String, format = DateTime))]
     pub expires_at: Timestamp,
     /// Seconds bought.
     pub duration_seconds: u64,
@@ -114,20 +119,26 @@ pub struct AccessDetails {
     pub instructions: Vec<String>,
     /// The part of the payment not spent, as a token for the payer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schema(value_type = Option<String>))]
     pub change_token: Option<CashuToken>,
 }
 
 /// A successful top-up.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "schema", schema(as = TopUpPodResponse))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopUpResult {
     /// The lease.
+    #[cfg_attr(feature = "schema", schema(value_type = String, pattern = r"^ssh-pod-[a-z0-9]{8}$"))]
     pub pod_name: LeaseId,
     /// New end of the paid time.
+    #[cfg_attr(feature = "schema", schema(value_type = String, format = DateTime))]
     pub expires_at: Timestamp,
     /// Seconds added.
     pub added_seconds: u64,
     /// Change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schema(value_type = Option<String>))]
     pub change_token: Option<CashuToken>,
 }
 
@@ -181,6 +192,8 @@ pub struct ExpiryNotice {
 }
 
 /// Stable machine-readable error codes (they cross the wire; never rename one).
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "schema", schema(as = ErrorCodeBody))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -251,14 +264,17 @@ impl ErrorCode {
 }
 
 /// A failed request. When the payment had been redeemed, `refund_token` returns it.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "schema", schema(as = ErrorBody))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorReply {
     /// Machine-readable code.
     pub code: ErrorCode,
     /// Human-readable explanation.
     pub message: String,
-    /// The payment, returned.
+    /// The payment, returned, when it had been redeemed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schema(value_type = Option<String>))]
     pub refund_token: Option<CashuToken>,
 }
 
@@ -310,6 +326,8 @@ impl Reply {
 }
 
 /// A tier as advertised.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "schema", schema(as = TierOfferBody))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TierOffer {
     /// Id to request.
@@ -336,6 +354,8 @@ impl TierOffer {
 
 /// What the service sells and on which terms; transports publish it (Nostr kind
 /// 38383, `GET /offer`) and may add their own fields around it.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "schema", schema(as = OfferBody))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Offer {
     /// Operator-chosen service name.
@@ -353,8 +373,10 @@ pub struct Offer {
     /// Longest lease, minutes (rounded down).
     pub max_duration_minutes: u64,
     /// Accepted mints.
+    #[cfg_attr(feature = "schema", schema(value_type = Vec<String>))]
     pub mints: Vec<MintUrl>,
-    /// Accepted units.
+    /// Accepted units (`sat`, `msat`).
+    #[cfg_attr(feature = "schema", schema(value_type = Vec<String>))]
     pub units: Vec<Unit>,
     /// Host buyers connect to.
     pub ssh_host: String,

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use paygress_nostr::nostr_sdk::nips::nip44;
 use paygress_nostr::nostr_sdk::nips::nip59::UnwrappedGift;
 use paygress_nostr::nostr_sdk::{
-    Event, EventBuilder, EventId, JsonUtil, Keys, Kind, SecretKey, Tag, TagKind,
+    Event, EventBuilder, EventId, JsonUtil, Keys, Kind, SecretKey, Tag,
 };
 use paygress_nostr::wire::{self, MAX_CONTENT_BYTES, RequestKind, Scheme};
 
@@ -150,13 +150,7 @@ pub fn nostr_gift_wrap(data: &[u8]) -> bool {
         &rumor.tags,
         &rumor.content,
     );
-    let hint = rumor
-        .tags
-        .find(TagKind::k())
-        .and_then(|t| t.content())
-        .and_then(|k| k.parse::<u16>().ok())
-        .and_then(|k| RequestKind::from_kind(Kind::Custom(k)));
-    match wire::parse_untyped_request(&rumor.content, hint) {
+    match wire::parse_rumor_request(&rumor) {
         Ok(request) => {
             round_trip(&request);
             true

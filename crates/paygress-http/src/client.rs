@@ -9,13 +9,11 @@
 
 use std::time::Duration;
 
-use paygress_core::{Reply, Request};
+use paygress_core::{AccessDetails, ErrorReply, Reply, Request, TopUpResult};
 use serde::de::DeserializeOwned;
 
 use crate::paths;
-use crate::wire::{
-    ErrorBody, InvalidBody, PodInfo, ReleasePodResponse, SpawnPodResponse, TopUpPodResponse,
-};
+use crate::wire::{InvalidBody, PodInfo, ReleasePodResponse};
 
 /// Attempts of one paid request (the first and the retries).
 pub const ATTEMPTS: u32 = 3;
@@ -153,16 +151,12 @@ impl HttpClient {
             reason,
         };
         if !status.is_success() {
-            let error: ErrorBody = decode(&body).map_err(unexpected)?;
-            return Ok(Reply::Error(error.into()));
+            let error: ErrorReply = decode(&body).map_err(unexpected)?;
+            return Ok(Reply::Error(error));
         }
         let reply = match request {
-            Request::Spawn(_) => decode::<SpawnPodResponse>(&body)
-                .and_then(|b| b.try_into().map_err(|e: InvalidBody| e.to_string()))
-                .map(Reply::AccessDetails),
-            Request::TopUp(_) => decode::<TopUpPodResponse>(&body)
-                .and_then(|b| b.try_into().map_err(|e: InvalidBody| e.to_string()))
-                .map(Reply::TopUp),
+            Request::Spawn(_) => decode::<AccessDetails>(&body).map(Reply::AccessDetails),
+            Request::TopUp(_) => decode::<TopUpResult>(&body).map(Reply::TopUp),
             Request::Status(_) => decode::<PodInfo>(&body)
                 .and_then(|b| b.try_into().map_err(|e: InvalidBody| e.to_string()))
                 .map(Reply::Status),

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use paygress_core::{ErrorCode, ErrorReply};
+use paygress_core::{ErrorCode, ErrorReply, QuoteError};
 use thiserror::Error;
 
 /// Why the HTTP server could not run.
@@ -96,6 +96,12 @@ impl ApiError {
             status: status_for(body.code),
             body,
         }
+    }
+}
+
+impl From<QuoteError> for ApiError {
+    fn from(e: QuoteError) -> Self {
+        Self::from_reply(e.into())
     }
 }
 

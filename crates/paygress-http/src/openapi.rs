@@ -3,11 +3,12 @@
 
 use utoipa::OpenApi;
 
+use paygress_core::{AccessDetails, ErrorCode, ErrorReply, Offer, TierOffer, TopUpResult};
+
 use crate::routes;
 use crate::wire::{
-    AuthBody, AuthResponse, ComponentHealth, ErrorBody, ErrorCodeBody, HealthBody, OfferBody,
-    PodInfo, ReleasePodResponse, SpawnPodBody, SpawnPodResponse, TierOfferBody, TopUpPodBody,
-    TopUpPodResponse,
+    AuthBody, AuthResponse, ComponentHealth, HealthBody, PodInfo, ReleasePodResponse, SpawnPodBody,
+    TopUpPodBody,
 };
 
 /// The API description.
@@ -35,19 +36,19 @@ use crate::wire::{
     ),
     components(schemas(
         SpawnPodBody,
-        SpawnPodResponse,
+        AccessDetails,
         TopUpPodBody,
-        TopUpPodResponse,
+        TopUpResult,
         ReleasePodResponse,
         PodInfo,
         AuthBody,
         AuthResponse,
-        OfferBody,
-        TierOfferBody,
+        Offer,
+        TierOffer,
         HealthBody,
         ComponentHealth,
-        ErrorBody,
-        ErrorCodeBody,
+        ErrorReply,
+        ErrorCode,
     ))
 )]
 pub struct ApiDoc;

@@ -9,8 +9,8 @@ use axum::extract::{FromRequest, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use paygress_core::{
-    Amount, CashuToken, ErrorCode, LeaseId, Paygress, ReleaseRequest, Reply, Request, Requester,
-    SpawnRequest, TopUpRequest, Unit,
+    AccessDetails, Amount, CashuToken, ErrorCode, ErrorReply, LeaseId, Offer, Paygress,
+    ReleaseRequest, Reply, Request, Requester, SpawnRequest, TopUpRequest, TopUpResult, Unit,
 };
 use serde::de::DeserializeOwned;
 use tracing::{debug, warn};
@@ -20,8 +20,8 @@ use crate::identity::{Identity, fingerprint};
 use crate::openapi::openapi_json_string;
 use crate::server::AppState;
 use crate::wire::{
-    AuthBody, AuthQuery, AuthResponse, ComponentHealth, ErrorBody, HealthBody, OfferBody, PodInfo,
-    ReleasePodResponse, SpawnPodBody, SpawnPodResponse, TopUpPodBody, TopUpPodResponse,
+    AuthBody, AuthQuery, AuthResponse, ComponentHealth, HealthBody, PodInfo, ReleasePodResponse,
+    SpawnPodBody, TopUpPodBody,
 };
 
 /// The NUT-24 header: a payment request in a `402`, a token in a retry.
@@ -244,10 +244,8 @@ async fn withhold_foreign_lease(paygress: &Paygress, sender: &Requester, reply: 
 
 fn reply_response(reply: Reply) -> Response {
     match reply {
-        Reply::AccessDetails(a) => {
-            (StatusCode::CREATED, Json(SpawnPodResponse::from(a))).into_response()
-        }
-        Reply::TopUp(t) => (StatusCode::OK, Json(TopUpPodResponse::from(t))).into_response(),
+        Reply::AccessDetails(a) => (StatusCode::CREATED, Json(a)).into_response(),
+        Reply::TopUp(t) => (StatusCode::OK, Json(t)).into_response(),
         Reply::Released(r) => (StatusCode::OK, Json(ReleasePodResponse::from(r))).into_response(),
         Reply::Error(e) => ApiError::from_reply(e).into_response(),
         Reply::Status(_) => {
@@ -274,15 +272,15 @@ fn parse_lease(name: &str) -> Result<LeaseId, ApiError> {
         ("Idempotency-Key" = Option<String>, Header, description = "A random value naming this request (e.g. a UUID). Send it again with a retry to get the first answer; the answer (password, change) is only ever repeated to a request carrying it. Without one, a repeat answers 409 without any secret", pattern = r"^[A-Za-z0-9._:+/=-]{16,128}$", min_length = 16, max_length = 128),
     ),
     responses(
-        (status = 201, description = "Lease created; log in with these details", body = SpawnPodResponse),
-        (status = 400, description = "Body not JSON, not a Cashu token, malformed Idempotency-Key, or unusable token (not accepted mint, wrong unit, too small); nothing was redeemed", body = ErrorBody),
-        (status = 402, description = "No token: pay the NUT-18 request in the X-Cashu header", body = ErrorBody,
+        (status = 201, description = "Lease created; log in with these details", body = AccessDetails),
+        (status = 400, description = "Body not JSON, not a Cashu token, malformed Idempotency-Key, or unusable token (not accepted mint, wrong unit, too small); nothing was redeemed", body = ErrorReply),
+        (status = 402, description = "No token: pay the NUT-18 request in the X-Cashu header", body = ErrorReply,
             headers(("X-Cashu" = String, description = "Encoded NUT-18 payment request (creqA…)"))),
-        (status = 409, description = "Token already spent, or a repeat of a paid request without its Idempotency-Key (answered without secrets)", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "Well-formed but invalid field (username, image, tier, duration, key), or an Idempotency-Key reused for a different request", body = ErrorBody),
-        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
-        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorBody),
+        (status = 409, description = "Token already spent, or a repeat of a paid request without its Idempotency-Key (answered without secrets)", body = ErrorReply),
+        (status = 413, description = "Body too large", body = ErrorReply),
+        (status = 422, description = "Well-formed but invalid field (username, image, tier, duration, key), or an Idempotency-Key reused for a different request", body = ErrorReply),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorReply),
+        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorReply),
     )
 )]
 pub(crate) async fn spawn_pod(
@@ -327,16 +325,16 @@ pub(crate) async fn spawn_pod(
         ("Idempotency-Key" = Option<String>, Header, description = "A random value naming this request; see POST /spawn-pod", pattern = r"^[A-Za-z0-9._:+/=-]{16,128}$", min_length = 16, max_length = 128),
     ),
     responses(
-        (status = 200, description = "Lease extended", body = TopUpPodResponse),
-        (status = 400, description = "Body not JSON, not a Cashu token, malformed Idempotency-Key, or unusable token; nothing was redeemed", body = ErrorBody),
-        (status = 402, description = "No token: pay the NUT-18 request in the X-Cashu header (priced for the default duration)", body = ErrorBody,
+        (status = 200, description = "Lease extended", body = TopUpResult),
+        (status = 400, description = "Body not JSON, not a Cashu token, malformed Idempotency-Key, or unusable token; nothing was redeemed", body = ErrorReply),
+        (status = 402, description = "No token: pay the NUT-18 request in the X-Cashu header (priced for the default duration)", body = ErrorReply,
             headers(("X-Cashu" = String, description = "Encoded NUT-18 payment request (creqA…)"))),
-        (status = 404, description = "No such lease", body = ErrorBody),
-        (status = 409, description = "Lease expired, already at its maximum, token spent, or a repeat without its Idempotency-Key", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "Invalid pod name or body shape, or an Idempotency-Key reused for a different request", body = ErrorBody),
-        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
-        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorBody),
+        (status = 404, description = "No such lease", body = ErrorReply),
+        (status = 409, description = "Lease expired, already at its maximum, token spent, or a repeat without its Idempotency-Key", body = ErrorReply),
+        (status = 413, description = "Body too large", body = ErrorReply),
+        (status = 422, description = "Invalid pod name or body shape, or an Idempotency-Key reused for a different request", body = ErrorReply),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorReply),
+        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorReply),
     )
 )]
 pub(crate) async fn top_up_pod(
@@ -394,14 +392,14 @@ async fn top_up_payment_required(state: &AppState, pod_name: &str) -> Result<Res
     ),
     responses(
         (status = 200, description = "Lease released; the refund token is in the body (absent when nothing is left to refund)", body = ReleasePodResponse),
-        (status = 400, description = "Malformed X-Lease-Key or Idempotency-Key", body = ErrorBody),
-        (status = 401, description = "No X-Lease-Key", body = ErrorBody),
-        (status = 403, description = "Not the lease's owner", body = ErrorBody),
-        (status = 404, description = "No such lease (released already, or its time ran out)", body = ErrorBody),
-        (status = 409, description = "Lease expired", body = ErrorBody),
-        (status = 422, description = "Not a lease name", body = ErrorBody),
-        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
-        (status = 503, description = "Unavailable: backend or mint down; send the same request again", body = ErrorBody),
+        (status = 400, description = "Malformed X-Lease-Key or Idempotency-Key", body = ErrorReply),
+        (status = 401, description = "No X-Lease-Key", body = ErrorReply),
+        (status = 403, description = "Not the lease's owner", body = ErrorReply),
+        (status = 404, description = "No such lease (released already, or its time ran out)", body = ErrorReply),
+        (status = 409, description = "Lease expired", body = ErrorReply),
+        (status = 422, description = "Not a lease name", body = ErrorReply),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorReply),
+        (status = 503, description = "Unavailable: backend or mint down; send the same request again", body = ErrorReply),
     )
 )]
 pub(crate) async fn release_pod(
@@ -421,8 +419,8 @@ pub(crate) async fn release_pod(
     tag = "leases",
     responses(
         (status = 200, description = "Every lease (public fields only)", body = Vec<PodInfo>),
-        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
-        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorBody),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorReply),
+        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorReply),
     )
 )]
 pub(crate) async fn list_pods(State(state): Shared) -> Result<Json<Vec<PodInfo>>, ApiError> {
@@ -447,10 +445,10 @@ pub(crate) async fn list_pods(State(state): Shared) -> Result<Json<Vec<PodInfo>>
     params(("name" = String, Path, description = "Lease name (pod_name)", pattern = r"^ssh-pod-[a-z0-9]{8}$")),
     responses(
         (status = 200, description = "The lease (public fields only)", body = PodInfo),
-        (status = 404, description = "No such lease", body = ErrorBody),
-        (status = 422, description = "Not a lease name", body = ErrorBody),
-        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
-        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorBody),
+        (status = 404, description = "No such lease", body = ErrorReply),
+        (status = 422, description = "Not a lease name", body = ErrorReply),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorReply),
+        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorReply),
     )
 )]
 pub(crate) async fn get_pod(
@@ -485,10 +483,10 @@ pub(crate) async fn get_pod(
     ),
     responses(
         (status = 200, description = "What the token is worth and buys", body = AuthResponse),
-        (status = 400, description = "No token, not a Cashu token, undecodable token, not accepted mint or unit, or an invalid query", body = ErrorBody),
-        (status = 409, description = "Token already spent", body = ErrorBody),
-        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
-        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorBody),
+        (status = 400, description = "No token, not a Cashu token, undecodable token, not accepted mint or unit, or an invalid query", body = ErrorReply),
+        (status = 409, description = "Token already spent", body = ErrorReply),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorReply),
+        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorReply),
     )
 )]
 pub(crate) async fn auth(
@@ -526,12 +524,12 @@ pub(crate) async fn auth(
     ),
     responses(
         (status = 200, description = "What the token is worth and buys", body = AuthResponse),
-        (status = 400, description = "No token, not a Cashu token, undecodable token, not accepted mint or unit, or a body that is not JSON", body = ErrorBody),
-        (status = 409, description = "Token already spent", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "Well-formed JSON of the wrong shape", body = ErrorBody),
-        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
-        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorBody),
+        (status = 400, description = "No token, not a Cashu token, undecodable token, not accepted mint or unit, or a body that is not JSON", body = ErrorReply),
+        (status = 409, description = "Token already spent", body = ErrorReply),
+        (status = 413, description = "Body too large", body = ErrorReply),
+        (status = 422, description = "Well-formed JSON of the wrong shape", body = ErrorReply),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorReply),
+        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorReply),
     )
 )]
 pub(crate) async fn auth_post(
@@ -558,13 +556,13 @@ pub(crate) async fn auth_post(
     path = "/offer",
     tag = "service",
     responses(
-        (status = 200, description = "The offer (the same one the Nostr transport publishes)", body = OfferBody),
-        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
-        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorBody),
+        (status = 200, description = "The offer (the same one the Nostr transport publishes)", body = Offer),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorReply),
+        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorReply),
     )
 )]
-pub(crate) async fn offer(State(state): Shared) -> Json<OfferBody> {
-    Json(state.paygress.offer().into())
+pub(crate) async fn offer(State(state): Shared) -> Json<Offer> {
+    Json(state.paygress.offer())
 }
 
 /// Liveness, and which transports and backends are up.
@@ -615,8 +613,8 @@ pub(crate) async fn healthz(State(state): Shared) -> Response {
     tag = "service",
     responses(
         (status = 200, description = "OpenAPI 3.1 document", content_type = "application/json"),
-        (status = 429, description = "Rate limited (per client IP)", body = ErrorBody),
-        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorBody),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorReply),
+        (status = 503, description = "Unavailable: mint or backend down, timed out, or an internal failure (the only 5xx answered)", body = ErrorReply),
     )
 )]
 pub(crate) async fn openapi_json() -> Response {

@@ -1,12 +1,13 @@
-//! HTTP bodies: the seed's field names, converted to and from core's types at the edge.
+//! HTTP-only bodies: requests (the token may travel in a header instead), the public
+//! lease view, `/auth`, `/healthz`.
 //!
-//! Responses mirror core's reply payloads field for field (conversions destructure
-//! exhaustively, so a new core field fails to compile here until the API shows it).
+//! Replies that every transport shares (access details, top-up results, errors, the
+//! offer) are core's own types, serialized by core and documented through its `schema`
+//! feature: one JSON shape for HTTP and Nostr, written once.
 
 use jiff::Timestamp;
 use paygress_core::{
-    AccessDetails, CashuToken, ErrorCode, ErrorReply, LeaseId, LeaseRecord, LeaseState,
-    LeaseStatus, Offer, Password, ReleaseResult, TierOffer, TokenQuote, TopUpResult,
+    CashuToken, LeaseId, LeaseRecord, LeaseState, LeaseStatus, ReleaseResult, TokenQuote,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -57,69 +58,6 @@ pub struct TopUpPodBody {
     pub cashu_token: Option<CashuToken>,
 }
 
-/// `201` from `POST /spawn-pod`: how to log in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct SpawnPodResponse {
-    /// Lease name, for top-ups.
-    pub pod_name: String,
-    /// Login name.
-    pub ssh_username: String,
-    /// Login password (only ever sent here, to the payer).
-    #[schema(value_type = String)]
-    pub ssh_password: Password,
-    /// Host to connect to.
-    pub ssh_host: String,
-    /// SSH port inside the pod.
-    pub ssh_port: u16,
-    /// Externally reachable port.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_port: Option<u16>,
-    /// End of the paid time (RFC 3339).
-    #[schema(value_type = String, format = DateTime)]
-    pub expires_at: Timestamp,
-    /// Seconds bought.
-    pub duration_seconds: u64,
-    /// Tier id.
-    pub tier: String,
-    /// Human-readable steps.
-    pub instructions: Vec<String>,
-    /// The unspent part of the payment, as a token for the payer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
-    pub change_token: Option<CashuToken>,
-}
-
-impl From<AccessDetails> for SpawnPodResponse {
-    fn from(a: AccessDetails) -> Self {
-        let AccessDetails {
-            pod_name,
-            ssh_username,
-            ssh_password,
-            ssh_host,
-            ssh_port,
-            node_port,
-            expires_at,
-            duration_seconds,
-            tier,
-            instructions,
-            change_token,
-        } = a;
-        Self {
-            pod_name: pod_name.to_string(),
-            ssh_username,
-            ssh_password,
-            ssh_host,
-            ssh_port,
-            node_port,
-            expires_at,
-            duration_seconds,
-            tier,
-            instructions,
-            change_token,
-        }
-    }
-}
-
 /// A body's field does not hold what core's type requires (a client reading a reply).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("field `{field}` of the answer is invalid: {reason}")]
@@ -130,95 +68,12 @@ pub struct InvalidBody {
     pub reason: String,
 }
 
-impl TryFrom<SpawnPodResponse> for AccessDetails {
-    type Error = InvalidBody;
-    fn try_from(r: SpawnPodResponse) -> Result<Self, InvalidBody> {
-        let SpawnPodResponse {
-            pod_name,
-            ssh_username,
-            ssh_password,
-            ssh_host,
-            ssh_port,
-            node_port,
-            expires_at,
-            duration_seconds,
-            tier,
-            instructions,
-            change_token,
-        } = r;
-        Ok(Self {
-            pod_name: lease_id(pod_name)?,
-            ssh_username,
-            ssh_password,
-            ssh_host,
-            ssh_port,
-            node_port,
-            expires_at,
-            duration_seconds,
-            tier,
-            instructions,
-            change_token,
-        })
-    }
-}
-
 fn lease_id(name: String) -> Result<LeaseId, InvalidBody> {
     name.parse()
         .map_err(|e: paygress_core::NameError| InvalidBody {
             field: "pod_name",
             reason: e.to_string(),
         })
-}
-
-/// `200` from `POST /top-up-pod`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct TopUpPodResponse {
-    /// The lease.
-    pub pod_name: String,
-    /// New end of the paid time.
-    #[schema(value_type = String, format = DateTime)]
-    pub expires_at: Timestamp,
-    /// Seconds added.
-    pub added_seconds: u64,
-    /// Change.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
-    pub change_token: Option<CashuToken>,
-}
-
-impl From<TopUpResult> for TopUpPodResponse {
-    fn from(t: TopUpResult) -> Self {
-        let TopUpResult {
-            pod_name,
-            expires_at,
-            added_seconds,
-            change_token,
-        } = t;
-        Self {
-            pod_name: pod_name.to_string(),
-            expires_at,
-            added_seconds,
-            change_token,
-        }
-    }
-}
-
-impl TryFrom<TopUpPodResponse> for TopUpResult {
-    type Error = InvalidBody;
-    fn try_from(r: TopUpPodResponse) -> Result<Self, InvalidBody> {
-        let TopUpPodResponse {
-            pod_name,
-            expires_at,
-            added_seconds,
-            change_token,
-        } = r;
-        Ok(Self {
-            pod_name: lease_id(pod_name)?,
-            expires_at,
-            added_seconds,
-            change_token,
-        })
-    }
 }
 
 /// `200` from `POST /pods/{name}/release`: the lease is gone; the unused time comes back.
@@ -429,98 +284,6 @@ impl From<TokenQuote> for AuthResponse {
     }
 }
 
-/// A tier as advertised in the offer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct TierOfferBody {
-    /// Id to request.
-    pub id: String,
-    /// CPU millicores.
-    pub cpu_millicores: u32,
-    /// Memory MiB.
-    pub memory_mib: u32,
-    /// Price in msat per hour.
-    pub rate_msat_per_hour: u64,
-}
-
-impl From<TierOffer> for TierOfferBody {
-    fn from(t: TierOffer) -> Self {
-        let TierOffer {
-            id,
-            cpu_millicores,
-            memory_mib,
-            rate_msat_per_hour,
-        } = t;
-        Self {
-            id,
-            cpu_millicores,
-            memory_mib,
-            rate_msat_per_hour,
-        }
-    }
-}
-
-/// `GET /offer`: what the service sells, the same offer the Nostr transport publishes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct OfferBody {
-    /// Operator-chosen service name.
-    pub name: String,
-    /// Paygress version.
-    pub version: String,
-    /// Base rate in sat per hour.
-    pub rate_sats_per_hour: u64,
-    /// Base rate in msat per hour.
-    pub rate_msat_per_hour: u64,
-    /// Tiers with their rates.
-    pub tiers: Vec<TierOfferBody>,
-    /// Shortest lease, minutes.
-    pub min_duration_minutes: u64,
-    /// Longest lease, minutes.
-    pub max_duration_minutes: u64,
-    /// Accepted mints.
-    pub mints: Vec<String>,
-    /// Accepted units (`sat`, `msat`).
-    pub units: Vec<String>,
-    /// Host buyers connect to.
-    pub ssh_host: String,
-    /// Which backend runs leases.
-    pub backend: String,
-    /// Images a buyer may ask for (the default first).
-    pub images: Vec<String>,
-}
-
-impl From<Offer> for OfferBody {
-    fn from(o: Offer) -> Self {
-        let Offer {
-            name,
-            version,
-            rate_sats_per_hour,
-            rate_msat_per_hour,
-            tiers,
-            min_duration_minutes,
-            max_duration_minutes,
-            mints,
-            units,
-            ssh_host,
-            backend,
-            images,
-        } = o;
-        Self {
-            name,
-            version,
-            rate_sats_per_hour,
-            rate_msat_per_hour,
-            tiers: tiers.into_iter().map(Into::into).collect(),
-            min_duration_minutes,
-            max_duration_minutes,
-            mints: mints.into_iter().map(|m| m.to_string()).collect(),
-            units: units.into_iter().map(|u| u.to_string()).collect(),
-            ssh_host,
-            backend,
-            images,
-        }
-    }
-}
-
 /// Whether one part of the service is up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ComponentHealth {
@@ -541,151 +304,6 @@ pub struct HealthBody {
     pub backend: ComponentHealth,
     /// The request transports.
     pub transports: Vec<ComponentHealth>,
-}
-
-/// Stable error codes, as they appear in error bodies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCodeBody {
-    /// See core's `ErrorCode::InvalidRequest`.
-    InvalidRequest,
-    /// `ssh_username` is not a safe login name.
-    InvalidUsername,
-    /// `pod_name` is not a lease name.
-    InvalidPodName,
-    /// `pod_image` is not allowed.
-    ImageNotAllowed,
-    /// `tier` is not offered.
-    UnknownTier,
-    /// `duration_minutes` outside the limits.
-    DurationOutOfRange,
-    /// `ssh_public_key` is not an OpenSSH public key line.
-    InvalidPublicKey,
-    /// The token cannot be decoded or is empty.
-    InvalidToken,
-    /// The token's mint is not accepted.
-    MintNotAccepted,
-    /// The token's unit is not accepted.
-    UnsupportedUnit,
-    /// The token was already spent.
-    TokenAlreadySpent,
-    /// The payment does not cover the price (also the code of a `402` answer).
-    InsufficientPayment,
-    /// The mint could not be reached; the token was not redeemed.
-    MintUnavailable,
-    /// No such lease.
-    PodNotFound,
-    /// The lease's time is over.
-    LeaseExpired,
-    /// The lease already has the maximum time left.
-    LeaseAtMaximum,
-    /// The requester does not own the lease.
-    NotOwner,
-    /// The backend failed; the payment was refunded.
-    ProvisioningFailed,
-    /// A refund or change is owed but could not be issued yet.
-    RefundPending,
-    /// The mint's answer to the payment was lost; send the same request again (same
-    /// `Idempotency-Key`) to get the lease or a refund.
-    PaymentPending,
-    /// The request id (`Idempotency-Key`) was already used by another sender.
-    RequestIdInUse,
-    /// Too many requests.
-    RateLimited,
-    /// The service is shutting down, overloaded, or the request timed out.
-    Unavailable,
-    /// Anything else.
-    Internal,
-}
-
-impl From<ErrorCode> for ErrorCodeBody {
-    fn from(c: ErrorCode) -> Self {
-        match c {
-            ErrorCode::InvalidRequest => Self::InvalidRequest,
-            ErrorCode::InvalidUsername => Self::InvalidUsername,
-            ErrorCode::InvalidPodName => Self::InvalidPodName,
-            ErrorCode::ImageNotAllowed => Self::ImageNotAllowed,
-            ErrorCode::UnknownTier => Self::UnknownTier,
-            ErrorCode::DurationOutOfRange => Self::DurationOutOfRange,
-            ErrorCode::InvalidPublicKey => Self::InvalidPublicKey,
-            ErrorCode::InvalidToken => Self::InvalidToken,
-            ErrorCode::MintNotAccepted => Self::MintNotAccepted,
-            ErrorCode::UnsupportedUnit => Self::UnsupportedUnit,
-            ErrorCode::TokenAlreadySpent => Self::TokenAlreadySpent,
-            ErrorCode::InsufficientPayment => Self::InsufficientPayment,
-            ErrorCode::MintUnavailable => Self::MintUnavailable,
-            ErrorCode::PodNotFound => Self::PodNotFound,
-            ErrorCode::LeaseExpired => Self::LeaseExpired,
-            ErrorCode::LeaseAtMaximum => Self::LeaseAtMaximum,
-            ErrorCode::NotOwner => Self::NotOwner,
-            ErrorCode::ProvisioningFailed => Self::ProvisioningFailed,
-            ErrorCode::RefundPending => Self::RefundPending,
-            ErrorCode::PaymentPending => Self::PaymentPending,
-            ErrorCode::RequestIdInUse => Self::RequestIdInUse,
-            ErrorCode::RateLimited => Self::RateLimited,
-            ErrorCode::Unavailable => Self::Unavailable,
-            ErrorCode::Internal => Self::Internal,
-        }
-    }
-}
-
-/// Every failing request's body (core's `ErrorReply`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ErrorBody {
-    /// Machine-readable code.
-    pub code: ErrorCodeBody,
-    /// Human-readable explanation.
-    pub message: String,
-    /// The payment, returned, when it had been redeemed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refund_token: Option<String>,
-}
-
-impl From<ErrorCodeBody> for ErrorCode {
-    fn from(c: ErrorCodeBody) -> Self {
-        use ErrorCodeBody as B;
-        match c {
-            B::InvalidRequest => Self::InvalidRequest,
-            B::InvalidUsername => Self::InvalidUsername,
-            B::InvalidPodName => Self::InvalidPodName,
-            B::ImageNotAllowed => Self::ImageNotAllowed,
-            B::UnknownTier => Self::UnknownTier,
-            B::DurationOutOfRange => Self::DurationOutOfRange,
-            B::InvalidPublicKey => Self::InvalidPublicKey,
-            B::InvalidToken => Self::InvalidToken,
-            B::MintNotAccepted => Self::MintNotAccepted,
-            B::UnsupportedUnit => Self::UnsupportedUnit,
-            B::TokenAlreadySpent => Self::TokenAlreadySpent,
-            B::InsufficientPayment => Self::InsufficientPayment,
-            B::MintUnavailable => Self::MintUnavailable,
-            B::PodNotFound => Self::PodNotFound,
-            B::LeaseExpired => Self::LeaseExpired,
-            B::LeaseAtMaximum => Self::LeaseAtMaximum,
-            B::NotOwner => Self::NotOwner,
-            B::ProvisioningFailed => Self::ProvisioningFailed,
-            B::RefundPending => Self::RefundPending,
-            B::PaymentPending => Self::PaymentPending,
-            B::RequestIdInUse => Self::RequestIdInUse,
-            B::RateLimited => Self::RateLimited,
-            B::Unavailable => Self::Unavailable,
-            B::Internal => Self::Internal,
-        }
-    }
-}
-
-impl From<ErrorBody> for ErrorReply {
-    fn from(b: ErrorBody) -> Self {
-        let ErrorBody {
-            code,
-            message,
-            refund_token,
-        } = b;
-        Self {
-            code: code.into(),
-            message,
-            refund_token: refund_token.map(CashuToken::new),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -717,43 +335,6 @@ mod tests {
         let info = PodInfo::from_record(&record, later);
         assert_eq!(info.state, "expired");
         assert_eq!(info.remaining_seconds, 0);
-    }
-
-    #[test]
-    fn error_code_body_serializes_like_core() {
-        use ErrorCode as C;
-        for c in [
-            C::InvalidRequest,
-            C::InvalidUsername,
-            C::InvalidPodName,
-            C::ImageNotAllowed,
-            C::UnknownTier,
-            C::DurationOutOfRange,
-            C::InvalidPublicKey,
-            C::InvalidToken,
-            C::MintNotAccepted,
-            C::UnsupportedUnit,
-            C::TokenAlreadySpent,
-            C::InsufficientPayment,
-            C::MintUnavailable,
-            C::PodNotFound,
-            C::LeaseExpired,
-            C::LeaseAtMaximum,
-            C::NotOwner,
-            C::ProvisioningFailed,
-            C::RefundPending,
-            C::PaymentPending,
-            C::RequestIdInUse,
-            C::RateLimited,
-            C::Unavailable,
-            C::Internal,
-        ] {
-            assert_eq!(
-                serde_json::to_value(c).unwrap(),
-                serde_json::to_value(ErrorCodeBody::from(c)).unwrap()
-            );
-            assert_eq!(ErrorCode::from(ErrorCodeBody::from(c)), c);
-        }
     }
 
     #[test]

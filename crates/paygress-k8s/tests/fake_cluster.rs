@@ -671,3 +671,18 @@ async fn lifecycle_a_pod_never_ready_is_refunded_in_full() {
     assert_empty(&fake);
     assert!(fake.forbidden().is_empty(), "{:?}", fake.forbidden());
 }
+
+/// The backend contract core holds every backend to, one test per check, each on a
+/// fresh fake cluster enforcing the shipped RBAC.
+mod contract {
+    use super::common::{Fake, on_fake};
+    use paygress_k8s::{K8sBackend, K8sConfig};
+
+    async fn fresh(_check: u16) -> (K8sBackend, Fake) {
+        let (client, fake) = Fake::start();
+        fake.enforce_rbac();
+        (on_fake(client, &fake, K8sConfig::default()), fake)
+    }
+
+    paygress_core::pod_backend_tests!(fresh);
+}

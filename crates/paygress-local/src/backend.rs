@@ -677,6 +677,12 @@ impl PodBackend for LocalBackend {
     #[tracing::instrument(skip_all, fields(lease = %spec.id))]
     async fn create(&self, spec: &LeaseSpec) -> Result<Provisioned, BackendError> {
         let inner = &self.inner;
+        // PBKDF2 is CPU work: off the async workers, and before the lease table is locked
+        // so concurrent creates do not queue behind it.
+        let password = spec.password.clone();
+        let password = tokio::task::spawn_blocking(move || PasswordHash::new(&password))
+            .await
+            .map_err(|e| BackendError::Unavailable(Box::new(e)))??;
         let mut leases = inner.leases.lock().await;
         if leases.contains_key(&spec.id) {
             return Err(BackendError::AlreadyExists(spec.id.clone()));
@@ -700,21 +706,8 @@ impl PodBackend for LocalBackend {
         };
         let (listener, port) = inner.allocate(&leases).await?;
         let stored = StoredLease {
-            record: LeaseRecord {
-                id: spec.id.clone(),
-                owner: spec.owner.clone(),
-                username: spec.username.clone(),
-                tier: spec.tier.id.clone(),
-                image: spec.image.clone(),
-                created_at: spec.created_at,
-                expires_at: spec.expires_at,
-                paid_msat: spec.paid_msat,
-                ssh_port: port,
-                node_port: Some(port),
-                phase: Default::default(),
-                mint: Some(spec.mint.clone()),
-            },
-            password: PasswordHash::new(&spec.password)?,
+            record: LeaseRecord::new(spec, port, Some(port)),
+            password,
             ssh_public_key: spec.ssh_public_key.clone(),
             tier: spec.tier.clone(),
             uid,

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use nostr_sdk::nips::nip59::UnwrappedGift;
 use nostr_sdk::{
     Client, Event, EventBuilder, EventId, Filter, Keys, Kind, PublicKey, RelayPoolNotification,
-    RelayUrl, Tag, TagKind, Timestamp, UnsignedEvent,
+    RelayUrl, Tag, Timestamp, UnsignedEvent,
 };
 use paygress_core::{
     ErrorCode, Incoming, Offer, Reply, Request, RequestKey, Requester, Responder, Transport,
@@ -600,13 +600,7 @@ impl Shared {
         if !self.limiter.sender(&sender) {
             return Verdict::Limited("sender over its rate limit");
         }
-        let hint = rumor
-            .tags
-            .find(TagKind::k())
-            .and_then(|t| t.content())
-            .and_then(|k| k.parse::<u16>().ok())
-            .and_then(|k| RequestKind::from_kind(Kind::Custom(k)));
-        match wire::parse_untyped_request(&rumor.content, hint) {
+        match wire::parse_rumor_request(&rumor) {
             Ok(request) => self.admit(key, sender, Scheme::Nip17, request),
             Err(e) => Verdict::Reject {
                 key,
@@ -791,6 +785,7 @@ impl Responder for NostrResponder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nostr_sdk::TagKind;
 
     fn shared(dir: &std::path::Path, keys: &Keys) -> Shared {
         shared_with(dir, keys, 100)

@@ -3,7 +3,7 @@
 //! side ([`crate::NostrTransport`]) and the buyer side ([`crate::client::BuyerClient`]).
 
 use nostr_sdk::nips::{nip04, nip44};
-use nostr_sdk::{Kind, PublicKey, SecretKey};
+use nostr_sdk::{Kind, PublicKey, SecretKey, TagKind, UnsignedEvent};
 use paygress_core::{Offer, ReleaseRequest, Request, SpawnRequest, StatusRequest, TopUpRequest};
 use serde::{Deserialize, Serialize};
 
@@ -146,6 +146,19 @@ pub fn parse_untyped_request(
         }
     };
     parse_request(kind, json)
+}
+
+/// The request a NIP-17 rumor carries: its content, with the kind its `["k", …]` tag
+/// names (when it names one of ours) overriding the inference of
+/// [`parse_untyped_request`].
+pub fn parse_rumor_request(rumor: &UnsignedEvent) -> Result<Request, NostrError> {
+    let hint = rumor
+        .tags
+        .find(TagKind::k())
+        .and_then(|t| t.content())
+        .and_then(|k| k.parse::<u16>().ok())
+        .and_then(|k| RequestKind::from_kind(Kind::Custom(k)));
+    parse_untyped_request(&rumor.content, hint)
 }
 
 /// Serializes a core request to its JSON content.

@@ -224,3 +224,16 @@ async fn concurrent_puts_share_fsyncs_are_durable_when_they_return_and_keep_orde
     }
     assert!(j.unfinished().await.unwrap().is_empty());
 }
+
+/// The journal contract core holds every journal to, one test per check.
+mod contract {
+    use paygress_store::FileJournal;
+
+    async fn fresh(_check: u16) -> (FileJournal, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = FileJournal::open(dir.path().join("journal.jsonl")).expect("open");
+        (journal, dir)
+    }
+
+    paygress_core::journal_tests!(fresh);
+}

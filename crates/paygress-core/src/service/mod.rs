@@ -35,11 +35,11 @@ use crate::protocol::{ErrorCode, Reply, Request};
 
 use self::locks::KeyedLocks;
 use self::replies::{
-    Failure, add_seconds, backend_failure, ceil_to_second, error_reply, minutes_to_seconds,
-    not_found, owed_reply, payment_failure, refused_without_payment, truncate, untouched,
+    Failure, add_seconds, backend_failure, ceil_to_second, minutes_to_seconds, not_found,
+    owed_reply, payment_failure, refused_without_payment, truncate, untouched,
 };
 
-pub use self::quotes::TokenQuote;
+pub use self::quotes::{QuoteError, TokenQuote};
 
 /// The operator's terms.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,9 +4,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use tracing::info;
 
-use super::{
-    Failure, Paygress, backend_failure, error_reply, minutes_to_seconds, not_found, payment_failure,
-};
+use super::{Failure, Paygress, backend_failure, minutes_to_seconds, not_found, payment_failure};
 use crate::lease::{LeaseRecord, LeaseState, Requester};
 use crate::money::{Amount, MintUrl};
 use crate::names::{LeaseId, NameError};
@@ -17,6 +15,37 @@ use crate::secret::CashuToken;
 
 /// Expired leases the reaper removes at once.
 pub const REAP_CONCURRENCY: usize = 32;
+
+/// Why a price or quote was refused: the code a request would have been refused with
+/// (unknown tier, duration out of range, no such lease, expired, at maximum, bad token,
+/// mint unavailable, …) and a sentence for the buyer. Nothing was redeemed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message} ({code:?})")]
+pub struct QuoteError {
+    /// Machine-readable code, the same a request would get.
+    pub code: ErrorCode,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl From<Failure> for QuoteError {
+    fn from(f: Failure) -> Self {
+        Self {
+            code: f.code,
+            message: f.message,
+        }
+    }
+}
+
+impl From<QuoteError> for ErrorReply {
+    fn from(e: QuoteError) -> Self {
+        ErrorReply {
+            code: e.code,
+            message: e.message,
+            refund_token: None,
+        }
+    }
+}
 
 /// What a token would buy, checked without redeeming it (`GET /auth`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -66,11 +95,11 @@ impl Paygress {
         duration_minutes: u64,
         tier: Option<&str>,
         unit: crate::money::Unit,
-    ) -> Result<Amount, ErrorReply> {
-        let tier = self.tier(tier).map_err(|f| error_reply(f, None))?;
-        let seconds = minutes_to_seconds(duration_minutes).map_err(|f| error_reply(f, None))?;
+    ) -> Result<Amount, QuoteError> {
+        let tier = self.tier(tier).map_err(QuoteError::from)?;
+        let seconds = minutes_to_seconds(duration_minutes).map_err(QuoteError::from)?;
         pricing::check_requested(self.config.limits, seconds)
-            .map_err(|e| error_reply(e.into(), None))?;
+            .map_err(|e| QuoteError::from(Failure::from(e)))?;
         Ok(Amount::new(
             self.rate_of(&tier).price_in(seconds, unit),
             unit,
@@ -86,27 +115,24 @@ impl Paygress {
         pod_name: &str,
         minutes: u64,
         unit: crate::money::Unit,
-    ) -> Result<(u64, Amount), ErrorReply> {
+    ) -> Result<(u64, Amount), QuoteError> {
         let lease: LeaseId = pod_name
             .parse()
-            .map_err(|e: NameError| error_reply(e.into(), None))?;
-        let record = self
-            .live_lease(&lease)
-            .await
-            .map_err(|f| error_reply(f, None))?;
+            .map_err(|e: NameError| QuoteError::from(Failure::from(e)))?;
+        let record = self.live_lease(&lease).await.map_err(QuoteError::from)?;
         let headroom = self
             .config
             .limits
             .max_seconds
             .saturating_sub(record.remaining_seconds(self.clock.now()));
         let seconds = minutes_to_seconds(minutes)
-            .map_err(|f| error_reply(f, None))?
+            .map_err(QuoteError::from)?
             .min(headroom);
         if seconds == 0 {
             let e = PricingError::AtMaximum {
                 max_seconds: self.config.limits.max_seconds,
             };
-            return Err(error_reply(e.into(), None));
+            return Err(QuoteError::from(Failure::from(e)));
         }
         let rate = self.rate_of_tier_id(&record.tier);
         Ok((seconds, Amount::new(rate.price_in(seconds, unit), unit)))
@@ -117,19 +143,19 @@ impl Paygress {
         &self,
         token: &CashuToken,
         duration_minutes: Option<u64>,
-    ) -> Result<TokenQuote, ErrorReply> {
+    ) -> Result<TokenQuote, QuoteError> {
         let check = self
             .payments
             .check(token)
             .await
-            .map_err(|e| error_reply(payment_failure(&e), None))?;
+            .map_err(|e| QuoteError::from(payment_failure(&e)))?;
         let rate = self.config.rate;
         let seconds = rate
             .seconds_for_msat(check.amount.to_msat())
             .min(self.config.limits.max_seconds);
         let covers_requested = match duration_minutes {
             Some(m) => {
-                let secs = minutes_to_seconds(m).map_err(|f| error_reply(f, None))?;
+                let secs = minutes_to_seconds(m).map_err(QuoteError::from)?;
                 Some(check.amount.value >= rate.price_in(secs, check.amount.unit))
             }
             None => None,

@@ -6,7 +6,7 @@ use crate::money::Amount;
 use crate::names::{LeaseId, NameError};
 use crate::ports::{BackendError, PaymentError};
 use crate::pricing::PricingError;
-use crate::protocol::{AccessDetails, ErrorCode, ErrorReply, Reply};
+use crate::protocol::{AccessDetails, ErrorCode, Reply};
 
 /// A request that failed before or after payment; turned into an [`ErrorReply`].
 pub(super) struct Failure {
@@ -124,17 +124,6 @@ pub(super) fn fee_note(mut reply: Reply, owed: Amount, value: Amount) -> Reply {
         Reply::TopUp(_) | Reply::Status(_) => {}
     }
     reply
-}
-
-pub(super) fn error_reply(
-    f: Failure,
-    refund_token: Option<crate::secret::CashuToken>,
-) -> ErrorReply {
-    ErrorReply {
-        code: f.code,
-        message: f.message,
-        refund_token,
-    }
 }
 
 /// A pricing refusal before the token was touched.

@@ -7,6 +7,9 @@
 //!
 //! [`MemoryBackend`]: crate::memory::MemoryBackend
 
+pub mod journal;
+pub mod verifier;
+
 use jiff::{SignedDuration, Timestamp};
 
 use crate::lease::{LeaseSpec, Requester};

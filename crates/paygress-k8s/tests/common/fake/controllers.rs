@@ -1,0 +1,222 @@
+//! The fake cluster's controllers: garbage collector, Job controller, kubelet.
+
+use super::*;
+
+impl FakeState {
+    /// The garbage collector: removes every object whose owners no longer exist.
+    pub fn collect_garbage(&mut self) {
+        loop {
+            let uids: std::collections::HashSet<String> = self
+                .objects
+                .values()
+                .filter_map(|o| o["metadata"]["uid"].as_str().map(str::to_owned))
+                .collect();
+            let orphaned: Vec<(String, String)> = self
+                .objects
+                .iter()
+                .filter(|(_, o)| {
+                    o["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|refs| {
+                            !refs.is_empty()
+                                && refs
+                                    .iter()
+                                    .all(|r| !uids.contains(r["uid"].as_str().unwrap_or("")))
+                        })
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            if orphaned.is_empty() {
+                return;
+            }
+            for (r, n) in orphaned {
+                self.remove(&r, &n);
+            }
+        }
+    }
+
+    pub(super) fn pods_of(&self, job_uid: &str) -> Vec<Value> {
+        self.objects
+            .iter()
+            .filter(|((r, _), o)| {
+                r == "pods"
+                    && o["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|refs| refs.iter().any(|x| x["uid"] == job_uid))
+            })
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+
+    /// The controllers, run after every write and every clock tick: the Job controller
+    /// (pods, startTime, deadlines, pod failure policy, conditions, TTL), the kubelet
+    /// (readiness after `ready_after`) and the cloud (LoadBalancer addresses).
+    pub fn reconcile(&mut self) {
+        let now = self.clock.now();
+        let jobs: Vec<Value> = self
+            .objects
+            .iter()
+            .filter(|((r, _), _)| r == "jobs")
+            .map(|(_, o)| o.clone())
+            .collect();
+        for job in jobs {
+            self.sync_job(job, now);
+        }
+        self.kubelet(now);
+        if let Some(ip) = self.load_balancer_ip.clone() {
+            let pending: Vec<Value> = self
+                .objects
+                .iter()
+                .filter(|((r, _), o)| {
+                    r == "services"
+                        && o["spec"]["type"] == "LoadBalancer"
+                        && o["status"]["loadBalancer"]["ingress"].is_null()
+                })
+                .map(|(_, o)| o.clone())
+                .collect();
+            for mut svc in pending {
+                svc["status"] = json!({ "loadBalancer": { "ingress": [{ "ip": ip }] } });
+                self.put("services", svc);
+            }
+        }
+    }
+
+    pub(super) fn sync_job(&mut self, mut job: Value, now: Timestamp) {
+        let name = job["metadata"]["name"].as_str().expect("name").to_owned();
+        let uid = job["metadata"]["uid"].as_str().expect("uid").to_owned();
+        let pods = self.pods_of(&uid);
+        let finished = condition_true(&job, "Failed") || condition_true(&job, "Complete");
+        if finished {
+            for p in pods {
+                self.remove("pods", p["metadata"]["name"].as_str().expect("name"));
+            }
+            let ended = job["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| {
+                    cs.iter()
+                        .find(|c| c["type"] == "Failed" || c["type"] == "Complete")
+                })
+                .and_then(|c| parse_time(&c["lastTransitionTime"]));
+            let ttl = job["spec"]["ttlSecondsAfterFinished"].as_i64();
+            if let (Some(ended), Some(ttl)) = (ended, ttl)
+                && now >= ended + jiff::SignedDuration::from_secs(ttl)
+            {
+                self.remove("jobs", &name);
+                self.collect_garbage();
+            }
+            return;
+        }
+        let before = job.clone();
+        if job["spec"]["suspend"] == true {
+            // Suspended: no pods, and the clock restarts on resume.
+            for p in &pods {
+                self.remove("pods", p["metadata"]["name"].as_str().expect("name"));
+            }
+            if let Some(status) = job["status"].as_object_mut() {
+                status.remove("startTime");
+                status.insert("active".into(), json!(0));
+            }
+        } else {
+            if job["status"]["startTime"].is_null() {
+                job["status"]["startTime"] = json!(time(now));
+            }
+            let start = parse_time(&job["status"]["startTime"]).expect("startTime");
+            let deadline = job["spec"]["activeDeadlineSeconds"].as_i64();
+            // The pod failure policy: a disrupted pod is ignored (replaced), any other
+            // failure fails the Job (backoffLimit 0).
+            let mut live = Vec::new();
+            let mut failure = None;
+            for p in pods {
+                if p["status"]["phase"] == "Failed" {
+                    let ignored = job["spec"]["podFailurePolicy"]["rules"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|rule| {
+                            rule["action"] == "Ignore"
+                                && rule["onPodConditions"]
+                                    .as_array()
+                                    .into_iter()
+                                    .flatten()
+                                    .any(|pc| condition_true(&p, pc["type"].as_str().unwrap_or("")))
+                        });
+                    self.remove("pods", p["metadata"]["name"].as_str().expect("name"));
+                    if !ignored {
+                        failure = Some(if job["spec"]["podFailurePolicy"].is_null() {
+                            "BackoffLimitExceeded"
+                        } else {
+                            "PodFailed"
+                        });
+                    }
+                } else {
+                    live.push(p);
+                }
+            }
+            let expired =
+                deadline.is_some_and(|d| now >= start + jiff::SignedDuration::from_secs(d));
+            if let Some(reason) = failure.or(expired.then_some("DeadlineExceeded")) {
+                for p in live {
+                    self.remove("pods", p["metadata"]["name"].as_str().expect("name"));
+                }
+                let t = time(now);
+                job["status"]["active"] = json!(0);
+                job["status"]["failed"] = json!(1);
+                job["status"]["conditions"] = json!([
+                    { "type": "FailureTarget", "status": "True", "reason": reason, "lastTransitionTime": t },
+                    { "type": "Failed", "status": "True", "reason": reason, "lastTransitionTime": t },
+                ]);
+            } else if live.is_empty() {
+                self.next_uid += 1;
+                let pod_name = format!("{name}-{:05}", self.next_uid);
+                let pod = json!({
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": pod_name,
+                        "namespace": NS,
+                        "labels": job["spec"]["template"]["metadata"]["labels"],
+                        "ownerReferences": [{
+                            "apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid,
+                            "controller": true, "blockOwnerDeletion": true,
+                        }],
+                        "uid": format!("pod-{}", self.next_uid),
+                        "creationTimestamp": time(now),
+                    },
+                    "spec": job["spec"]["template"]["spec"],
+                    "status": { "phase": "Pending" },
+                });
+                let mut pod = pod;
+                pod["spec"]["nodeName"] = json!("kind-worker");
+                self.put("pods", pod);
+                job["status"]["active"] = json!(1);
+            } else {
+                job["status"]["active"] = json!(live.len());
+            }
+        }
+        if job != before {
+            self.put("jobs", job);
+        }
+    }
+
+    pub(super) fn kubelet(&mut self, now: Timestamp) {
+        let Some(delay) = self.ready_after else {
+            return;
+        };
+        let starting: Vec<Value> = self
+            .objects
+            .iter()
+            .filter(|((r, _), o)| r == "pods" && o["status"]["phase"] == "Pending")
+            .map(|(_, o)| o.clone())
+            .collect();
+        for mut pod in starting {
+            let created = parse_time(&pod["metadata"]["creationTimestamp"]).expect("created");
+            if now >= created + jiff::SignedDuration::from_secs(delay) {
+                pod["status"] = json!({
+                    "phase": "Running",
+                    "conditions": [{ "type": "Ready", "status": "True", "lastTransitionTime": time(now) }],
+                });
+                self.put("pods", pod);
+            }
+        }
+    }
+}
