@@ -12,7 +12,8 @@ use paygress_buyer::{
     parse_secret, read_token,
 };
 use paygress_core::{
-    CashuToken, ErrorCode, Reply, Request, SpawnRequest, StatusRequest, TopUpRequest,
+    CashuToken, ErrorCode, ReleaseRequest, Reply, Request, SpawnRequest, StatusRequest,
+    TopUpRequest,
 };
 use paygress_nostr::client::awaits_follow_up;
 use paygress_nostr::market::{self, Listing, Reachability, SortBy, SurveyOptions};
@@ -172,6 +173,17 @@ pub struct StatusArgs {
     pub pod: String,
 }
 
+/// `paygress release`.
+#[derive(Debug, Clone, Args)]
+pub struct ReleaseArgs {
+    /// Service and transport.
+    #[command(flatten)]
+    pub to: ServiceArgs,
+    /// The lease to end now; its unused time comes back as a token.
+    #[arg(long)]
+    pub pod: String,
+}
+
 /// `paygress offers`.
 #[derive(Debug, Clone, Args)]
 pub struct OffersArgs {
@@ -223,6 +235,23 @@ async fn send(id: &IdentityArgs, to: &ServiceArgs, request: Request) -> Result<R
     send_to(id, to, request, None).await
 }
 
+/// The owner key an HTTP release must carry: the `Idempotency-Key` its lease was bought
+/// with (it proves ownership); `None` for other requests.
+fn lease_key(id: &IdentityArgs, request: &Request) -> Result<Option<String>> {
+    let Request::Release(r) = request else {
+        return Ok(None);
+    };
+    let home = id.home()?;
+    match home.lease_key(&r.pod_name)? {
+        Some(key) => Ok(Some(key)),
+        None => bail!(
+            "no key for lease {} in {}: over HTTP only the machine that bought a lease can release it",
+            r.pod_name,
+            home.dir().join("leases").display()
+        ),
+    }
+}
+
 /// Sends `request` to `picked` (else `--service`, else `--http`) and returns the reply.
 async fn send_to(
     id: &IdentityArgs,
@@ -242,7 +271,10 @@ async fn send_to(
         }
     };
     let route = match (service, &to.http) {
-        (None, Some(base)) => Route::Http { base: base.clone() },
+        (None, Some(base)) => Route::Http {
+            base: base.clone(),
+            lease_key: lease_key(id, &request)?,
+        },
         (service, _) => Route::Nostr {
             service: Box::new(service.context("--service is required")?),
             relays: any_relays(&to.relays)?,
@@ -259,6 +291,7 @@ async fn send_to(
         follow_up: Duration::from_secs(to.follow_up_timeout),
     };
     let mut pb: Option<ProgressBar> = None;
+    let spawn = matches!(request, Request::Spawn(_));
     let sent = paygress_buyer::send(&route, request, waits, |p| match p {
         Progress::Waiting { base } => pb = Some(spinner(format!("Waiting for {base}"), to.json)),
         Progress::Sent { request_id } => {
@@ -279,6 +312,9 @@ async fn send_to(
         pb.finish_and_clear();
     }
     let sent = sent?;
+    if let (true, Some(key), Reply::AccessDetails(a)) = (spawn, &sent.http_key, &sent.reply) {
+        id.home()?.save_lease_key(a.pod_name.as_str(), key)?;
+    }
     if let Some(request_id) = &sent.request_id
         && awaits_follow_up(&sent.reply)
         && !to.json
@@ -347,15 +383,17 @@ fn report(id: &IdentityArgs, reply: &Reply, as_json: bool) -> Result<()> {
                         .unwrap_or_default()
                 );
             }
+            Reply::Released(r) => {
+                println!("{}", r.message);
+            }
             Reply::Error(e) => {
                 eprintln!("The service refused: {} ({})", e.message, code_name(e.code));
             }
         }
         if let Some(p) = &saved {
-            let what = if matches!(reply, Reply::Error(_)) {
-                "Refund"
-            } else {
-                "Change"
+            let what = match TokenKind::of(reply) {
+                TokenKind::Refund => "Refund",
+                TokenKind::Change => "Change",
             };
             eprintln!(
                 "{what} token saved to {} (redeem it with your wallet)",
@@ -499,6 +537,13 @@ pub async fn top_up(id: &IdentityArgs, args: TopUpArgs) -> Result<()> {
 /// `paygress status`.
 pub async fn status(id: &IdentityArgs, args: StatusArgs) -> Result<()> {
     let request = Request::Status(StatusRequest { pod_name: args.pod });
+    let reply = send(id, &args.to, request).await?;
+    report(id, &reply, args.to.json)
+}
+
+/// `paygress release`.
+pub async fn release(id: &IdentityArgs, args: ReleaseArgs) -> Result<()> {
+    let request = Request::Release(ReleaseRequest { pod_name: args.pod });
     let reply = send(id, &args.to, request).await?;
     report(id, &reply, args.to.json)
 }

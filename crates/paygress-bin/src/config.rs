@@ -150,6 +150,16 @@ pub struct ServeArgs {
     /// that a duplicate is refused as a spent token; it is never charged twice.
     #[arg(long, env = "JOURNAL_RETENTION_HOURS", default_value_t = 168)]
     pub journal_retention_hours: u64,
+    /// Minutes of every lease a release charges, counted from the lease's start: an
+    /// owner who releases a lease early gets back the unused time after this minimum
+    /// (and after the mint's fee for issuing the refund token). `0`: no minimum.
+    #[arg(long, env = "RELEASE_MIN_CHARGE_MINUTES", default_value_t = 5)]
+    pub release_min_charge_minutes: u64,
+    /// Minutes before a lease's expiry that its owner is sent an encrypted Nostr notice
+    /// with the expiry and a ready-to-paste `paygress topup` command (once per expiry;
+    /// a top-up moves it). `0`: no notices.
+    #[arg(long, env = "EXPIRY_NOTICE_MINUTES", default_value_t = 10)]
+    pub expiry_notice_minutes: u64,
 
     /// Start even when the data directory or wallet files are readable or writable by
     /// group or others (a warning instead of the refusal).
@@ -310,6 +320,11 @@ impl std::fmt::Debug for ServeArgs {
         d.field("local_sandbox", &self.local_sandbox);
         d.field("max_leases", &self.max_leases);
         d.field("journal_retention_hours", &self.journal_retention_hours);
+        d.field(
+            "release_min_charge_minutes",
+            &self.release_min_charge_minutes,
+        );
+        d.field("expiry_notice_minutes", &self.expiry_notice_minutes);
         d.field("allow_shared_data", &self.allow_shared_data);
         d.field("local_network", &self.local_network);
         d.field("local_uid_range", &self.local_uid_range);
@@ -464,6 +479,12 @@ impl ServeArgs {
             journal_retention: std::time::Duration::from_secs(
                 self.journal_retention_hours.saturating_mul(3600),
             ),
+            release_minimum: std::time::Duration::from_secs(
+                self.release_min_charge_minutes.saturating_mul(60),
+            ),
+            expiry_notice: (self.expiry_notice_minutes > 0).then(|| {
+                std::time::Duration::from_secs(self.expiry_notice_minutes.saturating_mul(60))
+            }),
             ..ServiceConfig::default()
         })
     }

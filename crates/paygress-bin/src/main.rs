@@ -2,7 +2,9 @@
 
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use paygress_bin::buyer::{self, IdentityArgs, OffersArgs, RequestArgs, StatusArgs, TopUpArgs};
+use paygress_bin::buyer::{
+    self, IdentityArgs, OffersArgs, ReleaseArgs, RequestArgs, StatusArgs, TopUpArgs,
+};
 use paygress_bin::config::{LogFormat, ServeArgs};
 use paygress_bin::config_file::{apply_config_file, config_file_arg};
 use paygress_bin::wallet::WalletArgs;
@@ -46,6 +48,8 @@ enum Command {
     Topup(Box<TopUpArgs>),
     /// Buyer: shows a lease's expiry and state (owner only).
     Status(Box<StatusArgs>),
+    /// Buyer: ends a lease now and saves the refund of its unused time (owner only).
+    Release(Box<ReleaseArgs>),
 }
 
 /// Parses only the serve configuration (for `paygress` with no subcommand).
@@ -102,6 +106,7 @@ async fn main() -> Result<()> {
         Command::Request(args) => buyer::request(&cli.identity, *args).await,
         Command::Topup(args) => buyer::top_up(&cli.identity, *args).await,
         Command::Status(args) => buyer::status(&cli.identity, *args).await,
+        Command::Release(args) => buyer::release(&cli.identity, *args).await,
     }
 }
 

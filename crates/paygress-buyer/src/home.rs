@@ -17,9 +17,10 @@ pub enum TokenKind {
 }
 
 impl TokenKind {
-    /// The kind of token `reply` returns (refund for an error reply, else change).
+    /// The kind of token `reply` returns (refund for an error reply or a release, else
+    /// change).
     pub fn of(reply: &Reply) -> Self {
-        if matches!(reply, Reply::Error(_)) {
+        if matches!(reply, Reply::Error(_) | Reply::Released(_)) {
             Self::Refund
         } else {
             Self::Change
@@ -116,6 +117,37 @@ impl BuyerHome {
             )?;
         }
         Ok(path)
+    }
+}
+
+impl BuyerHome {
+    fn lease_key_file(&self, pod: &str) -> Result<PathBuf, BuyerError> {
+        let id: paygress_core::LeaseId = pod.parse().map_err(|e: paygress_core::NameError| {
+            BuyerError::InvalidArgument(format!("{pod:?} is not a lease name: {e}"))
+        })?;
+        Ok(self.dir.join("leases").join(format!("{id}.http-key")))
+    }
+
+    /// Keeps the `Idempotency-Key` of the HTTP request that bought lease `pod` (mode
+    /// 0600): over HTTP it is what proves ownership, e.g. to release the lease.
+    pub fn save_lease_key(&self, pod: &str, key: &str) -> Result<PathBuf, BuyerError> {
+        let path = self.lease_key_file(pod)?;
+        write_private(&path, &format!("{key}\n"))?;
+        Ok(path)
+    }
+
+    /// The key [`save_lease_key`](Self::save_lease_key) kept for `pod`, if any.
+    pub fn lease_key(&self, pod: &str) -> Result<Option<String>, BuyerError> {
+        let path = self.lease_key_file(pod)?;
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text.trim().to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(BuyerError::Io {
+                action: "reading",
+                path,
+                source,
+            }),
+        }
     }
 }
 

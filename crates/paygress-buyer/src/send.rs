@@ -29,6 +29,10 @@ pub enum Route {
     Http {
         /// e.g. `http://127.0.0.1:8080`.
         base: String,
+        /// For a release: the lease's owner key, the `Idempotency-Key` its spawn was
+        /// sent with (see [`Sent::http_key`] and
+        /// [`BuyerHome::save_lease_key`](crate::BuyerHome::save_lease_key)).
+        lease_key: Option<String>,
     },
 }
 
@@ -79,6 +83,9 @@ pub struct Sent {
     pub reply: Reply,
     /// The Nostr request's id (hex), to refer to it later.
     pub request_id: Option<String>,
+    /// The HTTP request's `Idempotency-Key`: for a spawn, what proves ownership of the
+    /// lease later (keep it private, like a password).
+    pub http_key: Option<String>,
 }
 
 /// Sends `request` over `route` and waits for its reply, reporting `progress`.
@@ -90,12 +97,16 @@ pub async fn send(
 ) -> Result<Sent, BuyerError> {
     let paid = !matches!(request, Request::Status(_));
     let (keys, service, relay_urls, scheme) = match route {
-        Route::Http { base } => {
+        Route::Http { base, lease_key } => {
             progress(Progress::Waiting { base });
-            let reply = HttpClient::new(base, waits.reply)?.send(&request).await?;
+            let key = paygress_http::client::idempotency_key();
+            let reply = HttpClient::new(base, waits.reply)?
+                .send_keyed(&request, &key, lease_key.as_deref())
+                .await?;
             return Ok(Sent {
                 reply,
                 request_id: None,
+                http_key: Some(key),
             });
         }
         Route::Nostr {
@@ -156,6 +167,7 @@ pub async fn send(
         Ok(reply) => Ok(Sent {
             reply,
             request_id: Some(request_id),
+            http_key: None,
         }),
         Err(NostrError::Timeout(_)) => Err(BuyerError::NoReply {
             secs: waits.reply.as_secs(),

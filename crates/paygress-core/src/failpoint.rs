@@ -14,6 +14,8 @@ pub const POINTS: &[&str] = &[
     "after-swap-before-journal",
     "after-create-before-reply",
     "during-extend",
+    "after-release-journal-before-delete",
+    "after-release-delete-before-issue",
     "during-refund",
     "after-issue-before-journal",
 ];

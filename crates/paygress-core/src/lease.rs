@@ -205,6 +205,10 @@ pub struct LeaseRecord {
     /// Where the pod stands (backends that only count time: `Running`).
     #[serde(default)]
     pub phase: LeasePhase,
+    /// The mint the lease was paid at, where a release refunds it (`None`: recorded
+    /// before backends kept it; the first accepted mint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mint: Option<MintUrl>,
 }
 
 impl LeaseRecord {
@@ -223,6 +227,7 @@ impl LeaseRecord {
             ssh_port,
             node_port,
             phase: LeasePhase::default(),
+            mint: Some(spec.mint.clone()),
         }
     }
 

@@ -26,11 +26,12 @@ pub use ports::{
 };
 pub use pricing::{DurationLimits, PricingError, Purchase, Rate, Tier};
 pub use protocol::{
-    AccessDetails, ErrorCode, ErrorReply, LeaseStatus, Offer, Reply, Request, SpawnRequest,
-    StatusRequest, TierOffer, TopUpRequest, TopUpResult,
+    AccessDetails, ErrorCode, ErrorReply, ExpiryNotice, LeaseStatus, Offer, ReleaseRequest,
+    ReleaseResult, Reply, Request, SpawnRequest, StatusRequest, TierOffer, TopUpRequest,
+    TopUpResult,
 };
 pub use secret::{CashuToken, Password};
 pub use service::{
-    DEFAULT_DATA_DIR, DEFAULT_IMAGE, Paygress, PaygressBuilder, QuoteError, ServiceConfig,
-    TokenQuote,
+    DEFAULT_DATA_DIR, DEFAULT_EXPIRY_NOTICE, DEFAULT_IMAGE, DEFAULT_RELEASE_MINIMUM, Paygress,
+    PaygressBuilder, QuoteError, ServiceConfig, TokenQuote,
 };

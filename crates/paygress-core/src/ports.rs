@@ -13,7 +13,7 @@ use thiserror::Error;
 use crate::lease::{LeaseRecord, LeaseSpec, Provisioned, Requester};
 use crate::money::{Amount, MintUrl, Unit};
 use crate::names::LeaseId;
-use crate::protocol::{Offer, Reply, Request};
+use crate::protocol::{ExpiryNotice, Offer, Reply, Request};
 use crate::secret::CashuToken;
 
 /// A boxed error from an adapter's own technology.
@@ -406,6 +406,18 @@ pub trait Notifier: Send + Sync {
         requester: &Requester,
         reply: &Reply,
     ) -> Result<(), TransportError>;
+
+    /// Tells lease owner `owner` that the lease in `notice` is about to expire, with how
+    /// to top it up. Called once per lease and expiry. Default: owners of this notifier's
+    /// transport cannot be reached outside a reply (nothing is sent).
+    async fn notify_expiry(
+        &self,
+        owner: &Requester,
+        notice: &ExpiryNotice,
+    ) -> Result<(), TransportError> {
+        let _ = (owner, notice);
+        Ok(())
+    }
 }
 
 /// A shared notifier.
@@ -518,6 +530,24 @@ pub enum Stage {
         added_seconds: u64,
         /// Change due to the payer once extended.
         change: Amount,
+    },
+    /// The owner asked to release `lease`: recorded before the backend is asked to
+    /// delete it, so recovery reads the lease back to tell whether it went (the refund
+    /// is then issued, once, through [`Stage::Issuing`]) or is still there (the release
+    /// is completed, refunding only what is unused by then).
+    Releasing {
+        /// The lease.
+        lease: LeaseId,
+        /// When the release was decided (the end of the time charged).
+        released_at: Timestamp,
+        /// The lease's paid end when the release was decided.
+        expires_at: Timestamp,
+        /// Seconds refunded.
+        refunded_seconds: u64,
+        /// The refund due, before the mint's fee.
+        amount: Amount,
+        /// Mint the refund is issued at.
+        mint: MintUrl,
     },
     /// The reply is decided and `amount` at `mint` is being issued to the payer as the
     /// token of issue `issue` (change or refund): recorded before the wallet is asked,

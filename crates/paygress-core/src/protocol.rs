@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::lease::LeaseState;
-use crate::money::{MintUrl, Unit};
+use crate::money::{Amount, MintUrl, Unit};
 use crate::names::LeaseId;
 use crate::pricing::{DurationLimits, Rate, Tier};
 use crate::secret::{CashuToken, Password};
@@ -54,6 +54,15 @@ pub struct StatusRequest {
     pub pod_name: String,
 }
 
+/// End a lease early and get the unused time back as a token; answered to the lease
+/// owner only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    /// The lease (unvalidated text; the service checks it).
+    pub pod_name: String,
+}
+
 /// Anything a buyer can ask.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -63,6 +72,8 @@ pub enum Request {
     TopUp(TopUpRequest),
     /// Lease state.
     Status(StatusRequest),
+    /// End a lease early, refunding the unused time.
+    Release(ReleaseRequest),
 }
 
 impl Request {
@@ -72,6 +83,7 @@ impl Request {
             Request::Spawn(_) => "spawn",
             Request::TopUp(_) => "top_up",
             Request::Status(_) => "status",
+            Request::Release(_) => "release",
         }
     }
 }
@@ -146,6 +158,37 @@ pub struct LeaseStatus {
     /// Externally reachable port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_port: Option<u16>,
+}
+
+/// A released lease: it is gone, and the unused time (less the minimum charge) comes
+/// back as a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseResult {
+    /// The lease, now removed.
+    pub pod_name: LeaseId,
+    /// When it was released (the end of the time charged).
+    pub released_at: Timestamp,
+    /// Whole seconds that were left and are refunded (after the minimum charge).
+    pub refunded_seconds: u64,
+    /// What the refunded seconds are worth, before the mint's fee for issuing the token.
+    pub refund_amount: Amount,
+    /// Human-readable account of the refund (minimum charge, mint fee).
+    pub message: String,
+    /// The refund, as a token for the owner; absent when nothing is left to refund.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_token: Option<CashuToken>,
+}
+
+/// Sent to a lease's owner once per expiry, ahead of it (`EXPIRY_NOTICE_MINUTES`): the
+/// transport adds how to top the lease up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiryNotice {
+    /// The lease.
+    pub pod_name: LeaseId,
+    /// End of the paid time.
+    pub expires_at: Timestamp,
+    /// Whole seconds left when the notice was sent.
+    pub remaining_seconds: u64,
 }
 
 /// Stable machine-readable error codes (they cross the wire; never rename one).
@@ -246,6 +289,8 @@ pub enum Reply {
     TopUp(TopUpResult),
     /// Status.
     Status(LeaseStatus),
+    /// Release succeeded.
+    Released(ReleaseResult),
     /// Something failed.
     Error(ErrorReply),
 }
@@ -274,6 +319,7 @@ impl Reply {
             Reply::AccessDetails(a) => a.change_token.as_ref(),
             Reply::TopUp(t) => t.change_token.as_ref(),
             Reply::Error(e) => e.refund_token.as_ref(),
+            Reply::Released(r) => r.refund_token.as_ref(),
             Reply::Status(_) => None,
         }
     }

@@ -1,6 +1,6 @@
 //! Request JSON as every transport parses it.
 
-use paygress_core::{Request, SpawnRequest, StatusRequest, TopUpRequest};
+use paygress_core::{ReleaseRequest, Request, SpawnRequest, StatusRequest, TopUpRequest};
 use paygress_http::wire::{SpawnPodBody, TopUpPodBody};
 use paygress_nostr::wire::{self, RequestKind};
 
@@ -35,6 +35,9 @@ pub fn request_json(data: &[u8]) -> bool {
     if let Ok(r) = serde_json::from_slice::<StatusRequest>(data) {
         round_trip(&Request::Status(r));
     }
+    if let Ok(r) = serde_json::from_slice::<ReleaseRequest>(data) {
+        round_trip(&Request::Release(r));
+    }
     accepted
 }
 
@@ -44,6 +47,8 @@ pub(crate) fn round_trip(request: &Request) {
     let back =
         wire::parse_request(RequestKind::of(request), &json).expect("a serialized request parses");
     assert_eq!(&back, request);
-    let untyped = wire::parse_untyped_request(&json, None).expect("inferred kind parses");
+    // A release's fields read as a status request: an untyped rumor needs its `k` tag.
+    let hint = matches!(request, Request::Release(_)).then_some(RequestKind::Release);
+    let untyped = wire::parse_untyped_request(&json, hint).expect("inferred kind parses");
     assert_eq!(&untyped, request);
 }

@@ -13,7 +13,7 @@ use paygress_core::{AccessDetails, ErrorReply, Reply, Request, TopUpResult};
 use serde::de::DeserializeOwned;
 
 use crate::paths;
-use crate::wire::{InvalidBody, PodInfo};
+use crate::wire::{InvalidBody, PodInfo, ReleasePodResponse};
 
 /// Attempts of one paid request (the first and the retries).
 pub const ATTEMPTS: u32 = 3;
@@ -78,14 +78,25 @@ impl HttpClient {
     /// (no connection, timeout, or the service's own `503`) it is sent again with the
     /// same key, up to [`ATTEMPTS`] times: the service answers it once.
     pub async fn send(&self, request: &Request) -> Result<Reply, ClientError> {
-        let key = idempotency_key();
+        self.send_keyed(request, &idempotency_key(), None).await
+    }
+
+    /// [`send`](Self::send) with `key` as the `Idempotency-Key`, and for a release the
+    /// lease's owner key in `X-Lease-Key`. The key of a spawn names its lease's owner:
+    /// keep it to release the lease later.
+    pub async fn send_keyed(
+        &self,
+        request: &Request,
+        key: &str,
+        lease_key: Option<&str>,
+    ) -> Result<Reply, ClientError> {
         let mut attempt = 1;
         let resp = loop {
             let sent = match request {
                 Request::Spawn(r) => {
                     self.http
                         .post(self.url(paths::SPAWN_POD))
-                        .header(crate::IDEMPOTENCY_KEY, &key)
+                        .header(crate::IDEMPOTENCY_KEY, key)
                         .json(r)
                         .send()
                         .await
@@ -93,7 +104,7 @@ impl HttpClient {
                 Request::TopUp(r) => {
                     self.http
                         .post(self.url(paths::TOP_UP_POD))
-                        .header(crate::IDEMPOTENCY_KEY, &key)
+                        .header(crate::IDEMPOTENCY_KEY, key)
                         .json(r)
                         .send()
                         .await
@@ -103,6 +114,16 @@ impl HttpClient {
                         .get(self.url(&paths::pod(&r.pod_name)))
                         .send()
                         .await
+                }
+                Request::Release(r) => {
+                    let mut post = self
+                        .http
+                        .post(self.url(&paths::release(&r.pod_name)))
+                        .header(crate::IDEMPOTENCY_KEY, key);
+                    if let Some(owner) = lease_key {
+                        post = post.header(crate::LEASE_KEY, owner);
+                    }
+                    post.send().await
                 }
             };
             let retry = match &sent {
@@ -139,6 +160,9 @@ impl HttpClient {
             Request::Status(_) => decode::<PodInfo>(&body)
                 .and_then(|b| b.try_into().map_err(|e: InvalidBody| e.to_string()))
                 .map(Reply::Status),
+            Request::Release(_) => decode::<ReleasePodResponse>(&body)
+                .and_then(|b| b.try_into().map_err(|e: InvalidBody| e.to_string()))
+                .map(Reply::Released),
         };
         reply.map_err(unexpected)
     }

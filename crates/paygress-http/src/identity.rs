@@ -62,7 +62,20 @@ fn valid_key_char(c: u8) -> bool {
 
 /// The `Idempotency-Key` header, if present and well-formed.
 pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<&[u8]>, ApiError> {
-    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    header_key(headers, IDEMPOTENCY_KEY, "Idempotency-Key")
+}
+
+/// The header carrying the `Idempotency-Key` of the request that created a lease, for
+/// requests only its owner may make (a release).
+pub const LEASE_KEY: &str = "x-lease-key";
+
+/// A key-valued header (`Idempotency-Key`, `X-Lease-Key`), if present and well-formed.
+fn header_key<'h>(
+    headers: &'h HeaderMap,
+    header: &str,
+    name: &str,
+) -> Result<Option<&'h [u8]>, ApiError> {
+    let mut values = headers.get_all(header).iter();
     let Some(value) = values.next() else {
         return Ok(None);
     };
@@ -74,7 +87,7 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<&[u8]>, ApiE
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
             format!(
-                "Idempotency-Key must be one value of {IDEMPOTENCY_KEY_MIN} to \
+                "{name} must be one value of {IDEMPOTENCY_KEY_MIN} to \
                  {IDEMPOTENCY_KEY_MAX} characters from A-Z a-z 0-9 . _ : + / = - \
                  (a random value such as a UUID)"
             ),
@@ -121,6 +134,39 @@ impl Identity {
     }
 }
 
+impl Identity {
+    /// The identity of a request only a lease's owner may make (a release). The
+    /// `X-Lease-Key` header carries the `Idempotency-Key` of the request that created the
+    /// lease: it proves ownership (the owner is `http:key-<sha256 of it>`). The request
+    /// itself is named by its own `Idempotency-Key` (a retry with the same one gets the
+    /// first answer); without one, every request is new. No `X-Lease-Key`: `401`.
+    pub(crate) fn owner(endpoint: &str, headers: &HeaderMap) -> Result<Self, ApiError> {
+        let Some(owner) = header_key(headers, LEASE_KEY, "X-Lease-Key")? else {
+            return Err(ApiError::with_status(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::NotOwner,
+                "only the lease's owner may do this: send the Idempotency-Key of the request \
+                 that created the lease in the X-Lease-Key header",
+            ));
+        };
+        let (name, keyed) = match idempotency_key(headers)? {
+            Some(k) => (k.to_vec(), true),
+            None => (rand::random::<[u8; 16]>().to_vec(), false),
+        };
+        Ok(Self {
+            key: RequestKey::new(
+                "http",
+                &digest(&[b"paygress-http/owner", endpoint.as_bytes(), owner, &name]),
+            ),
+            sender: Requester::new(
+                "http",
+                &format!("key-{}", digest(&[b"paygress-http/requester", owner])),
+            ),
+            keyed,
+        })
+    }
+}
+
 /// A digest of everything a request asks, to tell a retry from a different request
 /// reusing an `Idempotency-Key`.
 pub(crate) fn fingerprint(request: &Request) -> [u8; 32] {
@@ -128,6 +174,7 @@ pub(crate) fn fingerprint(request: &Request) -> [u8; 32] {
         Request::Spawn(r) => serde_json::to_vec(r),
         Request::TopUp(r) => serde_json::to_vec(r),
         Request::Status(r) => serde_json::to_vec(r),
+        Request::Release(r) => serde_json::to_vec(r),
     }
     .unwrap_or_default();
     Sha256::digest(&json).into()

@@ -13,7 +13,7 @@ pub mod wire;
 
 pub use error::{ApiError, HttpError, status_for};
 pub use identity::{
-    IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_MIN, IDEMPOTENCY_KEY_PATTERN,
+    IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_MIN, IDEMPOTENCY_KEY_PATTERN, LEASE_KEY,
 };
 pub use openapi::{ApiDoc, openapi_json_string};
 pub use routes::{MAX_TOKEN_CHARS, TOKEN_PATTERN, X_CASHU};

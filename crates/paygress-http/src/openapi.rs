@@ -7,7 +7,8 @@ use paygress_core::{AccessDetails, ErrorCode, ErrorReply, Offer, TierOffer, TopU
 
 use crate::routes;
 use crate::wire::{
-    AuthBody, AuthResponse, ComponentHealth, HealthBody, PodInfo, SpawnPodBody, TopUpPodBody,
+    AuthBody, AuthResponse, ComponentHealth, HealthBody, PodInfo, ReleasePodResponse, SpawnPodBody,
+    TopUpPodBody,
 };
 
 /// The API description.
@@ -27,6 +28,7 @@ use crate::wire::{
         routes::top_up_pod,
         routes::list_pods,
         routes::get_pod,
+        routes::release_pod,
         routes::auth,
         routes::auth_post,
         routes::offer,
@@ -37,6 +39,7 @@ use crate::wire::{
         AccessDetails,
         TopUpPodBody,
         TopUpResult,
+        ReleasePodResponse,
         PodInfo,
         AuthBody,
         AuthResponse,

@@ -10,6 +10,9 @@ pub const TOP_UP_POD: &str = "/top-up-pod";
 pub const PODS: &str = "/pods";
 /// `GET`: one lease's public view (axum's route syntax; see [`pod`] for a concrete path).
 pub const POD: &str = "/pods/{name}";
+/// `POST`: the owner ends a lease early and gets the unused time back (axum's route
+/// syntax; see [`release`] for a concrete path).
+pub const RELEASE_POD: &str = "/pods/{name}/release";
 /// `GET` / `POST`: what a token is worth, checked without redeeming it.
 pub const AUTH: &str = "/auth";
 /// `GET`: what the service sells.
@@ -20,4 +23,9 @@ pub const OPENAPI: &str = "/openapi.json";
 /// The path of one lease's view ([`POD`] with the name filled in).
 pub fn pod(name: &str) -> String {
     format!("{PODS}/{name}")
+}
+
+/// The path releasing one lease ([`RELEASE_POD`] with the name filled in).
+pub fn release(name: &str) -> String {
+    format!("{PODS}/{name}/release")
 }

@@ -9,8 +9,8 @@ use axum::extract::{FromRequest, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use paygress_core::{
-    AccessDetails, Amount, CashuToken, ErrorCode, ErrorReply, LeaseId, Offer, Paygress, Reply,
-    Request, Requester, SpawnRequest, TopUpRequest, TopUpResult, Unit,
+    AccessDetails, Amount, CashuToken, ErrorCode, ErrorReply, LeaseId, Offer, Paygress,
+    ReleaseRequest, Reply, Request, Requester, SpawnRequest, TopUpRequest, TopUpResult, Unit,
 };
 use serde::de::DeserializeOwned;
 use tracing::{debug, warn};
@@ -20,8 +20,8 @@ use crate::identity::{Identity, fingerprint};
 use crate::openapi::openapi_json_string;
 use crate::server::AppState;
 use crate::wire::{
-    AuthBody, AuthQuery, AuthResponse, ComponentHealth, HealthBody, PodInfo, SpawnPodBody,
-    TopUpPodBody,
+    AuthBody, AuthQuery, AuthResponse, ComponentHealth, HealthBody, PodInfo, ReleasePodResponse,
+    SpawnPodBody, TopUpPodBody,
 };
 
 /// The NUT-24 header: a payment request in a `402`, a token in a retry.
@@ -212,6 +212,7 @@ fn holds_secret(reply: &Reply) -> bool {
     match reply {
         Reply::AccessDetails(_) | Reply::TopUp(_) => true,
         Reply::Error(e) => e.refund_token.is_some(),
+        Reply::Released(r) => r.refund_token.is_some(),
         Reply::Status(_) => false,
     }
 }
@@ -245,6 +246,7 @@ fn reply_response(reply: Reply) -> Response {
     match reply {
         Reply::AccessDetails(a) => (StatusCode::CREATED, Json(a)).into_response(),
         Reply::TopUp(t) => (StatusCode::OK, Json(t)).into_response(),
+        Reply::Released(r) => (StatusCode::OK, Json(ReleasePodResponse::from(r))).into_response(),
         Reply::Error(e) => ApiError::from_reply(e).into_response(),
         Reply::Status(_) => {
             ApiError::new(ErrorCode::Internal, "unexpected status reply").into_response()
@@ -369,6 +371,45 @@ async fn top_up_payment_required(state: &AppState, pod_name: &str) -> Result<Res
             seconds.div_ceil(60)
         ),
     ))
+}
+
+/// End a lease early and get its unused time back.
+///
+/// Only the lease's owner may: send the `Idempotency-Key` of the request that created the
+/// lease in `X-Lease-Key`. The lease is removed first; the reply then carries a Cashu token worth its
+/// unused whole seconds at the lease's rate, after the operator's minimum charge
+/// (`RELEASE_MIN_CHARGE_MINUTES`, counted from the lease's start) and the mint's fee
+/// for issuing it. A retry with the same `Idempotency-Key` gets the first answer (the
+/// same token); a new release of a released lease answers `404`.
+#[utoipa::path(
+    post,
+    path = "/pods/{name}/release",
+    tag = "leases",
+    params(
+        ("name" = String, Path, description = "Lease name (pod_name)", pattern = r"^ssh-pod-[a-z0-9]{8}$"),
+        ("X-Lease-Key" = String, Header, description = "The Idempotency-Key of the POST /spawn-pod that created the lease: it proves ownership", pattern = r"^[A-Za-z0-9._:+/=-]{16,128}$", min_length = 16, max_length = 128),
+        ("Idempotency-Key" = Option<String>, Header, description = "A random value naming this release; send it again with a retry to get the first answer (the refund token)", pattern = r"^[A-Za-z0-9._:+/=-]{16,128}$", min_length = 16, max_length = 128),
+    ),
+    responses(
+        (status = 200, description = "Lease released; the refund token is in the body (absent when nothing is left to refund)", body = ReleasePodResponse),
+        (status = 400, description = "Malformed X-Lease-Key or Idempotency-Key", body = ErrorReply),
+        (status = 401, description = "No X-Lease-Key", body = ErrorReply),
+        (status = 403, description = "Not the lease's owner", body = ErrorReply),
+        (status = 404, description = "No such lease (released already, or its time ran out)", body = ErrorReply),
+        (status = 409, description = "Lease expired", body = ErrorReply),
+        (status = 422, description = "Not a lease name", body = ErrorReply),
+        (status = 429, description = "Rate limited (per client IP)", body = ErrorReply),
+        (status = 503, description = "Unavailable: backend or mint down; send the same request again", body = ErrorReply),
+    )
+)]
+pub(crate) async fn release_pod(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = Identity::owner("release", &headers)?;
+    let request = Request::Release(ReleaseRequest { pod_name: name });
+    Ok(state.run(id, request).await)
 }
 
 /// Public information about every lease.

@@ -247,6 +247,7 @@ impl HttpApi {
             .route(paths::TOP_UP_POD, post(routes::top_up_pod))
             .route(paths::PODS, get(routes::list_pods))
             .route(paths::POD, get(routes::get_pod))
+            .route(paths::RELEASE_POD, post(routes::release_pod))
             .route(paths::AUTH, get(routes::auth).post(routes::auth_post))
             .route(paths::OFFER, get(routes::offer))
             .route(paths::OPENAPI, get(routes::openapi_json))

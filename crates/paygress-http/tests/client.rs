@@ -158,3 +158,90 @@ async fn paid_requests_carry_a_fresh_idempotency_key_kept_across_retries() {
             .all(|k| k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit()))
     );
 }
+
+#[tokio::test]
+async fn only_the_spawns_key_releases_and_a_retry_returns_the_same_refund() {
+    let h = Harness::start().await;
+    let client = HttpClient::new(&h.base, Duration::from_secs(30)).unwrap();
+    let owner_key = paygress_http::client::idempotency_key();
+    let Reply::AccessDetails(access) = client
+        .send_keyed(&spawn(h.token(30)), &owner_key, None)
+        .await
+        .unwrap()
+    else {
+        panic!("not access details")
+    };
+    let release = Request::Release(paygress_core::ReleaseRequest {
+        pod_name: access.pod_name.to_string(),
+    });
+
+    // Someone else's key: refused, the lease keeps running.
+    let other = paygress_http::client::idempotency_key();
+    let stranger = client
+        .send_keyed(&release, &other, Some(&other))
+        .await
+        .unwrap();
+    assert_eq!(
+        stranger.error_code(),
+        Some(ErrorCode::NotOwner),
+        "{stranger:?}"
+    );
+    // No owner key at all: 401.
+    let raw = reqwest::Client::new()
+        .post(format!(
+            "{}{}",
+            h.base,
+            paygress_http::paths::release(access.pod_name.as_str())
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), reqwest::StatusCode::UNAUTHORIZED);
+
+    // Ten of the thirty minutes used: twenty come back (60 sat an hour).
+    h.clock.advance(600);
+    let release_key = paygress_http::client::idempotency_key();
+    let Reply::Released(released) = client
+        .send_keyed(&release, &release_key, Some(&owner_key))
+        .await
+        .unwrap()
+    else {
+        panic!("not released")
+    };
+    assert_eq!(released.pod_name, access.pod_name);
+    assert_eq!(released.refunded_seconds, 1200);
+    assert_eq!(released.refund_amount, paygress_core::Amount::sat(20));
+    assert!(released.refund_token.is_some());
+    let status = client
+        .send(&Request::Status(StatusRequest {
+            pod_name: access.pod_name.to_string(),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(status.error_code(), Some(ErrorCode::PodNotFound));
+
+    // A retry of that release (same Idempotency-Key): the first answer, the same token.
+    let Reply::Released(retry) = client
+        .send_keyed(&release, &release_key, Some(&owner_key))
+        .await
+        .unwrap()
+    else {
+        panic!("not released")
+    };
+    assert_eq!(retry, released);
+    // A new release: the lease is gone; no second token.
+    let again = client
+        .send_keyed(
+            &release,
+            &paygress_http::client::idempotency_key(),
+            Some(&owner_key),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again.error_code(),
+        Some(ErrorCode::PodNotFound),
+        "{again:?}"
+    );
+    assert!(again.returned_token().is_none());
+}

@@ -38,6 +38,7 @@ fn document_is_openapi_3_1_with_every_endpoint() {
             "/openapi.json",
             "/pods",
             "/pods/{name}",
+            "/pods/{name}/release",
             "/spawn-pod",
             "/top-up-pod"
         ]

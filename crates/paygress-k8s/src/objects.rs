@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use paygress_core::{LeaseId, LeasePhase, LeaseRecord, LeaseSpec, Requester, Username};
+use paygress_core::{LeaseId, LeasePhase, LeaseRecord, LeaseSpec, MintUrl, Requester, Username};
 use serde_json::{Value, json};
 
 use crate::config::K8sConfig;
@@ -501,6 +501,7 @@ pub(crate) fn record(job: &Job, service: Option<&Service>) -> Result<LeaseRecord
             .map_err(|e: std::num::ParseIntError| bad(annotations::PAID_MSAT, e.to_string()))?,
         ssh_port,
         node_port: service.and_then(node_port),
+        mint: ann.get(annotations::MINT).map(MintUrl::new),
     })
 }
 

@@ -10,7 +10,9 @@ use nostr_sdk::{
     Client, Event, EventBuilder, EventId, Filter, Keys, Kind, PublicKey, RelayPoolNotification,
     RelayUrl, Tag, Timestamp,
 };
-use paygress_core::{ErrorCode, Reply, Request, SpawnRequest, StatusRequest, TopUpRequest};
+use paygress_core::{
+    ErrorCode, ReleaseRequest, Reply, Request, SpawnRequest, StatusRequest, TopUpRequest,
+};
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 
@@ -195,6 +197,13 @@ impl BuyerClient {
             .await
     }
 
+    /// Ends a lease early; the reply carries the refund of its unused time (NIP-44,
+    /// `p`-tagged).
+    pub async fn release(&self, request: ReleaseRequest) -> Result<Reply, NostrError> {
+        self.request(&Request::Release(request), SendOptions::default())
+            .await
+    }
+
     /// Sends `request` and waits for its reply.
     pub async fn request(&self, request: &Request, opts: SendOptions) -> Result<Reply, NostrError> {
         let prepared = self.prepare(request, opts).await?;
@@ -356,6 +365,7 @@ pub fn awaits_follow_up(reply: &Reply) -> bool {
         Reply::AccessDetails(a) => {
             a.change_token.is_none() && a.instructions.iter().any(|l| l.contains(CHANGE_PENDING))
         }
+        Reply::Released(r) => r.refund_token.is_none() && r.message.contains(CHANGE_PENDING),
         Reply::TopUp(_) | Reply::Status(_) => false,
     }
 }

@@ -11,8 +11,11 @@
 //! core's journal key.
 
 use async_trait::async_trait;
-use nostr_sdk::{Client, EventId, Keys, PublicKey, RelayUrl};
-use paygress_core::{Notifier, Reply, RequestKey, Requester, TransportError};
+use nostr_sdk::{
+    Client, Event, EventBuilder, EventId, Keys, Kind, PublicKey, RelayUrl, Tag, TagKind, ToBech32,
+};
+use paygress_core::{ExpiryNotice, Notifier, Reply, RequestKey, Requester, TransportError};
+use serde::{Deserialize, Serialize};
 use tracing::{debug, instrument};
 
 use std::sync::Arc;
@@ -20,7 +23,7 @@ use std::sync::Arc;
 use crate::directory::RelayDirectory;
 use crate::error::NostrError;
 use crate::transport::{reply_event, send_to};
-use crate::wire::Scheme;
+use crate::wire::{self, KIND_REPLY, Scheme};
 
 /// The transport name in Nostr request keys and requester identities.
 const TRANSPORT: &str = "nostr";
@@ -81,8 +84,104 @@ pub(crate) fn nostr_target(
     ))
 }
 
+/// The `t` tag value of an expiry notice event.
+pub const EXPIRY_NOTICE_TAG: &str = "paygress-expiry-notice";
+
+/// The content of an expiry notice: a kind 1001 event from the service, `p`-tagged to
+/// the lease's owner and tagged `["t", "paygress-expiry-notice"]` (no `e` tag: it
+/// answers no request), NIP-44 encrypted to the owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiryNoticeMessage {
+    /// Always `expiry_notice`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The lease.
+    pub pod_name: String,
+    /// End of the paid time (RFC 3339).
+    pub expires_at: String,
+    /// Seconds left when it was sent.
+    pub remaining_seconds: u64,
+    /// For people.
+    pub message: String,
+    /// A ready-to-paste `paygress topup` command (fill in the token).
+    pub topup_command: String,
+}
+
+/// The expiry notice in `event`, if it is one from `service` to the holder of `keys`.
+pub fn read_expiry_notice(
+    keys: &Keys,
+    service: &PublicKey,
+    event: &Event,
+) -> Option<ExpiryNoticeMessage> {
+    if event.kind != Kind::Custom(KIND_REPLY) || event.pubkey != *service {
+        return None;
+    }
+    let (_, json) = wire::decrypt(keys.secret_key(), service, &event.content).ok()?;
+    let notice: ExpiryNoticeMessage = serde_json::from_str(&json).ok()?;
+    (notice.kind == "expiry_notice").then_some(notice)
+}
+
+impl NostrNotifier {
+    /// The notice's content for the lease in `notice`.
+    fn expiry_message(&self, notice: &ExpiryNotice) -> ExpiryNoticeMessage {
+        let me = self.keys.public_key();
+        let service = me.to_bech32().unwrap_or_else(|_| me.to_hex());
+        let mut command = format!("paygress topup --service {service}");
+        for relay in &self.relays {
+            command.push_str(&format!(" --relay {relay}"));
+        }
+        command.push_str(&format!(" --pod {} --token TOKEN", notice.pod_name));
+        let minutes = notice.remaining_seconds.div_ceil(60);
+        ExpiryNoticeMessage {
+            kind: "expiry_notice".to_owned(),
+            pod_name: notice.pod_name.to_string(),
+            expires_at: notice.expires_at.to_string(),
+            remaining_seconds: notice.remaining_seconds,
+            message: format!(
+                "Lease {} expires at {} (in about {minutes} min). To keep it, top it up: {command}",
+                notice.pod_name, notice.expires_at
+            ),
+            topup_command: command,
+        }
+    }
+}
+
 #[async_trait]
 impl Notifier for NostrNotifier {
+    #[instrument(skip_all, fields(lease = %notice.pod_name))]
+    async fn notify_expiry(
+        &self,
+        owner: &Requester,
+        notice: &ExpiryNotice,
+    ) -> Result<(), TransportError> {
+        let Some(author) = owner
+            .as_str()
+            .strip_prefix(TRANSPORT)
+            .and_then(|s| s.strip_prefix(':'))
+            .and_then(|hex| PublicKey::from_hex(hex).ok())
+        else {
+            debug!("not a Nostr owner; no notice");
+            return Ok(());
+        };
+        let json = serde_json::to_string(&self.expiry_message(notice))
+            .map_err(|e| NostrError::Malformed(e.to_string()))?;
+        let content = wire::encrypt(Scheme::Nip44, self.keys.secret_key(), &author, &json)?;
+        let event = EventBuilder::new(Kind::Custom(KIND_REPLY), content)
+            .tags([
+                Tag::public_key(author),
+                Tag::custom(TagKind::t(), [EXPIRY_NOTICE_TAG]),
+            ])
+            .sign_with_keys(&self.keys)
+            .map_err(|e| NostrError::Event(e.to_string()))?;
+        let relays = match &self.directory {
+            Some(d) => d.reply_targets(author, Scheme::Nip44, &self.relays).await,
+            None => self.relays.clone(),
+        };
+        send_to(&self.client, &relays, &event).await?;
+        debug!(notice = %event.id, "expiry notice published");
+        Ok(())
+    }
+
     #[instrument(skip_all, fields(key = %key.as_str()))]
     async fn notify(
         &self,

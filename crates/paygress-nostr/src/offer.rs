@@ -25,7 +25,7 @@ use nostr_sdk::{
 use serde::Serialize;
 
 use crate::error::NostrError;
-use crate::wire::{KIND_SPAWN, KIND_STATUS, KIND_TOP_UP, NostrOffer};
+use crate::wire::{KIND_RELEASE, KIND_SPAWN, KIND_STATUS, KIND_TOP_UP, NostrOffer};
 
 /// NIP-89 handler information.
 pub const KIND_HANDLER_INFO: u16 = 31990;
@@ -71,7 +71,7 @@ pub fn offer_events(offer: &NostrOffer, meta: &OfferMeta) -> Result<Vec<EventBui
             o.name
         )],
     );
-    let mut handler_tags: Vec<Tag> = [KIND_SPAWN, KIND_TOP_UP, KIND_STATUS]
+    let mut handler_tags: Vec<Tag> = [KIND_SPAWN, KIND_TOP_UP, KIND_STATUS, KIND_RELEASE]
         .iter()
         .map(|k| Tag::custom(TagKind::k(), [k.to_string()]))
         .collect();
@@ -397,7 +397,7 @@ mod tests {
             .into_iter()
             .map(|v| v[1].clone())
             .collect();
-        assert_eq!(ks, ["1000", "1002", "1003"]);
+        assert_eq!(ks, ["1000", "1002", "1003", "1004"]);
         assert_eq!(classified.kind, Kind::Custom(30402));
         assert_eq!(
             tag_values(classified, "price"),

@@ -211,6 +211,7 @@ impl NostrTransport {
                 RequestKind::Spawn.kind(),
                 RequestKind::TopUp.kind(),
                 RequestKind::Status.kind(),
+                RequestKind::Release.kind(),
             ])
             .since(now - config.backlog);
         let wraps = Filter::new()

@@ -4,7 +4,7 @@
 
 use nostr_sdk::nips::{nip04, nip44};
 use nostr_sdk::{Kind, PublicKey, SecretKey, TagKind, UnsignedEvent};
-use paygress_core::{Offer, Request, SpawnRequest, StatusRequest, TopUpRequest};
+use paygress_core::{Offer, ReleaseRequest, Request, SpawnRequest, StatusRequest, TopUpRequest};
 use serde::{Deserialize, Serialize};
 
 use crate::error::NostrError;
@@ -18,6 +18,10 @@ pub const KIND_TOP_UP: u16 = 1002;
 /// Kind of a status request (content: encrypted [`StatusRequest`] JSON). New in Paygress;
 /// the seed had no status request.
 pub const KIND_STATUS: u16 = 1003;
+/// Kind of a release request (content: encrypted [`ReleaseRequest`] JSON): the owner
+/// ends a lease early and gets the unused time back. New in Paygress. Over NIP-17 the
+/// rumor must carry `["k", "1004"]` (its fields alone read as a status request).
+pub const KIND_RELEASE: u16 = 1004;
 /// Largest encrypted content accepted (64 KiB). Larger requests are never decrypted.
 pub const MAX_CONTENT_BYTES: usize = 64 * 1024;
 
@@ -57,6 +61,8 @@ pub enum RequestKind {
     TopUp,
     /// Kind 1003.
     Status,
+    /// Kind 1004.
+    Release,
 }
 
 impl RequestKind {
@@ -66,6 +72,7 @@ impl RequestKind {
             KIND_SPAWN => Some(RequestKind::Spawn),
             KIND_TOP_UP => Some(RequestKind::TopUp),
             KIND_STATUS => Some(RequestKind::Status),
+            KIND_RELEASE => Some(RequestKind::Release),
             _ => None,
         }
     }
@@ -76,6 +83,7 @@ impl RequestKind {
             RequestKind::Spawn => KIND_SPAWN,
             RequestKind::TopUp => KIND_TOP_UP,
             RequestKind::Status => KIND_STATUS,
+            RequestKind::Release => KIND_RELEASE,
         })
     }
 
@@ -85,6 +93,7 @@ impl RequestKind {
             Request::Spawn(_) => RequestKind::Spawn,
             Request::TopUp(_) => RequestKind::TopUp,
             Request::Status(_) => RequestKind::Status,
+            Request::Release(_) => RequestKind::Release,
         }
     }
 }
@@ -102,12 +111,15 @@ pub fn parse_request(kind: RequestKind, json: &str) -> Result<Request, NostrErro
         RequestKind::Status => {
             Request::Status(serde_json::from_str::<StatusRequest>(json).map_err(bad)?)
         }
+        RequestKind::Release => {
+            Request::Release(serde_json::from_str::<ReleaseRequest>(json).map_err(bad)?)
+        }
     })
 }
 
 /// Infers the request of a NIP-17 rumor from its fields: `cashu_token` and `pod_name`
 /// mean top-up, `cashu_token` alone spawn, `pod_name` alone status. A rumor tag
-/// `["k", "1000"|"1002"|"1003"]` overrides the inference.
+/// `["k", "1000"|"1002"|"1003"|"1004"]` overrides the inference (a release needs it).
 pub fn parse_untyped_request(
     json: &str,
     kind_hint: Option<RequestKind>,
@@ -155,6 +167,7 @@ pub fn request_json(request: &Request) -> Result<String, NostrError> {
         Request::Spawn(r) => serde_json::to_string(r),
         Request::TopUp(r) => serde_json::to_string(r),
         Request::Status(r) => serde_json::to_string(r),
+        Request::Release(r) => serde_json::to_string(r),
     };
     r.map_err(|e| NostrError::Malformed(e.to_string()))
 }
@@ -203,6 +216,13 @@ pub struct RequestKinds {
     pub status: u16,
     /// Reply kind (1001).
     pub reply: u16,
+    /// Release request kind (1004); absent from offers of earlier versions.
+    #[serde(default = "kind_release")]
+    pub release: u16,
+}
+
+fn kind_release() -> u16 {
+    KIND_RELEASE
 }
 
 impl Default for RequestKinds {
@@ -212,6 +232,7 @@ impl Default for RequestKinds {
             top_up: KIND_TOP_UP,
             status: KIND_STATUS,
             reply: KIND_REPLY,
+            release: KIND_RELEASE,
         }
     }
 }

@@ -119,7 +119,7 @@ async fn offers_are_found_by_handler_and_classified_filters_and_38383_is_off_by_
     let handler = &handlers[0];
     assert_eq!(handler.pubkey, service);
     let ks: Vec<&str> = tag(handler, "k").iter().map(|t| t[1].as_str()).collect();
-    assert_eq!(ks, ["1000", "1002", "1003"]);
+    assert_eq!(ks, ["1000", "1002", "1003", "1004"]);
     let offer: NostrOffer = serde_json::from_str(&handler.content).unwrap();
     assert_eq!(offer.offer.mints, vec![h.mint.clone()]);
     assert_eq!(offer.location.as_deref(), Some("Lisbon"));

@@ -4,6 +4,8 @@
 //! buyer resending anything. Real in-process relay, real core service on in-memory ports.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -284,4 +286,92 @@ async fn payment_whose_mint_answer_was_lost_is_resolved_and_refunded_to_the_buye
         Some(Amount::sat(45))
     );
     s.transport.shutdown().await;
+}
+
+/// The lease's owner receives the expiry notice from the relay: once per expiry, with
+/// the expiry and a ready-to-paste `paygress topup` command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_receives_one_expiry_notice_per_expiry() {
+    use paygress_core::{Paygress, ServiceConfig};
+    use paygress_nostr::nostr_sdk::{Alphabet, Client, Filter, Kind, SingleLetterTag, ToBech32};
+    use paygress_nostr::notify::{EXPIRY_NOTICE_TAG, read_expiry_notice};
+
+    let h = common::Harness::start(1).await;
+    let owner = paygress_nostr::nostr_sdk::Keys::generate();
+    let buyer = h.buyer_as(owner.clone()).await;
+    let reply = buyer
+        .spawn(paygress_core::SpawnRequest {
+            cashu_token: h.token(30),
+            ssh_username: None,
+            pod_image: None,
+            duration_minutes: Some(30),
+            tier: None,
+            ssh_public_key: None,
+        })
+        .await
+        .unwrap();
+    let paygress_core::Reply::AccessDetails(access) = reply else {
+        panic!("expected access details, got {reply:?}")
+    };
+    // The same backend and journal seen by a service whose notices start an hour ahead.
+    let journal = std::sync::Arc::new(paygress_core::memory::MemoryJournal::new());
+    let notifying = Paygress::builder(
+        ServiceConfig {
+            expiry_notice: Some(std::time::Duration::from_secs(3600)),
+            ..ServiceConfig::default()
+        },
+        std::sync::Arc::new(h.verifier.clone()),
+        std::sync::Arc::new(h.backend.clone()),
+    )
+    .journal(journal)
+    .notifier(std::sync::Arc::new(h.transport.notifier()))
+    .build();
+    assert_eq!(notifying.notify_expiring().await, 1);
+    assert_eq!(notifying.notify_expiring().await, 0, "once per expiry");
+
+    let client = Client::default();
+    for url in h.urls() {
+        client.add_relay(url).await.unwrap();
+    }
+    client.connect().await;
+    client.wait_for_connection(common::TIMEOUT).await;
+    let filter = Filter::new()
+        .kind(Kind::Custom(paygress_nostr::wire::KIND_REPLY))
+        .author(h.keys.public_key())
+        .pubkey(owner.public_key())
+        .custom_tag(SingleLetterTag::lowercase(Alphabet::T), EXPIRY_NOTICE_TAG);
+    let events = client.fetch_events(filter, common::TIMEOUT).await.unwrap();
+    client.shutdown().await;
+    let notices: Vec<_> = events
+        .iter()
+        .filter_map(|e| read_expiry_notice(&owner, &h.keys.public_key(), e))
+        .collect();
+    assert_eq!(notices.len(), 1, "{events:?}");
+    let notice = &notices[0];
+    assert_eq!(notice.pod_name, access.pod_name.to_string());
+    assert_eq!(notice.expires_at, access.expires_at.to_string());
+    let npub = h.keys.public_key().to_bech32().unwrap();
+    assert!(
+        notice.topup_command.starts_with(&format!(
+            "paygress topup --service {npub} --relay {}",
+            h.urls()[0]
+        )),
+        "{}",
+        notice.topup_command
+    );
+    assert!(
+        notice
+            .topup_command
+            .ends_with(&format!("--pod {} --token TOKEN", access.pod_name)),
+        "{}",
+        notice.topup_command
+    );
+    assert!(notice.message.contains(&notice.topup_command));
+    // Nobody else can read it.
+    let stranger = paygress_nostr::nostr_sdk::Keys::generate();
+    assert!(
+        events
+            .iter()
+            .all(|e| read_expiry_notice(&stranger, &h.keys.public_key(), e).is_none())
+    );
 }

@@ -11,7 +11,11 @@
 //! - the service's wallet holds exactly the sum charged for leases (and it is real: it
 //!   redeems);
 //! - every lease the service lists was paid for and belongs to one request, no request
-//!   got two leases, and no lease is reachable after its expiry.
+//!   got two leases, and no lease is reachable after its expiry;
+//! - releases (some leases are released early by their owner, with the same kills and
+//!   faults): the lease is gone, the refund redeems for its value, and it is worth at
+//!   most the lease's time left when the release was first sent (the service's wallet
+//!   then holds what was sold less what releases returned).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -56,6 +60,8 @@ pub struct ChaosOptions {
     pub swap_fault_probability: f64,
     /// Probability, per request, that the mint is unreachable for a moment.
     pub mint_down_probability: f64,
+    /// Probability, per lease granted, that its owner releases it at once.
+    pub release_probability: f64,
     /// First of the local backend's SSH ports (a range of 1000 is used).
     pub port_base: u16,
     /// Print each request's outcome.
@@ -73,6 +79,7 @@ impl ChaosOptions {
             failpoint_probability: 0.03,
             swap_fault_probability: 0.04,
             mint_down_probability: 0.02,
+            release_probability: 0.3,
             port_base: 31000,
             verbose: false,
         }
@@ -106,6 +113,10 @@ pub struct Report {
     pub refunds: u64,
     /// Change tokens returned.
     pub changes: u64,
+    /// Leases released early by their owner.
+    pub releases: u64,
+    /// Sum the release refunds redeemed for.
+    pub released_sats: u64,
     /// Requests refused with the token untouched (still the buyer's).
     pub untouched: u64,
     /// Sum of the tokens' values.
@@ -162,6 +173,8 @@ impl Report {
             ("leases", self.leases.to_string()),
             ("change tokens", self.changes.to_string()),
             ("refund tokens", self.refunds.to_string()),
+            ("leases released early", self.releases.to_string()),
+            ("sats refunded for releases", self.released_sats.to_string()),
             ("refused, token untouched", self.untouched.to_string()),
             ("sats paid", self.paid_sats.to_string()),
             ("sats charged for leases", self.charged_sats.to_string()),
@@ -239,6 +252,8 @@ impl Service {
             .env("MAX_POD_DURATION_MINUTES", "1")
             .env("SSH_HOST", "127.0.0.1")
             .env("HTTP_RATE_LIMIT_PER_MINUTE", "1000000")
+            // Every second of a released lease's time left comes back.
+            .env("RELEASE_MIN_CHARGE_MINUTES", "0")
             .env("RUST_LOG", "info,cdk=warn,russh=warn")
             .env(
                 "PAYGRESS_FAILPOINTS_SEED",
@@ -322,6 +337,61 @@ struct Outcome {
     code: Option<String>,
     owed: bool,
     untouched: bool,
+    release: Option<Release>,
+}
+
+/// A release of a request's lease by its owner.
+#[derive(Debug)]
+struct Release {
+    /// The lease.
+    pod: String,
+    /// When the release was first sent (the driver's clock: the same machine's).
+    sent_at: jiff::Timestamp,
+    /// The lease's paid end at that moment.
+    expires_at: jiff::Timestamp,
+    /// Whether the service answered `released`.
+    released: bool,
+    /// The refund token.
+    refund: Option<CashuToken>,
+    /// What the answer says the refund is worth.
+    amount: u64,
+    /// A refund still owed (the mint could not issue it): ask again.
+    owed: bool,
+    /// The final error code, if refused.
+    code: Option<String>,
+}
+
+impl Release {
+    /// The most the release may return: the whole seconds left when it was sent, at one
+    /// sat a second.
+    fn bound(&self) -> u64 {
+        let left = self.expires_at.duration_since(self.sent_at);
+        u64::try_from(left.as_secs()).unwrap_or(0) + u64::from(left.subsec_nanos() > 0)
+    }
+
+    fn record(&mut self, v: &Value) {
+        if v["type"] != "released" && v.get("refunded_seconds").is_none() {
+            return;
+        }
+        self.released = true;
+        self.code = None;
+        self.refund = v["refund_token"].as_str().map(CashuToken::new);
+        self.amount = v["refund_amount"].as_u64().unwrap_or(0);
+        let note = v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("could not be issued yet"));
+        self.owed = self.refund.is_none() && note;
+    }
+}
+
+/// The `Idempotency-Key` of request `i`'s release.
+fn release_key(seed: u64, i: usize) -> String {
+    format!("chaos-release-{seed:08}-{i:08}")
+}
+
+/// The `Idempotency-Key` of request `i` (its lease's owner key).
+fn request_key(seed: u64, i: usize) -> String {
+    format!("chaos-key-{seed:08}-{i:08}")
 }
 
 fn token_value(t: &CashuToken) -> u64 {
@@ -430,7 +500,7 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report> {
             value: values[i],
             ..Outcome::default()
         };
-        let key = format!("chaos-key-{:08}-{i:08}", opts.seed);
+        let key = request_key(opts.seed, i);
         let body = json!({
             "cashu_token": token.expose(),
             "duration_minutes": if rng.random_bool(0.5) { Some(1) } else { None },
@@ -504,6 +574,88 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report> {
             out.untouched = true;
             break;
         }
+        if let (Some(pod), Some(expires_at)) = (out.pods.iter().next(), out.expires.last())
+            && out.pods.len() == 1
+            && rng.random_bool(opts.release_probability)
+        {
+            let mut release = Release {
+                pod: pod.clone(),
+                sent_at: jiff::Timestamp::now(),
+                expires_at: *expires_at,
+                released: false,
+                refund: None,
+                amount: 0,
+                owed: false,
+                code: None,
+            };
+            let rkey = release_key(opts.seed, i);
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                if tries > 200 {
+                    report.problems.push(format!(
+                        "request {i}: release has no final answer after 200 sends"
+                    ));
+                    break;
+                }
+                service.ensure_up(&client, true).await?;
+                if rng.random_bool(opts.kill_probability) {
+                    let (pid, kills) = (pid.clone(), kills.clone());
+                    let wait = Duration::from_millis(rng.random_range(0..120));
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        if sigkill(pid.load(Ordering::SeqCst)).await {
+                            kills.fetch_add(1, Ordering::Relaxed);
+                        }
+                    });
+                }
+                report.sends += 1;
+                let sent = client
+                    .post(format!("{}/pods/{}/release", service.http, release.pod))
+                    .header("X-Lease-Key", &key)
+                    .header("Idempotency-Key", &rkey)
+                    .send()
+                    .await;
+                let Ok(resp) = sent else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                let status = resp.status();
+                let Ok(v) = resp.json::<Value>().await else {
+                    continue;
+                };
+                if status.is_success() {
+                    release.record(&v);
+                    if release.owed {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                    break;
+                }
+                let code = v["code"].as_str().unwrap_or("").to_owned();
+                if resend_code(&code) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                release.code = Some(code);
+                break;
+            }
+            if release.released {
+                // Gone at once.
+                let gone = client
+                    .get(format!("{}/pods/{}", service.http, release.pod))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16());
+                if !matches!(gone, Ok(404)) {
+                    report.problems.push(format!(
+                        "request {i}: lease {} still listed after its release ({gone:?})",
+                        release.pod
+                    ));
+                }
+            }
+            out.release = Some(release);
+        }
         if opts.verbose {
             eprintln!(
                 "request {i}: value {} pods {:?} charged {} change {} refund {} code {:?}",
@@ -514,6 +666,15 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report> {
                 out.refund.as_ref().map_or(0, token_value),
                 out.code
             );
+            if let Some(r) = &out.release {
+                eprintln!(
+                    "request {i}: released {} refund {} (at most {}) code {:?}",
+                    r.released,
+                    r.refund.as_ref().map_or(0, token_value),
+                    r.bound(),
+                    r.code
+                );
+            }
         }
         outcomes.push(out);
     }
@@ -551,6 +712,30 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report> {
             report
                 .problems
                 .push(format!("request {i}: change still owed after the run"));
+        }
+        let lease_key = request_key(opts.seed, i);
+        if let Some(release) = out.release.as_mut() {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while release.owed && Instant::now() < deadline {
+                if let Ok(r) = client
+                    .post(format!("{}/pods/{}/release", service.http, release.pod))
+                    .header("X-Lease-Key", &lease_key)
+                    .header("Idempotency-Key", release_key(opts.seed, i))
+                    .send()
+                    .await
+                    && let Ok(v) = r.json::<Value>().await
+                {
+                    release.record(&v);
+                }
+                if release.owed {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            if release.owed {
+                report.problems.push(format!(
+                    "request {i}: release refund still owed after the run"
+                ));
+            }
         }
     }
     let listed: Vec<Value> = client
@@ -635,6 +820,34 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report> {
                 )),
             }
         }
+        if let Some(release) = &out.release {
+            if release.released {
+                report.releases += 1;
+            }
+            if let Some(t) = &release.refund {
+                let face = token_value(t);
+                match payee.redeem(t).await {
+                    Ok(got) => {
+                        report.released_sats += got;
+                        if got != face || got != release.amount {
+                            report.problems.push(format!(
+                                "request {i}: release refund of {} (token face {face}) redeemed for {got}",
+                                release.amount
+                            ));
+                        }
+                        if got > release.bound() {
+                            report.operator_problems.push(format!(
+                                "request {i}: release returned {got} but only {} s were left",
+                                release.bound()
+                            ));
+                        }
+                    }
+                    Err(e) => report
+                        .problems
+                        .push(format!("request {i}: release refund does not redeem: {e}")),
+                }
+            }
+        }
         report.returned_sats += returned;
         let accounted = out.charged + returned;
         if accounted < out.value {
@@ -709,10 +922,11 @@ pub async fn run(opts: &ChaosOptions) -> Result<Report> {
     report.swaps_cut = stats.dropped;
     report.swaps_delayed = stats.delayed;
     report.wallet_sats = wallet_balance(&data_dir, &mint_url.to_string(), &payee).await?;
-    if report.wallet_sats != report.charged_sats {
+    let kept = report.charged_sats.saturating_sub(report.released_sats);
+    if report.wallet_sats != kept {
         report.operator_problems.push(format!(
-            "the service wallet holds {} but leases were sold for {}",
-            report.wallet_sats, report.charged_sats
+            "the service wallet holds {} but leases were sold for {} and releases returned {}",
+            report.wallet_sats, report.charged_sats, report.released_sats
         ));
     }
     if opts.verbose {

@@ -31,6 +31,9 @@ struct Args {
     /// Probability per swap of each proxy fault (lose, cut, delay).
     #[arg(long, default_value_t = 0.04)]
     swap_fault_probability: f64,
+    /// Probability per lease that its owner releases it at once (refund of the rest).
+    #[arg(long, default_value_t = 0.3)]
+    release_probability: f64,
     /// First SSH port of the local backend (1000 ports are used).
     #[arg(long, default_value_t = 31000)]
     port_base: u16,
@@ -53,6 +56,7 @@ async fn main() -> Result<ExitCode> {
     opts.kill_probability = args.kill_probability;
     opts.failpoint_probability = args.failpoint_probability;
     opts.swap_fault_probability = args.swap_fault_probability;
+    opts.release_probability = args.release_probability;
     opts.port_base = args.port_base;
     opts.verbose = args.verbose;
     let report = run(&opts).await?;

@@ -3,12 +3,14 @@
 //!
 //! One file per flow: [`spawn`](self) (new leases), `top_up` (extensions), `payment`
 //! (redeem and pay out, the money rule), `settle` (what crashes and lost answers left
-//! open), `quotes` (offer, prices, status, reaping).
+//! open), `quotes` (offer, prices, status, reaping), `notices` (expiry notices to owners).
 
 mod gauges;
 mod locks;
+mod notices;
 mod payment;
 mod quotes;
+mod release;
 mod replies;
 mod settle;
 mod spawn;
@@ -66,7 +68,22 @@ pub struct ServiceConfig {
     /// reply (`JOURNAL_RETENTION_HOURS`). After it, a duplicate is refused as a spent
     /// token: it is never charged twice.
     pub journal_retention: Duration,
+    /// The least lease time a release charges, counted from the lease's start
+    /// (`RELEASE_MIN_CHARGE_MINUTES`): a lease released sooner refunds only the time
+    /// after it. Covers the cost of starting a pod.
+    pub release_minimum: Duration,
+    /// How long before a lease's expiry its owner is sent a notice with how to top it up
+    /// (`EXPIRY_NOTICE_MINUTES`); `None`: no notices.
+    pub expiry_notice: Option<Duration>,
 }
+
+/// How long before expiry the owner is told when not told (`EXPIRY_NOTICE_MINUTES`):
+/// ten minutes.
+pub const DEFAULT_EXPIRY_NOTICE: Duration = Duration::from_secs(10 * 60);
+
+/// The least lease time a release charges when not told (`RELEASE_MIN_CHARGE_MINUTES`):
+/// five minutes.
+pub const DEFAULT_RELEASE_MINIMUM: Duration = Duration::from_secs(5 * 60);
 
 /// The image a lease runs when its request names none (`SSH_BASE_IMAGE`): the one
 /// place this default is written.
@@ -89,6 +106,8 @@ impl Default for ServiceConfig {
             max_concurrent_requests: 64,
             max_leases: None,
             journal_retention: Duration::from_secs(7 * 24 * 3600),
+            release_minimum: DEFAULT_RELEASE_MINIMUM,
+            expiry_notice: Some(DEFAULT_EXPIRY_NOTICE),
         }
     }
 }
@@ -281,10 +300,12 @@ impl Paygress {
             Request::Spawn(r) => self.spawn(ctx, r).await,
             Request::TopUp(r) => self.top_up(ctx, r).await,
             Request::Status(r) => self.status(sender, &r).await,
+            Request::Release(r) => self.release(ctx, r).await,
         }
     }
 
-    /// Runs `settle` every `interval`, and the reaper at each lease's paid second (at
+    /// Runs `settle` and [`notify_expiring`](Self::notify_expiring) every `interval`,
+    /// and the reaper at each lease's paid second (at
     /// least every `interval`), until the task is dropped.
     pub async fn run_maintenance(self: Arc<Self>, interval: Duration) {
         let settler = async {
@@ -292,6 +313,7 @@ impl Paygress {
             loop {
                 ticker.tick().await;
                 self.settle().await;
+                self.notify_expiring().await;
             }
         };
         tokio::join!(settler, self.run_reaper(interval));

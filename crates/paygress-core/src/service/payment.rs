@@ -219,6 +219,7 @@ impl Paygress {
                     Reply::AccessDetails(a) => a.change_token = Some(token),
                     Reply::TopUp(t) => t.change_token = Some(token),
                     Reply::Error(e) => e.refund_token = Some(token),
+                    Reply::Released(r) => r.refund_token = Some(token),
                     Reply::Status(_) => {}
                 }
                 self.record_done(ctx, &reply).await;

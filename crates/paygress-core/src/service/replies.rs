@@ -93,6 +93,9 @@ pub(super) fn owed_reply(mut reply: Reply, amount: Amount) -> Reply {
             "Change of {amount} could not be issued yet; it will be sent to you when the mint is back (or send this same request again later)"
         )),
         Reply::TopUp(_) | Reply::Status(_) => {}
+        Reply::Released(r) => r.message.push_str(&format!(
+            " The refund of {amount} could not be issued yet (mint unreachable): it will be sent to you when the mint is back (or send this same request again later)."
+        )),
         Reply::Error(e) => {
             e.message = format!(
                 "{}; the refund of {amount} could not be issued yet (mint unreachable): it will be sent to you when the mint is back (or send this same request again later)",
@@ -117,6 +120,7 @@ pub(super) fn fee_note(mut reply: Reply, owed: Amount, value: Amount) -> Reply {
     match &mut reply {
         Reply::AccessDetails(AccessDetails { instructions, .. }) => instructions.push(note),
         Reply::Error(e) => e.message = format!("{}; {}", e.message, note.to_lowercase()),
+        Reply::Released(r) => r.message = format!("{} {note}.", r.message),
         Reply::TopUp(_) | Reply::Status(_) => {}
     }
     reply

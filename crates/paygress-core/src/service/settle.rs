@@ -5,6 +5,7 @@
 
 use tracing::{debug, info, warn};
 
+use super::release::Release;
 use super::top_up::Intent;
 use super::{Ctx, Failure, Paygress, payment::pending_reply};
 use crate::lease::Requester;
@@ -95,6 +96,24 @@ impl Paygress {
                     change,
                 };
                 self.resume_extension(ctx, intent).await
+            }
+            Stage::Releasing {
+                lease,
+                released_at,
+                expires_at,
+                refunded_seconds,
+                amount,
+                mint,
+            } => {
+                let release = Release {
+                    lease,
+                    released_at,
+                    expires_at,
+                    refunded_seconds,
+                    amount,
+                    mint,
+                };
+                self.resume_release(ctx, release).await
             }
             Stage::Issuing {
                 reply,

@@ -515,6 +515,8 @@ async fn pay_now(
             // The page shows the refund; the wallet's POST gets it too.
             Err(ApiError::from_reply(e))
         }
-        Reply::Status(_) => Err(ApiError::new(ErrorCode::Internal, "unexpected reply")),
+        Reply::Status(_) | Reply::Released(_) => {
+            Err(ApiError::new(ErrorCode::Internal, "unexpected reply"))
+        }
     }
 }

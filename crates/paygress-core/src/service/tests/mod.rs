@@ -268,12 +268,15 @@ pub(super) fn record(id: &LeaseId, expires_at: Timestamp) -> LeaseRecord {
         ssh_port: 2222,
         node_port: Some(30000),
         phase: Default::default(),
+        mint: Some(mint()),
     }
 }
 
 mod capacity;
 mod idempotency;
+mod notices;
 mod quotes;
+mod release;
 mod settle;
 mod spawn;
 mod spawn_failures;

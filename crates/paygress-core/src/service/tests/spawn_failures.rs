@@ -101,6 +101,7 @@ async fn journal_records_the_redeem_window_then_the_payment_then_the_reply() {
                 "paid"
             }
             Stage::Extending { .. } => "extending",
+            Stage::Releasing { .. } => "releasing",
             Stage::Issuing { .. } => "issuing",
             Stage::Owed { .. } => "owed",
             Stage::Done { .. } => "done",

@@ -1,0 +1,426 @@
+//! Service tests: releases (early end with a refund of the unused time).
+
+use mockall::Sequence;
+
+use super::*;
+use crate::protocol::{ReleaseRequest, ReleaseResult};
+
+fn release_req(pod: &LeaseId) -> Request {
+    Request::Release(ReleaseRequest {
+        pod_name: pod.to_string(),
+    })
+}
+
+fn expect_released(reply: Reply) -> ReleaseResult {
+    match reply {
+        Reply::Released(r) => r,
+        other => panic!("expected a release, got {other:?}"),
+    }
+}
+
+impl Ports {
+    /// The verifier accepts sat and msat at [`mint`].
+    fn refunds_in_sat(mut self) -> Self {
+        self.verifier
+            .expect_accepted_units()
+            .returning(|| vec![Unit::Sat, Unit::Msat]);
+        self.verifier
+            .expect_accepted_mints()
+            .returning(|| vec![mint()]);
+        self
+    }
+}
+
+/// A journaled release of `lease` (decided at [`start`] + 600 s, lease paid until an
+/// hour): 50 sat for 3000 seconds.
+fn journaled_release(lease: &LeaseId) -> Stage {
+    Stage::Releasing {
+        lease: lease.clone(),
+        released_at: at(600),
+        expires_at: at(HOUR),
+        refunded_seconds: 3000,
+        amount: Amount::sat(50),
+        mint: mint(),
+    }
+}
+
+#[tokio::test]
+async fn release_refunds_the_unused_seconds_after_deleting_the_lease() {
+    let lease = LeaseId::generate();
+    let current = record(&lease, at(HOUR));
+    let mut seq = Sequence::new();
+    let mut backend = mock_backend();
+    backend
+        .expect_get()
+        .with(eq(lease.clone()))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |_| Ok(Some(current.clone())));
+    backend
+        .expect_delete()
+        .with(eq(lease.clone()))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
+    let mut ports = Ports::new().refunds_in_sat();
+    ports
+        .verifier
+        .expect_issue_once()
+        .with(always(), eq(mint()), eq(Amount::sat(50)))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _| Ok(CashuToken::new("cashuBrefund")));
+    ports.backend = Some(backend);
+    let (service, _, journal, clock) = ports.build();
+    clock.advance(600);
+
+    let released = expect_released(
+        service
+            .handle(&key("r"), &buyer(), release_req(&lease))
+            .await,
+    );
+    assert_eq!(released.pod_name, lease);
+    assert_eq!(released.refunded_seconds, 3000);
+    assert_eq!(released.refund_amount, Amount::sat(50));
+    assert_eq!(released.released_at, at(600));
+    assert_eq!(released.refund_token, Some(CashuToken::new("cashuBrefund")));
+    let entry = journal.get(&key("r")).await.expect("get").expect("entry");
+    assert!(matches!(entry.stage, Stage::Done { .. }), "{entry:?}");
+}
+
+#[tokio::test]
+async fn release_charges_the_minimum_from_the_leases_start() {
+    let (service, backend, _, clock) = Ports::new()
+        .refunds_in_sat()
+        .issues(Amount::sat(55), "cashuBrefund")
+        .build();
+    let lease = seed_lease(&backend, Tier::standard(), at(HOUR)).await;
+    // 60 s used of the 5-minute minimum: 240 more seconds are charged.
+    clock.advance(60);
+    let released = expect_released(
+        service
+            .handle(&key("r"), &buyer(), release_req(&lease))
+            .await,
+    );
+    assert_eq!(released.refunded_seconds, HOUR - 300);
+    assert_eq!(released.refund_amount, Amount::sat(55));
+    assert!(backend.get(&lease).await.expect("get").is_none());
+}
+
+#[tokio::test]
+async fn release_uses_the_leases_tier_rate_and_never_refunds_more_than_was_paid() {
+    let (service, backend, _, clock) = Ports::new()
+        .refunds_in_sat()
+        // 120 sat/hour for 3000 s is 100 sat, but only 60 sat were paid.
+        .issues(Amount::sat(60), "cashuBrefund")
+        .build();
+    let lease = seed_lease(&backend, big_tier(), at(HOUR)).await;
+    clock.advance(600);
+    let released = expect_released(
+        service
+            .handle(&key("r"), &buyer(), release_req(&lease))
+            .await,
+    );
+    assert_eq!(released.refund_amount, Amount::sat(60));
+}
+
+#[tokio::test]
+async fn release_within_the_minimum_ends_the_lease_with_no_token() {
+    let (service, backend, _, clock) = Ports::new().refunds_in_sat().never_issues().build();
+    let lease = seed_lease(&backend, Tier::standard(), at(240)).await;
+    clock.advance(30);
+    let released = expect_released(
+        service
+            .handle(&key("r"), &buyer(), release_req(&lease))
+            .await,
+    );
+    assert_eq!(released.refunded_seconds, 0);
+    assert!(released.refund_amount.is_zero());
+    assert!(released.refund_token.is_none());
+    assert!(backend.get(&lease).await.expect("get").is_none());
+}
+
+#[tokio::test]
+async fn only_the_owner_may_release() {
+    let (service, backend, _, clock) = Ports::new().never_issues().build();
+    let lease = seed_lease(&backend, Tier::standard(), at(HOUR)).await;
+    clock.advance(600);
+    let stranger = Requester::new("test", "stranger");
+    let err = expect_error(
+        service
+            .handle(&key("r"), &stranger, release_req(&lease))
+            .await,
+    );
+    assert_eq!(err.code, ErrorCode::NotOwner);
+    assert!(err.refund_token.is_none());
+    assert!(backend.get(&lease).await.expect("get").is_some());
+}
+
+#[tokio::test]
+async fn a_second_release_is_refused_and_a_resend_replays_the_same_token() {
+    let (service, backend, _, clock) = Ports::new()
+        .refunds_in_sat()
+        .issues(Amount::sat(50), "cashuBrefund")
+        .build();
+    let lease = seed_lease(&backend, Tier::standard(), at(HOUR)).await;
+    clock.advance(600);
+    let first = service
+        .handle(&key("r"), &buyer(), release_req(&lease))
+        .await;
+    assert!(first.returned_token().is_some());
+    // The same request again: the same reply, the same token.
+    let resend = service
+        .handle(&key("r"), &buyer(), release_req(&lease))
+        .await;
+    assert_eq!(resend, first);
+    // A new release of the same lease: it is gone.
+    let err = expect_error(
+        service
+            .handle(&key("r2"), &buyer(), release_req(&lease))
+            .await,
+    );
+    assert_eq!(err.code, ErrorCode::PodNotFound);
+    assert!(err.message.contains("released"), "{}", err.message);
+    assert!(err.refund_token.is_none());
+}
+
+#[tokio::test]
+async fn release_of_an_expired_starting_unknown_or_misnamed_lease_is_refused() {
+    let (service, backend, _, clock) = Ports::new().never_issues().build();
+    let expired = seed_lease(&backend, Tier::standard(), at(60)).await;
+    clock.advance(120);
+    let err = expect_error(
+        service
+            .handle(&key("a"), &buyer(), release_req(&expired))
+            .await,
+    );
+    assert_eq!(err.code, ErrorCode::LeaseExpired);
+    let err = expect_error(
+        service
+            .handle(&key("b"), &buyer(), release_req(&LeaseId::generate()))
+            .await,
+    );
+    assert_eq!(err.code, ErrorCode::PodNotFound);
+    let bad = Request::Release(ReleaseRequest {
+        pod_name: "ssh-pod-../../x".to_owned(),
+    });
+    let err = expect_error(service.handle(&key("c"), &buyer(), bad).await);
+    assert_eq!(err.code, ErrorCode::InvalidPodName);
+
+    let lease = LeaseId::generate();
+    let mut starting = record(&lease, at(HOUR));
+    starting.phase = crate::lease::LeasePhase::Provisioning;
+    let mut mock = mock_backend();
+    mock.expect_get()
+        .returning(move |_| Ok(Some(starting.clone())));
+    mock.expect_delete().never();
+    let mut ports = Ports::new().never_issues();
+    ports.backend = Some(mock);
+    let (service, _, _, _) = ports.build();
+    let err = expect_error(
+        service
+            .handle(&key("d"), &buyer(), release_req(&lease))
+            .await,
+    );
+    assert_eq!(err.code, ErrorCode::Unavailable);
+}
+
+#[tokio::test]
+async fn a_refused_delete_keeps_the_lease_and_refunds_nothing() {
+    let lease = LeaseId::generate();
+    let current = record(&lease, at(HOUR));
+    let mut backend = mock_backend();
+    backend
+        .expect_get()
+        .returning(move |_| Ok(Some(current.clone())));
+    backend
+        .expect_delete()
+        .times(1)
+        .returning(|_| Err(BackendError::Rejected("no".into())));
+    let mut ports = Ports::new().refunds_in_sat().never_issues();
+    ports.backend = Some(backend);
+    let (service, _, journal, clock) = ports.build();
+    clock.advance(600);
+    let err = expect_error(
+        service
+            .handle(&key("r"), &buyer(), release_req(&lease))
+            .await,
+    );
+    assert_eq!(err.code, ErrorCode::ProvisioningFailed);
+    assert!(err.message.contains("keeps running"), "{}", err.message);
+    let entry = journal.get(&key("r")).await.expect("get").expect("entry");
+    assert!(matches!(entry.stage, Stage::Done { .. }));
+}
+
+#[tokio::test]
+async fn an_unclear_delete_stays_open_and_settlement_refunds_once_the_lease_is_gone() {
+    let lease = LeaseId::generate();
+    let current = record(&lease, at(HOUR));
+    let mut backend = mock_backend();
+    let mut seq = Sequence::new();
+    backend
+        .expect_get()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |_| Ok(Some(current.clone())));
+    backend
+        .expect_delete()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Err(BackendError::Unavailable("timeout".into())));
+    backend
+        .expect_get()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Err(BackendError::Unavailable("timeout".into())));
+    // Settlement: the lease is gone before its paid end: the journaled refund.
+    backend
+        .expect_get()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(None));
+    let mut ports = Ports::new()
+        .refunds_in_sat()
+        .issues(Amount::sat(50), "cashuBrefund");
+    ports.backend = Some(backend);
+    let (service, _, journal, clock) = ports.build();
+    clock.advance(600);
+    let err = expect_error(
+        service
+            .handle(&key("r"), &buyer(), release_req(&lease))
+            .await,
+    );
+    assert_eq!(err.code, ErrorCode::PaymentPending);
+    let entry = journal.get(&key("r")).await.expect("get").expect("entry");
+    assert!(matches!(entry.stage, Stage::Releasing { .. }), "{entry:?}");
+
+    clock.advance(60);
+    assert_eq!(service.settle().await, 1);
+    let entry = journal.get(&key("r")).await.expect("get").expect("entry");
+    let Stage::Done { reply } = entry.stage else {
+        panic!("not settled: {entry:?}");
+    };
+    let released = expect_released(reply);
+    assert_eq!(released.refund_amount, Amount::sat(50));
+    assert_eq!(released.refund_token, Some(CashuToken::new("cashuBrefund")));
+}
+
+#[tokio::test]
+async fn a_crash_before_the_delete_completes_the_release_refunding_only_what_is_unused_now() {
+    let (service, backend, journal, clock) = Ports::new()
+        .refunds_in_sat()
+        .issues(Amount::sat(40), "cashuBrefund")
+        .build();
+    let lease = seed_lease(&backend, Tier::standard(), at(HOUR)).await;
+    journal
+        .put(
+            &key("r"),
+            &Entry::new(buyer(), at(600), journaled_release(&lease)),
+        )
+        .await
+        .expect("put");
+    // Restarted ten minutes later: the lease ran meanwhile.
+    clock.advance(1200);
+    assert_eq!(service.settle().await, 1);
+    assert!(backend.get(&lease).await.expect("get").is_none());
+    let entry = journal.get(&key("r")).await.expect("get").expect("entry");
+    let Stage::Done { reply } = entry.stage else {
+        panic!("not settled: {entry:?}");
+    };
+    let released = expect_released(reply);
+    assert_eq!(released.refund_amount, Amount::sat(40));
+    assert_eq!(released.refunded_seconds, 2400);
+}
+
+#[tokio::test]
+async fn a_crash_after_the_delete_issues_the_journaled_refund_exactly_once() {
+    let (service, backend, journal, clock) = Ports::new()
+        .refunds_in_sat()
+        .issues(Amount::sat(50), "cashuBrefund")
+        .build();
+    let lease = LeaseId::generate();
+    journal
+        .put(
+            &key("r"),
+            &Entry::new(buyer(), at(600), journaled_release(&lease)),
+        )
+        .await
+        .expect("put");
+    clock.advance(700);
+    assert_eq!(service.settle().await, 1);
+    // Settled: a second settlement and the buyer's resend issue nothing more.
+    assert_eq!(service.settle().await, 0);
+    let resend = service
+        .handle(&key("r"), &buyer(), release_req(&lease))
+        .await;
+    let released = expect_released(resend);
+    assert_eq!(released.refund_token, Some(CashuToken::new("cashuBrefund")));
+    assert!(backend.list().await.expect("list").is_empty());
+}
+
+#[tokio::test]
+async fn a_release_interrupted_past_the_paid_end_refunds_nothing() {
+    let (service, _, journal, clock) = Ports::new().refunds_in_sat().never_issues().build();
+    let lease = LeaseId::generate();
+    journal
+        .put(
+            &key("r"),
+            &Entry::new(buyer(), at(600), journaled_release(&lease)),
+        )
+        .await
+        .expect("put");
+    clock.advance(i64::try_from(HOUR).expect("fits") + 1);
+    assert_eq!(service.settle().await, 1);
+    let entry = journal.get(&key("r")).await.expect("get").expect("entry");
+    let Stage::Done { reply } = entry.stage else {
+        panic!("not settled: {entry:?}");
+    };
+    let released = expect_released(reply);
+    assert!(released.refund_amount.is_zero());
+    assert!(released.refund_token.is_none());
+}
+
+#[tokio::test]
+async fn a_refund_the_mint_cannot_issue_stays_owed_and_settlement_issues_it() {
+    let (service, backend, journal, clock) = {
+        let mut ports = Ports::new().refunds_in_sat();
+        let mut seq = Sequence::new();
+        ports
+            .verifier
+            .expect_issue_once()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _, _| Err(PaymentError::MintUnavailable("down".into())));
+        ports
+            .verifier
+            .expect_issue_once()
+            .with(always(), eq(mint()), eq(Amount::sat(50)))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _, _| Ok(CashuToken::new("cashuBrefund")));
+        ports.build()
+    };
+    let lease = seed_lease(&backend, Tier::standard(), at(HOUR)).await;
+    clock.advance(600);
+    let owed = expect_released(
+        service
+            .handle(&key("r"), &buyer(), release_req(&lease))
+            .await,
+    );
+    assert!(owed.refund_token.is_none());
+    assert!(
+        owed.message.contains("could not be issued yet"),
+        "{}",
+        owed.message
+    );
+    assert!(backend.get(&lease).await.expect("get").is_none());
+    assert_eq!(service.settle().await, 1);
+    let entry = journal.get(&key("r")).await.expect("get").expect("entry");
+    let Stage::Done { reply } = entry.stage else {
+        panic!("not settled: {entry:?}");
+    };
+    assert_eq!(
+        expect_released(reply).refund_token,
+        Some(CashuToken::new("cashuBrefund"))
+    );
+}
