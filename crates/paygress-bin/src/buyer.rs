@@ -405,6 +405,7 @@ pub async fn request(id: &IdentityArgs, args: RequestArgs) -> Result<()> {
         duration_minutes,
         tier: args.tier,
         ssh_public_key,
+        password_login: None,
     });
     let reply = send_to(id, &args.to, request, picked).await?;
     report(id, &reply, args.to.json)

@@ -25,8 +25,8 @@ pub use ports::{
 };
 pub use pricing::{DurationLimits, PricingError, Purchase, Rate, Tier};
 pub use protocol::{
-    AccessDetails, ErrorCode, ErrorReply, LeaseStatus, Offer, Reply, Request, SpawnRequest,
-    StatusRequest, TierOffer, TopUpRequest, TopUpResult,
+    AccessDetails, ErrorCode, ErrorReply, HostKey, LeaseStatus, Offer, Reply, Request,
+    SpawnRequest, StatusRequest, TierOffer, TopUpRequest, TopUpResult,
 };
 pub use secret::{CashuToken, Password};
 pub use service::{

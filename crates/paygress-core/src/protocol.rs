@@ -31,9 +31,14 @@ pub struct SpawnRequest {
     /// Resource tier id; the first configured tier when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
-    /// An OpenSSH public key line to authorise besides the password.
+    /// An OpenSSH public key line to log in with. When given, password login is off
+    /// unless `password_login` is `true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_public_key: Option<String>,
+    /// Whether the password also logs in. Absent: only without `ssh_public_key`;
+    /// `true` with a key: both; `false` needs a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_login: Option<bool>,
 }
 
 /// Kind 1002 / `POST /top-up-pod`: pay to extend a lease.
@@ -103,6 +108,31 @@ pub struct AccessDetails {
     /// The part of the payment not spent, as a token for the payer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_token: Option<CashuToken>,
+    /// The lease's SSH host keys, so the first login is verified (empty when the
+    /// backend cannot know them before the pod generates its own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_keys: Vec<HostKey>,
+    /// Whether the password logs in (`false`: the SSH key only).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub password_login: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// An SSH host key of a lease: what a `known_hosts` line needs, and its fingerprint as
+/// OpenSSH prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HostKey {
+    /// The OpenSSH public key line (`ssh-ed25519 AAAA…`).
+    pub public_key: String,
+    /// `SHA256:…` (unpadded base64 of the SHA-256 of the key blob).
+    pub fingerprint: String,
 }
 
 /// A successful top-up.
@@ -361,6 +391,8 @@ mod tests {
             tier: "standard".into(),
             instructions: vec![],
             change_token: None,
+            host_keys: vec![],
+            password_login: true,
         });
         let v: serde_json::Value = serde_json::to_value(&reply).unwrap();
         assert_eq!(v["type"], "access_details");

@@ -5,8 +5,9 @@ use utoipa::OpenApi;
 
 use crate::routes;
 use crate::wire::{
-    AuthBody, AuthResponse, ComponentHealth, ErrorBody, ErrorCodeBody, HealthBody, OfferBody,
-    PodInfo, SpawnPodBody, SpawnPodResponse, TierOfferBody, TopUpPodBody, TopUpPodResponse,
+    AuthBody, AuthResponse, ComponentHealth, ErrorBody, ErrorCodeBody, HealthBody, HostKeyBody,
+    OfferBody, PodInfo, SpawnPodBody, SpawnPodResponse, TierOfferBody, TopUpPodBody,
+    TopUpPodResponse,
 };
 
 /// The API description.
@@ -33,6 +34,7 @@ use crate::wire::{
     ),
     components(schemas(
         SpawnPodBody,
+        HostKeyBody,
         SpawnPodResponse,
         TopUpPodBody,
         TopUpPodResponse,

@@ -310,6 +310,7 @@ pub(crate) async fn spawn_pod(
         duration_minutes: body.duration_minutes,
         tier: body.tier,
         ssh_public_key: body.ssh_public_key,
+        password_login: body.password_login,
     });
     Ok(state.run(id, request).await)
 }

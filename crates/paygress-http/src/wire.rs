@@ -5,7 +5,7 @@
 
 use jiff::Timestamp;
 use paygress_core::{
-    AccessDetails, CashuToken, ErrorCode, ErrorReply, LeaseId, LeaseRecord, LeaseState,
+    AccessDetails, CashuToken, ErrorCode, ErrorReply, HostKey, LeaseId, LeaseRecord, LeaseState,
     LeaseStatus, Offer, Password, TierOffer, TokenQuote, TopUpResult,
 };
 use serde::{Deserialize, Serialize};
@@ -37,11 +37,16 @@ pub struct SpawnPodBody {
     /// Resource tier id (see `GET /offer`); the first tier when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
-    /// An OpenSSH public key line to authorise besides the password (`ssh-ed25519`,
-    /// `ssh-rsa`, `ecdsa-sha2-nistp256/384/521` or their `sk-` forms, then base64).
+    /// An OpenSSH public key line to log in with (`ssh-ed25519`, `ssh-rsa`,
+    /// `ecdsa-sha2-nistp256/384/521` or their `sk-` forms, then base64). With a key,
+    /// password login is off unless `password_login` is `true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 16384)]
     pub ssh_public_key: Option<String>,
+    /// Whether the password also logs in: absent means only without a key; `false`
+    /// needs `ssh_public_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_login: Option<bool>,
 }
 
 /// `POST /top-up-pod` body. The token may instead travel in the `X-Cashu` header.
@@ -87,6 +92,47 @@ pub struct SpawnPodResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub change_token: Option<CashuToken>,
+    /// The lease's SSH host keys, for a verified first login (absent when unknown).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_keys: Vec<HostKeyBody>,
+    /// `false` when only the SSH key logs in (absent: the password works).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub password_login: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// An SSH host key of a lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HostKeyBody {
+    /// The OpenSSH public key line (`ssh-ed25519 AAAA…`), for a `known_hosts` entry.
+    pub public_key: String,
+    /// `SHA256:…`, as OpenSSH prints it.
+    pub fingerprint: String,
+}
+
+impl From<HostKey> for HostKeyBody {
+    fn from(k: HostKey) -> Self {
+        Self {
+            public_key: k.public_key,
+            fingerprint: k.fingerprint,
+        }
+    }
+}
+
+impl From<HostKeyBody> for HostKey {
+    fn from(k: HostKeyBody) -> Self {
+        Self {
+            public_key: k.public_key,
+            fingerprint: k.fingerprint,
+        }
+    }
 }
 
 impl From<AccessDetails> for SpawnPodResponse {
@@ -103,6 +149,8 @@ impl From<AccessDetails> for SpawnPodResponse {
             tier,
             instructions,
             change_token,
+            host_keys,
+            password_login,
         } = a;
         Self {
             pod_name: pod_name.to_string(),
@@ -116,6 +164,8 @@ impl From<AccessDetails> for SpawnPodResponse {
             tier,
             instructions,
             change_token,
+            host_keys: host_keys.into_iter().map(Into::into).collect(),
+            password_login,
         }
     }
 }
@@ -145,6 +195,8 @@ impl TryFrom<SpawnPodResponse> for AccessDetails {
             tier,
             instructions,
             change_token,
+            host_keys,
+            password_login,
         } = r;
         Ok(Self {
             pod_name: lease_id(pod_name)?,
@@ -158,6 +210,8 @@ impl TryFrom<SpawnPodResponse> for AccessDetails {
             tier,
             instructions,
             change_token,
+            host_keys: host_keys.into_iter().map(Into::into).collect(),
+            password_login,
         })
     }
 }

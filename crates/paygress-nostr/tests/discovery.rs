@@ -79,6 +79,7 @@ fn spawn(token: paygress_core::CashuToken) -> Request {
         duration_minutes: Some(30),
         tier: None,
         ssh_public_key: None,
+        password_login: None,
     })
 }
 

@@ -197,6 +197,7 @@ fn spawn_req(token: CashuToken) -> Request {
         duration_minutes: Some(30),
         tier: None,
         ssh_public_key: None,
+        password_login: None,
     })
 }
 
