@@ -121,7 +121,7 @@ impl BuyerHome {
 
 /// Writes `contents` to `path` with mode 0600 (also when it existed), creating parent
 /// directories with mode 0700.
-fn write_private(path: &Path, contents: &str) -> Result<(), BuyerError> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> Result<(), BuyerError> {
     use std::io::Write;
     let io = |action: &'static str, path: &Path| {
         let path = path.to_owned();
