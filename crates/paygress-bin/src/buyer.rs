@@ -365,6 +365,9 @@ fn report_with(
                             );
                         }
                     }
+                    None if a.host_keys.is_empty() => println!(
+                        "  host key: not known in advance (the pod makes its own): ssh asks you to trust it on first login"
+                    ),
                     None => {
                         for k in &a.host_keys {
                             println!("  host key: {}", k.fingerprint);
