@@ -145,6 +145,15 @@ pub struct RequestArgs {
     /// With a key, keep password login on too.
     #[arg(long)]
     pub password_login: bool,
+    /// Lock the payment to the service's key (NUT-11 P2PK) before sending it, so that
+    /// nobody who sees the message can spend it; refundable to your identity's key after
+    /// --lock-minutes. Costs one swap at the mint (its fee, if any). Nostr only.
+    #[arg(long, conflicts_with = "http")]
+    pub lock: bool,
+    /// How long the locked payment is the service's alone (then your key can take it
+    /// back).
+    #[arg(long, default_value_t = 60, requires = "lock")]
+    pub lock_minutes: u64,
     /// Without --service: the most to pay per hour (sat) when picking a provider.
     #[arg(long)]
     pub max_price: Option<u64>,
@@ -462,11 +471,17 @@ pub async fn request(id: &IdentityArgs, args: RequestArgs) -> Result<()> {
             }
         );
     }
-    let (picked, offered_fingerprint) = if args.to.service.is_none() && args.to.http.is_none() {
-        let (service, fingerprint) = pick_provider(&args, &token).await?;
-        (Some(service), fingerprint)
+    let (picked, offered_fingerprint, offered_lock) =
+        if args.to.service.is_none() && args.to.http.is_none() {
+            let (service, fingerprint, lock) = pick_provider(&args, &token).await?;
+            (Some(service), fingerprint, lock)
+        } else {
+            (None, None, None)
+        };
+    let (token, picked) = if args.lock {
+        lock_payment(id, &args, token, picked, offered_lock).await?
     } else {
-        (None, None)
+        (token, picked)
     };
     let request = Request::Spawn(SpawnRequest {
         cashu_token: token,
@@ -488,6 +503,65 @@ pub async fn request(id: &IdentityArgs, args: RequestArgs) -> Result<()> {
         _ => None,
     };
     report_with(id, &reply, args.to.json, login.as_ref())
+}
+
+/// Locks `token` to the service (`--lock`): to the key its offer names, else to its
+/// Nostr key (BIP-340 keys are x-only: `02‖x` is the same lock). Returns the locked
+/// token, saved under `tokens/` first, and the resolved service.
+async fn lock_payment(
+    id: &IdentityArgs,
+    args: &RequestArgs,
+    token: CashuToken,
+    picked: Option<ServiceRef>,
+    offered: Option<String>,
+) -> Result<(CashuToken, Option<ServiceRef>)> {
+    let service = match picked {
+        Some(s) => s,
+        None => {
+            let name = args
+                .to
+                .service
+                .as_deref()
+                .context("--lock needs the service's key: give --service")?;
+            resolve_service(name, Duration::from_secs(args.to.timeout)).await?
+        }
+    };
+    let to = offered.unwrap_or_else(|| format!("02{}", service.public_key.to_hex()));
+    let refund = format!("02{}", id.keys()?.public_key().to_hex());
+    let locktime = Timestamp::now()
+        .as_secs()
+        .saturating_add(args.lock_minutes.saturating_mul(60));
+    let home = id.home()?;
+    match paygress_cashu::lock_token(&token, &to, &refund, locktime).await {
+        Ok(locked) => {
+            let saved = home.save_token(TokenKind::Locked, &locked.token)?;
+            if !args.to.json {
+                eprintln!(
+                    "Payment locked to the service's key until {} (a copy: {}){}",
+                    jiff::Timestamp::from_second(i64::try_from(locktime).unwrap_or(i64::MAX))
+                        .map(|t| t.to_string())
+                        .unwrap_or_default(),
+                    saved.display(),
+                    if locked.fee > 0 {
+                        format!("; the mint took {} for the swap", locked.fee)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            Ok((locked.token, Some(service)))
+        }
+        Err(e) => {
+            if let Some(unlocked) = &e.unlocked {
+                let saved = home.save_token(TokenKind::Change, unlocked)?;
+                bail!(
+                    "{e}; your money is back as an unlocked token in {} (nothing was sent)",
+                    saved.display()
+                );
+            }
+            bail!("{e}; your token was not spent and nothing was sent")
+        }
+    }
 }
 
 /// `~/.ssh/id_ed25519.pub`, when it exists.
@@ -591,7 +665,7 @@ fn token_mint(token: &CashuToken) -> Result<paygress_core::MintUrl> {
 async fn pick_provider(
     args: &RequestArgs,
     token: &CashuToken,
-) -> Result<(ServiceRef, Option<String>)> {
+) -> Result<(ServiceRef, Option<String>, Option<String>)> {
     let relay_urls = parse_relays(&args.to.relays)
         .context("without --service, give --relay to find providers on")?;
     let mints = if args.mints.is_empty() {
@@ -643,6 +717,7 @@ async fn pick_provider(
             relays: chosen.relays.clone(),
         },
         chosen.offer.offer.host_key_fingerprint.clone(),
+        chosen.offer.offer.offer.locking_key.clone(),
     ))
 }
 

@@ -522,3 +522,127 @@ async fn the_default_key_logs_in_alone_and_the_host_key_is_verified() {
         .unwrap_or_else(|| panic!("service not listed: {offers}"));
     assert_eq!(ours["offer"]["host_key_fingerprint"], fingerprint.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_locked_to_the_service_buys_a_lease_and_nobody_else_can_spend_it() {
+    let stack = DevStack::start_with(&args("2590-2599"), terms())
+        .await
+        .expect("stack");
+    let home = tempfile::tempdir().expect("tempdir");
+    let cfg = home.path();
+    let relay = stack.relay_url().to_string();
+    let service = stack.service_key.to_hex();
+    assert!(paygress(cfg, &["keygen"]).await.status.success());
+
+    let token = stack
+        .mint
+        .mint_token(10, TokenFormat::V4)
+        .await
+        .expect("mint");
+    let token_file = write_token(cfg, "pay.cashu", &token).await;
+    let out = paygress(
+        cfg,
+        &[
+            "request",
+            "--service",
+            &service,
+            "--relay",
+            &relay,
+            "--token",
+            &token_file,
+            "--duration",
+            "2m",
+            "--lock",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let access = json(&out);
+    assert_eq!(access["type"], "access_details", "{access}");
+    assert_eq!(access["duration_seconds"], 120);
+    // Change comes back as usual (10 sat paid, 2 minutes at 60 sat/hour cost 2).
+    let change_file = access["saved_token_file"].as_str().expect("change saved");
+    let change = CashuToken::new(std::fs::read_to_string(change_file).expect("read").trim());
+    assert_eq!(
+        stack.mint.redeem_as_buyer(&change).await.expect("redeems"),
+        8
+    );
+
+    // The original token was swapped into the locked one; the locked one (kept under
+    // tokens/) is spent by the service, and was never spendable by anyone else.
+    assert!(stack.mint.redeem_as_buyer(&token).await.is_err());
+    let locked_file = std::fs::read_dir(cfg.join("tokens"))
+        .expect("tokens")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-locked.cashu"))
+        .expect("a copy of the locked payment");
+    let locked = CashuToken::new(std::fs::read_to_string(locked_file).expect("read").trim());
+    assert!(stack.mint.redeem_as_buyer(&locked).await.is_err());
+
+    // The offer says which key payments may be locked to.
+    let out = paygress(cfg, &["offers", "--relay", &relay, "--no-check", "--json"]).await;
+    let offers = json(&out);
+    let ours = offers
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|o| o["service"] == service.as_str())
+        .unwrap_or_else(|| panic!("service not listed: {offers}"));
+    let key = ours["offer"]["locking_key"]
+        .as_str()
+        .expect("a locking key");
+    assert_eq!(&key[2..], service.as_str(), "the service's Nostr key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_locked_to_someone_else_is_refused_untouched() {
+    use paygress_cashu::cdk::nuts::SecretKey;
+    let stack = DevStack::start_with(&args("2600-2609"), terms())
+        .await
+        .expect("stack");
+    let home = tempfile::tempdir().expect("tempdir");
+    let cfg = home.path();
+    let relay = stack.relay_url().to_string();
+    let service = stack.service_key.to_hex();
+    assert!(paygress(cfg, &["keygen"]).await.status.success());
+    let plain = stack
+        .mint
+        .mint_token(10, TokenFormat::V4)
+        .await
+        .expect("mint");
+    let stranger = SecretKey::generate().public_key().to_hex();
+    let refund = SecretKey::generate().public_key().to_hex();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let locked = paygress_cashu::lock_token(&plain, &stranger, &refund, now + 3600)
+        .await
+        .expect("lock");
+    let token_file = write_token(cfg, "pay.cashu", &locked.token).await;
+    let out = paygress(
+        cfg,
+        &[
+            "request",
+            "--service",
+            &service,
+            "--relay",
+            &relay,
+            "--token",
+            &token_file,
+            "--duration",
+            "2m",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(!out.status.success(), "{out:?}");
+    let reply = json(&out);
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert!(
+        reply.get("refund_token").is_none(),
+        "nothing was redeemed: {reply}"
+    );
+}

@@ -14,6 +14,9 @@ pub enum TokenKind {
     Change,
     /// A payment returned with an error.
     Refund,
+    /// A payment locked to a service (NUT-11), kept in case it must be reclaimed with
+    /// the refund key after its locktime.
+    Locked,
 }
 
 impl TokenKind {
@@ -31,6 +34,7 @@ impl TokenKind {
         match self {
             Self::Change => "change",
             Self::Refund => "refund",
+            Self::Locked => "locked",
         }
     }
 }

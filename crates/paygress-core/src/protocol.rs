@@ -346,6 +346,11 @@ pub struct Offer {
     pub backend: String,
     /// Images a buyer may ask for (the default first).
     pub images: Vec<String>,
+    /// The public key (compressed secp256k1, hex) a payment may be locked to (NUT-11
+    /// P2PK, one signature, with a locktime and the buyer's refund key); absent when the
+    /// service refuses locked tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locking_key: Option<String>,
 }
 
 impl Offer {

@@ -468,6 +468,10 @@ pub struct OfferBody {
     pub backend: String,
     /// Images a buyer may ask for (the default first).
     pub images: Vec<String>,
+    /// The public key (compressed secp256k1, hex) a payment may be locked to (NUT-11
+    /// P2PK); absent: locked tokens are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locking_key: Option<String>,
 }
 
 impl From<Offer> for OfferBody {
@@ -485,6 +489,7 @@ impl From<Offer> for OfferBody {
             ssh_host,
             backend,
             images,
+            locking_key,
         } = o;
         Self {
             name,
@@ -499,6 +504,7 @@ impl From<Offer> for OfferBody {
             ssh_host,
             backend,
             images,
+            locking_key,
         }
     }
 }

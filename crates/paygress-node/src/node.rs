@@ -72,6 +72,16 @@ impl Node {
         for (mint, unit, e) in wallet.warm_up().await {
             warn!(%mint, %unit, error = %e, "mint not reachable at start");
         }
+        // Payments may be locked to the service's Nostr key (NUT-11): the wallet signs them.
+        if let Some(n) = &config.nostr {
+            let key = wallet
+                .accept_locked_to(&n.keys.secret_key().secret_bytes())
+                .map_err(|source| NodeError::Wallet {
+                    path: config.cashu.db_path.clone(),
+                    source,
+                })?;
+            info!(locking_key = %key, "locked payments accepted");
+        }
         let wallet = Arc::new(wallet);
 
         // Inside a lease, the top-up command names this service.
