@@ -145,6 +145,7 @@ fn untouchable(face: Option<Amount>) -> Paygress {
         .verifier
         .expect_accepted_units()
         .returning(|| vec![Unit::Sat]);
+    ports.verifier.expect_locking_key().returning(|| None);
     let mut backend = mock_backend();
     backend.expect_name().return_const("mock");
     backend.expect_create().never();
