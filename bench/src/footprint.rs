@@ -45,6 +45,7 @@ fn spawn_request(sats: u64, verifier: &MemoryVerifier, mint: &MintUrl) -> Reques
         duration_minutes: None,
         tier: None,
         ssh_public_key: None,
+        password_login: None,
     })
 }
 

@@ -201,6 +201,7 @@ pub async fn nostr_spawns(
                     duration_minutes: None,
                     tier: None,
                     ssh_public_key: None,
+                    password_login: None,
                 })
                 .await?;
             match reply {

@@ -136,9 +136,25 @@ pub struct RequestArgs {
     /// Container image (must be on the service's allow-list).
     #[arg(long)]
     pub image: Option<String>,
-    /// An SSH public key file to authorise (e.g. ~/.ssh/id_ed25519.pub).
-    #[arg(long)]
+    /// The SSH public key to log in with [default: ~/.ssh/id_ed25519.pub when it
+    /// exists]. With a key, password login is off unless --password-login.
+    #[arg(long, conflicts_with = "no_ssh_key")]
     pub ssh_key: Option<PathBuf>,
+    /// Send no SSH key: log in with the password.
+    #[arg(long)]
+    pub no_ssh_key: bool,
+    /// With a key, keep password login on too.
+    #[arg(long)]
+    pub password_login: bool,
+    /// Lock the payment to the service's key (NUT-11 P2PK) before sending it, so that
+    /// nobody who sees the message can spend it; refundable to your identity's key after
+    /// --lock-minutes. Costs one swap at the mint (its fee, if any). Nostr only.
+    #[arg(long, conflicts_with = "http")]
+    pub lock: bool,
+    /// How long the locked payment is the service's alone (then your key can take it
+    /// back).
+    #[arg(long, default_value_t = 60, requires = "lock")]
+    pub lock_minutes: u64,
     /// Without --service: the most to pay per hour (sat) when picking a provider.
     #[arg(long)]
     pub max_price: Option<u64>,
@@ -341,6 +357,16 @@ fn follow_up_message(reply: &Reply, limit: u64) -> String {
 
 /// Prints a reply for humans or as JSON, saving any returned token. Fails on an error reply.
 fn report(id: &IdentityArgs, reply: &Reply, as_json: bool) -> Result<()> {
+    report_with(id, reply, as_json, None)
+}
+
+/// [`report`], with how to log in to a new lease.
+fn report_with(
+    id: &IdentityArgs,
+    reply: &Reply,
+    as_json: bool,
+    login: Option<&LoginHints>,
+) -> Result<()> {
     let saved = match reply.returned_token() {
         Some(t) => Some(id.home()?.save_token(TokenKind::of(reply), t)?),
         None => None,
@@ -350,6 +376,12 @@ fn report(id: &IdentityArgs, reply: &Reply, as_json: bool) -> Result<()> {
         if let Some(p) = &saved {
             v["saved_token_file"] = json!(p.display().to_string());
         }
+        if let Some(login) = login {
+            v["ssh_command"] = json!(login.command);
+            if let Some(kh) = &login.known_hosts {
+                v["known_hosts_file"] = json!(kh.display().to_string());
+            }
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         match reply {
@@ -357,8 +389,36 @@ fn report(id: &IdentityArgs, reply: &Reply, as_json: bool) -> Result<()> {
                 let port = a.node_port.unwrap_or(a.ssh_port);
                 println!("Lease {} is ready until {}", a.pod_name, a.expires_at);
                 println!();
-                println!("  ssh -p {port} {}@{}", a.ssh_username, a.ssh_host);
-                println!("  password: {}", a.ssh_password.expose());
+                match login {
+                    Some(l) => println!("  {}", l.command),
+                    None => println!("  ssh -p {port} {}@{}", a.ssh_username, a.ssh_host),
+                }
+                if a.password_login {
+                    println!("  password: {}", a.ssh_password.expose());
+                } else if login.is_some_and(|l| l.identity.is_some()) {
+                    println!("  login: your SSH key (password login is off)");
+                } else {
+                    println!("  login: the SSH key you sent (password login is off)");
+                }
+                match login.and_then(|l| l.known_hosts.as_ref()) {
+                    Some(kh) => {
+                        for k in &a.host_keys {
+                            println!(
+                                "  host key: {} (recorded in {})",
+                                k.fingerprint,
+                                kh.display()
+                            );
+                        }
+                    }
+                    None if a.host_keys.is_empty() => println!(
+                        "  host key: not known in advance (the pod makes its own): ssh asks you to trust it on first login"
+                    ),
+                    None => {
+                        for k in &a.host_keys {
+                            println!("  host key: {}", k.fingerprint);
+                        }
+                    }
+                }
                 println!();
                 for line in &a.instructions {
                     println!("  {line}");
@@ -394,6 +454,7 @@ fn report(id: &IdentityArgs, reply: &Reply, as_json: bool) -> Result<()> {
             let what = match TokenKind::of(reply) {
                 TokenKind::Refund => "Refund",
                 TokenKind::Change => "Change",
+                TokenKind::Locked => "Locked",
             };
             eprintln!(
                 "{what} token saved to {} (redeem it with your wallet)",
@@ -422,7 +483,12 @@ pub async fn request(id: &IdentityArgs, args: RequestArgs) -> Result<()> {
         .as_deref()
         .map(parse_duration_minutes)
         .transpose()?;
-    let ssh_public_key = match &args.ssh_key {
+    let key_file = match (&args.ssh_key, args.no_ssh_key) {
+        (Some(p), _) => Some(p.clone()),
+        (None, true) => None,
+        (None, false) => default_ssh_key(),
+    };
+    let ssh_public_key = match &key_file {
         Some(p) => Some(
             std::fs::read_to_string(p)
                 .with_context(|| format!("reading {}", p.display()))?
@@ -431,10 +497,30 @@ pub async fn request(id: &IdentityArgs, args: RequestArgs) -> Result<()> {
         ),
         None => None,
     };
-    let picked = if args.to.service.is_none() && args.to.http.is_none() {
-        Some(pick_provider(&args, &token).await?)
+    if let Some(p) = &key_file
+        && !args.to.json
+    {
+        eprintln!(
+            "Logging in with the SSH key {}{}",
+            p.display(),
+            if args.password_login {
+                " (and the password)"
+            } else {
+                "; password login off (--password-login keeps it, --no-ssh-key sends no key)"
+            }
+        );
+    }
+    let (picked, offered_fingerprint, offered_lock) =
+        if args.to.service.is_none() && args.to.http.is_none() {
+            let (service, fingerprint, lock) = pick_provider(&args, &token).await?;
+            (Some(service), fingerprint, lock)
+        } else {
+            (None, None, None)
+        };
+    let (token, picked) = if args.lock {
+        lock_payment(id, &args, token, picked, offered_lock).await?
     } else {
-        None
+        (token, picked)
     };
     let request = Request::Spawn(SpawnRequest {
         cashu_token: token,
@@ -443,9 +529,156 @@ pub async fn request(id: &IdentityArgs, args: RequestArgs) -> Result<()> {
         duration_minutes,
         tier: args.tier,
         ssh_public_key,
+        password_login: args.password_login.then_some(true),
     });
     let reply = send_to(id, &args.to, request, picked).await?;
-    report(id, &reply, args.to.json)
+    let login = match &reply {
+        Reply::AccessDetails(a) => Some(login_hints(
+            id,
+            a,
+            key_file.as_deref(),
+            offered_fingerprint.as_deref(),
+        )?),
+        _ => None,
+    };
+    report_with(id, &reply, args.to.json, login.as_ref())
+}
+
+/// Locks `token` to the service (`--lock`): to the key its offer names, else to its
+/// Nostr key (BIP-340 keys are x-only: `02‖x` is the same lock). Returns the locked
+/// token, saved under `tokens/` first, and the resolved service.
+async fn lock_payment(
+    id: &IdentityArgs,
+    args: &RequestArgs,
+    token: CashuToken,
+    picked: Option<ServiceRef>,
+    offered: Option<String>,
+) -> Result<(CashuToken, Option<ServiceRef>)> {
+    let service = match picked {
+        Some(s) => s,
+        None => {
+            let name = args
+                .to
+                .service
+                .as_deref()
+                .context("--lock needs the service's key: give --service")?;
+            resolve_service(name, Duration::from_secs(args.to.timeout)).await?
+        }
+    };
+    let to = offered.unwrap_or_else(|| format!("02{}", service.public_key.to_hex()));
+    let refund = format!("02{}", id.keys()?.public_key().to_hex());
+    let locktime = Timestamp::now()
+        .as_secs()
+        .saturating_add(args.lock_minutes.saturating_mul(60));
+    let home = id.home()?;
+    match paygress_cashu::lock_token(&token, &to, &refund, locktime).await {
+        Ok(locked) => {
+            let saved = home.save_token(TokenKind::Locked, &locked.token)?;
+            if !args.to.json {
+                eprintln!(
+                    "Payment locked to the service's key until {} (a copy: {}){}",
+                    jiff::Timestamp::from_second(i64::try_from(locktime).unwrap_or(i64::MAX))
+                        .map(|t| t.to_string())
+                        .unwrap_or_default(),
+                    saved.display(),
+                    if locked.fee > 0 {
+                        format!("; the mint took {} for the swap", locked.fee)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            Ok((locked.token, Some(service)))
+        }
+        Err(e) => {
+            if let Some(unlocked) = &e.unlocked {
+                let saved = home.save_token(TokenKind::Change, unlocked)?;
+                bail!(
+                    "{e}; your money is back as an unlocked token in {} (nothing was sent)",
+                    saved.display()
+                );
+            }
+            bail!("{e}; your token was not spent and nothing was sent")
+        }
+    }
+}
+
+/// `~/.ssh/id_ed25519.pub`, when it exists.
+fn default_ssh_key() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty())?;
+    let path = PathBuf::from(home).join(".ssh").join("id_ed25519.pub");
+    path.is_file().then_some(path)
+}
+
+/// What the printed ssh command needs besides the reply.
+struct LoginHints {
+    /// The buyer's `known_hosts`, holding the lease's host keys.
+    known_hosts: Option<PathBuf>,
+    /// The private key next to the public key sent.
+    identity: Option<PathBuf>,
+    /// The ready-to-paste command.
+    command: String,
+}
+
+/// Writes the lease's host keys to the buyer's `known_hosts` (when the reply names
+/// them, and they match the fingerprint the service's offer published, if known) and
+/// builds the ssh command that uses it.
+fn login_hints(
+    id: &IdentityArgs,
+    a: &paygress_core::AccessDetails,
+    key_file: Option<&std::path::Path>,
+    offered_fingerprint: Option<&str>,
+) -> Result<LoginHints> {
+    let port = a.node_port.unwrap_or(a.ssh_port);
+    let mut known_hosts = None;
+    if !a.host_keys.is_empty() {
+        let matches_offer =
+            offered_fingerprint.is_none_or(|fp| a.host_keys.iter().any(|k| k.fingerprint == fp));
+        if matches_offer {
+            match id.home()?.trust_host_keys(&a.ssh_host, port, &a.host_keys) {
+                Ok(path) => known_hosts = Some(path),
+                Err(e) => eprintln!("warning: the lease's host key was not recorded: {e}"),
+            }
+        } else {
+            eprintln!(
+                "warning: the lease's host key is not the one the service's offer names ({}); it was not recorded: check it before you log in",
+                offered_fingerprint.unwrap_or_default()
+            );
+        }
+    }
+    let identity = key_file
+        .and_then(|p| p.to_str())
+        .and_then(|p| p.strip_suffix(".pub"))
+        .map(PathBuf::from)
+        .filter(|p| p.is_file());
+    let mut command = String::from("ssh");
+    if let Some(kh) = &known_hosts {
+        command.push_str(&format!(" -o UserKnownHostsFile={}", shell_word(kh)));
+    }
+    if let Some(key) = &identity {
+        command.push_str(&format!(" -i {}", shell_word(key)));
+    }
+    if a.password_login && identity.is_none() {
+        command.push_str(" -o PreferredAuthentications=password -o PubkeyAuthentication=no");
+    }
+    command.push_str(&format!(" -p {port} {}@{}", a.ssh_username, a.ssh_host));
+    Ok(LoginHints {
+        known_hosts,
+        identity,
+        command,
+    })
+}
+
+/// `path` quoted for a POSIX shell when it needs it.
+fn shell_word(path: &std::path::Path) -> String {
+    let s = path.display().to_string();
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+=:@,".contains(c))
+    {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 fn any_relays(list: &[String]) -> Result<Vec<RelayUrl>> {
@@ -468,7 +701,10 @@ fn token_mint(token: &CashuToken) -> Result<paygress_core::MintUrl> {
 
 /// Surveys the market on `--relay` and picks the cheapest live provider for `--tier`
 /// within `--max-price` that accepts the buyer's mints; says which on stderr.
-async fn pick_provider(args: &RequestArgs, token: &CashuToken) -> Result<ServiceRef> {
+async fn pick_provider(
+    args: &RequestArgs,
+    token: &CashuToken,
+) -> Result<(ServiceRef, Option<String>, Option<String>)> {
     let relay_urls = parse_relays(&args.to.relays)
         .context("without --service, give --relay to find providers on")?;
     let mints = if args.mints.is_empty() {
@@ -514,10 +750,14 @@ async fn pick_provider(args: &RequestArgs, token: &CashuToken) -> Result<Service
         tier.map(|t| format!(" for tier {t}")).unwrap_or_default(),
         chosen.reachability.latency().map_or(0, |d| d.as_millis())
     );
-    Ok(ServiceRef {
-        public_key: chosen.offer.service,
-        relays: chosen.relays.clone(),
-    })
+    Ok((
+        ServiceRef {
+            public_key: chosen.offer.service,
+            relays: chosen.relays.clone(),
+        },
+        chosen.offer.offer.host_key_fingerprint.clone(),
+        chosen.offer.offer.offer.locking_key.clone(),
+    ))
 }
 
 fn npub(pk: &paygress_nostr::nostr_sdk::PublicKey) -> String {

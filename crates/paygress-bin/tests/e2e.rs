@@ -62,6 +62,7 @@ async fn pay_login_top_up_expire() {
             duration_minutes: None,
             tier: None,
             ssh_public_key: None,
+            password_login: None,
         })
         .await
         .expect("reply");
@@ -210,6 +211,7 @@ async fn refund_and_change_are_real_tokens() {
             duration_minutes: Some(1),
             tier: None,
             ssh_public_key: None,
+            password_login: None,
         })
         .await
         .expect("reply");

@@ -39,6 +39,7 @@ fn spawn_request(token: &CashuToken, user: &str) -> SpawnRequest {
         duration_minutes: Some(2),
         tier: None,
         ssh_public_key: None,
+        password_login: None,
     }
 }
 

@@ -260,6 +260,7 @@ async fn nostr_only_mode_serves_metrics_on_metrics_addr() {
             duration_minutes: Some(2),
             tier: None,
             ssh_public_key: None,
+            password_login: None,
         })
         .await
         .expect("reply");

@@ -24,6 +24,7 @@ fn spawn_request(token: CashuToken, user: &str) -> SpawnRequest {
         duration_minutes: Some(30),
         tier: None,
         ssh_public_key: None,
+        password_login: None,
     }
 }
 

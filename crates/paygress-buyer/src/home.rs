@@ -14,6 +14,9 @@ pub enum TokenKind {
     Change,
     /// A payment returned with an error.
     Refund,
+    /// A payment locked to a service (NUT-11), kept in case it must be reclaimed with
+    /// the refund key after its locktime.
+    Locked,
 }
 
 impl TokenKind {
@@ -32,6 +35,7 @@ impl TokenKind {
         match self {
             Self::Change => "change",
             Self::Refund => "refund",
+            Self::Locked => "locked",
         }
     }
 }
@@ -153,7 +157,7 @@ impl BuyerHome {
 
 /// Writes `contents` to `path` with mode 0600 (also when it existed), creating parent
 /// directories with mode 0700.
-fn write_private(path: &Path, contents: &str) -> Result<(), BuyerError> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> Result<(), BuyerError> {
     use std::io::Write;
     let io = |action: &'static str, path: &Path| {
         let path = path.to_owned();

@@ -5,6 +5,7 @@ mod config;
 mod error;
 mod history;
 pub mod lnaddress;
+mod lock;
 mod redeem;
 mod send;
 mod url;
@@ -20,8 +21,9 @@ pub use config::{
 };
 pub use error::CashuError;
 pub use history::{HistoryEntry, Movement};
+pub use lock::{LockError, Locked, lock_token};
 pub use url::normalize_mint_url;
-pub use verifier::{Balance, CashuVerifier, MAX_TOKEN_LEN};
+pub use verifier::{Balance, CashuVerifier, MAX_TOKEN_LEN, MIN_LOCK_SECONDS};
 pub use withdraw::{WithdrawQuote, Withdrawn};
 
 /// Re-export of cdk, so callers use the exact version this crate was built with.

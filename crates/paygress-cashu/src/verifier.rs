@@ -46,7 +46,16 @@ struct Parsed {
     token: Token,
     mint: MintUrl,
     amount: Amount,
+    /// Whether proofs are locked to the service's key (NUT-11): signed before the swap.
+    locked: bool,
+    /// The earliest locktime of those proofs (unix seconds), after which their refund
+    /// keys can spend them too.
+    locktime: Option<u64>,
 }
+
+/// A locked token is accepted only when its locktime is at least this far away (the
+/// buyer's refund key may spend it from then on, racing the service's redeem).
+pub const MIN_LOCK_SECONDS: u64 = 120;
 
 /// Redeems and issues Cashu tokens with one cdk [`Wallet`] per (mint, unit), all sharing
 /// one SQLite store and one persistent seed.
@@ -67,6 +76,8 @@ struct Inner {
     wallets: Mutex<HashMap<(MintUrl, Unit), Slot>>,
     /// Keysets seen per mint, for offline fee estimates in `inspect`.
     keysets: Mutex<HashMap<MintUrl, Vec<KeySetInfo>>>,
+    /// The key tokens may be locked to (NUT-11 P2PK), when the service accepts them.
+    p2pk: std::sync::OnceLock<cdk::nuts::SecretKey>,
 }
 
 /// One wallet and the lock that serialises its sends (cdk's proof selection is not safe
@@ -166,6 +177,7 @@ impl CashuVerifier {
                 mints,
                 wallets: Mutex::new(HashMap::new()),
                 keysets: Mutex::new(HashMap::new()),
+                p2pk: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -316,6 +328,56 @@ impl CashuVerifier {
         .await
     }
 
+    /// Accepts tokens locked (NUT-11 P2PK, one signature, `SIG_INPUTS`) to the public
+    /// key of `secret` (32 bytes, e.g. the service's Nostr key), signing them on redeem.
+    /// Returns that public key (compressed, hex): what buyers lock to. Set once; a later
+    /// call keeps the first key.
+    pub fn accept_locked_to(&self, secret: &[u8; 32]) -> Result<String, CashuError> {
+        let key = cdk::nuts::SecretKey::from_slice(secret)
+            .map_err(|e| CashuError::Config(format!("P2PK key: {e}")))?;
+        let key = self.inner.p2pk.get_or_init(|| key);
+        Ok(key.public_key().to_hex())
+    }
+
+    /// The public key locked tokens must name (compressed, hex), when accepted.
+    pub fn locking_key(&self) -> Option<String> {
+        self.inner.p2pk.get().map(|k| k.public_key().to_hex())
+    }
+
+    /// Signs every proof locked to the service's key (a witness per proof).
+    fn sign_locked(&self, p: &Parsed, proofs: &mut Proofs) -> Result<(), PaymentError> {
+        if !p.locked {
+            return Ok(());
+        }
+        let key = self
+            .inner
+            .p2pk
+            .get()
+            .ok_or_else(|| PaymentError::Locked("P2PK, NUT-11".into()))?;
+        for proof in proofs.iter_mut() {
+            if cdk::nuts::SpendingConditions::try_from(&proof.secret).is_ok() {
+                proof
+                    .sign_p2pk(key.clone())
+                    .map_err(|e| PaymentError::Other(Box::new(e)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a locked token whose locktime is too close (checked before redeeming,
+    /// not when resolving an attempt already made).
+    fn check_locktime(p: &Parsed) -> Result<(), PaymentError> {
+        let now = cdk::util::unix_time();
+        match p.locktime {
+            Some(t) if t < now.saturating_add(MIN_LOCK_SECONDS) => {
+                Err(PaymentError::Locked(format!(
+                    "P2PK locktime {t} is less than {MIN_LOCK_SECONDS} s away; lock for longer"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The accepted mints, normalised.
     pub fn mints(&self) -> &[MintUrl] {
         &self.inner.mints
@@ -364,17 +426,47 @@ impl CashuVerifier {
         let conditions = decoded
             .spending_conditions()
             .map_err(|e| PaymentError::InvalidToken(format!("bad spending condition: {e}")))?;
-        if let Some(c) = conditions.iter().next() {
-            let kind = match c {
-                cdk::nuts::SpendingConditions::P2PKConditions { .. } => "P2PK, NUT-11",
-                cdk::nuts::SpendingConditions::HTLCConditions { .. } => "HTLC, NUT-14",
-            };
-            return Err(PaymentError::Locked(kind.to_owned()));
+        let mut locktime: Option<u64> = None;
+        for c in &conditions {
+            match c {
+                cdk::nuts::SpendingConditions::P2PKConditions { data, conditions } => {
+                    // Signatures are BIP-340 (x-only keys): a lock to `02‖x` or `03‖x`
+                    // of the service's key is the same lock.
+                    let ours = self
+                        .inner
+                        .p2pk
+                        .get()
+                        .map(|k| k.public_key().x_only_public_key());
+                    if ours != Some(data.x_only_public_key()) {
+                        return Err(PaymentError::Locked(
+                            "P2PK, NUT-11, to a key that is not this service's".into(),
+                        ));
+                    }
+                    if let Some(c) = conditions {
+                        if c.sig_flag == cdk::nuts::SigFlag::SigAll {
+                            return Err(PaymentError::Locked("P2PK with SIG_ALL".into()));
+                        }
+                        if c.num_sigs.unwrap_or(1) > 1 {
+                            return Err(PaymentError::Locked(
+                                "P2PK needing more than one signature".into(),
+                            ));
+                        }
+                        if let Some(t) = c.locktime {
+                            locktime = Some(locktime.map_or(t, |l| l.min(t)));
+                        }
+                    }
+                }
+                cdk::nuts::SpendingConditions::HTLCConditions { .. } => {
+                    return Err(PaymentError::Locked("HTLC, NUT-14".to_owned()));
+                }
+            }
         }
         Ok(Parsed {
             token: decoded,
             mint,
             amount: Amount::new(value.to_u64(), unit),
+            locked: !conditions.is_empty(),
+            locktime,
         })
     }
 
@@ -618,6 +710,7 @@ impl CashuVerifier {
 impl PaymentVerifier for CashuVerifier {
     fn inspect(&self, token: &CashuToken) -> Result<TokenInfo, PaymentError> {
         let p = self.parse(token)?;
+        Self::check_locktime(&p)?;
         let fee = self.estimate_fee(&p);
         Ok(TokenInfo {
             mint: p.mint,
@@ -629,6 +722,7 @@ impl PaymentVerifier for CashuVerifier {
     #[instrument(skip_all, fields(token = %token_tag(token)))]
     async fn prepare(&self, token: &CashuToken) -> Result<RedeemAttempt, PaymentError> {
         let p = self.parse(token)?;
+        Self::check_locktime(&p)?;
         let slot = self.slot_for(&p)?;
         let proofs = self.proofs(&slot.wallet, &p.token).await?;
         let fee = slot
@@ -670,7 +764,8 @@ impl PaymentVerifier for CashuVerifier {
     ) -> Result<Redeemed, PaymentError> {
         let p = self.parse(token)?;
         let slot = self.slot_for(&p)?;
-        let proofs = self.proofs(&slot.wallet, &p.token).await?;
+        let mut proofs = self.proofs(&slot.wallet, &p.token).await?;
+        self.sign_locked(&p, &mut proofs)?;
         let receipt = Receipt::decode(&attempt.receipt)?;
         let outputs = receipt.outputs(&self.inner.seed)?;
         let signatures = match redeem::swap(slot.client.as_ref(), proofs, &outputs).await {
@@ -697,7 +792,8 @@ impl PaymentVerifier for CashuVerifier {
     ) -> Result<Option<Redeemed>, PaymentError> {
         let p = self.parse(token)?;
         let slot = self.slot_for(&p)?;
-        let proofs = self.proofs(&slot.wallet, &p.token).await?;
+        let mut proofs = self.proofs(&slot.wallet, &p.token).await?;
+        self.sign_locked(&p, &mut proofs)?;
         let receipt = Receipt::decode(&attempt.receipt)?;
         let client = slot.client.as_ref();
         let unknown = |e: CdkError| PaymentError::MintUnavailable(Box::new(e));
@@ -810,6 +906,10 @@ impl PaymentVerifier for CashuVerifier {
         self.send_locked(&slot, mint, amount, Some(id))
             .await
             .map_err(|e| PaymentError::Issue(Box::new(e)))
+    }
+
+    fn locking_key(&self) -> Option<String> {
+        CashuVerifier::locking_key(self)
     }
 
     fn accepted_mints(&self) -> Vec<MintUrl> {

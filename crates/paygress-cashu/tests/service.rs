@@ -19,6 +19,7 @@ fn spawn(token: paygress_core::CashuToken, minutes: u64) -> Request {
         duration_minutes: Some(minutes),
         tier: None,
         ssh_public_key: None,
+        password_login: None,
     })
 }
 

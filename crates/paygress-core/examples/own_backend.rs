@@ -51,6 +51,9 @@ impl PodBackend for MapBackend {
             ssh_host: None,
             instructions: vec![format!("your machine {} is up", spec.id)],
             expires_at: None,
+            // A backend that knows its machines' SSH host keys lists them here, so the
+            // buyer's first login is verified.
+            host_keys: Vec::new(),
         })
     }
 
@@ -102,6 +105,7 @@ async fn main() {
         duration_minutes: Some(20),
         tier: None,
         ssh_public_key: None,
+        password_login: None,
     });
     let key = RequestKey::new("example", "first-request");
     match service

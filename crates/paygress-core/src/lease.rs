@@ -7,6 +7,7 @@ use thiserror::Error;
 use crate::money::MintUrl;
 use crate::names::{LeaseId, Username};
 use crate::pricing::Tier;
+use crate::protocol::HostKey;
 use crate::secret::Password;
 
 /// Where a lease stands.
@@ -132,6 +133,9 @@ pub struct LeaseSpec {
     pub password: Password,
     /// An OpenSSH public key line the buyer may log in with.
     pub ssh_public_key: Option<String>,
+    /// Whether the password logs in (always when there is no key; with a key only when
+    /// the buyer asked for both).
+    pub password_login: bool,
     /// Container image (ignored by backends without containers).
     pub image: String,
     /// Resources.
@@ -163,6 +167,9 @@ pub struct Provisioned {
     /// expiry earlier than `spec.expires_at`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,
+    /// The SSH host keys buyers will see, when the backend knows them now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_keys: Vec<HostKey>,
 }
 
 /// Where a lease's pod stands, as its backend sees it.

@@ -26,9 +26,9 @@ pub use ports::{
 };
 pub use pricing::{DurationLimits, PricingError, Purchase, Rate, Tier};
 pub use protocol::{
-    AccessDetails, ErrorCode, ErrorReply, ExpiryNotice, LeaseStatus, Offer, ReleaseRequest,
-    ReleaseResult, Reply, Request, SpawnRequest, StatusRequest, TierOffer, TopUpRequest,
-    TopUpResult,
+    AccessDetails, ErrorCode, ErrorReply, ExpiryNotice, HostKey, LeaseStatus, Offer,
+    ReleaseRequest, ReleaseResult, Reply, Request, SpawnRequest, StatusRequest, TierOffer,
+    TopUpRequest, TopUpResult,
 };
 pub use secret::{CashuToken, Password};
 pub use service::{

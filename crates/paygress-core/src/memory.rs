@@ -14,6 +14,7 @@ use crate::ports::{
     BackendError, Clock, Entry, Extension, IssueId, Journal, JournalError, PaymentError,
     PaymentVerifier, PodBackend, RedeemAttempt, Redeemed, RequestKey, Stage, TokenCheck, TokenInfo,
 };
+use crate::protocol::HostKey;
 use crate::secret::CashuToken;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -73,6 +74,7 @@ struct BackendState {
     leases: BTreeMap<LeaseId, (LeaseRecord, LeaseSpec)>,
     fail: HashMap<FailOn, usize>,
     next_port: u16,
+    host_keys: Vec<HostKey>,
 }
 
 impl std::hash::Hash for FailOn {
@@ -102,6 +104,11 @@ impl MemoryBackend {
     /// The spec a lease was created with (tests check credentials with it).
     pub fn spec(&self, id: &LeaseId) -> Option<LeaseSpec> {
         lock(&self.state).leases.get(id).map(|(_, s)| s.clone())
+    }
+
+    /// Makes new leases present these SSH host keys.
+    pub fn set_host_keys(&self, keys: Vec<HostKey>) {
+        lock(&self.state).host_keys = keys;
     }
 
     /// How many leases exist.
@@ -152,6 +159,7 @@ impl PodBackend for MemoryBackend {
             ssh_host: None,
             instructions: vec![],
             expires_at: None,
+            host_keys: st.host_keys.clone(),
         })
     }
 

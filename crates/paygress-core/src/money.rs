@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// The unit a Cashu keyset is denominated in. Paygress prices in millisatoshi, so it
 /// accepts the two units it can convert exactly.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Unit {
@@ -44,6 +45,7 @@ impl fmt::Display for Unit {
 }
 
 /// A number of units.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Amount {
     /// How many units.

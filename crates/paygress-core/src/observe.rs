@@ -280,6 +280,10 @@ impl PaymentVerifier for MeteredPayments {
     fn accepted_units(&self) -> Vec<Unit> {
         self.0.accepted_units()
     }
+
+    fn locking_key(&self) -> Option<String> {
+        self.0.locking_key()
+    }
 }
 
 /// Counts what an issue paid back, or the mint's error.
@@ -376,7 +380,13 @@ mod tests {
             .times(1)
             .returning(|_, _, _| Ok(CashuToken::new("cashuBonce")));
         payments.expect_issue().times(0);
+        payments
+            .expect_locking_key()
+            .times(1)
+            .returning(|| Some("02aa".to_owned()));
         let metered = MeteredPayments(Arc::new(payments));
+        // Without it the offer loses its NUT-11 key and locked payments are refused.
+        assert_eq!(metered.locking_key().as_deref(), Some("02aa"));
         let token = metered
             .issue_once(&id, &MintUrl::new("http://127.0.0.1:3338"), Amount::sat(5))
             .await

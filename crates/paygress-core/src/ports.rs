@@ -231,6 +231,13 @@ pub trait PaymentVerifier: Send + Sync {
     fn accepted_units(&self) -> Vec<Unit> {
         vec![Unit::Sat, Unit::Msat]
     }
+
+    /// The public key (compressed secp256k1, hex) tokens may be locked to (NUT-11),
+    /// when the verifier signs such tokens to redeem them. Default: none (locked tokens
+    /// are refused).
+    fn locking_key(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A shared payment verifier.

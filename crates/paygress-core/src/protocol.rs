@@ -31,9 +31,14 @@ pub struct SpawnRequest {
     /// Resource tier id; the first configured tier when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
-    /// An OpenSSH public key line to authorise besides the password.
+    /// An OpenSSH public key line to log in with. When given, password login is off
+    /// unless `password_login` is `true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_public_key: Option<String>,
+    /// Whether the password also logs in. Absent: only without `ssh_public_key`;
+    /// `true` with a key: both; `false` needs a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_login: Option<bool>,
 }
 
 /// Kind 1002 / `POST /top-up-pod`: pay to extend a lease.
@@ -121,6 +126,33 @@ pub struct AccessDetails {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schema(value_type = Option<String>))]
     pub change_token: Option<CashuToken>,
+    /// The lease's SSH host keys, so the first login is verified (empty when the
+    /// backend cannot know them before the pod generates its own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_keys: Vec<HostKey>,
+    /// Whether the password logs in (`false`: the SSH key only).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub password_login: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// An SSH host key of a lease: what a `known_hosts` line needs, and its fingerprint as
+/// OpenSSH prints it.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "schema", schema(as = HostKeyBody))]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HostKey {
+    /// The OpenSSH public key line (`ssh-ed25519 AAAA…`).
+    pub public_key: String,
+    /// `SHA256:…` (unpadded base64 of the SHA-256 of the key blob).
+    pub fingerprint: String,
 }
 
 /// A successful top-up.
@@ -162,11 +194,15 @@ pub struct LeaseStatus {
 
 /// A released lease: it is gone, and the unused time (less the minimum charge) comes
 /// back as a token.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "schema", schema(as = ReleasePodResponse))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseResult {
     /// The lease, now removed.
+    #[cfg_attr(feature = "schema", schema(value_type = String, pattern = r"^ssh-pod-[a-z0-9]{8}$"))]
     pub pod_name: LeaseId,
     /// When it was released (the end of the time charged).
+    #[cfg_attr(feature = "schema", schema(value_type = String, format = DateTime))]
     pub released_at: Timestamp,
     /// Whole seconds that were left and are refunded (after the minimum charge).
     pub refunded_seconds: u64,
@@ -176,6 +212,7 @@ pub struct ReleaseResult {
     pub message: String,
     /// The refund, as a token for the owner; absent when nothing is left to refund.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schema(value_type = Option<String>))]
     pub refund_token: Option<CashuToken>,
 }
 
@@ -384,6 +421,11 @@ pub struct Offer {
     pub backend: String,
     /// Images a buyer may ask for (the default first).
     pub images: Vec<String>,
+    /// The public key (compressed secp256k1, hex) a payment may be locked to (NUT-11
+    /// P2PK, one signature, with a locktime and the buyer's refund key); absent when the
+    /// service refuses locked tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locking_key: Option<String>,
 }
 
 impl Offer {
@@ -429,6 +471,8 @@ mod tests {
             tier: "standard".into(),
             instructions: vec![],
             change_token: None,
+            host_keys: vec![],
+            password_login: true,
         });
         let v: serde_json::Value = serde_json::to_value(&reply).unwrap();
         assert_eq!(v["type"], "access_details");

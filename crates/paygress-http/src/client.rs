@@ -9,11 +9,11 @@
 
 use std::time::Duration;
 
-use paygress_core::{AccessDetails, ErrorReply, Reply, Request, TopUpResult};
+use paygress_core::{AccessDetails, ErrorReply, ReleaseResult, Reply, Request, TopUpResult};
 use serde::de::DeserializeOwned;
 
 use crate::paths;
-use crate::wire::{InvalidBody, PodInfo, ReleasePodResponse};
+use crate::wire::{InvalidBody, PodInfo};
 
 /// Attempts of one paid request (the first and the retries).
 pub const ATTEMPTS: u32 = 3;
@@ -160,9 +160,7 @@ impl HttpClient {
             Request::Status(_) => decode::<PodInfo>(&body)
                 .and_then(|b| b.try_into().map_err(|e: InvalidBody| e.to_string()))
                 .map(Reply::Status),
-            Request::Release(_) => decode::<ReleasePodResponse>(&body)
-                .and_then(|b| b.try_into().map_err(|e: InvalidBody| e.to_string()))
-                .map(Reply::Released),
+            Request::Release(_) => decode::<ReleaseResult>(&body).map(Reply::Released),
         };
         reply.map_err(unexpected)
     }

@@ -3,12 +3,14 @@
 
 use utoipa::OpenApi;
 
-use paygress_core::{AccessDetails, ErrorCode, ErrorReply, Offer, TierOffer, TopUpResult};
+use paygress_core::{
+    AccessDetails, Amount, ErrorCode, ErrorReply, HostKey, Offer, ReleaseResult, TierOffer,
+    TopUpResult, Unit,
+};
 
 use crate::routes;
 use crate::wire::{
-    AuthBody, AuthResponse, ComponentHealth, HealthBody, PodInfo, ReleasePodResponse, SpawnPodBody,
-    TopUpPodBody,
+    AuthBody, AuthResponse, ComponentHealth, HealthBody, PodInfo, SpawnPodBody, TopUpPodBody,
 };
 
 /// The API description.
@@ -37,9 +39,12 @@ use crate::wire::{
     components(schemas(
         SpawnPodBody,
         AccessDetails,
+        HostKey,
         TopUpPodBody,
         TopUpResult,
-        ReleasePodResponse,
+        ReleaseResult,
+        Amount,
+        Unit,
         PodInfo,
         AuthBody,
         AuthResponse,

@@ -10,7 +10,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use paygress_core::{
     AccessDetails, Amount, CashuToken, ErrorCode, ErrorReply, LeaseId, Offer, Paygress,
-    ReleaseRequest, Reply, Request, Requester, SpawnRequest, TopUpRequest, TopUpResult, Unit,
+    ReleaseRequest, ReleaseResult, Reply, Request, Requester, SpawnRequest, TopUpRequest,
+    TopUpResult, Unit,
 };
 use serde::de::DeserializeOwned;
 use tracing::{debug, warn};
@@ -20,8 +21,8 @@ use crate::identity::{Identity, fingerprint};
 use crate::openapi::openapi_json_string;
 use crate::server::AppState;
 use crate::wire::{
-    AuthBody, AuthQuery, AuthResponse, ComponentHealth, HealthBody, PodInfo, ReleasePodResponse,
-    SpawnPodBody, TopUpPodBody,
+    AuthBody, AuthQuery, AuthResponse, ComponentHealth, HealthBody, PodInfo, SpawnPodBody,
+    TopUpPodBody,
 };
 
 /// The NUT-24 header: a payment request in a `402`, a token in a retry.
@@ -246,7 +247,7 @@ fn reply_response(reply: Reply) -> Response {
     match reply {
         Reply::AccessDetails(a) => (StatusCode::CREATED, Json(a)).into_response(),
         Reply::TopUp(t) => (StatusCode::OK, Json(t)).into_response(),
-        Reply::Released(r) => (StatusCode::OK, Json(ReleasePodResponse::from(r))).into_response(),
+        Reply::Released(r) => (StatusCode::OK, Json(r)).into_response(),
         Reply::Error(e) => ApiError::from_reply(e).into_response(),
         Reply::Status(_) => {
             ApiError::new(ErrorCode::Internal, "unexpected status reply").into_response()
@@ -310,6 +311,7 @@ pub(crate) async fn spawn_pod(
         duration_minutes: body.duration_minutes,
         tier: body.tier,
         ssh_public_key: body.ssh_public_key,
+        password_login: body.password_login,
     });
     Ok(state.run(id, request).await)
 }
@@ -391,7 +393,7 @@ async fn top_up_payment_required(state: &AppState, pod_name: &str) -> Result<Res
         ("Idempotency-Key" = Option<String>, Header, description = "A random value naming this release; send it again with a retry to get the first answer (the refund token)", pattern = r"^[A-Za-z0-9._:+/=-]{16,128}$", min_length = 16, max_length = 128),
     ),
     responses(
-        (status = 200, description = "Lease released; the refund token is in the body (absent when nothing is left to refund)", body = ReleasePodResponse),
+        (status = 200, description = "Lease released; the refund token is in the body (absent when nothing is left to refund)", body = ReleaseResult),
         (status = 400, description = "Malformed X-Lease-Key or Idempotency-Key", body = ErrorReply),
         (status = 401, description = "No X-Lease-Key", body = ErrorReply),
         (status = 403, description = "Not the lease's owner", body = ErrorReply),

@@ -6,9 +6,7 @@
 //! feature: one JSON shape for HTTP and Nostr, written once.
 
 use jiff::Timestamp;
-use paygress_core::{
-    CashuToken, LeaseId, LeaseRecord, LeaseState, LeaseStatus, ReleaseResult, TokenQuote,
-};
+use paygress_core::{CashuToken, LeaseId, LeaseRecord, LeaseState, LeaseStatus, TokenQuote};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -38,11 +36,16 @@ pub struct SpawnPodBody {
     /// Resource tier id (see `GET /offer`); the first tier when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
-    /// An OpenSSH public key line to authorise besides the password (`ssh-ed25519`,
-    /// `ssh-rsa`, `ecdsa-sha2-nistp256/384/521` or their `sk-` forms, then base64).
+    /// An OpenSSH public key line to log in with (`ssh-ed25519`, `ssh-rsa`,
+    /// `ecdsa-sha2-nistp256/384/521` or their `sk-` forms, then base64). With a key,
+    /// password login is off unless `password_login` is `true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 16384)]
     pub ssh_public_key: Option<String>,
+    /// Whether the password also logs in: absent means only without a key; `false`
+    /// needs `ssh_public_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_login: Option<bool>,
 }
 
 /// `POST /top-up-pod` body. The token may instead travel in the `X-Cashu` header.
@@ -74,78 +77,6 @@ fn lease_id(name: String) -> Result<LeaseId, InvalidBody> {
             field: "pod_name",
             reason: e.to_string(),
         })
-}
-
-/// `200` from `POST /pods/{name}/release`: the lease is gone; the unused time comes back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ReleasePodResponse {
-    /// The lease, now removed.
-    pub pod_name: String,
-    /// When it was released.
-    #[schema(value_type = String, format = DateTime)]
-    pub released_at: Timestamp,
-    /// Unused seconds refunded (after the minimum charge).
-    pub refunded_seconds: u64,
-    /// What they are worth before the mint's fee for issuing the token.
-    pub refund_amount: u64,
-    /// Unit of `refund_amount` (`sat` or `msat`).
-    #[schema(example = "sat")]
-    pub refund_unit: String,
-    /// The account of the refund (minimum charge, mint fee, a refund still owed).
-    pub message: String,
-    /// The refund; absent when nothing is left to refund.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
-    pub refund_token: Option<CashuToken>,
-}
-
-impl From<ReleaseResult> for ReleasePodResponse {
-    fn from(r: ReleaseResult) -> Self {
-        let ReleaseResult {
-            pod_name,
-            released_at,
-            refunded_seconds,
-            refund_amount,
-            message,
-            refund_token,
-        } = r;
-        Self {
-            pod_name: pod_name.to_string(),
-            released_at,
-            refunded_seconds,
-            refund_amount: refund_amount.value,
-            refund_unit: refund_amount.unit.to_string(),
-            message,
-            refund_token,
-        }
-    }
-}
-
-impl TryFrom<ReleasePodResponse> for ReleaseResult {
-    type Error = InvalidBody;
-    fn try_from(r: ReleasePodResponse) -> Result<Self, InvalidBody> {
-        let ReleasePodResponse {
-            pod_name,
-            released_at,
-            refunded_seconds,
-            refund_amount,
-            refund_unit,
-            message,
-            refund_token,
-        } = r;
-        let unit = paygress_core::Unit::parse(&refund_unit).ok_or_else(|| InvalidBody {
-            field: "refund_unit",
-            reason: format!("unknown unit {refund_unit:?}"),
-        })?;
-        Ok(Self {
-            pod_name: lease_id(pod_name)?,
-            released_at,
-            refunded_seconds,
-            refund_amount: paygress_core::Amount::new(refund_amount, unit),
-            message,
-            refund_token,
-        })
-    }
 }
 
 /// Public information about one lease (`GET /pods`, `GET /pods/{name}`): no owner,

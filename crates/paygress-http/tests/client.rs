@@ -22,6 +22,7 @@ fn spawn(token: CashuToken) -> Request {
         duration_minutes: Some(30),
         tier: None,
         ssh_public_key: None,
+        password_login: None,
     })
 }
 

@@ -200,6 +200,7 @@ impl K8sBackend {
             ssh_host: Some(host),
             instructions: Vec::new(),
             expires_at: Some(expires_at),
+            host_keys: Vec::new(),
         })
     }
 

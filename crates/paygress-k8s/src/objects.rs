@@ -125,7 +125,16 @@ pub(crate) fn job(config: &K8sConfig, spec: &LeaseSpec) -> Job {
         env("PUID", config.puid.to_string()),
         env("PGID", config.pgid.to_string()),
         env("USER_NAME", spec.username.as_str()),
-        env("PASSWORD_ACCESS", "true"),
+        // With a key, password login only when the buyer asked for both (the password
+        // stays the sudo password either way).
+        env(
+            "PASSWORD_ACCESS",
+            if spec.password_login || spec.ssh_public_key.is_none() {
+                "true"
+            } else {
+                "false"
+            },
+        ),
         // The image's sshd listens on LISTEN_PORT (default 2222), not on SSH_PORT.
         env("LISTEN_PORT", config.ssh_port.to_string()),
         // sshd's log on stdout, so `kubectl logs` shows logins.

@@ -575,6 +575,7 @@ async fn lifecycle_a_60_s_lease_topped_up_by_120_s_runs_180_s_from_readiness() {
                 duration_minutes: Some(1),
                 tier: None,
                 ssh_public_key: None,
+                password_login: None,
             }),
         )
         .await
@@ -655,6 +656,7 @@ async fn lifecycle_a_pod_never_ready_is_refunded_in_full() {
                 duration_minutes: Some(10),
                 tier: None,
                 ssh_public_key: None,
+                password_login: None,
             }),
         )
         .await;

@@ -36,6 +36,7 @@ fn spec() -> LeaseSpec {
         username: "alice".parse().unwrap(),
         password: Password::new("s3cret-Pa55"),
         ssh_public_key: Some("ssh-ed25519 AAAAC3Nza alice@laptop".to_owned()),
+        password_login: false,
         image: "linuxserver/openssh-server:latest".to_owned(),
         tier: Tier {
             id: "small".to_owned(),
@@ -121,7 +122,7 @@ fn expected_job() -> serde_json::Value {
                             { "name": "PUID", "value": "1000" },
                             { "name": "PGID", "value": "1000" },
                             { "name": "USER_NAME", "value": "alice" },
-                            { "name": "PASSWORD_ACCESS", "value": "true" },
+                            { "name": "PASSWORD_ACCESS", "value": "false" },
                             { "name": "LISTEN_PORT", "value": "2222" },
                             { "name": "LOG_STDOUT", "value": "true" },
                             { "name": "USER_PASSWORD", "valueFrom": { "secretKeyRef": {

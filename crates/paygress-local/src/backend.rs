@@ -11,7 +11,8 @@ use jiff::Timestamp;
 use paygress_core::lease::{LeaseRecord, LeaseSpec, Provisioned};
 use paygress_core::names::LeaseId;
 use paygress_core::ports::{BackendError, Extension, PodBackend};
-use russh::keys::PublicKey;
+use paygress_core::protocol::HostKey;
+use russh::keys::{HashAlg, PublicKey};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
@@ -56,6 +57,8 @@ struct Live {
     shared: Arc<LeaseShared>,
     listener: JoinHandle<()>,
     timer: JoinHandle<()>,
+    /// Writes the expiry warnings to the lease's terminals.
+    warner: JoinHandle<()>,
     expiry: watch::Sender<Timestamp>,
 }
 
@@ -66,6 +69,7 @@ impl Live {
         self.shared.close();
         self.listener.abort();
         self.timer.abort();
+        self.warner.abort();
         self.shared.sandbox.net_down(self.stored.record.id.as_str());
     }
 }
@@ -202,6 +206,20 @@ impl LocalBackend {
             .keys
             .first()
             .map(|k| k.public_key().clone())
+    }
+
+    /// The SSH host key every lease presents, with its fingerprint: what buyers put in
+    /// `known_hosts` (stable across leases and restarts).
+    pub fn host_keys(&self) -> Vec<HostKey> {
+        self.host_public_key()
+            .into_iter()
+            .filter_map(|k| {
+                Some(HostKey {
+                    public_key: k.to_openssh().ok()?,
+                    fingerprint: k.fingerprint(HashAlg::Sha256).to_string(),
+                })
+            })
+            .collect()
     }
 
     /// Pids of every live process of lease `id` (empty if none or unknown). For
@@ -468,11 +486,14 @@ impl Inner {
             }
             _ => None,
         };
+        let top_up = crate::notice::top_up_command(&self.config.top_up_command, &id);
         let shared = Arc::new(LeaseShared::new(
             id.clone(),
             stored.record.username.as_str().to_owned(),
             stored.password.clone(),
             public_key,
+            stored.password_login,
+            top_up,
             Limits::for_tier(&stored.tier),
             self.home_of(&id),
             self.sandbox.clone(),
@@ -490,14 +511,21 @@ impl Inner {
             std::os::unix::fs::chown(&home, Some(uid), Some(gid))
                 .map_err(|e| LocalError::io("handing over", &home, e))?;
         }
+        write_lease_file(&shared, stored.record.expires_at);
         let listener = tokio::spawn(serve(listener, shared.clone(), self.ssh.clone()));
         let (expiry, rx) = watch::channel(stored.record.expires_at);
+        let warner = tokio::spawn(warning_timer(
+            Arc::downgrade(&shared),
+            self.config.expiry_warnings.clone(),
+            expiry.subscribe(),
+        ));
         let timer = tokio::spawn(expiry_timer(Arc::downgrade(self), id, rx));
         Ok(Live {
             stored,
             shared,
             listener,
             timer,
+            warner,
             expiry,
         })
     }
@@ -632,6 +660,73 @@ fn remove_dir_retrying(path: &Path) -> std::io::Result<()> {
     last
 }
 
+/// Writes the lease's `~/.paygress/lease.json`; a failure (the lease's user replaced the
+/// directory with a link, a full disk) is logged, never fatal.
+fn write_lease_file(shared: &LeaseShared, expires_at: Timestamp) {
+    let owner = shared.owner.or(shared.sandbox.owner());
+    if let Err(e) = crate::notice::write_lease_file(
+        &shared.home,
+        owner,
+        &shared.id,
+        &shared.username,
+        expires_at,
+        &shared.top_up,
+    ) {
+        tracing::warn!(lease = %shared.id, error = %e, "could not write the lease file");
+    }
+}
+
+/// Writes a warning to the lease's open terminals `before` each expiry (following
+/// extensions: a warning whose time has passed when the expiry is set is skipped, one
+/// that an extension moved is written again at its new time).
+async fn warning_timer(
+    lease: Weak<LeaseShared>,
+    mut before: Vec<Duration>,
+    mut rx: watch::Receiver<Timestamp>,
+) {
+    before.sort_unstable_by(|a, b| b.cmp(a));
+    // The last warning written: (expiry it was for, how long before).
+    let mut sent: Option<(Timestamp, Duration)> = None;
+    loop {
+        let at = *rx.borrow_and_update();
+        let now = Timestamp::now();
+        let next = before.iter().copied().find_map(|b| {
+            let when = at
+                .checked_sub(jiff::SignedDuration::try_from(b).ok()?)
+                .ok()?;
+            (when > now && sent != Some((at, b))).then_some((when, b))
+        });
+        let Some((when, b)) = next else {
+            if rx.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        // Re-checked at least every minute, so a wall-clock jump cannot delay it long.
+        let wait = now.duration_until(when).unsigned_abs();
+        let capped = wait > Duration::from_secs(60);
+        tokio::select! {
+            () = tokio::time::sleep(wait.min(Duration::from_secs(60))) => {}
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
+        if capped {
+            continue;
+        }
+        let Some(lease) = lease.upgrade() else {
+            return;
+        };
+        let text = crate::notice::warning(&lease.id, Timestamp::now(), at, &lease.top_up);
+        let n = lease.write_to_terminals(&text);
+        tracing::debug!(lease = %lease.id, terminals = n, before_secs = b.as_secs(), "expiry warning written");
+        sent = Some((at, b));
+    }
+}
+
 /// Sleeps until the lease's expiry (following extensions), then expires it.
 async fn expiry_timer(inner: Weak<Inner>, id: LeaseId, mut rx: watch::Receiver<Timestamp>) {
     loop {
@@ -709,6 +804,7 @@ impl PodBackend for LocalBackend {
             record: LeaseRecord::new(spec, port, Some(port)),
             password,
             ssh_public_key: spec.ssh_public_key.clone(),
+            password_login: spec.password_login || spec.ssh_public_key.is_none(),
             tier: spec.tier.clone(),
             uid,
         };
@@ -740,6 +836,7 @@ impl PodBackend for LocalBackend {
             ssh_host: None,
             instructions: Vec::new(),
             expires_at: None,
+            host_keys: self.host_keys(),
         })
     }
 
@@ -761,6 +858,7 @@ impl PodBackend for LocalBackend {
         if let Some(live) = leases.get(id) {
             live.shared.set_expiry(extension.expires_at);
             live.expiry.send_replace(extension.expires_at);
+            write_lease_file(&live.shared, extension.expires_at);
         }
         Ok(())
     }

@@ -269,6 +269,14 @@ pub struct LocalConfig {
     /// New leases are refused while the filesystem holding the data directory has
     /// less free space than this, in MiB (`LOCAL_MIN_FREE_MIB`, default 2048).
     pub min_free_mib: u64,
+    /// The top-up command shown inside a lease (message of the day, lease file,
+    /// warnings); `{pod}` stands for the lease name. Default
+    /// [`DEFAULT_TOP_UP_COMMAND`](crate::DEFAULT_TOP_UP_COMMAND); the node names the
+    /// service in it.
+    pub top_up_command: String,
+    /// How long before the expiry a warning is written to the lease's open terminals
+    /// (default 10 minutes and 1 minute; not read from the environment).
+    pub expiry_warnings: Vec<Duration>,
 }
 
 impl LocalConfig {
@@ -286,6 +294,8 @@ impl LocalConfig {
             max_file_mib: 4096,
             min_free_mib: 2048,
             home_size_mib: None,
+            top_up_command: crate::DEFAULT_TOP_UP_COMMAND.to_owned(),
+            expiry_warnings: vec![Duration::from_secs(600), Duration::from_secs(60)],
         }
     }
 

@@ -5,6 +5,7 @@ mod backend;
 mod config;
 mod error;
 mod net;
+mod notice;
 mod sandbox;
 mod ssh;
 mod store;
@@ -12,6 +13,7 @@ mod store;
 pub use backend::LocalBackend;
 pub use config::{ConnectionLimits, LocalConfig, NetworkMode, PortRange, SandboxMode, UidRange};
 pub use error::LocalError;
+pub use notice::DEFAULT_TOP_UP_COMMAND;
 pub use sandbox::Limits;
 
 /// The leases the local backend persisted under `data_dir` (public records only), read

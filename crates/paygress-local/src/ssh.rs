@@ -7,7 +7,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -48,6 +48,11 @@ pub(crate) struct LeaseShared {
     pub username: String,
     pub password: PasswordHash,
     pub public_key: Option<PublicKey>,
+    /// Whether the password logs in (off when the buyer gave a key and did not ask for
+    /// both).
+    pub password_login: bool,
+    /// The top-up command shown inside the lease.
+    pub top_up: String,
     pub limits: Limits,
     pub home: PathBuf,
     pub sandbox: Arc<Sandbox>,
@@ -65,6 +70,8 @@ pub(crate) struct LeaseShared {
     /// Connections logged in now.
     sessions: Mutex<usize>,
     next_conn: AtomicU64,
+    /// Output of every channel running on a terminal, for expiry warnings.
+    terminals: Mutex<Vec<Weak<ChannelWriteHalf<Msg>>>>,
 }
 
 /// The network a peer is counted in: its IPv4 address, or its IPv6 /64 (one host
@@ -117,6 +124,8 @@ impl LeaseShared {
         username: String,
         password: PasswordHash,
         public_key: Option<PublicKey>,
+        password_login: bool,
+        top_up: String,
         limits: Limits,
         home: PathBuf,
         sandbox: Arc<Sandbox>,
@@ -129,6 +138,8 @@ impl LeaseShared {
             username,
             password,
             public_key,
+            password_login,
+            top_up,
             limits,
             home,
             sandbox,
@@ -141,7 +152,45 @@ impl LeaseShared {
             pending: Mutex::new(Vec::new()),
             sessions: Mutex::new(0),
             next_conn: AtomicU64::new(0),
+            terminals: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The current expiry.
+    pub(crate) fn expires_at(&self) -> Timestamp {
+        self.expires_at
+            .lock()
+            .map(|e| *e)
+            .unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+
+    /// Remembers a channel that runs on a terminal (expiry warnings go there).
+    fn add_terminal(&self, output: &Output) {
+        if let Ok(mut t) = self.terminals.lock() {
+            t.retain(|w| w.strong_count() > 0);
+            t.push(Arc::downgrade(output));
+        }
+    }
+
+    /// Writes `text` to every open terminal of the lease (like `wall`); returns how
+    /// many it was sent to. A terminal whose client does not read is skipped after a
+    /// few seconds.
+    pub(crate) fn write_to_terminals(&self, text: &str) -> usize {
+        let open: Vec<Output> = match self.terminals.lock() {
+            Ok(mut t) => {
+                t.retain(|w| w.strong_count() > 0);
+                t.iter().filter_map(Weak::upgrade).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        for output in &open {
+            let (output, bytes) = (output.clone(), text.as_bytes().to_vec());
+            tokio::spawn(async move {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), output.data_bytes(bytes)).await;
+            });
+        }
+        open.len()
     }
 
     /// Registers a new unauthenticated connection from `ip`, pushing out the oldest
@@ -610,6 +659,18 @@ impl Conn {
                 .map(|(p, g)| (p.as_path(), g.as_path())),
         });
         let output = chan.output.clone();
+        if pty.is_some() {
+            self.lease.add_terminal(&output);
+        }
+        // Like sshd: the message of the day before an interactive login shell.
+        let motd = (pty.is_some() && command.is_none()).then(|| {
+            crate::notice::motd(
+                &self.lease.id,
+                Timestamp::now(),
+                self.lease.expires_at(),
+                &self.lease.top_up,
+            )
+        });
         let (tx, rx) = mpsc::unbounded_channel();
         let flow = self.flow.clone();
         let spawned = match pty {
@@ -621,7 +682,7 @@ impl Conn {
                 .kill_on_drop(true)
                 .spawn(pts)
                 .map_err(|e| e.to_string())
-                .map(|child| run_pty(child, pty, rx, output, flow, self.lease.clone())),
+                .map(|child| run_pty(child, pty, rx, output, flow, self.lease.clone(), motd)),
             None => {
                 let mut cmd = tokio::process::Command::new(&launch.program);
                 cmd.args(&launch.args)
@@ -678,6 +739,7 @@ fn run_pty(
     output: Output,
     flow: Arc<Flow>,
     lease: Arc<LeaseShared>,
+    motd: Option<String>,
 ) -> Option<u32> {
     let pid = child.id();
     if let Some(pid) = pid {
@@ -700,6 +762,9 @@ fn run_pty(
         }
     });
     tokio::spawn(async move {
+        if let Some(text) = motd {
+            let _ = output.data_bytes(text.into_bytes()).await;
+        }
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             // EIO once the child side of the PTY is closed.
@@ -817,6 +882,13 @@ impl russh::server::Handler for Conn {
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        if !self.lease.password_login {
+            // The buyer gave a key and did not ask for password logins too.
+            return Ok(Auth::Reject {
+                proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
+                partial_success: false,
+            });
+        }
         if !self.lease.accepts_user(user) {
             return Ok(Auth::reject());
         }

@@ -98,6 +98,10 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// One lease as persisted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StoredLease {
@@ -107,6 +111,9 @@ pub(crate) struct StoredLease {
     pub password: PasswordHash,
     /// An OpenSSH public key line also accepted for login.
     pub ssh_public_key: Option<String>,
+    /// Whether the password logs in (leases stored before this field: yes).
+    #[serde(default = "yes")]
+    pub password_login: bool,
     /// The tier (for rlimits).
     pub tier: Tier,
     /// The uid (and gid) the lease's commands run as, when Paygress runs as root.

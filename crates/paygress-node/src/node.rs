@@ -75,14 +75,40 @@ impl Node {
         for (mint, unit, e) in wallet.warm_up().await {
             warn!(%mint, %unit, error = %e, "mint not reachable at start");
         }
+        // Payments may be locked to the service's Nostr key (NUT-11): the wallet signs them.
+        if let Some(n) = &config.nostr {
+            let key = wallet
+                .accept_locked_to(&n.keys.secret_key().secret_bytes())
+                .map_err(|source| NodeError::Wallet {
+                    path: config.cashu.db_path.clone(),
+                    source,
+                })?;
+            info!(locking_key = %key, "locked payments accepted");
+        }
         let wallet = Arc::new(wallet);
 
+        // Inside a lease, the top-up command names this service.
+        let service_npub = config.nostr.as_ref().map(|n| {
+            let key = n.keys.public_key();
+            key.to_bech32().unwrap_or_else(|_| key.to_hex())
+        });
+        let name_service = |mut c: paygress_local::LocalConfig| {
+            if let Some(npub) = &service_npub
+                && c.top_up_command == paygress_local::DEFAULT_TOP_UP_COMMAND
+            {
+                c.top_up_command =
+                    format!("paygress topup --service {npub} --pod {{pod}} --token <cashu token>");
+            }
+            c
+        };
         let (backend, local): (DynPodBackend, _) = match config.backend {
             BackendConfig::Local(c) => {
+                let c = name_service(c);
                 let local = Arc::new(LocalBackend::start(c).await?);
                 (local.clone(), Some(local))
             }
             BackendConfig::LocalWithFallback(c) => {
+                let c = name_service(c);
                 let local = Arc::new(LocalBackend::start_with_fallback(c).await?);
                 (local.clone(), Some(local))
             }
@@ -98,7 +124,16 @@ impl Node {
 
         // Nostr first: settlement at start delivers what it issues through its notifier.
         let nostr = match config.nostr {
-            Some(c) => Some(Arc::new(NostrTransport::start(c).await?)),
+            Some(mut c) => {
+                // The offer names the host key every local lease presents.
+                if c.host_key_fingerprint.is_none() {
+                    c.host_key_fingerprint = local
+                        .as_ref()
+                        .and_then(|l| l.host_keys().into_iter().next())
+                        .map(|k| k.fingerprint);
+                }
+                Some(Arc::new(NostrTransport::start(c).await?))
+            }
             None => None,
         };
         let journal: DynJournal = Arc::new(FileJournal::open(&config.journal_path)?);

@@ -49,6 +49,7 @@ async fn main() {
                 duration_minutes: None,
                 tier: None,
                 ssh_public_key: None,
+                password_login: None,
             });
             let opts = SendOptions {
                 scheme,

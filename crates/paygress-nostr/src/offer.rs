@@ -361,6 +361,7 @@ mod tests {
             ssh_host: "127.0.0.1".into(),
             backend: "local".into(),
             images: vec!["img".into()],
+            locking_key: None,
         })
     }
 

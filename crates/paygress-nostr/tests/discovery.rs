@@ -79,6 +79,7 @@ fn spawn(token: paygress_core::CashuToken) -> Request {
         duration_minutes: Some(30),
         tier: None,
         ssh_public_key: None,
+        password_login: None,
     })
 }
 
@@ -382,6 +383,7 @@ fn offer_template(name: &str, sat_per_hour: u64) -> Offer {
         ssh_host: "127.0.0.1".into(),
         backend: "memory".into(),
         images: vec!["img".into()],
+        locking_key: None,
     }
 }
 

@@ -27,6 +27,7 @@ fn spawn_req(token: paygress_core::CashuToken) -> Request {
         duration_minutes: Some(30),
         tier: None,
         ssh_public_key: None,
+        password_login: None,
     })
 }
 

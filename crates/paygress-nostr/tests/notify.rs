@@ -199,6 +199,7 @@ fn spawn_req(token: CashuToken) -> Request {
         duration_minutes: Some(30),
         tier: None,
         ssh_public_key: None,
+        password_login: None,
     })
 }
 
@@ -307,6 +308,7 @@ async fn the_owner_receives_one_expiry_notice_per_expiry() {
             duration_minutes: Some(30),
             tier: None,
             ssh_public_key: None,
+            password_login: None,
         })
         .await
         .unwrap();

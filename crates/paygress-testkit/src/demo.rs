@@ -117,6 +117,7 @@ pub async fn run(stack: &DevStack) -> Result<()> {
             duration_minutes: Some(30),
             tier: None,
             ssh_public_key: None,
+            password_login: None,
         })
         .await?;
     let access = match reply {

@@ -10,6 +10,7 @@ fn spawn(token: CashuToken, minutes: u64) -> Request {
         duration_minutes: Some(minutes),
         tier: None,
         ssh_public_key: None,
+        password_login: None,
     })
 }
 

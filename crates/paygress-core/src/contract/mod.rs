@@ -28,6 +28,7 @@ pub fn sample_spec(minutes: i64) -> LeaseSpec {
         username: "alice".parse().expect("valid username"),
         password: Password::generate(),
         ssh_public_key: None,
+        password_login: true,
         image: crate::DEFAULT_IMAGE.to_owned(),
         tier: Tier::standard(),
         created_at: now,

@@ -86,6 +86,7 @@ impl Paygress {
             ssh_host: c.ssh_host.clone(),
             backend: self.backend.name().to_owned(),
             images,
+            locking_key: self.payments.locking_key(),
         }
     }
 

@@ -22,6 +22,7 @@ pub(super) struct SpawnPlan {
     rate: Rate,
     requested_seconds: Option<u64>,
     ssh_public_key: Option<String>,
+    password_login: bool,
 }
 
 impl Paygress {
@@ -113,6 +114,7 @@ impl Paygress {
             username: plan.username.clone(),
             password: password.clone(),
             ssh_public_key: plan.ssh_public_key,
+            password_login: plan.password_login,
             image: plan.image,
             tier: plan.tier.clone(),
             created_at: now,
@@ -152,13 +154,23 @@ impl Paygress {
             .clone()
             .unwrap_or_else(|| self.config.ssh_host.clone());
         let port = provisioned.node_port.unwrap_or(provisioned.ssh_port);
-        let mut instructions = vec![
-            format!(
-                "ssh -o PreferredAuthentications=password -o PubkeyAuthentication=no -p {port} {}@{ssh_host}",
-                plan.username
-            ),
-            "Password: the ssh_password field of this reply".to_owned(),
-        ];
+        let mut instructions = if plan.password_login {
+            vec![
+                format!(
+                    "ssh -o PreferredAuthentications=password -o PubkeyAuthentication=no -p {port} {}@{ssh_host}",
+                    plan.username
+                ),
+                "Password: the ssh_password field of this reply".to_owned(),
+            ]
+        } else {
+            vec![
+                format!("ssh -p {port} {}@{ssh_host}", plan.username),
+                "Log in with your SSH key: password login is off for this lease".to_owned(),
+            ]
+        };
+        for key in &provisioned.host_keys {
+            instructions.push(format!("Host key: {}", key.fingerprint));
+        }
         instructions.extend(provisioned.instructions);
         instructions.push(format!(
             "Paid until {expires_at}; extend with a top-up for pod_name {lease}"
@@ -180,6 +192,8 @@ impl Paygress {
             tier: plan.tier.id,
             instructions,
             change_token: None,
+            host_keys: provisioned.host_keys,
+            password_login: plan.password_login,
         });
         self.finish(ctx, reply, &payment.mint, purchase.change)
             .await
@@ -255,7 +269,18 @@ impl Paygress {
             Some(k) => Some(validate_public_key(k)?),
             None => None,
         };
+        let password_login = match (&ssh_public_key, req.password_login) {
+            (None, Some(false)) => {
+                return Err(Failure::new(
+                    ErrorCode::InvalidRequest,
+                    "password_login false needs an ssh_public_key to log in with",
+                ));
+            }
+            (None, _) => true,
+            (Some(_), asked) => asked.unwrap_or(false),
+        };
         Ok(SpawnPlan {
+            password_login,
             username,
             image,
             tier,

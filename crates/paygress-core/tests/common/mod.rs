@@ -55,6 +55,7 @@ pub fn spawn_req(token: &CashuToken, minutes: Option<u64>) -> Request {
         duration_minutes: minutes,
         tier: None,
         ssh_public_key: None,
+        password_login: None,
     })
 }
 

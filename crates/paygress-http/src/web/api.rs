@@ -443,6 +443,7 @@ async fn pay_now(
                 duration_minutes: Some(d.minutes),
                 tier: Some(d.tier.clone()),
                 ssh_public_key: None,
+                password_login: None,
             }),
             (PayKind::Spawn, Some(_)) => {
                 return Err(ApiError::with_status(

@@ -92,6 +92,7 @@ pub(super) fn spawn_req(minutes: Option<u64>) -> SpawnRequest {
         duration_minutes: minutes,
         tier: None,
         ssh_public_key: None,
+        password_login: None,
     }
 }
 
@@ -244,6 +245,7 @@ pub(super) async fn seed_lease(
         username: "alice".parse().expect("username"),
         password: Password::generate(),
         ssh_public_key: None,
+        password_login: true,
         image: "linuxserver/openssh-server:latest".to_owned(),
         tier,
         created_at: start(),

@@ -111,6 +111,10 @@ async fn offer_price_and_quote_follow_the_config() {
         .verifier
         .expect_accepted_units()
         .returning(|| vec![Unit::Sat]);
+    ports
+        .verifier
+        .expect_locking_key()
+        .returning(|| Some("02abcd".to_owned()));
     ports.verifier.expect_check().returning(|_| {
         Ok(TokenCheck {
             mint: mint(),
@@ -126,6 +130,7 @@ async fn offer_price_and_quote_follow_the_config() {
     assert_eq!(offer.max_duration_minutes, 24 * 60);
     assert_eq!(offer.mints, vec![mint()]);
     assert_eq!(offer.backend, "memory");
+    assert_eq!(offer.locking_key.as_deref(), Some("02abcd"));
     assert_eq!(
         offer.images,
         ["linuxserver/openssh-server:latest", "ubuntu:24.04"]

@@ -145,6 +145,7 @@ fn untouchable(face: Option<Amount>) -> Paygress {
         .verifier
         .expect_accepted_units()
         .returning(|| vec![Unit::Sat]);
+    ports.verifier.expect_locking_key().returning(|| None);
     let mut backend = mock_backend();
     backend.expect_name().return_const("mock");
     backend.expect_create().never();
@@ -345,6 +346,70 @@ async fn a_valid_ssh_public_key_reaches_the_backend() {
 }
 
 #[tokio::test]
+async fn a_key_turns_password_login_off_unless_both_are_asked_for() {
+    let line = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ alice@laptop";
+    for (key, asked, expected) in [
+        (None, None, true),
+        (None, Some(true), true),
+        (Some(line), None, false),
+        (Some(line), Some(false), false),
+        (Some(line), Some(true), true),
+    ] {
+        let (service, backend, _, _) = Ports::new()
+            .token_worth(Amount::sat(60))
+            .redeems(Amount::sat(60))
+            .build();
+        let mut req = spawn_req(Some(60));
+        req.ssh_public_key = key.map(str::to_owned);
+        req.password_login = asked;
+        let access = expect_access(spawn(&service, "1", req).await);
+        let spec = backend.spec(&access.pod_name).expect("lease");
+        assert_eq!(spec.password_login, expected, "{key:?} {asked:?}");
+        assert_eq!(access.password_login, expected, "{key:?} {asked:?}");
+        let command = &access.instructions[0];
+        assert_eq!(
+            command.contains("PreferredAuthentications=password"),
+            expected,
+            "{command}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn password_login_off_without_a_key_is_refused_before_the_token_is_read() {
+    let service = untouchable(None);
+    let mut req = spawn_req(Some(60));
+    req.password_login = Some(false);
+    let err = expect_error(spawn(&service, "1", req).await);
+    assert_eq!(err.code, ErrorCode::InvalidRequest);
+}
+
+#[tokio::test]
+async fn the_backends_host_keys_are_in_the_reply() {
+    let (service, backend, _, _) = Ports::new()
+        .token_worth(Amount::sat(60))
+        .redeems(Amount::sat(60))
+        .build();
+    let key = crate::protocol::HostKey {
+        public_key:
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ"
+                .into(),
+        fingerprint: "SHA256:abc".into(),
+    };
+    backend.set_host_keys(vec![key.clone()]);
+    let access = expect_access(spawn(&service, "1", spawn_req(Some(60))).await);
+    assert_eq!(access.host_keys, vec![key]);
+    assert!(
+        access
+            .instructions
+            .iter()
+            .any(|l| l == "Host key: SHA256:abc"),
+        "{:?}",
+        access.instructions
+    );
+}
+
+#[tokio::test]
 async fn offline_token_errors_are_refused_without_redeeming() {
     let cases: Vec<(fn() -> PaymentError, ErrorCode)> = vec![
         (
@@ -400,6 +465,7 @@ fn backend_starting_at(expires_at: Timestamp) -> MockPodBackend {
             ssh_host: None,
             instructions: vec![],
             expires_at: Some(expires_at),
+            host_keys: Vec::new(),
         })
     });
     backend
