@@ -376,7 +376,13 @@ impl Release {
         self.released = true;
         self.code = None;
         self.refund = v["refund_token"].as_str().map(CashuToken::new);
-        self.amount = v["refund_amount"].as_u64().unwrap_or(0);
+        // Core's `Amount`, the same JSON over HTTP and Nostr: `{"value", "unit"}`.
+        let amount = &v["refund_amount"];
+        let value = amount["value"].as_u64().unwrap_or(0);
+        self.amount = match amount["unit"].as_str() {
+            Some("msat") => value / 1000,
+            _ => value,
+        };
         let note = v["message"]
             .as_str()
             .is_some_and(|m| m.contains("could not be issued yet"));
