@@ -365,6 +365,10 @@ fn bench(args: &[String]) -> Result<()> {
                     "paygress",
                     "-p",
                     "paygress-bench",
+                    // `--bin` applies to every package named: without this the
+                    // bench's own binary is not built.
+                    "--bin",
+                    "paygress-bench",
                 ],
             )?;
             let target = env::var_os("CARGO_TARGET_DIR")
