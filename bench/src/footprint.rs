@@ -19,9 +19,9 @@ use paygress_core::{
 use paygress_store::FileJournal;
 use serde_json::{Value, json};
 
-use crate::fake_k8s::{FakeApi, NAMESPACE};
 use crate::stats::Summary;
 use crate::timed::{Recorder, TimedBackend};
+use paygress_k8s::fake::{NS, Served};
 
 /// This process's resident set, KiB.
 pub fn rss_kib(pid: Option<u32>) -> Result<u64> {
@@ -66,7 +66,7 @@ pub async fn leases_child(
         "k8s" => {
             let url = api_url.context("--api URL")?;
             let mut config = kube::Config::new(url.parse().context("api url")?);
-            config.default_namespace = NAMESPACE.to_owned();
+            config.default_namespace = NS.to_owned();
             let client = kube::Client::try_from(config)?;
             Arc::new(paygress_k8s::K8sBackend::new(
                 client,
@@ -194,7 +194,7 @@ pub async fn leases_child(
 pub async fn leases(
     n: usize,
     backend: &str,
-    api: Option<&FakeApi>,
+    api: Option<&Served>,
     reap_interval: Duration,
 ) -> Result<Value> {
     let exe = std::env::current_exe()?;
@@ -239,7 +239,7 @@ pub struct Startup {
 pub async fn startup(
     paygress: &Path,
     mint_url: &str,
-    api: &FakeApi,
+    api: &Served,
     runs: usize,
 ) -> Result<Startup> {
     let mut listening = Vec::new();

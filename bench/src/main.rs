@@ -8,7 +8,6 @@
 //! paygress-bench leases --n 10000 --backend memory|k8s [--api URL] [--reap-interval-ms MS]
 //! ```
 
-mod fake_k8s;
 mod footprint;
 mod load;
 mod plot;
@@ -30,11 +29,11 @@ use paygress_nostr::testkit::TestRelay;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::prelude::*;
 
-use crate::fake_k8s::FakeApi;
 use crate::load::Run;
 use crate::report::Report;
 use crate::stack::{Stack, tokens};
 use crate::timed::{Recorder, RequestSpanTimer};
+use paygress_k8s::fake::{Fake, Served};
 
 fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -144,8 +143,8 @@ async fn run(args: &[String]) -> Result<()> {
             stats::Summary::default()
         }
     };
-    let api0 = FakeApi::start(Duration::ZERO).await?;
-    let api25 = FakeApi::start(Duration::from_millis(25)).await?;
+    let api0 = Fake::serve(Duration::ZERO).await?;
+    let api25 = Fake::serve(Duration::from_millis(25)).await?;
     let call0 = scenarios::floor_api(&api0, 50).await?;
     let call25 = scenarios::floor_api(&api25, 20).await?;
     report.floors = vec![
@@ -211,7 +210,7 @@ async fn run(args: &[String]) -> Result<()> {
                 "k8s25" => Some(&api25),
                 _ => None,
             };
-            let calls = api_calls.map(FakeApi::calls).unwrap_or_default();
+            let calls = api_calls.map(Served::calls).unwrap_or_default();
             let mut run = if *kind == "nostr" {
                 scenarios::nostr_spawns(&stack, &relay, take(n), *level, &rec).await?
             } else {
@@ -260,7 +259,7 @@ async fn run(args: &[String]) -> Result<()> {
         .leases
         .push(footprint::leases(n_leases, "memory", None, Duration::from_secs(1)).await?);
     eprintln!("bench: 10,000 live leases (k8s backend, fake API 0 ms) ...");
-    let api_leases = FakeApi::start(Duration::ZERO).await?;
+    let api_leases = Fake::serve(Duration::ZERO).await?;
     report
         .leases
         .push(footprint::leases(n_leases, "k8s", Some(&api_leases), Duration::from_secs(1)).await?);

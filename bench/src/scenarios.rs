@@ -14,11 +14,11 @@ use paygress_nostr::nostr_sdk::{Client, EventBuilder, Filter, Keys, Kind, RelayP
 use paygress_nostr::testkit::TestRelay;
 use serde_json::{Value, json};
 
-use crate::fake_k8s::{FakeApi, NAMESPACE};
 use crate::load::{self, Run};
 use crate::stack::Stack;
 use crate::stats::Summary;
 use crate::timed::Recorder;
+use paygress_k8s::fake::{NS, Served};
 
 fn idempotency_key() -> String {
     format!("bench-{:032x}", rand::random::<u128>())
@@ -84,8 +84,8 @@ pub async fn floor_relay(relay: &TestRelay, n: usize) -> Result<Summary> {
 }
 
 /// One API call: a GET through the same kube client the backend uses.
-pub async fn floor_api(api: &FakeApi, n: usize) -> Result<Summary> {
-    let jobs: kube::Api<Job> = kube::Api::namespaced(api.client()?, NAMESPACE);
+pub async fn floor_api(api: &Served, n: usize) -> Result<Summary> {
+    let jobs: kube::Api<Job> = kube::Api::namespaced(api.client()?, NS);
     let mut lat = Vec::new();
     for i in 0..n + 1 {
         let t0 = Instant::now();

@@ -3,6 +3,8 @@
 mod backend;
 mod config;
 mod error;
+#[cfg(feature = "fake-api")]
+pub mod fake;
 pub mod objects;
 
 pub use backend::{EXTEND_ATTEMPTS, K8sBackend};

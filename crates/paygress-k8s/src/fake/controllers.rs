@@ -35,56 +35,79 @@ impl FakeState {
         }
     }
 
-    pub(super) fn pods_of(&self, job_uid: &str) -> Vec<Value> {
+    /// Stored objects of `resource` whose names start with `prefix`, in name order.
+    pub(super) fn named(&self, resource: &str, prefix: &str) -> Vec<Value> {
         self.objects
-            .iter()
-            .filter(|((r, _), o)| {
-                r == "pods"
-                    && o["metadata"]["ownerReferences"]
-                        .as_array()
-                        .is_some_and(|refs| refs.iter().any(|x| x["uid"] == job_uid))
-            })
+            .range((resource.to_owned(), prefix.to_owned())..)
+            .take_while(|((r, n), _)| r == resource && n.starts_with(prefix))
             .map(|(_, o)| o.clone())
+            .collect()
+    }
+
+    /// The pods of Job `job` (the controller names them `{job}-{suffix}`).
+    pub(super) fn pods_of(&self, job: &str, job_uid: &str) -> Vec<Value> {
+        self.named("pods", &format!("{job}-"))
+            .into_iter()
+            .filter(|o| {
+                o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|refs| refs.iter().any(|x| x["uid"] == job_uid))
+            })
             .collect()
     }
 
     /// The controllers, run after every write and every clock tick: the Job controller
     /// (pods, startTime, deadlines, pod failure policy, conditions, TTL), the kubelet
-    /// (readiness after `ready_after`) and the cloud (LoadBalancer addresses).
+    /// (readiness after `ready_after`) and the cloud (LoadBalancer addresses). When the
+    /// clock or a setting changed since the last run they go over every object;
+    /// otherwise over the Jobs written since (and their pods) only: nothing else can
+    /// have changed.
     pub fn reconcile(&mut self) {
         let now = self.clock.now();
-        let jobs: Vec<Value> = self
-            .objects
-            .iter()
-            .filter(|((r, _), _)| r == "jobs")
-            .map(|(_, o)| o.clone())
-            .collect();
-        for job in jobs {
-            self.sync_job(job, now);
+        let everything = self.synced_at != Some(now);
+        let dirty = std::mem::take(&mut self.dirty);
+        let jobs: Vec<String> = if everything {
+            self.named("jobs", "")
+                .iter()
+                .filter_map(|j| j["metadata"]["name"].as_str().map(str::to_owned))
+                .collect()
+        } else {
+            dirty.into_iter().collect()
+        };
+        for name in &jobs {
+            if let Some(job) = self.objects.get(&("jobs".to_owned(), name.clone())) {
+                self.sync_job(job.clone(), now);
+            }
         }
-        self.kubelet(now);
+        if everything {
+            self.kubelet(now, self.named("pods", ""));
+        } else {
+            for name in &jobs {
+                let pods = self.named("pods", &format!("{name}-"));
+                self.kubelet(now, pods);
+            }
+        }
         if let Some(ip) = self.load_balancer_ip.clone() {
             let pending: Vec<Value> = self
-                .objects
-                .iter()
-                .filter(|((r, _), o)| {
-                    r == "services"
-                        && o["spec"]["type"] == "LoadBalancer"
+                .named("services", "")
+                .into_iter()
+                .filter(|o| {
+                    o["spec"]["type"] == "LoadBalancer"
                         && o["status"]["loadBalancer"]["ingress"].is_null()
                 })
-                .map(|(_, o)| o.clone())
                 .collect();
             for mut svc in pending {
                 svc["status"] = json!({ "loadBalancer": { "ingress": [{ "ip": ip }] } });
                 self.put("services", svc);
             }
         }
+        self.synced_at = Some(now);
     }
 
     pub(super) fn sync_job(&mut self, mut job: Value, now: Timestamp) {
         let name = job["metadata"]["name"].as_str().expect("name").to_owned();
         let uid = job["metadata"]["uid"].as_str().expect("uid").to_owned();
-        let pods = self.pods_of(&uid);
+        let pods = self.pods_of(&name, &uid);
         let finished = condition_true(&job, "Failed") || condition_true(&job, "Complete");
         if finished {
             for p in pods {
@@ -198,16 +221,15 @@ impl FakeState {
         }
     }
 
-    pub(super) fn kubelet(&mut self, now: Timestamp) {
+    /// The kubelet: each Pending pod of `pods` turns Running and Ready once it is
+    /// `ready_after` old.
+    pub(super) fn kubelet(&mut self, now: Timestamp, pods: Vec<Value>) {
         let Some(delay) = self.ready_after else {
             return;
         };
-        let starting: Vec<Value> = self
-            .objects
-            .iter()
-            .filter(|((r, _), o)| r == "pods" && o["status"]["phase"] == "Pending")
-            .map(|(_, o)| o.clone())
-            .collect();
+        let starting = pods
+            .into_iter()
+            .filter(|o| o["status"]["phase"] == "Pending");
         for mut pod in starting {
             let created = parse_time(&pod["metadata"]["creationTimestamp"]).expect("created");
             if now >= created + jiff::SignedDuration::from_secs(delay) {

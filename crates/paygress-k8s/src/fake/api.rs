@@ -1,14 +1,18 @@
 //! The fake server's REST side: storage, authorization, list/watch, create, patch,
 //! delete.
 
+use futures::StreamExt;
+use http_body::Frame;
+use http_body_util::StreamBody;
+
 use super::*;
 
 impl FakeState {
     pub(super) fn names(&self, resource: &str) -> Vec<String> {
         self.objects
-            .keys()
-            .filter(|(r, _)| r == resource)
-            .map(|(_, n)| n.clone())
+            .range((resource.to_owned(), String::new())..)
+            .take_while(|((r, _), _)| r == resource)
+            .map(|((_, n), _)| n.clone())
             .collect()
     }
 
@@ -32,6 +36,7 @@ impl FakeState {
             "ADDED"
         };
         self.objects.insert(key, object.clone());
+        self.touch(resource, &object);
         self.notify(resource, kind, &object);
         object
     }
@@ -42,8 +47,33 @@ impl FakeState {
             .objects
             .remove(&(resource.to_owned(), name.to_owned()))?;
         object["metadata"]["resourceVersion"] = json!(self.bump());
+        self.touch(resource, &object);
         self.notify(resource, "DELETED", &object);
         Some(object)
+    }
+
+    /// Marks the Job an object belongs to (itself, or a pod's owner) for the next sync.
+    fn touch(&mut self, resource: &str, object: &Value) {
+        match resource {
+            "jobs" => {
+                if let Some(name) = object["metadata"]["name"].as_str() {
+                    self.dirty.insert(name.to_owned());
+                }
+            }
+            "pods" => {
+                for owner in object["metadata"]["ownerReferences"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|r| r["kind"] == "Job")
+                {
+                    if let Some(name) = owner["name"].as_str() {
+                        self.dirty.insert(name.to_owned());
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 
     pub(super) fn notify(&mut self, resource: &str, kind: &str, object: &Value) {
@@ -167,11 +197,10 @@ impl FakeState {
         let name = Self::field_name(seen);
         let items: Vec<Value> = self
             .objects
-            .iter()
-            .filter(|((r, n), o)| {
-                *r == resource
-                    && matches_selector(o, &selector)
-                    && name.as_ref().is_none_or(|want| want == n)
+            .range((resource.to_owned(), String::new())..)
+            .take_while(|((r, _), _)| r == resource)
+            .filter(|((_, n), o)| {
+                matches_selector(o, &selector) && name.as_ref().is_none_or(|want| want == n)
             })
             .map(|(_, o)| o.clone())
             .collect();
@@ -196,9 +225,9 @@ impl FakeState {
             .get("resourceVersion")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        for (rv, r, event) in &self.history {
-            if *rv > since
-                && r == resource
+        let first = self.history.partition_point(|(rv, _, _)| *rv <= since);
+        for (_, r, event) in &self.history[first..] {
+            if r == resource
                 && matches_selector(&event["object"], &labels)
                 && name
                     .as_deref()

@@ -1,0 +1,57 @@
+//! The fake cluster served on a 127.0.0.1 port (`Fake::serve`, what the benchmarks use):
+//! the backend's whole create flow (suspended Job, Secret and Service, resume, a pod
+//! watch until Ready) over TCP, on real time, with no hand-moved clock.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::time::Duration;
+
+use paygress_core::PodBackend;
+use paygress_core::contract::sample_spec;
+use paygress_k8s::fake::Fake;
+use paygress_k8s::{K8sBackend, K8sConfig};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_fake_runs_a_lease_over_tcp_and_counts_every_call() {
+    let served = Fake::serve(Duration::ZERO).await.unwrap();
+    assert!(served.url().starts_with("http://127.0.0.1:"));
+    assert_eq!(served.calls(), 0);
+    let backend = K8sBackend::new(served.client().unwrap(), K8sConfig::default());
+    let spec = sample_spec(5);
+
+    let provisioned = backend.create(&spec).await.expect("create over TCP");
+    assert!(provisioned.expires_at.is_some(), "{provisioned:?}");
+    let fake = served.fake();
+    assert_eq!(fake.names("jobs"), vec![spec.id.to_string()]);
+    assert_eq!(fake.names("secrets").len(), 1);
+    assert_eq!(fake.names("services").len(), 1);
+    let pods = fake.names("pods");
+    assert_eq!(pods.len(), 1);
+    let pod = fake.object("pods", &pods[0]).unwrap();
+    assert_eq!(pod["status"]["phase"], "Running");
+    // Every request reached the fake and was counted; the pod was Ready by the pod
+    // watcher's initial list (readiness after 0 s, no clock moved by hand).
+    let log = fake.log();
+    assert_eq!(served.calls(), log.len() as u64);
+    assert!(
+        log.iter()
+            .any(|s| s.path.ends_with("/pods") && s.query.contains_key("labelSelector")),
+        "the backend listed the lease's pods: {:?}",
+        log.iter().map(|s| &s.path).collect::<Vec<_>>()
+    );
+
+    backend.delete(&spec.id).await.expect("delete");
+    for resource in ["jobs", "pods", "secrets", "services"] {
+        assert!(fake.names(resource).is_empty(), "{resource} left");
+    }
+}
+
+#[tokio::test]
+async fn the_in_process_fake_counts_its_calls_too() {
+    let (client, fake) = Fake::start();
+    let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> =
+        kube::Api::namespaced(client, paygress_k8s::fake::NS);
+    assert!(jobs.get_opt("no-such-job").await.unwrap().is_none());
+    assert_eq!(fake.calls(), 1);
+    assert_eq!(fake.log().len(), 1);
+}
