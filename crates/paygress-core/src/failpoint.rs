@@ -15,6 +15,7 @@ pub const POINTS: &[&str] = &[
     "after-create-before-reply",
     "during-extend",
     "after-release-journal-before-delete",
+    "after-release-pin-before-delete",
     "after-release-delete-before-issue",
     "during-refund",
     "after-issue-before-journal",

@@ -555,6 +555,12 @@ pub enum Stage {
         amount: Amount,
         /// Mint the refund is issued at.
         mint: MintUrl,
+        /// Set once the lease is pinned (its expiry moved far out, so that nothing but
+        /// this release removes it), just before the delete: a lease found gone with
+        /// this set was deleted by the release, whatever the clock says; gone without
+        /// it, it ran out on its own. Absent in entries of earlier versions.
+        #[serde(default)]
+        pinned: bool,
     },
     /// The reply is decided and `amount` at `mint` is being issued to the payer as the
     /// token of issue `issue` (change or refund): recorded before the wallet is asked,

@@ -5,12 +5,22 @@
 //! minutes of every lease are paid whatever happens), and never more than was paid.
 //! The mint's fee for issuing the token is the buyer's (money invariant 9).
 //!
-//! Order, for the money rule: the release is journaled ([`Stage::Releasing`]) before the
-//! backend deletes the lease, and the refund is issued (through [`Stage::Issuing`], at
-//! most once) only after the lease is gone. Recovery reads the lease back: still there,
-//! the release is completed and only what is unused by then is refunded; gone before its
-//! paid end, the journaled refund is issued; gone after its paid end, nothing can tell a
-//! release from the lease running out, and its time is taken as used (no refund).
+//! Order, for the money rule:
+//! 1. the release is decided and journaled ([`Stage::Releasing`]);
+//! 2. the lease is *pinned*: its expiry is moved [`PIN`] ahead at the backend, so that
+//!    neither the backend's own expiry nor the reaper removes it from now on;
+//! 3. the pin is journaled (`pinned: true`);
+//! 4. the backend deletes the lease;
+//! 5. the refund is issued through [`Stage::Issuing`], at most once.
+//!
+//! Recovery reads the lease back. Still there: the release is completed, refunding only
+//! what is unused by then (counted against the paid end, not the pin). Gone with the pin
+//! journaled: only step 4 can have removed it, so the journaled refund is owed, however
+//! long the service was down. Gone without the pin journaled: step 4 never ran, so the
+//! lease ran out on its own (no refund), unless that happened before its paid end (a
+//! lease cut short is refunded, as before pins existed).
+
+use std::time::Duration;
 
 use jiff::Timestamp;
 use tracing::{info, warn};
@@ -20,8 +30,12 @@ use super::{Ctx, Failure, Paygress};
 use crate::lease::{LeaseRecord, LeaseState, Requester};
 use crate::money::{Amount, MintUrl, Unit};
 use crate::names::LeaseId;
-use crate::ports::{IssueId, Stage};
+use crate::ports::{Extension, IssueId, RequestKey, Stage};
 use crate::protocol::{ErrorCode, ReleaseRequest, ReleaseResult, Reply};
+
+/// How far ahead a lease's expiry is moved while its release deletes it: a service down
+/// for longer than this after pinning a lease may refund time the lease then ran.
+pub const PIN: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// A release decided and journaled: what is refunded for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +46,8 @@ pub(super) struct Release {
     pub(super) refunded_seconds: u64,
     pub(super) amount: Amount,
     pub(super) mint: MintUrl,
+    /// The lease's expiry was moved to the pin (step 3 of the module's order).
+    pub(super) pinned: bool,
 }
 
 impl Release {
@@ -43,6 +59,7 @@ impl Release {
             refunded_seconds: self.refunded_seconds,
             amount: self.amount,
             mint: self.mint.clone(),
+            pinned: self.pinned,
         }
     }
 
@@ -78,6 +95,12 @@ fn release_pending() -> Reply {
     )
 }
 
+/// The pinned expiry of a lease paid until `paid_end`.
+fn pin_until(paid_end: Timestamp) -> Timestamp {
+    let pin = jiff::SignedDuration::try_from(PIN).unwrap_or(jiff::SignedDuration::MAX);
+    paid_end.checked_add(pin).unwrap_or(Timestamp::MAX)
+}
+
 /// Whole seconds from `from` to `to` (zero if `to` is not later), rounded up.
 fn seconds_between_ceil(from: Timestamp, to: Timestamp) -> u64 {
     let d = to.duration_since(from);
@@ -95,11 +118,14 @@ impl Paygress {
             Err(e) => return Failure::from(e).into_reply(),
         };
         let guard = self.lease_locks.lock(&lease).await;
+        if let Err(f) = self.no_open_release(&lease, Some(ctx.key)).await {
+            return f.into_reply();
+        }
         let record = match self.releasable(ctx.requester, &lease).await {
             Ok(r) => r,
             Err(f) => return f.into_reply(),
         };
-        let release = self.plan_release(&record, self.clock.now());
+        let mut release = self.plan_release(&record, self.clock.now());
         if let Err(e) = self.put(ctx, release.stage()).await {
             warn!(error = %e, "could not journal a release; refusing it");
             return Reply::error(
@@ -108,22 +134,13 @@ impl Paygress {
             );
         }
         crate::failpoint::hit("after-release-journal-before-delete");
-        let outcome = self.remove_for_release(&lease).await;
+        let outcome = self.pin_and_remove(ctx, &record, &mut release).await;
         drop(guard);
         match outcome {
             Removal::Gone => self.refund_release(ctx, &release, "").await,
-            Removal::StillThere(failure) => {
-                let reply = Reply::error(
-                    failure.code,
-                    format!(
-                        "{}; the lease keeps running and nothing was refunded",
-                        failure.message
-                    ),
-                );
-                self.record_done(ctx, &reply).await;
-                reply
-            }
-            Removal::Unknown => release_pending(),
+            // Pinned, the lease must go before its pin is worth nothing: settlement
+            // retries the delete.
+            Removal::Open => release_pending(),
         }
     }
 
@@ -132,9 +149,11 @@ impl Paygress {
         let guard = self.lease_locks.lock(&journaled.lease).await;
         let now = self.clock.now();
         match self.backend.get(&journaled.lease).await {
-            Ok(Some(record)) => {
+            Ok(Some(mut record)) => {
                 // The delete never happened: complete the release now, refunding only
-                // what is unused now (never more than was decided).
+                // what is unused now (never more than was decided). The paid end is
+                // the journaled one: the lease's own may be the pin.
+                record.expires_at = record.expires_at.min(journaled.expires_at);
                 let mut release = self.plan_release(&record, now);
                 if release.amount.value > journaled.amount.value
                     || release.amount.unit != journaled.amount.unit
@@ -142,31 +161,35 @@ impl Paygress {
                     release = journaled.clone();
                 }
                 release.released_at = journaled.released_at.max(now.min(record.expires_at));
+                release.pinned = journaled.pinned;
                 if let Err(e) = self.put(ctx, release.stage()).await {
                     warn!(error = %e, "could not journal a resumed release");
+                    drop(guard);
+                    return release_pending();
                 }
-                let outcome = self.remove_for_release(&journaled.lease).await;
+                let outcome = self.pin_and_remove(ctx, &record, &mut release).await;
                 drop(guard);
                 match outcome {
                     Removal::Gone => self.refund_release(ctx, &release, "").await,
-                    Removal::StillThere(_) | Removal::Unknown => release_pending(),
+                    Removal::Open => release_pending(),
                 }
             }
-            Ok(None) if now < journaled.expires_at => {
-                // Only the release removes a lease before its paid end.
+            // Pinned, only the release's delete removes it; cut short before its paid
+            // end, it was not the buyer's to use either.
+            Ok(None) if journaled.pinned || now < journaled.expires_at => {
                 drop(guard);
                 self.refund_release(ctx, &journaled, "").await
             }
             Ok(None) => {
                 drop(guard);
-                warn!(lease = %journaled.lease, "a release was interrupted and the lease's paid time has passed; no refund");
+                warn!(lease = %journaled.lease, "a release was interrupted before its delete and the lease ran out meanwhile; no refund");
                 let release = Release {
                     amount: Amount::new(0, journaled.amount.unit),
                     refunded_seconds: 0,
                     ..journaled
                 };
                 let reply = release.reply(
-                    " The release was interrupted and the lease's paid time ended before it could be confirmed, so its time counts as used.",
+                    " The release was interrupted before the lease was removed, and the lease ran until its paid end, so its time counts as used.",
                 );
                 self.record_done(ctx, &reply).await;
                 reply
@@ -177,6 +200,64 @@ impl Paygress {
                 release_pending()
             }
         }
+    }
+
+    /// Steps 2–4 of the module's order: pins `record` (unless `release` says it is),
+    /// journals the pin, deletes the lease. A pin that fails or cannot be journaled
+    /// leaves the release open ([`Removal::Open`]): settlement completes it.
+    async fn pin_and_remove(
+        &self,
+        ctx: Ctx<'_>,
+        record: &LeaseRecord,
+        release: &mut Release,
+    ) -> Removal {
+        if !release.pinned {
+            let pin = Extension {
+                expires_at: pin_until(release.expires_at.max(self.clock.now())),
+                paid_msat: record.paid_msat,
+            };
+            if let Err(e) = self.backend.extend(&release.lease, &pin).await {
+                warn!(lease = %release.lease, error = %e, "could not pin a lease to release it; settlement retries");
+                return Removal::Open;
+            }
+            release.pinned = true;
+            if let Err(e) = self.put(ctx, release.stage()).await {
+                warn!(lease = %release.lease, error = %e, "could not journal a lease's pin; settlement completes the release");
+                return Removal::Open;
+            }
+            crate::failpoint::hit("after-release-pin-before-delete");
+        }
+        self.remove_for_release(&release.lease).await
+    }
+
+    /// Refuses while a release of `lease` (other than the request `except`) is open:
+    /// a second release would refund the same time again, and a top-up would pay for
+    /// time the open release is about to end.
+    pub(super) async fn no_open_release(
+        &self,
+        lease: &LeaseId,
+        except: Option<&RequestKey>,
+    ) -> Result<(), Failure> {
+        let open = self.journal.unfinished().await.map_err(|e| {
+            warn!(error = %e, "cannot read the journal for open releases");
+            Failure::new(
+                ErrorCode::Unavailable,
+                "the service cannot read its records right now; try again shortly",
+            )
+        })?;
+        let releasing = open.iter().any(|(key, entry)| {
+            Some(key) != except
+                && matches!(&entry.stage, Stage::Releasing { lease: l, .. } if l == lease)
+        });
+        if releasing {
+            return Err(Failure::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "lease {lease} is being released; send the release request again to get its refund"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The lease, if `requester` owns it and it runs.
@@ -249,6 +330,7 @@ impl Paygress {
             },
             amount,
             mint,
+            pinned: false,
         }
     }
 
@@ -265,12 +347,12 @@ impl Paygress {
         match self.backend.get(lease).await {
             Ok(None) => Removal::Gone,
             Ok(Some(_)) => {
-                warn!(lease = %lease, error = %error, "could not remove a lease to release it");
-                Removal::StillThere(backend_failure(&error, "remove the lease"))
+                warn!(lease = %lease, error = %error, "could not remove a lease to release it; settlement retries");
+                Removal::Open
             }
             Err(e) => {
                 warn!(lease = %lease, error = %e, "release unclear and the lease cannot be read");
-                Removal::Unknown
+                Removal::Open
             }
         }
     }
@@ -298,8 +380,6 @@ impl Paygress {
 enum Removal {
     /// It is gone.
     Gone,
-    /// It is still there and the backend refused: the release failed.
-    StillThere(Failure),
-    /// Cannot tell yet: the release stays open.
-    Unknown,
+    /// Still there, or cannot tell: the release stays open for settlement.
+    Open,
 }

@@ -104,6 +104,7 @@ impl Paygress {
                 refunded_seconds,
                 amount,
                 mint,
+                pinned,
             } => {
                 let release = Release {
                     lease,
@@ -112,6 +113,7 @@ impl Paygress {
                     refunded_seconds,
                     amount,
                     mint,
+                    pinned,
                 };
                 self.resume_release(ctx, release).await
             }

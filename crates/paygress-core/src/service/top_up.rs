@@ -216,7 +216,10 @@ impl Paygress {
 
     pub(super) async fn live_lease(&self, lease: &LeaseId) -> Result<LeaseRecord, Failure> {
         match self.backend.get(lease).await {
-            Ok(Some(r)) if r.state_at(self.clock.now()) == LeaseState::Active => Ok(r),
+            Ok(Some(r)) if r.state_at(self.clock.now()) == LeaseState::Active => {
+                self.no_open_release(lease, None).await?;
+                Ok(r)
+            }
             Ok(Some(r)) if r.state_at(self.clock.now()) == LeaseState::Provisioning => {
                 Err(Failure::new(
                     ErrorCode::Unavailable,

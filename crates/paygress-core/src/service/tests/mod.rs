@@ -9,7 +9,7 @@ use mockall::predicate::{always, eq};
 
 use super::*;
 use crate::lease::{LeaseRecord, LeaseSpec, LeaseState, Provisioned};
-use crate::memory::{ManualClock, MemoryBackend, MemoryJournal};
+use crate::memory::{FailOn, ManualClock, MemoryBackend, MemoryJournal};
 use crate::money::Amount;
 use crate::money::{MintUrl, Unit};
 use crate::ports::{

@@ -41,6 +41,7 @@ fn journaled_release(lease: &LeaseId) -> Stage {
         refunded_seconds: 3000,
         amount: Amount::sat(50),
         mint: mint(),
+        pinned: false,
     }
 }
 
@@ -56,6 +57,12 @@ async fn release_refunds_the_unused_seconds_after_deleting_the_lease() {
         .times(1)
         .in_sequence(&mut seq)
         .returning(move |_| Ok(Some(current.clone())));
+    backend
+        .expect_extend()
+        .with(eq(lease.clone()), always())
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
     backend
         .expect_delete()
         .with(eq(lease.clone()))
@@ -226,7 +233,7 @@ async fn release_of_an_expired_starting_unknown_or_misnamed_lease_is_refused() {
 }
 
 #[tokio::test]
-async fn a_refused_delete_keeps_the_lease_and_refunds_nothing() {
+async fn a_refused_pin_deletes_nothing_and_leaves_the_release_open() {
     let lease = LeaseId::generate();
     let current = record(&lease, at(HOUR));
     let mut backend = mock_backend();
@@ -234,9 +241,10 @@ async fn a_refused_delete_keeps_the_lease_and_refunds_nothing() {
         .expect_get()
         .returning(move |_| Ok(Some(current.clone())));
     backend
-        .expect_delete()
+        .expect_extend()
         .times(1)
-        .returning(|_| Err(BackendError::Rejected("no".into())));
+        .returning(|_, _| Err(BackendError::Unavailable("timeout".into())));
+    backend.expect_delete().never();
     let mut ports = Ports::new().refunds_in_sat().never_issues();
     ports.backend = Some(backend);
     let (service, _, journal, clock) = ports.build();
@@ -246,10 +254,99 @@ async fn a_refused_delete_keeps_the_lease_and_refunds_nothing() {
             .handle(&key("r"), &buyer(), release_req(&lease))
             .await,
     );
-    assert_eq!(err.code, ErrorCode::ProvisioningFailed);
-    assert!(err.message.contains("keeps running"), "{}", err.message);
+    assert_eq!(err.code, ErrorCode::PaymentPending);
     let entry = journal.get(&key("r")).await.expect("get").expect("entry");
-    assert!(matches!(entry.stage, Stage::Done { .. }));
+    assert!(
+        matches!(entry.stage, Stage::Releasing { pinned: false, .. }),
+        "{entry:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_delete_after_the_pin_stays_open_and_settlement_refunds_against_the_paid_end() {
+    let lease = LeaseId::generate();
+    let current = record(&lease, at(HOUR));
+    let paid = current.paid_msat;
+    let pinned = Arc::new(Mutex::new(None::<Timestamp>));
+    let mut backend = mock_backend();
+    let mut seq = Sequence::new();
+    let (c, p) = (current.clone(), pinned.clone());
+    backend
+        .expect_get()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |_| Ok(Some(c.clone())));
+    let p2 = p.clone();
+    backend
+        .expect_extend()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |_, ext| {
+            assert_eq!(ext.paid_msat, paid, "a pin is not paid time");
+            *p2.lock().expect("lock") = Some(ext.expires_at);
+            Ok(())
+        });
+    backend
+        .expect_delete()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Err(BackendError::Rejected("no".into())));
+    let (c2, p3) = (current.clone(), p.clone());
+    backend
+        .expect_get()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |_| {
+            let mut r = c2.clone();
+            r.expires_at = p3.lock().expect("lock").expect("pinned");
+            Ok(Some(r))
+        });
+    // Settlement: the lease is read back pinned; it goes now.
+    let (c3, p4) = (current, p);
+    backend
+        .expect_get()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |_| {
+            let mut r = c3.clone();
+            r.expires_at = p4.lock().expect("lock").expect("pinned");
+            Ok(Some(r))
+        });
+    backend
+        .expect_delete()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
+    // 60 s later: 2940 s of the paid hour are left (the pin is not), 49 sat.
+    let mut ports = Ports::new()
+        .refunds_in_sat()
+        .issues(Amount::sat(49), "cashuBrefund");
+    ports.backend = Some(backend);
+    let (service, _, journal, clock) = ports.build();
+    clock.advance(600);
+    let err = expect_error(
+        service
+            .handle(&key("r"), &buyer(), release_req(&lease))
+            .await,
+    );
+    assert_eq!(err.code, ErrorCode::PaymentPending);
+    let pin = pinned.lock().expect("lock").expect("pinned");
+    assert!(pin > at(HOUR + 300 * 24 * 3600), "pinned until {pin}");
+    let entry = journal.get(&key("r")).await.expect("get").expect("entry");
+    assert!(
+        matches!(entry.stage, Stage::Releasing { pinned: true, .. }),
+        "{entry:?}"
+    );
+
+    clock.advance(60);
+    assert_eq!(service.settle().await, 1);
+    let entry = journal.get(&key("r")).await.expect("get").expect("entry");
+    let Stage::Done { reply } = entry.stage else {
+        panic!("not settled: {entry:?}");
+    };
+    let released = expect_released(reply);
+    assert_eq!(released.refunded_seconds, 2940);
+    assert_eq!(released.refund_amount, Amount::sat(49));
 }
 
 #[tokio::test]
@@ -263,6 +360,11 @@ async fn an_unclear_delete_stays_open_and_settlement_refunds_once_the_lease_is_g
         .times(1)
         .in_sequence(&mut seq)
         .returning(move |_| Ok(Some(current.clone())));
+    backend
+        .expect_extend()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
     backend
         .expect_delete()
         .times(1)
@@ -423,4 +525,160 @@ async fn a_refund_the_mint_cannot_issue_stays_owed_and_settlement_issues_it() {
         expect_released(reply).refund_token,
         Some(CashuToken::new("cashuBrefund"))
     );
+}
+
+/// A journal over `memory` whose writes fail from the first [`Stage::Issuing`] on: the
+/// process "dies" right after the release's delete, before the refund is recorded.
+fn journal_that_dies_before_issuing(memory: &MemoryJournal) -> MockJournal {
+    let mut journal = MockJournal::new();
+    let dead = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let m = memory.clone();
+    journal.expect_put().returning(move |key, entry| {
+        if matches!(entry.stage, Stage::Issuing { .. }) {
+            dead.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        if dead.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(JournalError::Io("the process died".into()));
+        }
+        futures::executor::block_on(m.put(key, entry))
+    });
+    let m = memory.clone();
+    journal
+        .expect_get()
+        .returning(move |key| futures::executor::block_on(m.get(key)));
+    let m = memory.clone();
+    journal
+        .expect_unfinished()
+        .returning(move || futures::executor::block_on(m.unfinished()));
+    journal.expect_prune().returning(|_| Ok(0));
+    journal
+}
+
+#[tokio::test]
+async fn a_crash_after_the_delete_refunds_even_when_the_service_returns_after_the_paid_end() {
+    // First run: the lease is released and deleted, then the process dies before the
+    // refund is journaled or issued.
+    let mut ports = Ports::new().refunds_in_sat();
+    ports
+        .verifier
+        .expect_issue_once()
+        .returning(|_, _, _| Err(PaymentError::MintUnavailable("the process died".into())));
+    ports.journal = Some(journal_that_dies_before_issuing(&ports.memory_journal));
+    let (memory, memory_journal, clock) = (
+        ports.memory.clone(),
+        ports.memory_journal.clone(),
+        ports.clock.clone(),
+    );
+    let (service, backend, _, _) = ports.build();
+    let lease = seed_lease(&backend, Tier::standard(), at(HOUR)).await;
+    clock.advance(600);
+    let _ = service
+        .handle(&key("r"), &buyer(), release_req(&lease))
+        .await;
+    drop(service);
+    assert!(memory.get(&lease).await.expect("get").is_none());
+
+    // Back long after the lease's paid end: the refund the release decided is owed.
+    let mut ports = Ports::new()
+        .refunds_in_sat()
+        .issues(Amount::sat(50), "cashuBrefund");
+    ports.memory = memory;
+    ports.memory_journal = memory_journal;
+    ports.clock = clock;
+    let (service, _, journal, clock) = ports.build();
+    clock.advance(i64::try_from(2 * HOUR).expect("fits"));
+    assert_eq!(service.settle().await, 1);
+    let entry = journal.get(&key("r")).await.expect("get").expect("entry");
+    let Stage::Done { reply } = entry.stage else {
+        panic!("not settled: {entry:?}");
+    };
+    let released = expect_released(reply);
+    assert_eq!(released.refund_amount, Amount::sat(50));
+    assert_eq!(released.refund_token, Some(CashuToken::new("cashuBrefund")));
+}
+
+#[tokio::test]
+async fn a_lease_pinned_by_an_interrupted_release_goes_at_recovery_and_its_pin_is_not_refunded() {
+    let (service, backend, journal, clock) = Ports::new().refunds_in_sat().never_issues().build();
+    let lease = seed_lease(&backend, Tier::standard(), at(HOUR)).await;
+    // The crash came after the pin, before the delete.
+    let paid_msat = backend
+        .get(&lease)
+        .await
+        .expect("get")
+        .expect("lease")
+        .paid_msat;
+    backend
+        .extend(
+            &lease,
+            &Extension {
+                expires_at: at(HOUR + 366 * 24 * 3600),
+                paid_msat,
+            },
+        )
+        .await
+        .expect("pin");
+    let mut stage = journaled_release(&lease);
+    if let Stage::Releasing { pinned, .. } = &mut stage {
+        *pinned = true;
+    }
+    journal
+        .put(&key("r"), &Entry::new(buyer(), at(600), stage))
+        .await
+        .expect("put");
+    // Back after the paid end: the lease ran its paid time, and the pin is not paid.
+    clock.advance(i64::try_from(2 * HOUR).expect("fits"));
+    assert_eq!(service.settle().await, 1);
+    assert!(backend.get(&lease).await.expect("get").is_none());
+    let entry = journal.get(&key("r")).await.expect("get").expect("entry");
+    let Stage::Done { reply } = entry.stage else {
+        panic!("not settled: {entry:?}");
+    };
+    let released = expect_released(reply);
+    assert!(released.refund_amount.is_zero(), "{released:?}");
+}
+
+#[tokio::test]
+async fn while_a_release_is_open_a_second_release_and_top_ups_are_refused_and_it_refunds_once() {
+    let (service, backend, journal, clock) = Ports::new()
+        .refunds_in_sat()
+        .token_worth(Amount::sat(100))
+        .never_redeems()
+        .issues(Amount::sat(50), "cashuBrefund")
+        .build();
+    let lease = seed_lease(&backend, Tier::standard(), at(HOUR)).await;
+    clock.advance(600);
+    // The pin's answer is unclear: the release stays open.
+    backend.fail_next(FailOn::Extend);
+    let err = expect_error(
+        service
+            .handle(&key("r1"), &buyer(), release_req(&lease))
+            .await,
+    );
+    assert_eq!(err.code, ErrorCode::PaymentPending);
+
+    // A second release under another request would refund the same time again.
+    let err = expect_error(
+        service
+            .handle(&key("r2"), &buyer(), release_req(&lease))
+            .await,
+    );
+    assert_eq!(err.code, ErrorCode::Unavailable, "{err:?}");
+    assert!(err.message.contains("being released"), "{}", err.message);
+    // A top-up would pay for time the release is about to end: refused, token untouched.
+    let err = expect_error(
+        service
+            .handle(&key("t"), &buyer(), top_up_req(&lease))
+            .await,
+    );
+    assert_eq!(err.code, ErrorCode::Unavailable, "{err:?}");
+    assert!(err.refund_token.is_none());
+
+    assert_eq!(service.settle().await, 1);
+    assert!(backend.get(&lease).await.expect("get").is_none());
+    let entry = journal.get(&key("r1")).await.expect("get").expect("entry");
+    let Stage::Done { reply } = entry.stage else {
+        panic!("not settled: {entry:?}");
+    };
+    assert_eq!(expect_released(reply).refund_amount, Amount::sat(50));
 }
