@@ -537,6 +537,10 @@ pub enum Stage {
         added_seconds: u64,
         /// Change due to the payer once extended.
         change: Amount,
+        /// The lease was in its grace period: the time added counts from the top-up,
+        /// not from the past expiry. Absent in entries of earlier versions.
+        #[serde(default)]
+        revived: bool,
     },
     /// The owner asked to release `lease`: recorded before the backend is asked to
     /// delete it, so recovery reads the lease back to tell whether it went (the refund
