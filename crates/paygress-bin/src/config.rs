@@ -160,6 +160,12 @@ pub struct ServeArgs {
     /// a top-up moves it). `0`: no notices.
     #[arg(long, env = "EXPIRY_NOTICE_MINUTES", default_value_t = 10)]
     pub expiry_notice_minutes: u64,
+    /// Minutes a lease's data is kept after its paid end: at expiry logins stop and
+    /// its processes are stopped, a top-up within this time brings it back with its
+    /// home directory (the time bought counts from the top-up), then it is removed.
+    /// `0`: removed at expiry. Local backend only.
+    #[arg(long, env = "GRACE_MINUTES", default_value_t = 0)]
+    pub grace_minutes: u64,
 
     /// Start even when the data directory or wallet files are readable or writable by
     /// group or others (a warning instead of the refusal).
@@ -325,6 +331,7 @@ impl std::fmt::Debug for ServeArgs {
             &self.release_min_charge_minutes,
         );
         d.field("expiry_notice_minutes", &self.expiry_notice_minutes);
+        d.field("grace_minutes", &self.grace_minutes);
         d.field("allow_shared_data", &self.allow_shared_data);
         d.field("local_network", &self.local_network);
         d.field("local_uid_range", &self.local_uid_range);
@@ -390,6 +397,7 @@ impl ServeArgs {
             "POD_PGID" => own(&self.pod_pgid),
             "POD_TZ" => own(&self.pod_tz),
             "DEFAULT_POD_DURATION_MINUTES" => Some(self.default_pod_duration_minutes.to_string()),
+            "GRACE_MINUTES" => Some(self.grace_minutes.to_string()),
             "HTTP_BODY_LIMIT_BYTES" => own(&self.http_body_limit_bytes),
             "HTTP_REQUEST_TIMEOUT_SECS" => own(&self.http_request_timeout_secs),
             "HTTP_RATE_LIMIT_PER_MINUTE" => own(&self.http_rate_limit_per_minute),
@@ -453,6 +461,12 @@ impl ServeArgs {
             self.max_pod_duration_minutes,
             self.min_pod_duration_minutes
         );
+        // A Kubernetes lease's pod ends at its Job's deadline and nothing but a volume
+        // could outlive it: there is nothing to bring back.
+        ensure!(
+            self.grace_minutes == 0 || self.pod_backend == BackendKind::Local,
+            "GRACE_MINUTES needs POD_BACKEND=local (a Kubernetes lease's pod cannot be kept stopped)"
+        );
         let tiers = self
             .tiers
             .iter()
@@ -485,6 +499,7 @@ impl ServeArgs {
             expiry_notice: (self.expiry_notice_minutes > 0).then(|| {
                 std::time::Duration::from_secs(self.expiry_notice_minutes.saturating_mul(60))
             }),
+            grace: std::time::Duration::from_secs(self.grace_minutes.saturating_mul(60)),
             ..ServiceConfig::default()
         })
     }
@@ -554,6 +569,36 @@ mod tests {
         for bad in ["x", "Pro:1:1", "a:b:c", "a:1:1:0", "a:1:1:1:1"] {
             assert!(parse_tier(bad).is_err(), "{bad}");
         }
+    }
+
+    fn serve_args(extra: &[&str]) -> ServeArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let mut argv = vec!["paygress", "--whitelisted-mints", "http://127.0.0.1:3338"];
+        argv.extend_from_slice(extra);
+        <Cli as clap::Parser>::try_parse_from(argv)
+            .expect("arguments")
+            .serve
+    }
+
+    #[test]
+    fn grace_minutes_reach_the_service_and_the_local_backend() {
+        let args = serve_args(&["--pod-backend", "local", "--grace-minutes", "30"]);
+        let config = args.service_config().unwrap();
+        assert_eq!(config.grace, std::time::Duration::from_secs(30 * 60));
+        assert_eq!(args.lookup("GRACE_MINUTES").as_deref(), Some("30"));
+        let off = serve_args(&["--pod-backend", "local"]);
+        assert_eq!(off.service_config().unwrap().grace, std::time::Duration::ZERO);
+    }
+
+    #[test]
+    fn grace_minutes_are_refused_on_kubernetes() {
+        let args = serve_args(&["--pod-backend", "kubernetes", "--grace-minutes", "30"]);
+        let e = args.service_config().unwrap_err().to_string();
+        assert!(e.contains("GRACE_MINUTES"), "{e}");
     }
 
     #[test]

@@ -60,6 +60,9 @@ struct Live {
     /// Writes the expiry warnings to the lease's terminals.
     warner: JoinHandle<()>,
     expiry: watch::Sender<Timestamp>,
+    /// In its grace period: stopped (no listener, no processes), home kept, `timer`
+    /// removes it when the grace period ends; an extension starts it again.
+    suspended: bool,
 }
 
 impl Live {
@@ -134,7 +137,9 @@ impl LocalBackend {
             let mut leases = inner.leases.lock().await;
             for mut lease in stored {
                 let id = lease.record.id.clone();
-                if lease.record.expires_at <= now {
+                // A lease in its grace period is started as usual: its expiry timer stops
+                // it at once (its logins are refused meanwhile), keeping its home.
+                if inner.removal_at(&lease) <= now {
                     tracing::info!(lease = %id, "lease expired while Paygress was down: removing");
                     remove_home(inner.home_of(&id)).await;
                     continue;
@@ -527,7 +532,53 @@ impl Inner {
             timer,
             warner,
             expiry,
+            suspended: false,
         })
+    }
+
+    /// Starts the stopped lease `id` (in its grace period) again with `extension`: a
+    /// listener (on its old port if it is free), its network and a fresh SSH server on
+    /// the same home. Nothing changes if any step fails.
+    async fn revive(
+        self: &Arc<Self>,
+        leases: &mut BTreeMap<LeaseId, Live>,
+        id: &LeaseId,
+        extension: &Extension,
+    ) -> Result<(), LocalError> {
+        let Some(old) = leases.get(id) else {
+            return Err(LocalError::Config(format!("lease {id} is gone")));
+        };
+        let mut stored = old.stored.clone();
+        stored.record.expires_at = extension.expires_at;
+        stored.record.paid_msat = extension.paid_msat;
+        let (listener, port) = self.resume_listener(&stored, leases).await?;
+        stored.record.ssh_port = port;
+        stored.record.node_port = Some(port);
+        self.sandbox.net_up(id.as_str()).await?;
+        let started = match self.mount_home(id).await {
+            Ok(()) => self.launch(stored, listener),
+            Err(e) => Err(e),
+        };
+        let live = match started {
+            Ok(live) => live,
+            Err(e) => {
+                self.sandbox.net_down(id.as_str());
+                return Err(e);
+            }
+        };
+        let Some(old) = leases.insert(id.clone(), live) else {
+            return Ok(());
+        };
+        if let Err(e) = self.persist(leases).await {
+            if let Some(new) = leases.insert(id.clone(), old) {
+                new.stop();
+            }
+            return Err(e);
+        }
+        // The old parts are stopped already; only its removal timer still runs.
+        old.timer.abort();
+        tracing::info!(lease = %id, port, "lease brought back from its grace period");
+        Ok(())
     }
 
     /// Writes the lease file (fsync, rename) on a blocking thread; callers hold the
@@ -556,13 +607,41 @@ impl Inner {
         let _ = std::fs::remove_dir_all(self.identity_dir(&live.stored.record.id));
     }
 
-    /// Removes `id` if its expiry has passed (an extension may have won the race).
-    async fn expire(&self, id: &LeaseId) {
+    /// When `lease` is removed: its expiry plus the grace period.
+    fn removal_at(&self, lease: &StoredLease) -> Timestamp {
+        lease.record.grace_ends_at(self.config.grace)
+    }
+
+    /// At `id`'s expiry (an extension may have won the race): with a grace period, stops
+    /// it and keeps its home until the period ends; after it (or without one), removes it.
+    ///
+    /// Boxed: its timer and this call each other's futures.
+    fn expire<'a>(
+        self: &'a Arc<Self>,
+        id: &'a LeaseId,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(self.expire_now(id))
+    }
+
+    async fn expire_now(self: &Arc<Self>, id: &LeaseId) {
         let mut leases = self.leases.lock().await;
-        let due = leases
-            .get(id)
-            .is_some_and(|l| l.stored.record.expires_at <= Timestamp::now());
-        if !due {
+        let now = Timestamp::now();
+        let Some(live) = leases.get_mut(id) else {
+            return;
+        };
+        if live.stored.record.expires_at > now {
+            return;
+        }
+        let removal = self.removal_at(&live.stored);
+        if now < removal {
+            if !live.suspended {
+                tracing::info!(lease = %id, until = %removal, "lease expired: stopped, its home kept for the grace period");
+                live.stop();
+                live.suspended = true;
+                let (expiry, rx) = watch::channel(removal);
+                live.expiry = expiry;
+                live.timer = tokio::spawn(expiry_timer(Arc::downgrade(self), id.clone(), rx));
+            }
             return;
         }
         if let Some(live) = leases.remove(id) {
@@ -846,6 +925,9 @@ impl PodBackend for LocalBackend {
         let live = leases
             .get_mut(id)
             .ok_or_else(|| BackendError::NotFound(id.clone()))?;
+        if live.suspended && extension.expires_at > Timestamp::now() {
+            return Ok(self.inner.revive(&mut leases, id, extension).await?);
+        }
         let previous = (live.stored.record.expires_at, live.stored.record.paid_msat);
         live.stored.record.expires_at = extension.expires_at;
         live.stored.record.paid_msat = extension.paid_msat;
