@@ -284,6 +284,7 @@ mod quotes;
 mod release;
 mod settle;
 mod spawn;
+mod spawn_checks;
 mod spawn_failures;
 mod top_up;
 
