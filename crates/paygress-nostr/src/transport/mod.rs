@@ -29,7 +29,7 @@ mod start;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use reply::{reply_event, rumor_id, send_to};
+pub(crate) use reply::{accepted, reply_event, rumor_id, send_to};
 
 /// Gift-wrap timestamps are randomised up to this far into the past (NIP-59).
 pub const GIFT_WRAP_SKEW: Duration = Duration::from_secs(2 * 24 * 3600);

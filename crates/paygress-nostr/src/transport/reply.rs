@@ -50,6 +50,12 @@ pub(crate) async fn send_to(
         connected
     };
     let out = client.send_event_to(targets, event).await?;
+    accepted(&out)
+}
+
+/// `Ok` when at least one relay accepted the event `out` reports on; otherwise every
+/// relay's refusal.
+pub(crate) fn accepted(out: &nostr_sdk::pool::Output<EventId>) -> Result<(), NostrError> {
     if out.success.is_empty() {
         let why: Vec<String> = out
             .failed
