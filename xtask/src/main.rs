@@ -91,13 +91,17 @@ fn protoc() -> Result<PathBuf> {
     protoc_bin_vendored::protoc_bin_path().context("no vendored protoc for this platform")
 }
 
+/// `program args…` to run in the workspace root with `PROTOC` set.
+fn command(program: &str, args: &[&str]) -> Result<Command> {
+    let mut c = Command::new(program);
+    c.args(args).current_dir(root()?).env("PROTOC", protoc()?);
+    Ok(c)
+}
+
 /// Runs a command in the workspace root with `PROTOC` set; fails on non-zero exit.
 fn cmd(program: &str, args: &[&str]) -> Result<()> {
     eprintln!("xtask: $ {program} {}", args.join(" "));
-    let status = Command::new(program)
-        .args(args)
-        .current_dir(root()?)
-        .env("PROTOC", protoc()?)
+    let status = command(program, args)?
         .status()
         .with_context(|| format!("cannot start {program}"))?;
     if !status.success() {
@@ -106,11 +110,9 @@ fn cmd(program: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Runs a command as [`cmd`] does and returns its standard output.
 fn output(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(root()?)
-        .env("PROTOC", protoc()?)
+    let out = command(program, args)?
         .output()
         .with_context(|| format!("cannot start {program}"))?;
     if !out.status.success() {

@@ -31,21 +31,18 @@ impl HttpApi {
 
     /// Reports transports through `probe` in `/healthz` (default: `http` up).
     pub fn with_transport_probe(self, probe: TransportProbe) -> Self {
-        let state = &self.state;
-        Self {
-            web: self.web.clone(),
-            ..Self::build(
-                state.paygress.clone(),
-                state.payments.clone(),
-                state.config.clone(),
-                Some(probe),
-                state.metrics.clone(),
-            )
-        }
+        let metrics = self.state.metrics.clone();
+        self.rebuilt(Some(probe), metrics)
     }
 
     /// Serves `GET /metrics` (in the full API and the health-only router) with `render`.
     pub fn with_metrics(self, render: MetricsRender) -> Self {
+        let transports = self.state.transports.clone();
+        self.rebuilt(transports, Some(render))
+    }
+
+    /// The same API and web page with `transports` and `metrics` instead.
+    fn rebuilt(self, transports: Option<TransportProbe>, metrics: Option<MetricsRender>) -> Self {
         let state = &self.state;
         Self {
             web: self.web.clone(),
@@ -53,8 +50,8 @@ impl HttpApi {
                 state.paygress.clone(),
                 state.payments.clone(),
                 state.config.clone(),
-                state.transports.clone(),
-                Some(render),
+                transports,
+                metrics,
             )
         }
     }

@@ -107,12 +107,7 @@ impl Driver<'_> {
                 .json(body)
                 .send()
                 .await;
-            let Ok(resp) = sent else {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            };
-            let status = resp.status();
-            let Ok(v) = resp.json::<Value>().await else {
+            let Some((status, v)) = read_answer(sent).await else {
                 continue;
             };
             if status.as_u16() == 201 {
@@ -181,12 +176,7 @@ impl Driver<'_> {
                 .header("Idempotency-Key", &rkey)
                 .send()
                 .await;
-            let Ok(resp) = sent else {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            };
-            let status = resp.status();
-            let Ok(v) = resp.json::<Value>().await else {
+            let Some((status, v)) = read_answer(sent).await else {
                 continue;
             };
             if status.is_success() {
@@ -302,6 +292,19 @@ impl Driver<'_> {
             }
         }
     }
+}
+
+/// The status and JSON body of an answer; `None` when there is none to read (after a
+/// short pause when the request got no answer at all).
+async fn read_answer(
+    sent: reqwest::Result<reqwest::Response>,
+) -> Option<(reqwest::StatusCode, Value)> {
+    let Ok(resp) = sent else {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        return None;
+    };
+    let status = resp.status();
+    resp.json::<Value>().await.ok().map(|v| (status, v))
 }
 
 fn print_outcome(i: usize, out: &Outcome) {
