@@ -132,12 +132,7 @@ async fn malformed_idempotency_keys_are_400_and_not_redeemed() {
 
 #[tokio::test]
 async fn concurrent_keyless_duplicates_give_credentials_once() {
-    let inner = paygress_core::memory::MemoryBackend::new();
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let backend = Arc::new(GatedBackend {
-        inner: inner.clone(),
-        gate: gate.clone(),
-    });
+    let (backend, inner, gate) = GatedBackend::closed();
     let h = Arc::new(
         Harness::start_with(Options {
             backend: Some(backend),

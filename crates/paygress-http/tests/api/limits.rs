@@ -75,12 +75,7 @@ async fn graceful_shutdown_stops_serving() {
 
 #[tokio::test]
 async fn timed_out_paid_request_finishes_and_a_retry_gets_its_answer() {
-    let inner = paygress_core::memory::MemoryBackend::new();
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let backend = Arc::new(GatedBackend {
-        inner: inner.clone(),
-        gate: gate.clone(),
-    });
+    let (backend, inner, gate) = GatedBackend::closed();
     let h = Harness::start_with(Options {
         config: HttpConfig {
             request_timeout: std::time::Duration::from_secs(1),
@@ -111,12 +106,7 @@ async fn timed_out_paid_request_finishes_and_a_retry_gets_its_answer() {
 
 #[tokio::test]
 async fn requests_over_the_concurrency_limit_wait_and_time_out_unredeemed() {
-    let inner = paygress_core::memory::MemoryBackend::new();
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let backend = Arc::new(GatedBackend {
-        inner: inner.clone(),
-        gate: gate.clone(),
-    });
+    let (backend, inner, gate) = GatedBackend::closed();
     let h = Arc::new(
         Harness::start_with(Options {
             config: HttpConfig {

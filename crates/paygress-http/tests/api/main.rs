@@ -54,6 +54,24 @@ struct GatedBackend {
     gate: Arc<tokio::sync::Semaphore>,
 }
 
+impl GatedBackend {
+    /// A gated backend with its gate closed; also the memory backend it wraps and the
+    /// gate (add a permit to let one `create` through).
+    fn closed() -> (
+        Arc<Self>,
+        paygress_core::memory::MemoryBackend,
+        Arc<tokio::sync::Semaphore>,
+    ) {
+        let inner = paygress_core::memory::MemoryBackend::new();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let backend = Arc::new(Self {
+            inner: inner.clone(),
+            gate: gate.clone(),
+        });
+        (backend, inner, gate)
+    }
+}
+
 #[async_trait::async_trait]
 impl paygress_core::PodBackend for GatedBackend {
     fn name(&self) -> &'static str {
