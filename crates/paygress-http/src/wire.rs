@@ -85,8 +85,9 @@ fn lease_id(name: String) -> Result<LeaseId, InvalidBody> {
 pub struct PodInfo {
     /// Lease name.
     pub pod_name: String,
-    /// `provisioning` (paid, the pod is starting: its time has not started), `active`
-    /// or `expired`.
+    /// `provisioning` (paid, the pod is starting: its time has not started), `active`,
+    /// `grace` (paid time over, pod stopped, data kept: a top-up brings it back; only
+    /// with `GRACE_MINUTES`) or `expired`.
     #[schema(example = "active")]
     pub state: String,
     /// End of the paid time.
@@ -102,11 +103,13 @@ pub struct PodInfo {
 }
 
 impl PodInfo {
-    /// The public view of `record` at time `now`.
-    pub fn from_record(record: &LeaseRecord, now: Timestamp) -> Self {
-        let state = match record.state_at(now) {
-            LeaseState::Active => "active",
+    /// The public view of `record` at time `now`, with the service's grace period
+    /// after the paid end (`grace`: stopped, data kept, a top-up brings it back).
+    pub fn from_record(record: &LeaseRecord, now: Timestamp, grace: std::time::Duration) -> Self {
+        let state = match record.state(now, grace) {
+            LeaseState::Active | LeaseState::Extended => "active",
             LeaseState::Provisioning => "provisioning",
+            LeaseState::Grace => "grace",
             _ => "expired",
         };
         Self {
@@ -133,6 +136,8 @@ impl TryFrom<PodInfo> for LeaseStatus {
         } = p;
         let state = match state.as_str() {
             "active" => LeaseState::Active,
+            "provisioning" => LeaseState::Provisioning,
+            "grace" => LeaseState::Grace,
             "expired" => LeaseState::Expired,
             other => {
                 return Err(InvalidBody {
@@ -239,6 +244,8 @@ pub struct HealthBody {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -259,13 +266,46 @@ mod tests {
             mint: None,
         };
         let later = t0 + jiff::SignedDuration::from_secs(90);
-        let info = PodInfo::from_record(&record, later);
+        let info = PodInfo::from_record(&record, later, Duration::ZERO);
         assert_eq!(info.state, "provisioning");
         assert_eq!(info.remaining_seconds, 600);
         record.phase = paygress_core::LeasePhase::Ended;
-        let info = PodInfo::from_record(&record, later);
+        let info = PodInfo::from_record(&record, later, Duration::ZERO);
         assert_eq!(info.state, "expired");
         assert_eq!(info.remaining_seconds, 0);
+    }
+
+    #[test]
+    fn a_lease_past_its_paid_end_shows_as_grace_during_the_grace_period_and_reads_back() {
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let record = LeaseRecord {
+            id: "ssh-pod-abcd1234".parse().unwrap(),
+            owner: paygress_core::Requester::new("test", "buyer"),
+            username: "alice".parse().unwrap(),
+            tier: "standard".to_owned(),
+            image: "img".to_owned(),
+            created_at: t0,
+            expires_at: t0 + jiff::SignedDuration::from_secs(600),
+            paid_msat: 1,
+            ssh_port: 2222,
+            node_port: None,
+            phase: paygress_core::LeasePhase::Running,
+            mint: None,
+        };
+        let grace = Duration::from_secs(300);
+        let in_grace = t0 + jiff::SignedDuration::from_secs(700);
+        let info = PodInfo::from_record(&record, in_grace, grace);
+        assert_eq!(info.state, "grace");
+        assert_eq!(info.remaining_seconds, 0);
+        let status = LeaseStatus::try_from(info).expect("a client reads the grace state");
+        assert_eq!(status.state, LeaseState::Grace);
+        let after = t0 + jiff::SignedDuration::from_secs(901);
+        assert_eq!(PodInfo::from_record(&record, after, grace).state, "expired");
+        // Without a grace period nothing changes.
+        assert_eq!(
+            PodInfo::from_record(&record, in_grace, Duration::ZERO).state,
+            "expired"
+        );
     }
 
     #[test]

@@ -185,10 +185,11 @@ pub(crate) async fn list_pods(State(state): Shared) -> Result<Json<Vec<PodInfo>>
         ApiError::new(ErrorCode::Unavailable, "the backend is unavailable")
     })?;
     let now = state.paygress.now();
+    let grace = state.paygress.config().grace;
     Ok(Json(
         records
             .iter()
-            .map(|r| PodInfo::from_record(r, now))
+            .map(|r| PodInfo::from_record(r, now, grace))
             .collect(),
     ))
 }
@@ -212,7 +213,11 @@ pub(crate) async fn get_pod(
 ) -> Result<Json<PodInfo>, ApiError> {
     let id = parse_lease(&name)?;
     match state.paygress.backend().get(&id).await {
-        Ok(Some(r)) => Ok(Json(PodInfo::from_record(&r, state.paygress.now()))),
+        Ok(Some(r)) => Ok(Json(PodInfo::from_record(
+            &r,
+            state.paygress.now(),
+            state.paygress.config().grace,
+        ))),
         Ok(None) => Err(ApiError::new(
             ErrorCode::PodNotFound,
             format!("lease {id} not found"),
