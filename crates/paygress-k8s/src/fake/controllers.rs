@@ -227,10 +227,17 @@ impl FakeState {
         let Some(delay) = self.ready_after else {
             return;
         };
-        let starting = pods
+        let starting: Vec<Value> = pods
             .into_iter()
-            .filter(|o| o["status"]["phase"] == "Pending");
+            .filter(|o| o["status"]["phase"] == "Pending")
+            .collect();
         for mut pod in starting {
+            // The kubelet cannot start a container whose environment reads a Secret that
+            // does not exist (CreateContainerConfigError); it retries, here at the next
+            // reconcile.
+            if !self.env_secrets_exist(&pod) {
+                continue;
+            }
             let created = parse_time(&pod["metadata"]["creationTimestamp"]).expect("created");
             if now >= created + jiff::SignedDuration::from_secs(delay) {
                 pod["status"] = json!({
@@ -240,5 +247,19 @@ impl FakeState {
                 self.put("pods", pod);
             }
         }
+    }
+
+    /// Whether every Secret the pod's containers read their environment from exists.
+    fn env_secrets_exist(&self, pod: &Value) -> bool {
+        pod["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["env"].as_array().into_iter().flatten())
+            .filter_map(|e| e["valueFrom"]["secretKeyRef"]["name"].as_str())
+            .all(|name| {
+                self.objects
+                    .contains_key(&("secrets".to_owned(), name.to_owned()))
+            })
     }
 }
