@@ -491,7 +491,7 @@ impl FakeState {
                 self.put(&r, o);
             }
         } else {
-            self.collect_garbage();
+            self.collect_garbage_of(&uid);
         }
         (200, status_success(kind_of(resource), name, &uid))
     }
