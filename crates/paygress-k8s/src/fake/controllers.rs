@@ -92,6 +92,17 @@ impl FakeState {
             .collect()
     }
 
+    /// Like [`named`](Self::named), only the pods still Pending (the kubelet's work):
+    /// with thousands of running leases, a tick copies none of them.
+    pub(super) fn pending(&self, resource: &str, prefix: &str) -> Vec<Value> {
+        self.objects
+            .range((resource.to_owned(), prefix.to_owned())..)
+            .take_while(|((r, n), _)| r == resource && n.starts_with(prefix))
+            .filter(|(_, o)| o["status"]["phase"] == "Pending")
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+
     /// The pods of Job `job` (the controller names them `{job}-{suffix}`).
     pub(super) fn pods_of(&self, job: &str, job_uid: &str) -> Vec<Value> {
         self.named("pods", &format!("{job}-"))
@@ -128,10 +139,10 @@ impl FakeState {
             }
         }
         if everything {
-            self.kubelet(now, self.named("pods", ""));
+            self.kubelet(now, self.pending("pods", ""));
         } else {
             for name in &jobs {
-                let pods = self.named("pods", &format!("{name}-"));
+                let pods = self.pending("pods", &format!("{name}-"));
                 self.kubelet(now, pods);
             }
         }
