@@ -1,6 +1,6 @@
 //! The fake cluster served on a 127.0.0.1 port (`Fake::serve`, what the benchmarks use):
-//! the backend's whole create flow (suspended Job, Secret and Service, resume, a pod
-//! watch until Ready) over TCP, on real time, with no hand-moved clock.
+//! the backend's whole create flow (Job and pod watch, Secret and Service, the paid
+//! clock once the pod is Ready) over TCP, on real time, with no hand-moved clock.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -29,14 +29,14 @@ async fn a_served_fake_runs_a_lease_over_tcp_and_counts_every_call() {
     assert_eq!(pods.len(), 1);
     let pod = fake.object("pods", &pods[0]).unwrap();
     assert_eq!(pod["status"]["phase"], "Running");
-    // Every request reached the fake and was counted; the pod was Ready by the pod
-    // watcher's initial list (readiness after 0 s, no clock moved by hand).
+    // Every request reached the fake and was counted; the pod watch saw the pod Ready
+    // (readiness after 0 s, once its Secret existed; no clock moved by hand).
     let log = fake.log();
     assert_eq!(served.calls(), log.len() as u64);
     assert!(
         log.iter()
-            .any(|s| s.path.ends_with("/pods") && s.query.contains_key("labelSelector")),
-        "the backend listed the lease's pods: {:?}",
+            .any(|s| s.path.ends_with("/pods") && s.query.contains_key("watch")),
+        "the backend watched the lease's pods: {:?}",
         log.iter().map(|s| &s.path).collect::<Vec<_>>()
     );
 

@@ -60,7 +60,9 @@ impl FakeState {
                     self.dirty.insert(name.to_owned());
                 }
             }
-            "pods" => {
+            // A pod waits for the Secret its environment reads: its Job's pods are
+            // looked at again when a Secret it owns is written.
+            "pods" | "secrets" => {
                 for owner in object["metadata"]["ownerReferences"]
                     .as_array()
                     .into_iter()
@@ -215,7 +217,8 @@ impl FakeState {
         )
     }
 
-    /// A watch from `resourceVersion`: the events since then, then live ones.
+    /// A watch from `resourceVersion`: the events since then, then live ones; without
+    /// one (or from "0"), the matching objects as they are now, then live events.
     pub(super) fn watch(&mut self, resource: &str, seen: &Seen) -> FakeBody {
         let (tx, rx) = futures::channel::mpsc::unbounded::<Bytes>();
         let labels = seen.query.get("labelSelector").cloned().unwrap_or_default();
@@ -225,17 +228,34 @@ impl FakeState {
             .get("resourceVersion")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let first = self.history.partition_point(|(rv, _, _)| *rv <= since);
-        for (_, r, event) in &self.history[first..] {
-            if r == resource
-                && matches_selector(&event["object"], &labels)
+        let wanted = |object: &Value| {
+            matches_selector(object, &labels)
                 && name
                     .as_deref()
-                    .is_none_or(|n| event["object"]["metadata"]["name"] == n)
+                    .is_none_or(|n| object["metadata"]["name"] == n)
+        };
+        let send = |event: &Value| {
+            let mut line = serde_json::to_vec(event).expect("json");
+            line.push(b'\n');
+            tx.unbounded_send(Bytes::from(line)).expect("open");
+        };
+        if since == 0 {
+            // No resourceVersion (or "0"): the current state as synthetic ADDED events,
+            // then what changes, as the real API server does.
+            for (_, object) in self
+                .objects
+                .range((resource.to_owned(), String::new())..)
+                .take_while(|((r, _), _)| r == resource)
+                .filter(|(_, o)| wanted(o))
             {
-                let mut line = serde_json::to_vec(event).expect("json");
-                line.push(b'\n');
-                tx.unbounded_send(Bytes::from(line)).expect("open");
+                send(&json!({ "type": "ADDED", "object": object }));
+            }
+        } else {
+            let first = self.history.partition_point(|(rv, _, _)| *rv <= since);
+            for (_, r, event) in &self.history[first..] {
+                if r == resource && wanted(&event["object"]) {
+                    send(event);
+                }
             }
         }
         self.watches.push(Watch {
@@ -471,7 +491,7 @@ impl FakeState {
                 self.put(&r, o);
             }
         } else {
-            self.collect_garbage();
+            self.collect_garbage_of(&uid);
         }
         (200, status_success(kind_of(resource), name, &uid))
     }

@@ -127,6 +127,14 @@ impl Fake {
         (fake.tower_client(), fake)
     }
 
+    /// Like [`Fake::start`], answering every API call after `latency` of tokio's clock:
+    /// under a paused clock (`#[tokio::test(start_paused = true)]`), the time an
+    /// operation takes is its number of round trips one after another, times `latency`.
+    pub fn start_with_latency(latency: Duration) -> (Client, Fake) {
+        let fake = Self::new(ManualClock::new(epoch()), latency);
+        (fake.tower_client(), fake)
+    }
+
     /// Serves a fake cluster on a free 127.0.0.1 port, answering every API call after
     /// `latency`. Its clock starts now and follows real time (one step a second, the
     /// controllers running at each), so pods are Ready as soon as they exist (see

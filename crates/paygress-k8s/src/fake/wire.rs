@@ -172,6 +172,11 @@ impl Served {
                 async move { fake.answer(req).await.map(axum::body::Body::new) }
             }
         });
+        // TCP_NODELAY, as the real API server (Go) sets it: without it, a watch event
+        // written after the response's head waits for the client's delayed ACK (40 ms).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

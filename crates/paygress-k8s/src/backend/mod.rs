@@ -1,0 +1,283 @@
+//! [`K8sBackend`]: the [`PodBackend`] on a Kubernetes cluster.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Client};
+use paygress_core::{
+    BackendError, DynClock, Extension, LeaseId, LeaseRecord, LeaseSpec, PodBackend, Provisioned,
+    SystemClock,
+};
+use serde_json::json;
+use tracing::{debug, instrument, warn};
+
+use crate::config::K8sConfig;
+use crate::error::{K8sError, map_kube, map_kube_for};
+use crate::objects::{self, annotations};
+
+mod create;
+mod sweep;
+
+/// How often `extend` tries when its patch loses a race (HTTP 409).
+pub const EXTEND_ATTEMPTS: u32 = 3;
+
+/// Leases as Kubernetes Jobs (see the crate docs).
+#[derive(Clone)]
+pub struct K8sBackend {
+    config: K8sConfig,
+    jobs: Api<Job>,
+    services: Api<Service>,
+    secrets: Api<Secret>,
+    pods: Api<Pod>,
+    nodes: Api<Node>,
+    clock: DynClock,
+}
+
+impl std::fmt::Debug for K8sBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("K8sBackend")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl K8sBackend {
+    /// A backend using `client` in `config.namespace`. Makes no request.
+    pub fn new(client: Client, config: K8sConfig) -> Self {
+        let ns = config.namespace.as_str();
+        Self {
+            jobs: Api::namespaced(client.clone(), ns),
+            services: Api::namespaced(client.clone(), ns),
+            secrets: Api::namespaced(client.clone(), ns),
+            pods: Api::namespaced(client.clone(), ns),
+            nodes: Api::all(client),
+            clock: Arc::new(SystemClock),
+            config,
+        }
+    }
+
+    /// The same backend reading time from `clock` (when a pod became ready).
+    pub fn with_clock(mut self, clock: DynClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// A backend with the in-cluster service account, or the local kubeconfig
+    /// (`kube::Client::try_default`). Makes no request.
+    pub async fn try_default(config: K8sConfig) -> Result<Self, K8sError> {
+        let client = Client::try_default().await.map_err(K8sError::Client)?;
+        Ok(Self::new(client, config))
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &K8sConfig {
+        &self.config
+    }
+
+    /// Removes the Job of a lease whose creation failed half-way; its Secret and Service
+    /// (if they were created) go with it through their ownerReferences.
+    async fn roll_back(&self, id: &LeaseId) {
+        if let Err(err) = self
+            .jobs
+            .delete(id.as_str(), &DeleteParams::background())
+            .await
+        {
+            // The Job's deadline still ends it and its TTL removes it.
+            warn!(lease = %id, error = %err, "could not delete the Job of a failed create");
+        }
+    }
+
+    async fn try_extend(&self, id: &LeaseId, extension: &Extension) -> Result<(), BackendError> {
+        let job = self
+            .jobs
+            .get(id.as_str())
+            .await
+            .map_err(|e| map_kube(id, e))?;
+        if job.metadata.deletion_timestamp.is_some() {
+            return Err(BackendError::NotFound(id.clone()));
+        }
+        if objects::is_finished(&job) {
+            return Err(BackendError::Rejected(format!(
+                "lease {id} has already ended"
+            )));
+        }
+        let anchor = objects::deadline_anchor(&job)
+            .ok_or_else(|| BackendError::Other("the Job has no creation time".into()))?;
+        if extension.expires_at <= anchor {
+            return Err(BackendError::Rejected(format!(
+                "new expiry {} is before the Job started",
+                extension.expires_at
+            )));
+        }
+        let deadline = objects::deadline_seconds(anchor, extension.expires_at);
+        let patch = json!({
+            "metadata": {
+                "resourceVersion": job.metadata.resource_version,
+                "annotations": {
+                    annotations::EXPIRES_AT: extension.expires_at.to_string(),
+                    annotations::PAID_MSAT: extension.paid_msat.to_string(),
+                },
+            },
+            "spec": { "activeDeadlineSeconds": deadline },
+        });
+        self.jobs
+            .patch(id.as_str(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| map_kube(id, e))?;
+        Ok(())
+    }
+}
+
+fn floor_to_second(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+fn ceil_to_second(t: Timestamp) -> Timestamp {
+    if t.subsec_nanosecond() > 0 {
+        Timestamp::from_second(t.as_second() + 1).unwrap_or(t)
+    } else {
+        t
+    }
+}
+
+/// A Secret or Service that already exists belongs to no live lease of ours: a conflict,
+/// not "lease already exists".
+fn dependent_error(id: &LeaseId, err: kube::Error) -> BackendError {
+    match map_kube(id, err) {
+        BackendError::AlreadyExists(id) => {
+            BackendError::Conflict(format!("an object of lease {id} already exists"))
+        }
+        other => other,
+    }
+}
+
+#[async_trait]
+impl PodBackend for K8sBackend {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    /// Creates the lease and returns once its pod is ready to log in: the Job, with a
+    /// watch of its pods opened beside it; then its Secret and Service together (they
+    /// need the Job's uid; the pod cannot start before its Secret exists) while the
+    /// watch waits for the pod to be Ready; the paid time counts from that moment, and
+    /// the Job's deadline and annotations are set to end exactly then. Three round trips
+    /// one after another. Not ready within the readiness timeout, or any failure on the
+    /// way: the Job is deleted (with everything it owns) and the error returned, so core
+    /// refunds the payment.
+    #[instrument(skip_all, fields(lease = %spec.id))]
+    async fn create(&self, spec: &LeaseSpec) -> Result<Provisioned, BackendError> {
+        self.create_lease(spec).await
+    }
+
+    /// Raises the Job's `activeDeadlineSeconds` so that it ends at the new expiry, counted
+    /// from the Job's `status.startTime` (the creation time before the Job has started),
+    /// and records expiry and total paid in its annotations. The patch carries the Job's
+    /// `resourceVersion`; when a concurrent change (e.g. a Job status update) wins, the
+    /// Job is read again and the patch retried, [`EXTEND_ATTEMPTS`] times in all, then
+    /// `Conflict` is returned.
+    #[instrument(skip_all, fields(lease = %id))]
+    async fn extend(&self, id: &LeaseId, extension: &Extension) -> Result<(), BackendError> {
+        let mut attempt = 1;
+        loop {
+            match self.try_extend(id, extension).await {
+                Err(BackendError::Conflict(msg)) if attempt < EXTEND_ATTEMPTS => {
+                    debug!(attempt, reason = %msg, "top-up patch lost a race; retrying");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Deletes the Job with `propagationPolicy: Background` (the API's default for Jobs
+    /// is to orphan their pods); the garbage collector removes pod, Service and Secret.
+    #[instrument(skip_all, fields(lease = %id))]
+    async fn delete(&self, id: &LeaseId) -> Result<(), BackendError> {
+        match self
+            .jobs
+            .delete(id.as_str(), &DeleteParams::background())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(err) => Err(map_kube(id, err)),
+        }
+    }
+
+    #[instrument(skip_all, fields(lease = %id))]
+    async fn get(&self, id: &LeaseId) -> Result<Option<LeaseRecord>, BackendError> {
+        // The Job and its Service in one round trip.
+        let (job, service) = futures::try_join!(
+            async {
+                self.jobs
+                    .get_opt(id.as_str())
+                    .await
+                    .map_err(|e| map_kube(id, e))
+            },
+            async {
+                self.services
+                    .get_opt(&objects::service_name(id))
+                    .await
+                    .map_err(|e| map_kube(id, e))
+            },
+        )?;
+        let Some(job) = job else {
+            return Ok(None);
+        };
+        if job.metadata.deletion_timestamp.is_some() || !is_ours(&job) {
+            return Ok(None);
+        }
+        Ok(Some(objects::record(&job, service.as_ref())?))
+    }
+
+    /// Every lease Job (by label), with node ports from the lease Services. Jobs whose
+    /// annotations do not parse are skipped with a warning.
+    #[instrument(skip_all)]
+    async fn list(&self) -> Result<Vec<LeaseRecord>, BackendError> {
+        let lp = ListParams::default().labels(objects::SELECTOR);
+        let list_error = |e| map_kube_for(None, e);
+        let (jobs, services) = futures::try_join!(
+            async { self.jobs.list(&lp).await.map_err(list_error) },
+            async { self.services.list(&lp).await.map_err(list_error) },
+        )?;
+        let services: HashMap<String, Service> = services
+            .items
+            .into_iter()
+            .filter_map(|s| Some((s.metadata.name.clone()?, s)))
+            .collect();
+        let mut records = Vec::with_capacity(jobs.items.len());
+        for job in jobs.items {
+            if job.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let name = job.metadata.name.clone().unwrap_or_default();
+            let service = services.get(&format!("{name}-ssh"));
+            match objects::record(&job, service) {
+                Ok(record) => records.push(record),
+                Err(err) => warn!(job = %name, error = %err, "skipping a Job that is not a lease"),
+            }
+        }
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(records)
+    }
+
+    /// Removes pods, Services and Secrets whose lease Job no longer exists.
+    #[instrument(skip_all)]
+    async fn sweep(&self) -> Result<usize, BackendError> {
+        self.sweep_orphans().await
+    }
+}
+
+fn is_ours(job: &Job) -> bool {
+    job.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(objects::MANAGED_BY_LABEL))
+        .is_some_and(|v| v == objects::MANAGED_BY)
+}
