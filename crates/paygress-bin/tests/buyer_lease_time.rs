@@ -232,3 +232,97 @@ async fn auto_top_up_keeps_a_short_lease_alive_past_two_expiries_within_the_budg
     assert_eq!(timestamp(&status["expires_at"]), third_expiry);
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_top_up_stops_when_the_lease_is_gone_and_keeps_the_unpaid_tokens() {
+    let stack = DevStack::start_with(&args("2720-2724"), fast_terms(0))
+        .await
+        .expect("stack");
+    let home = tempfile::tempdir().expect("tempdir");
+    let cfg = home.path();
+    assert!(paygress(cfg, &["keygen"]).await.status.success());
+    // A lease that is long enough that no top-up is due before it is released.
+    let (pod, _) = buy(&stack, cfg, 15).await;
+    let (service, relay) = (stack.service_key.to_hex(), stack.relay_url().to_string());
+    let money = stack
+        .mint
+        .mint_token(20, TokenFormat::V4)
+        .await
+        .expect("mint");
+    let money_file = write_token(cfg, "budget.cashu", &money).await;
+    let auto = buyer_common::command(
+        cfg,
+        &[
+            "topup",
+            "--auto",
+            "--budget",
+            "20",
+            "--every-minutes",
+            "0.1",
+            "--before-minutes",
+            "0.1",
+            "--service",
+            &service,
+            "--relay",
+            &relay,
+            "--pod",
+            &pod,
+            "--token",
+            &money_file,
+            "--json",
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("runs paygress");
+    // Once the token is split (three top-ups of 6 sat), the lease goes away.
+    let tokens = cfg.join("tokens");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(&tokens).map_or(0, |d| {
+        d.filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().contains("-topup"))
+        })
+        .count()
+    }) < 3
+    {
+        assert!(Instant::now() < deadline, "the token was never split");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = paygress(
+        cfg,
+        &[
+            "release",
+            "--service",
+            &service,
+            "--relay",
+            &relay,
+            "--pod",
+            &pod,
+            "--json",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+
+    let out = auto.wait_with_output().await.expect("auto top-up ends");
+    assert!(out.status.success(), "{out:?}");
+    let lines = json_lines(&out);
+    assert!(lines.iter().all(|l| l["event"] != "paid"), "{lines:?}");
+    let stopped = lines.last().expect("a last line");
+    assert_eq!(stopped["event"], "stopped", "{lines:?}");
+    assert_eq!(stopped["spent_sat"], 0);
+    // The three top-ups not paid are still the buyer's money.
+    let unused = stopped["unused_token_files"].as_array().expect("files");
+    assert_eq!(unused.len(), 3, "{stopped}");
+    for f in unused {
+        let token = std::fs::read_to_string(f.as_str().expect("path")).expect("token");
+        let token = paygress_core::CashuToken::new(token.trim());
+        assert_eq!(
+            stack.mint.redeem_as_buyer(&token).await.expect("redeems"),
+            6
+        );
+    }
+    stack.shutdown().await;
+}
