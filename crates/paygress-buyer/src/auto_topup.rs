@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use paygress_core::{
-    ErrorCode, LeaseState, LeaseStatus, Offer, Reply, Request, StatusRequest, TopUpRequest,
-    TopUpResult,
+    CashuToken, ErrorCode, LeaseState, LeaseStatus, Offer, Reply, Request, StatusRequest,
+    TopUpRequest, TopUpResult,
 };
 
-use crate::prepay::Piece;
+use crate::prepay::{Piece, Prepaid};
 use crate::terms::{min_seconds, price_sat};
 use crate::{BuyerError, BuyerHome, Route, TokenKind, Waits};
 
@@ -24,14 +24,19 @@ pub struct Plan {
     pub before: Duration,
 }
 
+/// When a top-up is sent without `before`: two minutes before the expiry, or half of
+/// what a top-up buys if that is less.
+pub const DEFAULT_BEFORE: Duration = Duration::from_secs(120);
+
 /// The plan for a lease of `tier` at `offer`'s prices: each top-up buys `every` (at
-/// least the service's shortest lease; that minimum without `every`) and is sent
-/// `before` the expiry.
+/// least the service's shortest lease, at most its longest; that minimum without
+/// `every`) and is sent `before` the expiry (default: [`DEFAULT_BEFORE`], or half of
+/// what a top-up buys if less).
 pub fn plan(
     offer: &Offer,
     tier: &str,
     every: Option<Duration>,
-    before: Duration,
+    before: Option<Duration>,
 ) -> Result<Plan, BuyerError> {
     let seconds = every
         .map_or(0, |d| d.as_secs())
@@ -40,10 +45,83 @@ pub fn plan(
     let price_sat = price_sat(offer, tier, seconds).ok_or_else(|| {
         BuyerError::InvalidArgument(format!("the offer prices tier {tier} at nothing"))
     })?;
+    let before = before.unwrap_or(DEFAULT_BEFORE.min(Duration::from_secs(seconds / 2)));
     Ok(Plan {
         seconds,
         price_sat,
         before,
+    })
+}
+
+/// What `paygress topup --auto` asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// The most to spend, in sat: top-ups and the mint's fees for splitting the token.
+    pub budget_sat: u64,
+    /// What each top-up buys (see [`plan`]).
+    pub every: Option<Duration>,
+    /// How long before the expiry each is sent (see [`plan`]).
+    pub before: Option<Duration>,
+}
+
+/// A lease ready to be kept alive: the plan and the prepaid top-ups.
+#[derive(Debug)]
+pub struct Prepared {
+    /// How much each top-up buys and when it is sent.
+    pub plan: Plan,
+    /// The top-ups, saved under `tokens/`, and the change.
+    pub prepaid: Prepaid,
+    /// Whether the budget (rather than the token) limited the number of top-ups.
+    pub budget_bound: bool,
+}
+
+/// Gets ready to keep lease `pod` alive: checks that it runs (nothing is paid for a
+/// lease that is gone), reads the service's prices for its tier, plans the top-ups and
+/// splits `token` into them ([`prepay`](crate::prepay)). Fails with `token` untouched
+/// when the lease does not run or one top-up costs more than the budget.
+pub async fn prepare(
+    home: &BuyerHome,
+    route: &Route,
+    waits: Waits,
+    pod: &str,
+    token: &CashuToken,
+    settings: Settings,
+) -> Result<Prepared, BuyerError> {
+    let status = StatusRequest {
+        pod_name: pod.to_owned(),
+    };
+    let status = match crate::send(route, Request::Status(status), waits, |_| {})
+        .await?
+        .reply
+    {
+        Reply::Status(s) if s.state == LeaseState::Active && s.remaining_seconds > 0 => s,
+        Reply::Status(_) => {
+            return Err(BuyerError::InvalidArgument(format!(
+                "lease {pod} has ended: nothing was paid"
+            )));
+        }
+        Reply::Error(e) => {
+            return Err(BuyerError::Refused {
+                code: e.code,
+                message: format!("{}; nothing was paid", e.message),
+            });
+        }
+        _ => return Err(BuyerError::UnexpectedReply { request: "status" }),
+    };
+    let offer = crate::fetch_offer(route, waits.reply).await?;
+    let plan = plan(&offer, &status.tier, settings.every, settings.before)?;
+    if plan.price_sat > settings.budget_sat {
+        return Err(BuyerError::InvalidArgument(format!(
+            "one top-up of {} s costs {} sat, more than the budget of {} sat: nothing was paid",
+            plan.seconds, plan.price_sat, settings.budget_sat
+        )));
+    }
+    let prepaid = crate::prepay(home, token, plan.price_sat, settings.budget_sat).await?;
+    let budget_bound = prepaid.cost().saturating_add(plan.price_sat) > settings.budget_sat;
+    Ok(Prepared {
+        plan,
+        prepaid,
+        budget_bound,
     })
 }
 
@@ -296,10 +374,11 @@ mod tests {
 
     #[test]
     fn a_top_up_buys_at_least_the_shortest_lease_at_the_tiers_rate() {
-        let before = Duration::from_secs(30);
+        let before = Some(Duration::from_secs(30));
         // Six seconds asked, one minute the least sold.
         let p = plan(&offer(1), "big", Some(Duration::from_secs(6)), before).unwrap();
-        assert_eq!((p.seconds, p.price_sat, p.before), (60, 60, before));
+        assert_eq!((p.seconds, p.price_sat), (60, 60));
+        assert_eq!(Some(p.before), before);
         // Without --every-minutes: the minimum; an unknown tier pays the base rate.
         let p = plan(&offer(1), "other", None, before).unwrap();
         assert_eq!((p.seconds, p.price_sat), (60, 1));
@@ -312,5 +391,10 @@ mod tests {
         // No minimum: any length.
         let p = plan(&offer(0), "big", Some(Duration::from_secs(6)), before).unwrap();
         assert_eq!((p.seconds, p.price_sat), (6, 6));
+        // Sent two minutes before the expiry, or half-way through a short top-up.
+        let p = plan(&offer(1), "big", Some(Duration::from_secs(3600)), None).unwrap();
+        assert_eq!(p.before, DEFAULT_BEFORE);
+        let p = plan(&offer(1), "big", None, None).unwrap();
+        assert_eq!(p.before, Duration::from_secs(30));
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use paygress_buyer::auto_topup::{self, Event, Stop};
-use paygress_buyer::{fetch_offer, prepay, read_token};
-use paygress_core::{LeaseState, Reply, Request, StatusRequest, TopUpRequest};
+use paygress_buyer::read_token;
+use paygress_core::{Request, TopUpRequest};
 use serde_json::json;
 
 use super::report::{code_name, report};
@@ -78,39 +78,17 @@ async fn auto(id: &IdentityArgs, args: TopUpArgs) -> Result<()> {
     let home = id.home()?;
     let route = route(id, &args.to, None, None).await?;
     let waits = waits(&args.to);
-    let timeout = Duration::from_secs(args.to.timeout);
     let json = args.to.json;
-
-    // The lease must be running before any money moves.
-    let status = StatusRequest {
-        pod_name: args.pod.clone(),
+    let settings = auto_topup::Settings {
+        budget_sat: budget,
+        every,
+        before,
     };
-    let status = match paygress_buyer::send(&route, Request::Status(status), waits, |_| {})
-        .await?
-        .reply
-    {
-        Reply::Status(s) if s.state == LeaseState::Active && s.remaining_seconds > 0 => s,
-        Reply::Status(_) => bail!("lease {} has ended: nothing was paid", args.pod),
-        Reply::Error(e) => bail!(
-            "the service refused ({}): {}; nothing was paid",
-            code_name(e.code),
-            e.message
-        ),
-        _ => bail!("the service answered the status request with another reply"),
-    };
-    let offer = fetch_offer(&route, timeout).await?;
-    let first = auto_topup::plan(&offer, &status.tier, every, Duration::ZERO)?;
-    let before = before
-        .unwrap_or_else(|| Duration::from_secs(120).min(Duration::from_secs(first.seconds / 2)));
-    let plan = auto_topup::Plan { before, ..first };
-    if plan.price_sat > budget {
-        bail!(
-            "one top-up of {} s costs {} sat, more than the budget of {budget} sat: nothing was paid",
-            plan.seconds,
-            plan.price_sat
-        );
-    }
-    let prepaid = prepay(&home, &token, plan.price_sat, budget).await?;
+    let auto_topup::Prepared {
+        plan,
+        prepaid,
+        budget_bound,
+    } = auto_topup::prepare(&home, &route, waits, &args.pod, &token, settings).await?;
     let pieces = prepaid.pieces.len();
     if json {
         println!(
@@ -150,8 +128,6 @@ async fn auto(id: &IdentityArgs, args: TopUpArgs) -> Result<()> {
             plan.price_sat
         );
     }
-    // Whether a further piece would have gone over the budget (else the token ran out).
-    let budget_bound = prepaid.cost().saturating_add(plan.price_sat) > budget;
     let run = auto_topup::run(
         &home,
         &route,
