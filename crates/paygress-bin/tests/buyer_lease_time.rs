@@ -76,21 +76,38 @@ async fn watch_counts_down_and_exits_when_the_lease_ends() {
     let (pod, expires_at) = buy(&stack, cfg, 8).await;
 
     let started = Instant::now();
-    let out = paygress(
-        cfg,
-        &[
-            "watch",
-            "--http",
-            &stack.http_url,
-            "--pod",
-            &pod,
-            "--refresh",
-            "2",
-            "--json",
-        ],
-    )
-    .await;
+    // For scripts over HTTP, and for people over Nostr, at once.
+    let (service, relay) = (stack.service_key.to_hex(), stack.relay_url().to_string());
+    let json_args = [
+        "watch",
+        "--http",
+        &stack.http_url,
+        "--pod",
+        &pod,
+        "--refresh",
+        "2",
+        "--json",
+    ];
+    let human_args = [
+        "watch",
+        "--service",
+        &service,
+        "--relay",
+        &relay,
+        "--pod",
+        &pod,
+        "--refresh",
+        "3",
+    ];
+    let (out, human) = tokio::join!(paygress(cfg, &json_args), paygress(cfg, &human_args));
     let took = started.elapsed();
+    assert!(human.status.success(), "{human:?}");
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains(&format!("Lease {pod}: 0:00:0"))
+            && text.contains(&format!("Lease {pod} has ended")),
+        "{text}"
+    );
     assert!(out.status.success(), "{out:?}");
     let lines = json_lines(&out);
     let (last, refreshes) = lines.split_last().expect("lines");
