@@ -49,6 +49,8 @@ async fn the_mints_fees_count_against_the_budget() {
     let prepaid = prepay(&home, &token, 8, budget).await.unwrap();
     assert!(!prepaid.pieces.is_empty());
     assert!(prepaid.cost() <= budget, "{prepaid:?}");
+    // ... and no further piece (at least 8 sat) would have fit.
+    assert!(prepaid.cost() + 8 > budget, "{prepaid:?}");
     assert!(prepaid.fees > 0, "{prepaid:?}");
     // Each piece carries its own redeem fee: the service receives the price.
     for p in &prepaid.pieces {
