@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use paygress_core::{
     CashuToken, ErrorCode, LeaseState, LeaseStatus, Offer, Reply, Request, StatusRequest,
     TopUpRequest, TopUpResult,
@@ -168,6 +170,12 @@ pub enum Stop {
         /// Where the refund was saved.
         refund: Option<std::path::PathBuf>,
     },
+    /// The service stopped answering status requests and the lease's time is over by
+    /// its last answer (or it never answered): nothing more was paid.
+    Unreachable {
+        /// The last failure.
+        reason: String,
+    },
     /// A top-up got no clear answer: its piece may have been spent (its file is kept;
     /// `paygress status` tells whether the lease moved).
     Unclear {
@@ -220,7 +228,7 @@ pub async fn run(
         }
     };
     let (mut top_ups, mut spent) = (0u32, 0u64);
-    let mut failures = 0u32;
+    let mut known_end: Option<Instant> = None;
     loop {
         if left.is_empty() {
             return Ok(outcome(Stop::PiecesSpent, top_ups, spent, left));
@@ -229,32 +237,35 @@ pub async fn run(
             pod_name: pod.to_owned(),
         };
         let status = match crate::send(route, Request::Status(status), waits, |_| {}).await {
-            Ok(sent) => {
-                failures = 0;
-                match sent.reply {
-                    Reply::Status(s) => s,
-                    Reply::Error(e) if gone(e.code) => {
-                        return Ok(outcome(Stop::LeaseGone, top_ups, spent, left));
-                    }
-                    Reply::Error(e) => {
-                        let stop = Stop::Refused {
-                            code: e.code,
-                            message: e.message,
-                            refund: None,
-                        };
-                        return Ok(outcome(stop, top_ups, spent, left));
-                    }
-                    _ => return Err(BuyerError::UnexpectedReply { request: "status" }),
+            Ok(sent) => match sent.reply {
+                Reply::Status(s) => s,
+                Reply::Error(e) if gone(e.code) => {
+                    return Ok(outcome(Stop::LeaseGone, top_ups, spent, left));
                 }
-            }
-            Err(e) if failures < 5 => {
-                failures += 1;
+                Reply::Error(e) => {
+                    let stop = Stop::Refused {
+                        code: e.code,
+                        message: e.message,
+                        refund: None,
+                    };
+                    return Ok(outcome(stop, top_ups, spent, left));
+                }
+                _ => return Err(BuyerError::UnexpectedReply { request: "status" }),
+            },
+            // While the lease still has time by the last answer, keep asking.
+            Err(e) if known_end.is_some_and(|end| Instant::now() < end) => {
                 on_event(Event::Unreachable(&e));
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 continue;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                let stop = Stop::Unreachable {
+                    reason: e.to_string(),
+                };
+                return Ok(outcome(stop, top_ups, spent, left));
+            }
         };
+        known_end = Some(Instant::now() + Duration::from_secs(status.remaining_seconds));
         if status.state != LeaseState::Active || status.remaining_seconds == 0 {
             return Ok(outcome(Stop::LeaseGone, top_ups, spent, left));
         }

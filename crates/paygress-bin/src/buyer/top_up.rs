@@ -203,6 +203,10 @@ async fn auto(id: &IdentityArgs, args: TopUpArgs) -> Result<()> {
             ),
             false,
         ),
+        Stop::Unreachable { reason } => (
+            format!("the service stopped answering ({reason}); nothing more was paid"),
+            false,
+        ),
         Stop::Unclear { reason, piece } => (
             format!(
                 "a top-up got no clear answer ({reason}); its token {} may be spent: run `paygress status`",
