@@ -96,7 +96,7 @@ pub async fn prepare(
         .await?
         .reply
     {
-        Reply::Status(s) if s.state == LeaseState::Active && s.remaining_seconds > 0 => s,
+        Reply::Status(s) if crate::watch::runs(s.state) && s.remaining_seconds > 0 => s,
         Reply::Status(_) => {
             return Err(BuyerError::InvalidArgument(format!(
                 "lease {pod} has ended: nothing was paid"
@@ -266,8 +266,13 @@ pub async fn run(
             }
         };
         known_end = Some(Instant::now() + Duration::from_secs(status.remaining_seconds));
-        if status.state != LeaseState::Active || status.remaining_seconds == 0 {
+        if !crate::watch::runs(status.state) || status.remaining_seconds == 0 {
             return Ok(outcome(Stop::LeaseGone, top_ups, spent, left));
+        }
+        if !matches!(status.state, LeaseState::Active | LeaseState::Extended) {
+            // Still starting: its paid time has not begun.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            continue;
         }
         let remaining = Duration::from_secs(status.remaining_seconds);
         let due_in = remaining.saturating_sub(plan.before);

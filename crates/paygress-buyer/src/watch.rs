@@ -64,7 +64,7 @@ pub async fn watch(
                     // Counted from when the question left: never later than the service.
                     deadline = asked + Duration::from_secs(s.remaining_seconds);
                     on_event(Event::Refreshed(&s));
-                    if s.state != LeaseState::Active {
+                    if !runs(s.state) {
                         return Ok(End::Expired);
                     }
                 }
@@ -111,5 +111,30 @@ pub async fn watch(
             };
             tokio::time::sleep_until((now + step).min(next)).await;
         }
+    }
+}
+
+/// Whether a lease in `state` runs or is still starting (anything else has ended: its
+/// time is over, whether or not the service keeps its data for a while).
+pub fn runs(state: LeaseState) -> bool {
+    matches!(
+        state,
+        LeaseState::Active
+            | LeaseState::Extended
+            | LeaseState::Provisioning
+            | LeaseState::Requested
+            | LeaseState::Paid
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_starting_lease_runs_and_an_expired_one_has_ended() {
+        assert!(runs(LeaseState::Active) && runs(LeaseState::Extended));
+        assert!(runs(LeaseState::Provisioning));
+        assert!(!runs(LeaseState::Expired) && !runs(LeaseState::Refunded));
     }
 }
