@@ -1,5 +1,7 @@
 //! The lease: what a paid request turns into, and the states it moves through.
 
+use std::time::Duration;
+
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -14,9 +16,14 @@ use crate::secret::Password;
 ///
 /// ```text
 /// requested -> paid -> provisioning -> active -> (extended -> active)* -> expired
-///                 \            \
-///                  `------------`--> refunded
+///                 \            \                  \                     ^
+///                  `------------`--> refunded      `--> grace ----------'
+///                                                         |  (top-up: extended)
 /// ```
+///
+/// `grace` exists only with a grace period (`GRACE_MINUTES`): between the paid end and
+/// the removal the pod is stopped (no logins, no processes) and its data kept, and a
+/// top-up brings it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaseState {
@@ -30,8 +37,13 @@ pub enum LeaseState {
     Active,
     /// A top-up was paid and the expiry moved; the lease is active again.
     Extended,
-    /// The paid time ran out and the pod was removed.
+    /// The paid time ran out and the grace period (if any) is over: the pod is (being)
+    /// removed.
     Expired,
+    /// The paid time ran out; the pod is stopped (no logins, no processes) but its data
+    /// is kept until the grace period ends. A top-up brings it back, counted from the
+    /// top-up (the stopped time is not charged).
+    Grace,
     /// The payment went back to the payer (pricing or provisioning failed).
     Refunded,
 }
@@ -47,8 +59,11 @@ pub enum LeaseEvent {
     Provisioned,
     /// A top-up moved the expiry.
     TopUp,
-    /// The expiry passed.
+    /// The expiry passed and the pod was removed (without a grace period, or at its
+    /// end).
     Expire,
+    /// The expiry passed with a grace period: the pod is stopped, its data kept.
+    Suspend,
     /// The payment was returned.
     Refund,
 }
@@ -72,8 +87,9 @@ impl LeaseState {
             (S::Requested, E::PaymentRedeemed) => S::Paid,
             (S::Paid, E::ProvisioningStarted) => S::Provisioning,
             (S::Provisioning, E::Provisioned) => S::Active,
-            (S::Active | S::Extended, E::TopUp) => S::Extended,
-            (S::Active | S::Extended, E::Expire) => S::Expired,
+            (S::Active | S::Extended | S::Grace, E::TopUp) => S::Extended,
+            (S::Active | S::Extended | S::Grace, E::Expire) => S::Expired,
+            (S::Active | S::Extended, E::Suspend) => S::Grace,
             (S::Paid | S::Provisioning, E::Refund) => S::Refunded,
             (from, event) => return Err(InvalidTransition { from, event }),
         };
@@ -239,8 +255,16 @@ impl LeaseRecord {
     }
 
     /// `Provisioning` while the pod starts, `Expired` once the pod ended or no time is
-    /// left at `now`, else `Active`.
+    /// left at `now`, else `Active` (the state without a grace period).
     pub fn state_at(&self, now: Timestamp) -> LeaseState {
+        self.state(now, Duration::ZERO)
+    }
+
+    /// The state at `now` with a grace period of `grace` after the paid end:
+    /// `Provisioning` while the pod starts, `Active` until `expires_at`, then `Grace`
+    /// until [`grace_ends_at`](Self::grace_ends_at), then `Expired` (at once when the
+    /// pod ended on its own: nothing is left to bring back).
+    pub fn state(&self, now: Timestamp, grace: Duration) -> LeaseState {
         match self.phase {
             LeasePhase::Provisioning => return LeaseState::Provisioning,
             LeasePhase::Ended => return LeaseState::Expired,
@@ -248,9 +272,19 @@ impl LeaseRecord {
         }
         if now < self.expires_at {
             LeaseState::Active
+        } else if now < self.grace_ends_at(grace) {
+            LeaseState::Grace
         } else {
             LeaseState::Expired
         }
+    }
+
+    /// When the lease is removed with a grace period of `grace`: `expires_at + grace`.
+    pub fn grace_ends_at(&self, grace: Duration) -> Timestamp {
+        jiff::SignedDuration::try_from(grace)
+            .ok()
+            .and_then(|g| self.expires_at.checked_add(g).ok())
+            .unwrap_or(Timestamp::MAX)
     }
 
     /// Whole seconds left at `now` (zero once expired or ended; all the paid time while
@@ -304,11 +338,63 @@ mod tests {
                 E::Provisioned,
                 E::TopUp,
                 E::Expire,
+                E::Suspend,
                 E::Refund,
             ] {
                 assert!(s.on(e).is_err());
             }
         }
+    }
+
+    #[test]
+    fn grace_sits_between_expiry_and_removal_and_a_top_up_revives_it() {
+        assert_eq!(S::Active.on(E::Suspend), Ok(S::Grace));
+        assert_eq!(S::Extended.on(E::Suspend), Ok(S::Grace));
+        assert_eq!(S::Grace.on(E::TopUp), Ok(S::Extended));
+        assert_eq!(S::Grace.on(E::Expire), Ok(S::Expired));
+        assert!(S::Grace.on(E::Refund).is_err());
+        assert!(S::Grace.on(E::Suspend).is_err());
+        assert!(!S::Grace.is_live());
+        assert!(!S::Grace.is_terminal());
+    }
+
+    fn record(expires_at: Timestamp) -> LeaseRecord {
+        LeaseRecord {
+            id: "ssh-pod-abcd1234".parse().unwrap(),
+            owner: Requester::new("test", "a"),
+            username: "alice".parse().unwrap(),
+            tier: "standard".to_owned(),
+            image: "img".to_owned(),
+            created_at: Timestamp::UNIX_EPOCH,
+            expires_at,
+            paid_msat: 1,
+            ssh_port: 22,
+            node_port: None,
+            phase: LeasePhase::Running,
+            mint: None,
+        }
+    }
+
+    #[test]
+    fn a_record_is_in_grace_from_its_expiry_until_expiry_plus_grace() {
+        let at = |s: i64| Timestamp::from_second(s).unwrap();
+        let r = record(at(100));
+        let grace = Duration::from_secs(60);
+        assert_eq!(r.state(at(99), grace), S::Active);
+        assert_eq!(r.state(at(100), grace), S::Grace);
+        assert_eq!(r.state(at(159), grace), S::Grace);
+        assert_eq!(r.state(at(160), grace), S::Expired);
+        assert_eq!(r.grace_ends_at(grace), at(160));
+        // No grace: today's behaviour.
+        assert_eq!(r.state(at(100), Duration::ZERO), S::Expired);
+        assert_eq!(r.state_at(at(100)), S::Expired);
+        // A pod that ended on its own has nothing to bring back.
+        let ended = LeaseRecord {
+            phase: LeasePhase::Ended,
+            ..r
+        };
+        assert_eq!(ended.state(at(100), grace), S::Expired);
+        assert_eq!(ended.remaining_seconds(at(100)), 0);
     }
 
     #[test]

@@ -172,6 +172,10 @@ pub struct TopUpResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schema(value_type = Option<String>))]
     pub change_token: Option<CashuToken>,
+    /// A note for the buyer, e.g. that a lease brought back from its grace period
+    /// counts the time bought from the top-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// A lease's state, for its owner.
@@ -179,7 +183,8 @@ pub struct TopUpResult {
 pub struct LeaseStatus {
     /// The lease.
     pub pod_name: LeaseId,
-    /// `active` or `expired`.
+    /// `active`, `grace` (stopped, data kept: a top-up brings it back) or `expired`
+    /// (`provisioning` while it starts).
     pub state: LeaseState,
     /// End of the paid time.
     pub expires_at: Timestamp,

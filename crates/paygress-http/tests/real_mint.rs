@@ -3,50 +3,15 @@
 #![allow(clippy::unwrap_used)]
 
 use std::str::FromStr;
-use std::sync::Arc;
 
 use cdk::nuts::{CurrencyUnit, PaymentRequest};
 use paygress_cashu::testkit::{TestMint, TokenFormat};
-use paygress_cashu::{CashuConfig, CashuVerifier};
-use paygress_core::memory::MemoryBackend;
-use paygress_core::{CashuToken, Paygress, ServiceConfig};
-use paygress_http::{HttpApi, HttpConfig};
+use paygress_core::CashuToken;
 use serde_json::{Value, json};
 
-struct Setup {
-    mint: TestMint,
-    backend: MemoryBackend,
-    base: String,
-    client: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
+mod common;
 
-async fn setup() -> Setup {
-    let mint = TestMint::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = CashuConfig::new(dir.path().join("cashu.db"), [mint.url().as_str()]).unwrap();
-    let verifier = Arc::new(CashuVerifier::open(&config).await.unwrap());
-    let backend = MemoryBackend::new();
-    let paygress = Arc::new(
-        Paygress::builder(
-            ServiceConfig::default(),
-            verifier.clone(),
-            Arc::new(backend.clone()),
-        )
-        .build(),
-    );
-    let api = HttpApi::new(paygress, verifier, HttpConfig::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(api.serve(listener, std::future::pending()));
-    Setup {
-        mint,
-        backend,
-        base,
-        client: reqwest::Client::new(),
-        _dir: dir,
-    }
-}
+use common::real_mint::{Setup, setup};
 
 impl Setup {
     async fn spawn(
@@ -73,7 +38,7 @@ impl Setup {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pay_402_with_a_real_cashu_b_token() {
-    let s = setup().await;
+    let s = setup(None).await;
     let body = json!({"duration_minutes": 30});
 
     let (status, creq, err) = s.spawn(None, &body).await;
@@ -115,7 +80,7 @@ async fn pay_402_with_a_real_cashu_b_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unusable_real_tokens_are_400_and_stay_spendable() {
-    let s = setup().await;
+    let s = setup(None).await;
     let body = json!({"duration_minutes": 30});
 
     // Too small.

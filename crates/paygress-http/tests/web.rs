@@ -5,57 +5,25 @@
 #![allow(clippy::unwrap_used)]
 
 use std::str::FromStr;
-use std::sync::Arc;
 
 use cdk::nuts::{PaymentRequest, TransportType};
-use paygress_cashu::testkit::{Buyer, TestMint, TokenFormat};
-use paygress_cashu::{CashuConfig, CashuVerifier};
-use paygress_core::memory::MemoryBackend;
-use paygress_core::{CashuToken, Paygress, ServiceConfig};
-use paygress_http::{HttpApi, HttpConfig, WebConfig, WebUi};
+use paygress_cashu::testkit::{Buyer, TokenFormat};
+use paygress_core::CashuToken;
+use paygress_http::WebConfig;
 use serde_json::{Value, json};
 
-struct Setup {
-    mint: TestMint,
-    backend: MemoryBackend,
-    base: String,
-    client: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
+mod common;
 
+use common::real_mint::{self, Setup};
+
+/// The service, with the web page when `web`.
 async fn setup(web: bool) -> Setup {
-    let mint = TestMint::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = CashuConfig::new(dir.path().join("cashu.db"), [mint.url().as_str()]).unwrap();
-    let verifier = Arc::new(CashuVerifier::open(&config).await.unwrap());
-    let backend = MemoryBackend::new();
-    let paygress = Arc::new(
-        Paygress::builder(
-            ServiceConfig::default(),
-            verifier.clone(),
-            Arc::new(backend.clone()),
-        )
-        .build(),
-    );
-    let mut api = HttpApi::new(paygress.clone(), verifier.clone(), HttpConfig::default());
-    if web {
-        let config = WebConfig {
-            npub: Some("npub1test".into()),
-            host_key_fingerprint: Some("SHA256:abc".into()),
-            ..WebConfig::default()
-        };
-        api = api.with_web(WebUi::new(paygress, verifier, config));
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(api.serve(listener, std::future::pending()));
-    Setup {
-        mint,
-        backend,
-        base,
-        client: reqwest::Client::new(),
-        _dir: dir,
-    }
+    real_mint::setup(web.then(|| WebConfig {
+        npub: Some("npub1test".into()),
+        host_key_fingerprint: Some("SHA256:abc".into()),
+        ..WebConfig::default()
+    }))
+    .await
 }
 
 impl Setup {

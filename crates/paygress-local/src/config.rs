@@ -277,6 +277,11 @@ pub struct LocalConfig {
     /// How long before the expiry a warning is written to the lease's open terminals
     /// (default 10 minutes and 1 minute; not read from the environment).
     pub expiry_warnings: Vec<Duration>,
+    /// How long a lease is kept stopped after its paid end (`GRACE_MINUTES`, default
+    /// 0): at expiry its logins stop and its processes are killed but its home is kept;
+    /// an extension within this time starts it again; after it the lease is removed.
+    /// Zero: removed at expiry. The service's grace must be the same.
+    pub grace: Duration,
 }
 
 impl LocalConfig {
@@ -296,6 +301,7 @@ impl LocalConfig {
             home_size_mib: None,
             top_up_command: crate::DEFAULT_TOP_UP_COMMAND.to_owned(),
             expiry_warnings: vec![Duration::from_secs(600), Duration::from_secs(60)],
+            grace: Duration::ZERO,
         }
     }
 
@@ -305,7 +311,7 @@ impl LocalConfig {
     /// `BIND_HOST` (default `127.0.0.1`), `LOCAL_SANDBOX` (`bubblewrap` | `unsandboxed`,
     /// default `bubblewrap`), `LOCAL_NETWORK` (`isolated` | `host` | `none`, default
     /// `isolated`), `LOCAL_UID_RANGE`, `LOCAL_TMP_SIZE_MIB`, `LOCAL_MAX_FILE_MIB`,
-    /// `LOCAL_MIN_FREE_MIB` and `LOCAL_HOME_SIZE_MIB`.
+    /// `LOCAL_MIN_FREE_MIB`, `LOCAL_HOME_SIZE_MIB` and `GRACE_MINUTES` (default 0).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, LocalError> {
         let nonempty = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         let mut config = Self::new(
@@ -347,6 +353,12 @@ impl LocalConfig {
         }
         if let Some(v) = mib("LOCAL_HOME_SIZE_MIB")? {
             config.home_size_mib = Some(v.max(16));
+        }
+        if let Some(v) = nonempty("GRACE_MINUTES") {
+            let minutes = v.trim().parse::<u64>().map_err(|_| {
+                LocalError::Config(format!("GRACE_MINUTES={v:?}: expected a number of minutes"))
+            })?;
+            config.grace = Duration::from_secs(minutes.saturating_mul(60));
         }
         Ok(config)
     }
@@ -392,6 +404,7 @@ mod tests {
             "LOCAL_TMP_SIZE_MIB" => Some("64".into()),
             "LOCAL_MAX_FILE_MIB" => Some("100".into()),
             "LOCAL_MIN_FREE_MIB" => Some("10".into()),
+            "GRACE_MINUTES" => Some("15".into()),
             _ => None,
         })
         .unwrap();
@@ -411,6 +424,7 @@ mod tests {
             (c.tmp_size_mib, c.max_file_mib, c.min_free_mib),
             (64, 100, 10)
         );
+        assert_eq!(c.grace, Duration::from_secs(15 * 60));
         assert!("0-10".parse::<UidRange>().is_err());
         assert!("10".parse::<UidRange>().is_err());
         assert_eq!(c.state_dir(), PathBuf::from("/var/lib/paygress/local"));
@@ -423,6 +437,7 @@ mod tests {
         assert_eq!(c.bind_host, "127.0.0.1");
         assert_eq!(c.sandbox, SandboxMode::Bubblewrap);
         assert_eq!(c.network, NetworkMode::Isolated);
+        assert_eq!(c.grace, Duration::ZERO);
         assert_eq!("none".parse::<NetworkMode>().unwrap(), NetworkMode::None);
         assert!("bridge".parse::<NetworkMode>().is_err());
         assert!(

@@ -7,23 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::Harness;
-use paygress_core::{Reply, Request, SpawnRequest};
+use common::{Harness, spawn_req};
+use paygress_core::Reply;
 use paygress_nostr::nostr_sdk::{Client, Event, EventBuilder, Keys, Kind, RelayUrl, Tag, TagKind};
 use paygress_nostr::wire::{self, KIND_SPAWN};
 use paygress_nostr::{BuyerClient, Scheme, SendOptions};
-
-fn spawn_req(token: paygress_core::CashuToken) -> Request {
-    Request::Spawn(SpawnRequest {
-        cashu_token: token,
-        ssh_username: Some("alice".into()),
-        pod_image: None,
-        duration_minutes: Some(30),
-        tier: None,
-        ssh_public_key: None,
-        password_login: None,
-    })
-}
 
 /// Publishes `events` through `client`, many at a time.
 async fn publish_all(client: &Client, events: Vec<Event>) {

@@ -7,8 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, TIMEOUT};
-use paygress_core::{Reply, Request, SpawnRequest, StatusRequest};
+use common::{Harness, TIMEOUT, spawn_as, status_req};
+use paygress_core::Reply;
 use paygress_nostr::nostr_sdk::nips::nip59::UnwrappedGift;
 use paygress_nostr::nostr_sdk::{Client, EventBuilder, Filter, Keys, Kind, Tag, TagKind};
 use paygress_nostr::wire::KIND_SPAWN;
@@ -18,24 +18,6 @@ const NIP17: SendOptions = SendOptions {
     scheme: Scheme::Nip17,
     p_tag: true,
 };
-
-fn spawn_req(token: paygress_core::CashuToken) -> Request {
-    Request::Spawn(SpawnRequest {
-        cashu_token: token,
-        ssh_username: Some("victim".into()),
-        pod_image: None,
-        duration_minutes: Some(30),
-        tier: None,
-        ssh_public_key: None,
-        password_login: None,
-    })
-}
-
-fn status_req(pod: &str) -> Request {
-    Request::Status(StatusRequest {
-        pod_name: pod.to_owned(),
-    })
-}
 
 /// Every gift-wrapped message on the relays addressed to `keys`, decrypted.
 async fn wrapped_messages_to(h: &Harness, keys: &Keys) -> Vec<String> {
@@ -63,7 +45,7 @@ async fn forged_rumor_with_a_served_request_id_gets_nothing() {
     let h = Harness::start_with(1, |c| c.dedup_capacity = 1).await;
     let victim = h.buyer().await;
     let prepared = victim
-        .prepare(&spawn_req(h.token(60)), NIP17)
+        .prepare(&spawn_as(h.token(60), Some("victim")), NIP17)
         .await
         .unwrap();
     let victim_id = prepared.reply_key;
@@ -80,7 +62,7 @@ async fn forged_rumor_with_a_served_request_id_gets_nothing() {
     // The attacker writes a rumor of their own whose `id` field claims the victim's id.
     let attacker_keys = Keys::generate();
     let attacker = h.buyer_as(attacker_keys.clone()).await;
-    let json = paygress_nostr::wire::request_json(&spawn_req(h.token(60))).unwrap();
+    let json = paygress_nostr::wire::request_json(&spawn_as(h.token(60), Some("victim"))).unwrap();
     let mut rumor = EventBuilder::new(Kind::PrivateDirectMessage, json)
         .tags([
             Tag::public_key(h.keys.public_key()),
@@ -130,7 +112,7 @@ async fn rumor_without_an_id_is_keyed_by_its_computed_id() {
     let h = Harness::start(1).await;
     let keys = Keys::generate();
     let buyer = h.buyer_as(keys.clone()).await;
-    let json = paygress_nostr::wire::request_json(&spawn_req(h.token(30))).unwrap();
+    let json = paygress_nostr::wire::request_json(&spawn_as(h.token(30), Some("victim"))).unwrap();
     let mut rumor = EventBuilder::new(Kind::PrivateDirectMessage, json)
         .tag(Tag::custom(TagKind::k(), [KIND_SPAWN.to_string()]))
         .build(keys.public_key());

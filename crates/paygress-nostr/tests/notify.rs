@@ -13,12 +13,12 @@ use async_trait::async_trait;
 use paygress_core::memory::{MemoryBackend, MemoryVerifier};
 use paygress_core::{
     Amount, BackendError, CashuToken, ErrorCode, Extension, LeaseId, LeaseRecord, LeaseSpec,
-    MintUrl, Paygress, PodBackend, Provisioned, Reply, Request, ServiceConfig, SpawnRequest,
+    MintUrl, Paygress, PodBackend, Provisioned, Reply, Request, ServiceConfig,
 };
 use paygress_nostr::client::awaits_follow_up;
-use paygress_nostr::nostr_sdk::{Client, Event, EventId, Filter, Keys, Kind, RelayUrl};
+use paygress_nostr::nostr_sdk::{Event, EventId, Keys, RelayUrl};
 use paygress_nostr::testkit::TestRelay;
-use paygress_nostr::wire::{self, KIND_REPLY};
+use paygress_nostr::wire;
 use paygress_nostr::{BuyerClient, NostrConfig, NostrTransport, Scheme, SendOptions};
 use tokio::sync::mpsc;
 
@@ -180,27 +180,8 @@ impl Stack {
     /// Every kind 1001 event answering `id`, fetched by an independent client as
     /// `nak req -k 1001 -e <id>` would.
     async fn replies_to(&self, id: EventId) -> Vec<Event> {
-        let client = Client::default();
-        client.add_relay(self.url.clone()).await.unwrap();
-        client.connect().await;
-        client.wait_for_connection(TIMEOUT).await;
-        let filter = Filter::new().kind(Kind::Custom(KIND_REPLY)).event(id);
-        let events = client.fetch_events(filter, TIMEOUT).await.unwrap();
-        client.shutdown().await;
-        events.into_iter().collect()
+        common::replies_on(std::slice::from_ref(&self.url), id).await
     }
-}
-
-fn spawn_req(token: CashuToken) -> Request {
-    Request::Spawn(SpawnRequest {
-        cashu_token: token,
-        ssh_username: None,
-        pod_image: None,
-        duration_minutes: Some(30),
-        tier: None,
-        ssh_public_key: None,
-        password_login: None,
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +197,7 @@ async fn refund_the_mint_could_not_issue_is_delivered_by_settlement_as_a_new_rep
     .unwrap();
 
     let (first, last, request_id) = s
-        .pay_then_settle(&buyer, spawn_req(s.token(60)), Scheme::Nip44)
+        .pay_then_settle(&buyer, common::spawn_as(s.token(60), None), Scheme::Nip44)
         .await;
     assert_eq!(first.error_code(), Some(ErrorCode::RefundPending));
     assert!(first.returned_token().is_none());
@@ -254,7 +235,7 @@ async fn change_owed_to_a_nip17_buyer_follows_the_access_details() {
     let s = Stack::with_backend(false).await;
     let buyer = s.buyer().await;
     let (first, last, _) = s
-        .pay_then_settle(&buyer, spawn_req(s.token(60)), Scheme::Nip17)
+        .pay_then_settle(&buyer, common::spawn_as(s.token(60), None), Scheme::Nip17)
         .await;
     let (Reply::AccessDetails(first), Reply::AccessDetails(last)) = (first, last) else {
         panic!("expected access details twice");
@@ -278,7 +259,7 @@ async fn payment_whose_mint_answer_was_lost_is_resolved_and_refunded_to_the_buye
     s.verifier.lose_next_answer_and_go_down();
     let buyer = s.buyer().await;
     let (first, last, _) = s
-        .pay_then_settle(&buyer, spawn_req(s.token(45)), Scheme::Nip44)
+        .pay_then_settle(&buyer, common::spawn_as(s.token(45), None), Scheme::Nip44)
         .await;
     assert_eq!(first.error_code(), Some(ErrorCode::PaymentPending));
     assert_eq!(last.error_code(), Some(ErrorCode::ProvisioningFailed));

@@ -24,7 +24,7 @@ use jiff::Timestamp;
 use tokio::sync::{OnceCell, Semaphore};
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::lease::Requester;
+use crate::lease::{LeaseRecord, LeaseState, Requester};
 use crate::memory::MemoryJournal;
 use crate::names::LeaseId;
 use crate::ports::{
@@ -75,6 +75,11 @@ pub struct ServiceConfig {
     /// How long before a lease's expiry its owner is sent a notice with how to top it up
     /// (`EXPIRY_NOTICE_MINUTES`); `None`: no notices.
     pub expiry_notice: Option<Duration>,
+    /// How long a lease's data is kept after its paid end (`GRACE_MINUTES`): the pod is
+    /// stopped at expiry, a top-up within this time brings it back (counted from the
+    /// top-up), and only after it is the lease removed. Zero: removed at expiry. The
+    /// backend must keep stopped leases as long (the local backend's `grace`).
+    pub grace: Duration,
 }
 
 /// How long before expiry the owner is told when not told (`EXPIRY_NOTICE_MINUTES`):
@@ -108,6 +113,7 @@ impl Default for ServiceConfig {
             journal_retention: Duration::from_secs(7 * 24 * 3600),
             release_minimum: DEFAULT_RELEASE_MINIMUM,
             expiry_notice: Some(DEFAULT_EXPIRY_NOTICE),
+            grace: Duration::ZERO,
         }
     }
 }
@@ -416,6 +422,11 @@ impl Paygress {
                     )
                 }),
         }
+    }
+
+    /// Where `record` stands at `now`, with the configured grace period.
+    fn lease_state(&self, record: &LeaseRecord, now: Timestamp) -> LeaseState {
+        record.state(now, self.config.grace)
     }
 
     fn rate_of(&self, tier: &Tier) -> Rate {

@@ -189,7 +189,7 @@ impl Paygress {
         let now = self.clock.now();
         Reply::Status(LeaseStatus {
             pod_name: lease,
-            state: record.state_at(now),
+            state: self.lease_state(&record, now),
             expires_at: record.expires_at,
             remaining_seconds: record.remaining_seconds(now),
             tier: record.tier,
@@ -202,8 +202,9 @@ impl Paygress {
         self.backend.list().await
     }
 
-    /// Removes every lease whose time has passed; returns how many were removed.
-    /// Backends expire leases themselves; this is the second line of defence.
+    /// Removes every lease whose time and grace period have passed; returns how many
+    /// were removed. Backends expire leases themselves; this is the second line of
+    /// defence.
     pub async fn reap_expired(&self) -> Result<usize, BackendError> {
         self.reap().await.map(|(removed, _)| removed)
     }
@@ -214,18 +215,20 @@ impl Paygress {
     /// the reaper to wake up at. Every due lease is tried; the first error is returned.
     pub(super) async fn reap(&self) -> Result<(usize, Option<Timestamp>), BackendError> {
         let now = self.clock.now();
+        let grace = self.config.grace;
         let records = self.backend.list().await?;
         // A lease still provisioning has not started its paid time; one whose pod ended
-        // early is removed now.
+        // early is removed now; one in its grace period is kept until the period ends
+        // (its backend stopped it at expiry).
         let next = records
             .iter()
-            .filter(|r| r.state_at(now) != LeaseState::Expired)
-            .map(|r| r.expires_at)
+            .filter(|r| self.lease_state(r, now) != LeaseState::Expired)
+            .map(|r| r.grace_ends_at(grace))
             .filter(|at| *at > now)
             .min();
         let due: Vec<LeaseId> = records
             .into_iter()
-            .filter(|r| r.state_at(now) == LeaseState::Expired)
+            .filter(|r| self.lease_state(r, now) == LeaseState::Expired)
             .map(|r| r.id)
             .collect();
         let results: Vec<Result<bool, BackendError>> = futures::stream::iter(due)
@@ -233,7 +236,7 @@ impl Paygress {
                 let guard = self.lease_locks.lock(&id).await;
                 // A top-up may have extended it while we waited for the lock.
                 let result = match self.backend.get(&id).await {
-                    Ok(Some(r)) if r.state_at(now) == LeaseState::Expired => {
+                    Ok(Some(r)) if self.lease_state(&r, now) == LeaseState::Expired => {
                         self.backend.delete(&id).await.map(|()| true)
                     }
                     Ok(_) => Ok(false),

@@ -176,7 +176,10 @@ impl Paygress {
             }
             // Pinned, only the release's delete removes it; cut short before its paid
             // end, it was not the buyer's to use either.
-            Ok(None) if journaled.pinned || now < journaled.expires_at => {
+            // Nothing to refund (a lease released in its grace period): nothing to tell.
+            Ok(None)
+                if journaled.pinned || now < journaled.expires_at || journaled.amount.is_zero() =>
+            {
                 drop(guard);
                 self.refund_release(ctx, &journaled, "").await
             }
@@ -211,7 +214,10 @@ impl Paygress {
         record: &LeaseRecord,
         release: &mut Release,
     ) -> Removal {
-        if !release.pinned {
+        // A lease in its grace period is not pinned: the pin would bring it back, and
+        // with no time left nothing is refunded whoever removes it.
+        let in_grace = self.lease_state(record, self.clock.now()) == LeaseState::Grace;
+        if !release.pinned && !in_grace {
             let pin = Extension {
                 expires_at: pin_until(release.expires_at.max(self.clock.now())),
                 paid_msat: record.paid_msat,
@@ -282,7 +288,9 @@ impl Paygress {
                 "only the lease's owner may release it",
             ));
         }
-        match record.state_at(self.clock.now()) {
+        // A lease in its grace period may be released (its data is deleted at once);
+        // its paid time is over, so nothing is refunded.
+        match self.lease_state(&record, self.clock.now()) {
             LeaseState::Provisioning => Err(Failure::new(
                 ErrorCode::Unavailable,
                 format!("lease {lease} is still starting; release it once it runs"),

@@ -86,6 +86,7 @@ impl Paygress {
                 paid_msat,
                 added_seconds,
                 change,
+                revived,
             } => {
                 let intent = Intent {
                     lease,
@@ -94,6 +95,7 @@ impl Paygress {
                     paid_msat,
                     added_seconds,
                     change,
+                    revived,
                 };
                 self.resume_extension(ctx, intent).await
             }

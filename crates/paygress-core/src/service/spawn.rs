@@ -211,10 +211,11 @@ impl Paygress {
                 .await
                 .map_err(|e| backend_failure(&e, "count the leases"))?
                 .iter()
+                // A lease in its grace period keeps its data and may come back.
                 .filter(|r| {
                     matches!(
-                        r.state_at(now),
-                        LeaseState::Active | LeaseState::Provisioning
+                        self.lease_state(r, now),
+                        LeaseState::Active | LeaseState::Provisioning | LeaseState::Grace
                     )
                 })
                 .count();

@@ -5,7 +5,9 @@
 use jiff::Timestamp;
 use tracing::{info, warn};
 
-use super::{Ctx, Failure, Paygress, add_seconds, backend_failure, not_found, untouched};
+use super::{
+    Ctx, Failure, Paygress, add_seconds, backend_failure, ceil_to_second, not_found, untouched,
+};
 use crate::lease::{LeaseRecord, LeaseState};
 use crate::money::Amount;
 use crate::names::LeaseId;
@@ -21,6 +23,8 @@ pub(super) struct Intent {
     pub(super) paid_msat: u64,
     pub(super) added_seconds: u64,
     pub(super) change: Amount,
+    /// The lease was in its grace period: `target` counts from the top-up.
+    pub(super) revived: bool,
 }
 
 impl Intent {
@@ -32,6 +36,7 @@ impl Intent {
             paid_msat: self.paid_msat,
             added_seconds: self.added_seconds,
             change: self.change,
+            revived: self.revived,
         }
     }
 }
@@ -99,11 +104,12 @@ impl Paygress {
             }
         };
         let rate = self.rate_of_tier_id(&record.tier);
+        let now = self.clock.now();
         let purchase = match pricing::quote_top_up(
             rate,
             self.config.limits,
             payment.amount,
-            record.remaining_seconds(self.clock.now()),
+            record.remaining_seconds(now),
         ) {
             Ok(p) => p,
             Err(e) => {
@@ -111,9 +117,18 @@ impl Paygress {
                 return self.refund(ctx, &payment, e.into()).await;
             }
         };
+        // A lease in its grace period was stopped: the time bought counts from now, so
+        // the buyer never pays for the time it was down.
+        let revived = self.lease_state(&record, now) == LeaseState::Grace;
+        let base = if revived {
+            ceil_to_second(now).max(record.expires_at)
+        } else {
+            record.expires_at
+        };
         let intent = Intent {
             lease: lease.clone(),
-            target: add_seconds(record.expires_at, purchase.seconds),
+            target: add_seconds(base, purchase.seconds),
+            revived,
             paid_msat: record.paid_msat.saturating_add(purchase.charged.to_msat()),
             added_seconds: purchase.seconds,
             change: purchase.change,
@@ -130,12 +145,33 @@ impl Paygress {
     /// Resumes a journaled intent (retry or settlement): the lease's real expiry says
     /// whether the extension happened; if not and the lease still runs, it is applied
     /// now (the target expiry is absolute, so applying it twice is harmless).
-    pub(super) async fn resume_extension(&self, ctx: Ctx<'_>, intent: Intent) -> Reply {
+    ///
+    /// A lease found in its grace period (it expired while the outcome was unclear) is
+    /// brought back with the time bought counted from now (a later target, journaled
+    /// before it is applied), so the buyer never pays for time it was stopped.
+    pub(super) async fn resume_extension(&self, ctx: Ctx<'_>, mut intent: Intent) -> Reply {
         let guard = self.lease_locks.lock(&intent.lease).await;
+        let now = self.clock.now();
         let outcome = match self.backend.get(&intent.lease).await {
             Ok(Some(r)) if r.expires_at >= intent.target => Outcome::Extended,
-            Ok(Some(r)) if r.state_at(self.clock.now()) == LeaseState::Active => {
+            Ok(Some(r)) if self.lease_state(&r, now) == LeaseState::Active => {
                 self.apply_extension(&intent, &r).await
+            }
+            Ok(Some(r)) if self.lease_state(&r, now) == LeaseState::Grace => {
+                let from_now = add_seconds(ceil_to_second(now), intent.added_seconds);
+                if from_now > intent.target {
+                    intent.target = from_now;
+                    intent.revived = true;
+                }
+                match self.put(ctx, intent.stage()).await {
+                    Ok(()) => self.apply_extension(&intent, &r).await,
+                    Err(e) => {
+                        // The old target is what a later resume would look for: do not
+                        // move the lease to one the journal does not know.
+                        warn!(error = %e, "could not journal a top-up's new target");
+                        Outcome::Unknown
+                    }
+                }
             }
             Ok(_) => Outcome::NotExtended(not_found(&intent.lease)),
             Err(e) => {
@@ -205,6 +241,12 @@ impl Paygress {
                     expires_at: intent.target,
                     added_seconds: intent.added_seconds,
                     change_token: None,
+                    message: intent.revived.then(|| {
+                        format!(
+                            "Lease {} was in its grace period and is running again; the {} seconds bought count from now: the time it was stopped is not charged.",
+                            intent.lease, intent.added_seconds
+                        )
+                    }),
                 });
                 self.finish(ctx, reply, &intent.payment.mint, intent.change)
                     .await
@@ -214,13 +256,21 @@ impl Paygress {
         }
     }
 
+    /// The lease, if a top-up can extend it: it runs, or it is in its grace period (a
+    /// top-up brings it back), and no release of it is open.
     pub(super) async fn live_lease(&self, lease: &LeaseId) -> Result<LeaseRecord, Failure> {
+        let now = self.clock.now();
         match self.backend.get(lease).await {
-            Ok(Some(r)) if r.state_at(self.clock.now()) == LeaseState::Active => {
+            Ok(Some(r))
+                if matches!(
+                    self.lease_state(&r, now),
+                    LeaseState::Active | LeaseState::Grace
+                ) =>
+            {
                 self.no_open_release(lease, None).await?;
                 Ok(r)
             }
-            Ok(Some(r)) if r.state_at(self.clock.now()) == LeaseState::Provisioning => {
+            Ok(Some(r)) if self.lease_state(&r, now) == LeaseState::Provisioning => {
                 Err(Failure::new(
                     ErrorCode::Unavailable,
                     format!("lease {lease} is still starting; top it up once it runs"),

@@ -15,6 +15,8 @@ use paygress_http::{HttpApi, HttpConfig, TransportProbe};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod real_mint;
+
 pub const MINT: &str = "http://mint.test";
 pub const OTHER_MINT: &str = "http://other.test";
 

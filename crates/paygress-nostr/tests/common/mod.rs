@@ -6,9 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use paygress_core::memory::{MemoryBackend, MemoryVerifier};
-use paygress_core::{Amount, CashuToken, MintUrl, Paygress, ServiceConfig};
-use paygress_nostr::nostr_sdk::{Keys, RelayUrl};
+use paygress_core::{
+    Amount, CashuToken, MintUrl, Paygress, Request, ServiceConfig, SpawnRequest, StatusRequest,
+};
+use paygress_nostr::nostr_sdk::{Client, Event, EventId, Filter, Keys, Kind, RelayUrl};
 use paygress_nostr::testkit::TestRelay;
+use paygress_nostr::wire::KIND_REPLY;
 use paygress_nostr::{BuyerClient, NostrConfig, NostrTransport};
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
@@ -137,4 +140,44 @@ pub async fn start_service_with(
     let transport = Arc::new(NostrTransport::start(config).await.unwrap());
     let serve = tokio::spawn(service.serve(transport.clone()));
     (transport, serve)
+}
+
+/// A request for a 30-minute lease paid with `token`, logging in as `user`.
+pub fn spawn_as(token: CashuToken, user: Option<&str>) -> Request {
+    Request::Spawn(SpawnRequest {
+        cashu_token: token,
+        ssh_username: user.map(str::to_owned),
+        pod_image: None,
+        duration_minutes: Some(30),
+        tier: None,
+        ssh_public_key: None,
+        password_login: None,
+    })
+}
+
+/// A request for a 30-minute lease paid with `token`, logging in as `alice`.
+pub fn spawn_req(token: CashuToken) -> Request {
+    spawn_as(token, Some("alice"))
+}
+
+/// A status request for `pod`.
+pub fn status_req(pod: &str) -> Request {
+    Request::Status(StatusRequest {
+        pod_name: pod.to_owned(),
+    })
+}
+
+/// Every kind 1001 event on `relays` answering `id`, fetched by an independent client
+/// as `nak req -k 1001 -e <id>` would.
+pub async fn replies_on(relays: &[RelayUrl], id: EventId) -> Vec<Event> {
+    let client = Client::default();
+    for url in relays {
+        client.add_relay(url.clone()).await.unwrap();
+    }
+    client.connect().await;
+    client.wait_for_connection(TIMEOUT).await;
+    let filter = Filter::new().kind(Kind::Custom(KIND_REPLY)).event(id);
+    let events = client.fetch_events(filter, TIMEOUT).await.unwrap();
+    client.shutdown().await;
+    events.into_iter().collect()
 }

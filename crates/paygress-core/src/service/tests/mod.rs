@@ -110,6 +110,7 @@ pub(super) struct Ports {
     journal: Option<MockJournal>,
     memory_journal: MemoryJournal,
     clock: ManualClock,
+    config: ServiceConfig,
 }
 
 impl Ports {
@@ -129,6 +130,7 @@ impl Ports {
             journal: None,
             memory_journal: MemoryJournal::new(),
             clock: ManualClock::new(start()),
+            config: config(),
         }
     }
 
@@ -197,7 +199,7 @@ impl Ports {
             Some(j) => Arc::new(j),
             None => Arc::new(self.memory_journal.clone()),
         };
-        let service = Paygress::builder(config(), Arc::new(self.verifier), backend)
+        let service = Paygress::builder(self.config, Arc::new(self.verifier), backend)
             .journal(journal)
             .clock(Arc::new(self.clock.clone()))
             .build();
@@ -275,12 +277,14 @@ pub(super) fn record(id: &LeaseId, expires_at: Timestamp) -> LeaseRecord {
 }
 
 mod capacity;
+mod grace;
 mod idempotency;
 mod notices;
 mod quotes;
 mod release;
 mod settle;
 mod spawn;
+mod spawn_checks;
 mod spawn_failures;
 mod top_up;
 

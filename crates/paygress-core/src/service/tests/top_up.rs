@@ -272,6 +272,7 @@ async fn top_up_left_extending_by_a_crash_is_concluded_from_the_leases_real_expi
             paid_msat: 90_000,
             added_seconds: 1800,
             change: Amount::sat(0),
+            revived: false,
         };
         journal
             .put(&key("t"), &Entry::new(buyer(), start(), stage))
@@ -305,6 +306,7 @@ async fn top_up_left_extending_on_an_expired_lease_is_refunded() {
         paid_msat: 90_000,
         added_seconds: 1800,
         change: Amount::sat(0),
+        revived: false,
     };
     journal
         .put(&key("t"), &Entry::new(buyer(), start(), stage))

@@ -1,0 +1,179 @@
+//! The command line, environment and directory of one command of a lease.
+
+use super::*;
+
+impl Sandbox {
+    /// How to start one command of a lease.
+    pub(crate) fn launch(&self, spec: &LaunchSpec<'_>) -> Launch {
+        let sandbox_home = PathBuf::from(format!("/home/{}", spec.username));
+        let home = match self.mode {
+            SandboxMode::Bubblewrap => sandbox_home.clone(),
+            SandboxMode::Unsandboxed => spec.home.to_owned(),
+        };
+        let shell = self.shell.to_string_lossy().into_owned();
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), PATH.into()),
+            ("HOME".into(), home.to_string_lossy().into_owned()),
+            ("USER".into(), spec.username.into()),
+            ("LOGNAME".into(), spec.username.into()),
+            ("SHELL".into(), shell.clone()),
+            ("LANG".into(), "C.UTF-8".into()),
+            ("PAYGRESS_LEASE".into(), spec.lease.into()),
+        ];
+        for (k, v) in spec.client_env {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
+
+        // The command proper: [setpriv …] [prlimit …] shell -l | shell -c CMD
+        let mut inner: Vec<OsString> = Vec::new();
+        if let (SandboxMode::Bubblewrap, Some((setpriv, uid, gid))) = (self.mode, &self.drop_to) {
+            let (uid, gid) = spec.owner.unwrap_or((*uid, *gid));
+            inner.push(setpriv.into());
+            inner.push(format!("--reuid={uid}").into());
+            inner.push(format!("--regid={gid}").into());
+            inner.push("--clear-groups".into());
+            inner.push("--inh-caps=-all".into());
+            inner.push("--".into());
+        }
+        if let Some(prlimit) = &self.prlimit {
+            inner.push(prlimit.into());
+            inner.push(format!("--as={}", spec.limits.address_space_bytes).into());
+            inner.push(format!("--nproc={}", spec.limits.processes).into());
+            inner.push(format!("--nofile={}", spec.limits.open_files).into());
+            if self.mode == SandboxMode::Bubblewrap {
+                inner.push(format!("--fsize={}", self.sizes.max_file_bytes).into());
+            }
+            inner.push("--".into());
+        }
+        inner.push(shell.into());
+        match spec.command {
+            Some(cmd) => {
+                inner.push("-c".into());
+                inner.push(cmd.into());
+            }
+            None => inner.push("-l".into()),
+        }
+
+        match (&self.mode, &self.bwrap) {
+            (SandboxMode::Bubblewrap, Some(bwrap)) => {
+                let mut args: Vec<OsString> = Vec::new();
+                let mut push = |a: &[&str]| args.extend(a.iter().map(OsString::from));
+                push(&[
+                    "--die-with-parent",
+                    "--unshare-pid",
+                    "--unshare-ipc",
+                    "--unshare-uts",
+                ]);
+                push(&["--hostname", spec.lease]);
+                if !spec.pty {
+                    // No controlling terminal to keep: detach from ours (TIOCSTI).
+                    push(&["--new-session"]);
+                }
+                if self.drop_to.is_some() {
+                    // Only for `setpriv` to switch to nobody; the switch clears them.
+                    push(&["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]);
+                }
+                push(&["--ro-bind", "/usr", "/usr"]);
+                for dir in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+                    let p = Path::new(dir);
+                    if let Ok(target) = std::fs::read_link(p) {
+                        let target = target.to_string_lossy().into_owned();
+                        push(&["--symlink", &target, dir]);
+                    } else if p.is_dir() {
+                        push(&["--ro-bind", dir, dir]);
+                    }
+                }
+                push(&["--ro-bind", "/etc", "/etc"]);
+                push(&["--proc", "/proc", "--dev", "/dev"]);
+                // Directories bubblewrap creates belong to root: open them up like a
+                // normal system's.
+                let tmp_size = self.sizes.tmp_bytes.to_string();
+                push(&["--perms", "1777", "--size", &tmp_size, "--tmpfs", "/tmp"]);
+                // Not a directory on bubblewrap's unbounded root tmpfs.
+                push(&["--symlink", "/tmp", "/var/tmp"]);
+                push(&["--perms", "0755", "--dir", "/run"]);
+                push(&["--perms", "0755", "--dir", "/home"]);
+                let sandbox_home = sandbox_home.to_string_lossy().into_owned();
+                args.push("--bind".into());
+                args.push(spec.home.into());
+                args.push(sandbox_home.clone().into());
+                args.push("--chdir".into());
+                args.push(sandbox_home.into());
+                if let Some((passwd, group)) = spec.identity {
+                    for (src, dest) in [(passwd, "/etc/passwd"), (group, "/etc/group")] {
+                        args.push("--ro-bind".into());
+                        args.push(src.into());
+                        args.push(dest.into());
+                    }
+                }
+                match &self.net {
+                    Net::Host => {}
+                    Net::Loopback => args.push("--unshare-net".into()),
+                    Net::Pasta(p) => {
+                        // The host's resolver is not reachable: pasta forwards DNS.
+                        let dest = std::fs::canonicalize("/etc/resolv.conf")
+                            .unwrap_or_else(|_| PathBuf::from("/etc/resolv.conf"));
+                        args.push("--ro-bind".into());
+                        args.push(p.resolv_conf().into());
+                        args.push(dest.into());
+                    }
+                }
+                args.push("--".into());
+                args.extend(inner);
+                let program = match &self.net {
+                    Net::Pasta(p) => {
+                        // nsenter joins the lease's namespace and execs bubblewrap.
+                        let mut outer: Vec<OsString> = vec![
+                            {
+                                let mut a = OsString::from("--net=");
+                                a.push(p.ns_path(spec.lease));
+                                a
+                            },
+                            "--".into(),
+                            bwrap.into(),
+                        ];
+                        outer.append(&mut args);
+                        args = outer;
+                        p.nsenter().to_owned()
+                    }
+                    Net::Host | Net::Loopback => bwrap.clone(),
+                };
+                Launch {
+                    program,
+                    args,
+                    env,
+                    cwd: spec.home.to_owned(),
+                }
+            }
+            _ => {
+                let mut it = inner.into_iter();
+                let program = it.next().map(PathBuf::from).unwrap_or_default();
+                Launch {
+                    program,
+                    args: it.collect(),
+                    env,
+                    cwd: spec.home.to_owned(),
+                }
+            }
+        }
+    }
+}
+
+/// The host's `passwd` and `group` with `username` as `uid`/`gid` (replacing any
+/// entry of that name), home `/home/<username>` and login shell `shell`.
+pub(crate) fn identity_files(username: &str, uid: u32, gid: u32, shell: &str) -> (String, String) {
+    let keep = |text: String| -> String {
+        text.lines()
+            .filter(|l| l.split(':').next() != Some(username))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let mut passwd = keep(std::fs::read_to_string("/etc/passwd").unwrap_or_default());
+    passwd.push_str(&format!(
+        "{username}:x:{uid}:{gid}:Paygress lease:/home/{username}:{shell}\n"
+    ));
+    let mut group = keep(std::fs::read_to_string("/etc/group").unwrap_or_default());
+    group.push_str(&format!("{username}:x:{gid}:\n"));
+    (passwd, group)
+}

@@ -1,0 +1,70 @@
+//! `cargo xtask bench`: the benchmark suite.
+
+use std::env;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cmd, root, soak};
+
+/// `bench cashu [args]`: the redeem-only benchmark. `bench [--quick]`: the whole suite
+/// (`bench/`, issue 18): builds `paygress` and the bench in release (one invocation,
+/// so they share one build of the dependencies), runs every scenario and writes
+/// `docs/BENCHMARKS.md` and `docs/bench-latency.png`.
+pub fn bench(args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("cashu") => {
+            let mut a = vec![
+                "run",
+                "--release",
+                "-p",
+                "paygress-cashu",
+                "--features",
+                "test-mint",
+                "--example",
+                "bench_redeem",
+                "--",
+            ];
+            a.extend(args[1..].iter().map(String::as_str));
+            cmd("cargo", &a)
+        }
+        None | Some("--quick") => {
+            cmd(
+                "cargo",
+                &[
+                    "build",
+                    "--release",
+                    "-p",
+                    "paygress-bin",
+                    "--bin",
+                    "paygress",
+                    "-p",
+                    "paygress-bench",
+                    // `--bin` applies to every package named: without this the
+                    // bench's own binary is not built.
+                    "--bin",
+                    "paygress-bench",
+                ],
+            )?;
+            let target = env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root().map(|r| r.join("target")).unwrap_or_default());
+            let release = target.join("release");
+            let bench = release.join("paygress-bench");
+            let paygress = release.join("paygress");
+            let mut a = vec![
+                "run",
+                "--paygress",
+                paygress.to_str().context("path")?,
+                "--out",
+                "docs/BENCHMARKS.md",
+            ];
+            a.extend(args.iter().map(String::as_str));
+            cmd(bench.to_str().context("path")?, &a)
+        }
+        Some("soak") => soak::run(&args[1..]),
+        _ => {
+            bail!("usage: cargo xtask bench [--quick] | bench cashu [--n N] | bench soak --hours H")
+        }
+    }
+}
