@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use paygress_bin::buyer::{
-    self, IdentityArgs, OffersArgs, ReleaseArgs, RequestArgs, StatusArgs, TopUpArgs,
+    self, IdentityArgs, OffersArgs, ReleaseArgs, RequestArgs, StatusArgs, TopUpArgs, WatchArgs,
 };
 use paygress_bin::config::{LogFormat, ServeArgs};
 use paygress_bin::config_file::{apply_config_file, config_file_arg};
@@ -44,10 +44,12 @@ enum Command {
     Offers(OffersArgs),
     /// Buyer: pays for a lease and prints how to log in.
     Request(Box<RequestArgs>),
-    /// Buyer: pays to extend a lease.
+    /// Buyer: pays to extend a lease (`--auto`: before each expiry, up to a budget).
     Topup(Box<TopUpArgs>),
     /// Buyer: shows a lease's expiry and state (owner only).
     Status(Box<StatusArgs>),
+    /// Buyer: counts a lease's time down live until it ends (owner only).
+    Watch(Box<WatchArgs>),
     /// Buyer: ends a lease now and saves the refund of its unused time (owner only).
     Release(Box<ReleaseArgs>),
 }
@@ -106,6 +108,7 @@ async fn main() -> Result<()> {
         Command::Request(args) => buyer::request(&cli.identity, *args).await,
         Command::Topup(args) => buyer::top_up(&cli.identity, *args).await,
         Command::Status(args) => buyer::status(&cli.identity, *args).await,
+        Command::Watch(args) => buyer::watch(&cli.identity, *args).await,
         Command::Release(args) => buyer::release(&cli.identity, *args).await,
     }
 }

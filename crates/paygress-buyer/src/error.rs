@@ -81,6 +81,65 @@ pub enum BuyerError {
         /// Whether the request carried a token.
         paid: bool,
     },
+    /// No provider on the market fits.
+    #[error(
+        "no live provider sells tier {tier} for at most {} sat/hour accepting {} ({found} offers found, {answered} answered). Your token was not sent.",
+        max_sat_per_hour.map_or_else(|| "any".to_owned(), |p| p.to_string()),
+        mints.join(", ")
+    )]
+    NoProvider {
+        /// The tier asked for.
+        tier: String,
+        /// The price limit, sat per hour.
+        max_sat_per_hour: Option<u64>,
+        /// The buyer's mints.
+        mints: Vec<String>,
+        /// Offers found.
+        found: usize,
+        /// Providers that answered the reachability check.
+        answered: usize,
+    },
+    /// Locking the payment failed.
+    #[error("{reason}; {}", match unlocked {
+        Some(p) => format!("your money is back as an unlocked token in {} (nothing was sent)", p.display()),
+        None => "your token was not spent and nothing was sent".to_owned(),
+    })]
+    Lock {
+        /// What failed.
+        reason: String,
+        /// Where the money was saved, unlocked, when the mint had already taken it.
+        unlocked: Option<PathBuf>,
+    },
+    /// The service's offer could not be read.
+    #[error("cannot read the offer of {service}: {reason}")]
+    NoOffer {
+        /// The service (URL or key).
+        service: String,
+        /// Why.
+        reason: String,
+    },
+    /// The mint failed while the buyer's own wallet used it.
+    #[error("the mint failed {action}: {reason}")]
+    Mint {
+        /// What was being done.
+        action: &'static str,
+        /// The mint's or wallet's error.
+        reason: String,
+    },
+    /// The service refused a request that carried no payment.
+    #[error("the service refused: {message} ({code:?})")]
+    Refused {
+        /// Its code.
+        code: paygress_core::ErrorCode,
+        /// Its message.
+        message: String,
+    },
+    /// The service answered with a reply of another kind than the request's.
+    #[error("the service answered a {request} request with another kind of reply")]
+    UnexpectedReply {
+        /// The request's kind.
+        request: &'static str,
+    },
     /// A Nostr failure.
     #[error(transparent)]
     Nostr(#[from] NostrError),

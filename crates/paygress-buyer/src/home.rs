@@ -17,6 +17,9 @@ pub enum TokenKind {
     /// A payment locked to a service (NUT-11), kept in case it must be reclaimed with
     /// the refund key after its locktime.
     Locked,
+    /// A prepaid top-up, waiting to be paid by `paygress topup --auto` (deleted once
+    /// the service took it).
+    TopUp,
 }
 
 impl TokenKind {
@@ -30,12 +33,13 @@ impl TokenKind {
         }
     }
 
-    /// `change` or `refund`.
+    /// `change`, `refund`, `locked` or `topup`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Change => "change",
             Self::Refund => "refund",
             Self::Locked => "locked",
+            Self::TopUp => "topup",
         }
     }
 }
