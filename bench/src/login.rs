@@ -40,10 +40,10 @@ pub struct Login {
     pub to_login: Summary,
     /// The service's own stages: p50 of one call, calls per run.
     pub stages: Vec<(String, Summary, f64)>,
-    /// Relay round trip p50 (ms), from the floors.
-    pub relay_ms: f64,
-    /// Swap p50 (ms), from the floors.
-    pub swap_ms: f64,
+    /// The relay round trip floor.
+    pub relay: Summary,
+    /// The swap floor.
+    pub swap: Summary,
     /// Sandbox and network mode the backend actually used.
     pub sandbox: String,
     /// Whether every login checked the host key from the reply.
@@ -53,18 +53,27 @@ pub struct Login {
 }
 
 impl Login {
-    /// The goal's bound: relay round trip + swap + 20 ms (p50s).
-    pub fn floor(&self) -> f64 {
-        self.relay_ms + self.swap_ms + 20.0
+    /// The goal's bound: relay round trip + swap + 20 ms (p50s); `None` when a floor
+    /// was not measured.
+    pub fn floor(&self) -> Option<f64> {
+        (self.relay.n > 0 && self.swap.n > 0).then_some(self.relay.p50 + self.swap.p50 + 20.0)
     }
 
-    /// The goal row of the report: target, measured, met.
-    pub fn goal(&self) -> (String, String, bool) {
-        (
-            format!("≤ relay round trip + swap + 20 ms = {:.1} ms", self.floor()),
-            format!("{:.1} ms", self.total.p50),
-            self.total.p50 <= self.floor(),
-        )
+    /// The goal row of the report: target, measured, met (`None`: no floor).
+    pub fn goal(&self) -> (String, String, Option<bool>) {
+        let measured = format!("{:.1} ms", self.total.p50);
+        match self.floor() {
+            Some(f) => (
+                format!("≤ relay round trip + swap + 20 ms = {f:.1} ms"),
+                measured,
+                Some(self.total.p50 <= f),
+            ),
+            None => (
+                "≤ relay round trip + swap + 20 ms (a floor was not measured)".to_owned(),
+                measured,
+                None,
+            ),
+        }
     }
 
     /// The report's section.
@@ -104,15 +113,20 @@ impl Login {
                 s.n, s.p50, s.p90, s.p99, s.max
             );
         }
+        let floor = match self.floor() {
+            Some(f) => format!(
+                "relay round trip {:.2} ms + swap {:.2} ms + 20 ms (p50s) = **{f:.1} ms**; \
+                 p50 ÷ floor = {:.2}×",
+                self.relay.p50,
+                self.swap.p50,
+                self.total.p50 / f
+            ),
+            None => "not known: the relay round trip or the swap was not measured".to_owned(),
+        };
         let _ = writeln!(
             o,
-            "\nFloor: relay round trip {:.2} ms + swap {:.2} ms + 20 ms = **{:.1} ms**; \
-             p50 ÷ floor = {:.2}×.\n\nThe service's own timings per run (p50 of one call, calls \
+            "\nFloor: {floor}.\n\nThe service's own timings per run (p50 of one call, calls \
              per run): {}.\n",
-            self.relay_ms,
-            self.swap_ms,
-            self.floor(),
-            self.total.p50 / self.floor(),
             self.stages
                 .iter()
                 .map(|(n, s, per)| format!("`{n}` {:.2} ms ({per:.1})", s.p50))
@@ -124,14 +138,14 @@ impl Login {
 }
 
 /// Runs `n` measured payment-to-login runs (plus one warm-up) against `mint` and
-/// `relay`; `relay_ms` and `swap_ms` are the floors' p50s.
+/// `relay`; `relay_rt` and `swap` are the floors measured before.
 pub async fn payment_to_login(
     mint: &TestMint,
     relay: &TestRelay,
     rec: &Recorder,
     n: usize,
-    relay_ms: f64,
-    swap_ms: f64,
+    relay_rt: Summary,
+    swap: Summary,
 ) -> Result<Login> {
     let dir = tempfile::tempdir()?;
     let mut config = LocalConfig::new(dir.path().join("data"));
@@ -172,8 +186,8 @@ pub async fn payment_to_login(
     let toks = tokens(mint, n + 1, 2).await?;
 
     let mut result = Login {
-        relay_ms,
-        swap_ms,
+        relay: relay_rt,
+        swap,
         sandbox,
         host_key_checked: true,
         ..Login::default()

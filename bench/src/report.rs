@@ -175,12 +175,17 @@ impl Report {
             .filter(|r| r.scenario == "HTTP spawn, k8s backend, API 0 ms")
             .map(|r| r.throughput)
             .fold(0.0, f64::max);
-        row(
-            "paid spawns/s, k8s backend, API 0 ms",
-            "≥ 200/s".to_owned(),
-            format!("{best:.1}/s"),
-            Some(best >= 200.0),
-        );
+        if self
+            .run_of("HTTP spawn, k8s backend, API 0 ms", 1)
+            .is_some()
+        {
+            row(
+                "paid spawns/s, k8s backend, API 0 ms",
+                "≥ 200/s".to_owned(),
+                format!("{best:.1}/s"),
+                Some(best >= 200.0),
+            );
+        }
         match &self.login {
             Some(l) => {
                 let (target, measured, met) = l.goal();
@@ -188,7 +193,7 @@ impl Report {
                     "payment to login p50 over Nostr, local backend",
                     target,
                     measured,
-                    Some(met),
+                    met,
                 );
             }
             None => row(
