@@ -5,11 +5,13 @@
 //!
 //! ```text
 //! paygress-bench run [--quick] [--paygress PATH] [--out docs/BENCHMARKS.md]
+//!                    [--only http,nostr,k8s0,k8s25,login,leases]
 //! paygress-bench leases --n 10000 --backend memory|k8s [--api URL] [--reap-interval-ms MS]
 //! ```
 
 mod footprint;
 mod load;
+mod login;
 mod plot;
 mod report;
 mod scenarios;
@@ -63,7 +65,9 @@ fn main() -> Result<()> {
             println!("{out}");
             Ok(())
         }),
+        // Flags alone (`paygress-bench --quick`) mean `run`.
         Some("run") | None => runtime.block_on(run(&args)),
+        Some(flag) if flag.starts_with("--") => runtime.block_on(run(&args)),
         Some(other) => anyhow::bail!("unknown command {other:?}; use `run` or `leases`"),
     }
 }
@@ -111,14 +115,22 @@ async fn run(args: &[String]) -> Result<()> {
 
     let mint = TestMint::start().await?;
     let relay = TestRelay::start().await?;
+    // `--only a,b`: just those scenarios (the floors always run).
+    let only = flag(args, "--only");
+    let wanted = |s: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == s));
     let levels = [1usize, 10, 100];
-    let plan: Vec<(&str, [usize; 3])> = vec![
+    let mut plan: Vec<(&str, [usize; 3])> = vec![
         ("http", [100, 300, 600]),
         ("nostr", [50, 200, 400]),
         ("k8s0", [100, 300, 600]),
         ("k8s25", [50, 200, 400]),
     ];
-    let top_ups = [sizes.n(100), sizes.n(200)];
+    plan.retain(|(kind, _)| wanted(kind));
+    let top_ups = if wanted("http") {
+        [sizes.n(100), sizes.n(200)]
+    } else {
+        [0, 0]
+    };
     let swaps = sizes.n(50);
     let total: usize = plan
         .iter()
@@ -253,17 +265,35 @@ async fn run(args: &[String]) -> Result<()> {
     }
     report.runs = runs;
 
-    eprintln!("bench: 10,000 live leases (memory backend) ...");
-    let n_leases = ((10_000.0 * sizes.scale) as usize).clamp(500, 10_000);
-    report
-        .leases
-        .push(footprint::leases(n_leases, "memory", None, Duration::from_secs(1)).await?);
-    eprintln!("bench: 10,000 live leases (k8s backend, fake API 0 ms) ...");
-    let api_leases = Fake::serve(Duration::ZERO).await?;
-    report
-        .leases
-        .push(footprint::leases(n_leases, "k8s", Some(&api_leases), Duration::from_secs(1)).await?);
-    drop(api_leases);
+    if wanted("login") {
+        let n = if quick { 5 } else { 20 };
+        eprintln!("bench: payment to login over Nostr, local backend, {n} runs ...");
+        let l = login::payment_to_login(&mint, &relay, &rec, n, relay_rt, swap).await?;
+        eprintln!(
+            "bench:   p50 {:.1} ms (to reply {:.1} + to login {:.1}), p99 {:.1} ms; floor {}",
+            l.total.p50,
+            l.to_reply.p50,
+            l.to_login.p50,
+            l.total.p99,
+            l.floor()
+                .map_or("not measured".to_owned(), |f| format!("{f:.1} ms"))
+        );
+        report.login = Some(l);
+    }
+
+    if wanted("leases") {
+        eprintln!("bench: 10,000 live leases (memory backend) ...");
+        let n_leases = ((10_000.0 * sizes.scale) as usize).clamp(500, 10_000);
+        report
+            .leases
+            .push(footprint::leases(n_leases, "memory", None, Duration::from_secs(1)).await?);
+        eprintln!("bench: 10,000 live leases (k8s backend, fake API 0 ms) ...");
+        let api_leases = Fake::serve(Duration::ZERO).await?;
+        report.leases.push(
+            footprint::leases(n_leases, "k8s", Some(&api_leases), Duration::from_secs(1)).await?,
+        );
+        drop(api_leases);
+    }
 
     if let Some(bin) = &paygress {
         eprintln!(

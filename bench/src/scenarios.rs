@@ -10,7 +10,9 @@ use paygress_cashu::{CashuConfig, CashuVerifier};
 use paygress_core::protocol::SpawnRequest;
 use paygress_core::{CashuToken, LeaseId, Reply};
 use paygress_nostr::BuyerClient;
-use paygress_nostr::nostr_sdk::{Client, EventBuilder, Filter, Keys, Kind, RelayPoolNotification};
+use paygress_nostr::nostr_sdk::{
+    Client, EventBuilder, Filter, Keys, Kind, RelayMessage, RelayPoolNotification,
+};
 use paygress_nostr::testkit::TestRelay;
 use serde_json::{Value, json};
 
@@ -54,7 +56,7 @@ pub async fn floor_relay(relay: &TestRelay, n: usize) -> Result<Summary> {
         c.wait_for_connection(Duration::from_secs(5)).await;
     }
     let mut notes = reader.notifications();
-    reader
+    let sub = reader
         .subscribe(
             Filter::new()
                 .author(keys.public_key())
@@ -62,7 +64,19 @@ pub async fn floor_relay(relay: &TestRelay, n: usize) -> Result<Summary> {
                 .limit(0),
             None,
         )
-        .await?;
+        .await?
+        .val;
+    // Publish only once the relay holds the subscription (its EOSE): an event it
+    // receives earlier is stored, not sent, and the first round trip never ends.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), notes.recv()).await?? {
+            RelayPoolNotification::Message {
+                message: RelayMessage::EndOfStoredEvents(id),
+                ..
+            } if *id == sub => break,
+            _ => {}
+        }
+    }
     let mut lat = Vec::new();
     for i in 0..n + 1 {
         let event = EventBuilder::text_note(format!("ping {i}")).sign_with_keys(&keys)?;

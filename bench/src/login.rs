@@ -1,0 +1,325 @@
+//! Payment to login (issue 18): a buyer publishes its encrypted spawn request over
+//! Nostr to the service on the local backend and logs into the lease with the system
+//! `ssh` client (key only). Measured from publishing the request to `ssh … true`
+//! exiting 0, with the split at the reply.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use paygress_cashu::testkit::TestMint;
+use paygress_core::protocol::{AccessDetails, Request, SpawnRequest};
+use paygress_core::{DynPodBackend, PodBackend, Reply};
+use paygress_local::{LocalBackend, LocalConfig, PortRange, SandboxMode};
+use paygress_nostr::nostr_sdk::Keys;
+use paygress_nostr::testkit::TestRelay;
+use paygress_nostr::{BuyerClient, SendOptions};
+
+use crate::stack::{Stack, tokens};
+use crate::stats::Summary;
+use crate::timed::Recorder;
+
+/// SSH ports of the bench's leases (away from the dev stack's 2300-2399 and the local
+/// backend tests' 24xxx-26xxx); taken ports are skipped.
+const PORTS: (u16, u16) = (27300, 27399);
+
+/// Service stages shown for this scenario, in order.
+const STAGES: &[&str] = &["service", "mint", "backend", "journal", "reply"];
+
+/// What the scenario measured.
+#[derive(Debug, Clone, Default)]
+pub struct Login {
+    /// Request published → `ssh … true` exited 0.
+    pub total: Summary,
+    /// Request published → reply received (includes the swap).
+    pub to_reply: Summary,
+    /// Reply received → `ssh … true` exited 0.
+    pub to_login: Summary,
+    /// The service's own stages: p50 of one call, calls per run.
+    pub stages: Vec<(String, Summary, f64)>,
+    /// The relay round trip floor.
+    pub relay: Summary,
+    /// The swap floor.
+    pub swap: Summary,
+    /// Sandbox and network mode the backend actually used.
+    pub sandbox: String,
+    /// Whether every login checked the host key from the reply.
+    pub host_key_checked: bool,
+    /// `ssh` attempts beyond the first, over all runs.
+    pub retries: usize,
+}
+
+impl Login {
+    /// The goal's bound: relay round trip + swap + 20 ms (p50s); `None` when a floor
+    /// was not measured.
+    pub fn floor(&self) -> Option<f64> {
+        (self.relay.n > 0 && self.swap.n > 0).then_some(self.relay.p50 + self.swap.p50 + 20.0)
+    }
+
+    /// The goal row of the report: target, measured, met (`None`: no floor).
+    pub fn goal(&self) -> (String, String, Option<bool>) {
+        let measured = format!("{:.1} ms", self.total.p50);
+        match self.floor() {
+            Some(f) => (
+                format!("≤ relay round trip + swap + 20 ms = {f:.1} ms"),
+                measured,
+                Some(self.total.p50 <= f),
+            ),
+            None => (
+                "≤ relay round trip + swap + 20 ms (a floor was not measured)".to_owned(),
+                measured,
+                None,
+            ),
+        }
+    }
+
+    /// The report's section.
+    pub fn markdown(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "### Payment to login (Nostr, local backend)\n\n\
+             One buyer, sequential runs (one unmeasured warm-up first): the buyer publishes its \
+             spawn request (kind 1000, NIP-44, `p`-tagged, as `BuyerClient::spawn` sends it; \
+             a fresh token; the public half of an ed25519 key from `ssh-keygen`), waits for the reply, then runs the system `ssh -i KEY -p PORT \
+             user@127.0.0.1 true` (key only; host key {}). Sandbox: {}. Each lease is deleted \
+             after its run, outside the timings. `ssh` retries: {}.\n",
+            if self.host_key_checked {
+                "checked against the reply's"
+            } else {
+                "not in the reply: not checked"
+            },
+            self.sandbox,
+            self.retries
+        );
+        let _ = writeln!(
+            o,
+            "| stage | n | p50 | p90 | p99 | max |\n|---|---|---|---|---|---|"
+        );
+        for (what, s) in [
+            (
+                "request published → reply received (includes the swap)",
+                self.to_reply,
+            ),
+            ("reply received → `ssh … true` done", self.to_login),
+            ("**payment to login** (published → login done)", self.total),
+        ] {
+            let _ = writeln!(
+                o,
+                "| {what} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+                s.n, s.p50, s.p90, s.p99, s.max
+            );
+        }
+        let floor = match self.floor() {
+            Some(f) => format!(
+                "relay round trip {:.2} ms + swap {:.2} ms + 20 ms (p50s) = **{f:.1} ms**; \
+                 p50 ÷ floor = {:.2}×",
+                self.relay.p50,
+                self.swap.p50,
+                self.total.p50 / f
+            ),
+            None => "not known: the relay round trip or the swap was not measured".to_owned(),
+        };
+        let _ = writeln!(
+            o,
+            "\nFloor: {floor}.\n\nThe service's own timings per run (p50 of one call, calls \
+             per run): {}.\n",
+            self.stages
+                .iter()
+                .map(|(n, s, per)| format!("`{n}` {:.2} ms ({per:.1})", s.p50))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        o
+    }
+}
+
+/// Runs `n` measured payment-to-login runs (plus one warm-up) against `mint` and
+/// `relay`; `relay_rt` and `swap` are the floors measured before.
+pub async fn payment_to_login(
+    mint: &TestMint,
+    relay: &TestRelay,
+    rec: &Recorder,
+    n: usize,
+    relay_rt: Summary,
+    swap: Summary,
+) -> Result<Login> {
+    let dir = tempfile::tempdir()?;
+    let mut config = LocalConfig::new(dir.path().join("data"));
+    config.port_range = PortRange::new(PORTS.0, PORTS.1)?;
+    config.sandbox = SandboxMode::Bubblewrap;
+    // As `paygress dev` and the local tests: bubblewrap where it works, else unsandboxed.
+    let local = Arc::new(LocalBackend::start_with_fallback(config).await?);
+    let sandbox = match local.sandbox_mode() {
+        SandboxMode::Bubblewrap => format!("bubblewrap, network {}", local.network_mode()),
+        SandboxMode::Unsandboxed => "unsandboxed (bubblewrap unavailable here)".to_owned(),
+    };
+    let key = dir.path().join("id_ed25519");
+    let out = std::process::Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "paygress-bench",
+            "-f",
+        ])
+        .arg(&key)
+        .output()
+        .context("ssh-keygen")?;
+    ensure!(out.status.success(), "ssh-keygen failed: {out:?}");
+    let public_key = std::fs::read_to_string(key.with_extension("pub"))?
+        .trim()
+        .to_owned();
+
+    let backend: DynPodBackend = local.clone();
+    let stack = Stack::start(mint, backend, Some(relay), rec).await?;
+    let service = stack.nostr_key.context("nostr not started")?;
+    let buyer = BuyerClient::connect(Keys::generate(), &[relay.url()], service)
+        .await?
+        .with_timeout(Duration::from_secs(60));
+    let toks = tokens(mint, n + 1, 2).await?;
+
+    let mut result = Login {
+        relay: relay_rt,
+        swap,
+        sandbox,
+        host_key_checked: true,
+        ..Login::default()
+    };
+    let (mut to_reply, mut to_login, mut total) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, token) in toks.into_iter().enumerate() {
+        if i == 1 {
+            rec.take();
+        }
+        let request = Request::Spawn(SpawnRequest {
+            cashu_token: token,
+            ssh_username: None,
+            pod_image: None,
+            duration_minutes: None,
+            tier: None,
+            ssh_public_key: Some(public_key.clone()),
+            password_login: Some(false),
+        });
+        let prepared = buyer.prepare(&request, SendOptions::default()).await?;
+        let t0 = Instant::now();
+        let reply = buyer.send_and_wait(&prepared).await?;
+        let t1 = Instant::now();
+        let access = match reply {
+            Reply::AccessDetails(a) => a,
+            other => bail!("spawn over Nostr answered {other:?}"),
+        };
+        ensure!(!access.password_login, "the lease accepts its password");
+        let checked = !access.host_keys.is_empty();
+        let retries = login(&access, &key, &dir.path().join(format!("known_hosts{i}"))).await?;
+        let t2 = Instant::now();
+        local
+            .delete(&access.pod_name)
+            .await
+            .context("deleting the lease")?;
+        if i == 0 {
+            continue;
+        }
+        result.host_key_checked &= checked;
+        result.retries += retries;
+        to_reply.push(t1 - t0);
+        to_login.push(t2 - t1);
+        total.push(t2 - t0);
+        eprintln!(
+            "bench:   run {i}: {:.1} ms ({:.1} + {:.1})",
+            (t2 - t0).as_secs_f64() * 1e3,
+            (t1 - t0).as_secs_f64() * 1e3,
+            (t2 - t1).as_secs_f64() * 1e3
+        );
+    }
+    let mut recorded = rec.take();
+    result.stages = STAGES
+        .iter()
+        .filter_map(|name| {
+            let v = recorded.remove(name)?;
+            Some((name.to_string(), Summary::of(&v), v.len() as f64 / n as f64))
+        })
+        .collect();
+    result.to_reply = Summary::of(&to_reply);
+    result.to_login = Summary::of(&to_login);
+    result.total = Summary::of(&total);
+    buyer.shutdown().await;
+    stack.shutdown().await;
+    drop(stack);
+    drop(local);
+    Ok(result)
+}
+
+/// `ssh … true` into the lease with `key`, checking the reply's host key when it has
+/// one; retried for up to 10 s. Returns the attempts beyond the first.
+async fn login(access: &AccessDetails, key: &Path, known_hosts: &Path) -> Result<usize> {
+    let port = access.node_port.unwrap_or(access.ssh_port);
+    let strict = if access.host_keys.is_empty() {
+        "StrictHostKeyChecking=no"
+    } else {
+        let lines: String = access
+            .host_keys
+            .iter()
+            .map(|k| format!("[{}]:{port} {}\n", access.ssh_host, k.public_key))
+            .collect();
+        std::fs::write(known_hosts, lines)?;
+        "StrictHostKeyChecking=yes"
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut retries = 0;
+    loop {
+        let out = tokio::process::Command::new("ssh")
+            .args(["-F", "/dev/null", "-i"])
+            .arg(key)
+            .args(["-o", strict, "-o"])
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+            .args([
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+                "-o",
+                "UpdateHostKeys=no",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "IdentityAgent=none",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "PreferredAuthentications=publickey",
+                "-o",
+                "ControlMaster=no",
+                "-o",
+                "ControlPath=none",
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "ConnectTimeout=20",
+                "-p",
+            ])
+            .arg(port.to_string())
+            .arg(format!("{}@{}", access.ssh_username, access.ssh_host))
+            .arg("true")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .context("running ssh")?;
+        if out.status.success() {
+            return Ok(retries);
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "ssh into {} on port {port} failed: {}",
+                access.pod_name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        retries += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
