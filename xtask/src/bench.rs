@@ -28,43 +28,50 @@ pub fn bench(args: &[String]) -> Result<()> {
             a.extend(args[1..].iter().map(String::as_str));
             cmd("cargo", &a)
         }
-        None | Some("--quick") => {
-            cmd(
-                "cargo",
-                &[
-                    "build",
-                    "--release",
-                    "-p",
-                    "paygress-bin",
-                    "--bin",
-                    "paygress",
-                    "-p",
-                    "paygress-bench",
-                    // `--bin` applies to every package named: without this the
-                    // bench's own binary is not built.
-                    "--bin",
-                    "paygress-bench",
-                ],
-            )?;
-            let target = env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| root().map(|r| r.join("target")).unwrap_or_default());
-            let release = target.join("release");
-            let bench = release.join("paygress-bench");
-            let paygress = release.join("paygress");
-            let mut a = vec![
-                "run",
-                "--paygress",
-                paygress.to_str().context("path")?,
-                "--out",
-                "docs/BENCHMARKS.md",
-            ];
-            a.extend(args.iter().map(String::as_str));
-            cmd(bench.to_str().context("path")?, &a)
-        }
+        // The suite, with its flags (`--quick`, `--only login,k8s25`, `--scale X`).
+        None => suite(args),
+        Some(flag) if flag.starts_with("--") => suite(args),
         Some("soak") => soak::run(&args[1..]),
         _ => {
-            bail!("usage: cargo xtask bench [--quick] | bench cashu [--n N] | bench soak --hours H")
+            bail!(
+                "usage: cargo xtask bench [--quick] [--only SCENARIOS] | bench cashu [--n N] | bench soak --hours H"
+            )
         }
     }
+}
+
+/// The whole suite (or the scenarios `--only` names): release build, then run.
+fn suite(args: &[String]) -> Result<()> {
+    cmd(
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "-p",
+            "paygress-bin",
+            "--bin",
+            "paygress",
+            "-p",
+            "paygress-bench",
+            // `--bin` applies to every package named: without this the
+            // bench's own binary is not built.
+            "--bin",
+            "paygress-bench",
+        ],
+    )?;
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().map(|r| r.join("target")).unwrap_or_default());
+    let release = target.join("release");
+    let bench = release.join("paygress-bench");
+    let paygress = release.join("paygress");
+    let mut a = vec![
+        "run",
+        "--paygress",
+        paygress.to_str().context("path")?,
+        "--out",
+        "docs/BENCHMARKS.md",
+    ];
+    a.extend(args.iter().map(String::as_str));
+    cmd(bench.to_str().context("path")?, &a)
 }
