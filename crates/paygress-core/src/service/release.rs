@@ -238,7 +238,8 @@ impl Paygress {
 
     /// Refuses while a release of `lease` (other than the request `except`) is open:
     /// a second release would refund the same time again, and a top-up would pay for
-    /// time the open release is about to end.
+    /// time the open release is about to end. A release (`except` is its own request)
+    /// also waits for any open top-up of the lease.
     pub(super) async fn no_open_release(
         &self,
         lease: &LeaseId,
@@ -255,6 +256,20 @@ impl Paygress {
             Some(key) != except
                 && matches!(&entry.stage, Stage::Releasing { lease: l, .. } if l == lease)
         });
+        // Asked by a release: a top-up whose outcome is open would be refunded by its
+        // settlement once the lease is gone, while the release refunds its time too.
+        let extending = except.is_some()
+            && open.iter().any(|(_, entry)| {
+                matches!(&entry.stage, Stage::Extending { lease: l, .. } if l == lease)
+            });
+        if extending {
+            return Err(Failure::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "a top-up of lease {lease} is still being settled; send the release again shortly"
+                ),
+            ));
+        }
         if releasing {
             return Err(Failure::new(
                 ErrorCode::Unavailable,

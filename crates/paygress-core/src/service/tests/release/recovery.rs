@@ -453,3 +453,45 @@ async fn while_a_release_is_open_a_second_release_and_top_ups_are_refused_and_it
     };
     assert_eq!(expect_released(reply).refund_amount, Amount::sat(50));
 }
+
+#[tokio::test]
+async fn a_release_waits_for_an_open_top_up_so_that_its_time_is_not_refunded_twice() {
+    let (service, backend, journal, clock) = Ports::new().refunds_in_sat().never_issues().build();
+    let lease = seed_lease(&backend, Tier::standard(), at(HOUR)).await;
+    // A top-up's answer was lost after the backend applied it: its settlement would
+    // refund it if the lease were gone, and a release would refund its time too.
+    backend
+        .extend(
+            &lease,
+            &Extension {
+                expires_at: at(HOUR + 1800),
+                paid_msat: 90_000,
+            },
+        )
+        .await
+        .expect("extend");
+    let open_top_up = Stage::Extending {
+        lease: lease.clone(),
+        payment: Redeemed {
+            mint: mint(),
+            amount: Amount::sat(30),
+        },
+        target: at(HOUR + 1800),
+        paid_msat: 90_000,
+        added_seconds: 1800,
+        change: Amount::sat(0),
+        revived: false,
+    };
+    journal
+        .put(&key("t"), &Entry::new(buyer(), at(0), open_top_up))
+        .await
+        .expect("put");
+    clock.advance(600);
+    let err = expect_error(
+        service
+            .handle(&key("r"), &buyer(), release_req(&lease))
+            .await,
+    );
+    assert_eq!(err.code, ErrorCode::Unavailable, "{err:?}");
+    assert!(backend.get(&lease).await.expect("get").is_some());
+}
