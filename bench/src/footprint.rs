@@ -226,17 +226,39 @@ pub async fn leases(
 /// What starting the real binary measured.
 #[derive(Debug, Clone, Default)]
 pub struct Startup {
+    /// Which build: `release` or `dist` (the profile operators ship).
+    pub build: String,
+    /// Size of the executable, bytes.
+    pub binary_bytes: u64,
     /// Spawn to first accepted TCP connection, ms.
     pub listening: Summary,
     /// Spawn to `/healthz` answering 200, ms.
     pub healthy: Summary,
     /// RSS after 3 s idle, KiB (median over runs).
     pub idle_rss_kib: u64,
+    /// Of which anonymous memory (heap, stacks), KiB, of the same run.
+    pub idle_anon_kib: u64,
+    /// Of which mapped files (mostly the executable's own code), KiB, of the same run.
+    pub idle_file_kib: u64,
+}
+
+/// `VmRSS`, `RssAnon` and `RssFile` of `pid`, KiB.
+fn rss_parts(pid: u32) -> Result<(u64, u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .with_context(|| format!("no {name}"))
+    };
+    Ok((field("VmRSS:")?, field("RssAnon:")?, field("RssFile:")?))
 }
 
 /// Starts `paygress serve` (HTTP mode, Kubernetes backend on the fake API, the test
 /// mint whitelisted) `runs` times.
 pub async fn startup(
+    build: &str,
     paygress: &Path,
     mint_url: &str,
     api: &Served,
@@ -301,13 +323,18 @@ pub async fn startup(
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
-        rss.push(rss_kib(Some(pid))?);
+        rss.push(rss_parts(pid)?);
         child.kill().await?;
     }
     rss.sort_unstable();
+    let (idle_rss_kib, idle_anon_kib, idle_file_kib) = rss[rss.len() / 2];
     Ok(Startup {
+        build: build.to_owned(),
+        binary_bytes: std::fs::metadata(paygress)?.len(),
         listening: Summary::of(&listening),
         healthy: Summary::of(&healthy),
-        idle_rss_kib: rss[rss.len() / 2],
+        idle_rss_kib,
+        idle_anon_kib,
+        idle_file_kib,
     })
 }

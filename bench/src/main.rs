@@ -4,7 +4,7 @@
 //! `docs/BENCHMARKS.md`.
 //!
 //! ```text
-//! paygress-bench run [--quick] [--paygress PATH] [--out docs/BENCHMARKS.md]
+//! paygress-bench run [--quick] [--paygress PATH] [--paygress-dist PATH] [--out docs/BENCHMARKS.md]
 //!                    [--only http,nostr,k8s0,k8s25,login,leases]
 //! paygress-bench leases --n 10000 --backend memory|k8s [--api URL] [--reap-interval-ms MS]
 //! ```
@@ -111,6 +111,7 @@ async fn run(args: &[String]) -> Result<()> {
     };
     let out = PathBuf::from(flag(args, "--out").unwrap_or_else(|| "docs/BENCHMARKS.md".to_owned()));
     let paygress = flag(args, "--paygress").map(PathBuf::from);
+    let paygress_dist = flag(args, "--paygress-dist").map(PathBuf::from);
     let mut report = Report::new(args);
 
     let mint = TestMint::start().await?;
@@ -295,14 +296,18 @@ async fn run(args: &[String]) -> Result<()> {
         drop(api_leases);
     }
 
-    if let Some(bin) = &paygress {
+    // The release build the load ran on, and the `dist` build operators ship.
+    let builds = [("release", paygress), ("dist", paygress_dist)];
+    for (build, bin) in builds {
+        let Some(bin) = bin else { continue };
         eprintln!(
             "bench: start-to-listening and idle RSS of {} ...",
             bin.display()
         );
-        report.startup = Some(
+        report.startup.push(
             footprint::startup(
-                bin,
+                build,
+                &bin,
                 &mint.url().to_string(),
                 &api0,
                 if quick { 3 } else { 7 },

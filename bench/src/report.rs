@@ -38,7 +38,7 @@ pub struct Report {
     /// Leases children's JSON.
     pub leases: Vec<Value>,
     /// The real binary's start.
-    pub startup: Option<Startup>,
+    pub startup: Vec<Startup>,
     /// Payment to login over Nostr on the local backend.
     pub login: Option<crate::login::Login>,
 }
@@ -106,7 +106,7 @@ impl Report {
             floors: Vec::new(),
             runs: Vec::new(),
             leases: Vec::new(),
-            startup: None,
+            startup: Vec::new(),
             login: None,
         }
     }
@@ -203,10 +203,19 @@ impl Report {
                 None,
             ),
         }
-        match &self.startup {
+        // The goal is judged on the build operators ship (`dist`) when it was measured.
+        match self
+            .startup
+            .iter()
+            .find(|s| s.build == "dist")
+            .or(self.startup.first())
+        {
             Some(s) => {
                 row(
-                    "idle RSS (`paygress serve`, HTTP, k8s backend)",
+                    &format!(
+                        "idle RSS (`paygress serve`, HTTP, k8s backend, {} build)",
+                        s.build
+                    ),
                     "≤ 12 MiB".to_owned(),
                     mib(s.idle_rss_kib),
                     Some(s.idle_rss_kib <= 12 * 1024),
@@ -350,22 +359,34 @@ impl Report {
             let _ = writeln!(o, "\n{}", l.markdown().trim_end());
         }
         let _ = writeln!(o, "\n### Footprint\n");
-        if let Some(s) = &self.startup {
+        if let Some(first) = self.startup.first() {
             let _ = writeln!(
                 o,
-                "`paygress serve` (release), `RUN_MODE=http`, Kubernetes backend on the fake API, \
-                 the in-process mint whitelisted; {} starts:\n\n\
-                 | figure | p50 | max |\n|---|---|---|\n\
-                 | start to listening (first TCP connect) | {:.1} ms | {:.1} ms |\n\
-                 | start to healthy (`/healthz` 200) | {:.1} ms | {:.1} ms |\n\
-                 | idle RSS after 3 s (median) | {} | |\n",
-                s.listening.n,
-                s.listening.p50,
-                s.listening.max,
-                s.healthy.p50,
-                s.healthy.max,
-                mib(s.idle_rss_kib)
+                "`paygress serve`, `RUN_MODE=http`, Kubernetes backend on the fake API, \
+                 the in-process mint whitelisted; {} starts of each build (`dist`: the profile \
+                 operators ship, fat LTO and size-optimised). Idle RSS is the median after 3 s, \
+                 split into anonymous memory (what the service allocates) and mapped files \
+                 (mostly its own code):\n\n\
+                 | build | binary | start to listening p50 / max | start to healthy p50 / max | idle RSS | anonymous | mapped files |\n\
+                 |---|---|---|---|---|---|---|",
+                first.listening.n,
             );
+            for s in &self.startup {
+                let _ = writeln!(
+                    o,
+                    "| {} | {:.1} MB | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {} | {} | {} |",
+                    s.build,
+                    s.binary_bytes as f64 / 1e6,
+                    s.listening.p50,
+                    s.listening.max,
+                    s.healthy.p50,
+                    s.healthy.max,
+                    mib(s.idle_rss_kib),
+                    mib(s.idle_anon_kib),
+                    mib(s.idle_file_kib),
+                );
+            }
+            let _ = writeln!(o);
         }
         let _ = writeln!(
             o,

@@ -9,8 +9,9 @@ use crate::{cmd, root, soak};
 
 /// `bench cashu [args]`: the redeem-only benchmark. `bench [--quick]`: the whole suite
 /// (`bench/`, issue 18): builds `paygress` and the bench in release (one invocation,
-/// so they share one build of the dependencies), runs every scenario and writes
-/// `docs/BENCHMARKS.md` and `docs/bench-latency.png`.
+/// so they share one build of the dependencies) and `paygress` in the `dist` profile
+/// operators ship (unless `--no-dist`: its fat LTO build is slow), runs every scenario
+/// and writes `docs/BENCHMARKS.md` and `docs/bench-latency.png`.
 pub fn bench(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("cashu") => {
@@ -34,7 +35,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         Some("soak") => soak::run(&args[1..]),
         _ => {
             bail!(
-                "usage: cargo xtask bench [--quick] [--only SCENARIOS] | bench cashu [--n N] | bench soak --hours H"
+                "usage: cargo xtask bench [--quick] [--only SCENARIOS] [--no-dist] | bench cashu [--n N] | bench soak --hours H"
             )
         }
     }
@@ -59,12 +60,28 @@ fn suite(args: &[String]) -> Result<()> {
             "paygress-bench",
         ],
     )?;
+    let dist = !args.iter().any(|a| a == "--no-dist");
+    if dist {
+        cmd(
+            "cargo",
+            &[
+                "build",
+                "--profile",
+                "dist",
+                "-p",
+                "paygress-bin",
+                "--bin",
+                "paygress",
+            ],
+        )?;
+    }
     let target = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().map(|r| r.join("target")).unwrap_or_default());
     let release = target.join("release");
     let bench = release.join("paygress-bench");
     let paygress = release.join("paygress");
+    let paygress_dist = target.join("dist").join("paygress");
     let mut a = vec![
         "run",
         "--paygress",
@@ -72,6 +89,13 @@ fn suite(args: &[String]) -> Result<()> {
         "--out",
         "docs/BENCHMARKS.md",
     ];
-    a.extend(args.iter().map(String::as_str));
+    if dist {
+        a.extend(["--paygress-dist", paygress_dist.to_str().context("path")?]);
+    }
+    a.extend(
+        args.iter()
+            .map(String::as_str)
+            .filter(|a| *a != "--no-dist"),
+    );
     cmd(bench.to_str().context("path")?, &a)
 }
