@@ -21,7 +21,7 @@ pub struct LeasesArgs {
     #[arg(long, env = "POD_BACKEND", value_enum, default_value = "kubernetes")]
     pub pod_backend: BackendKind,
     /// State directory of the service (local backend).
-    #[arg(long, env = "PAYGRESS_DATA_DIR", default_value = "./paygress-data")]
+    #[arg(long, env = "PAYGRESS_DATA_DIR", default_value = paygress_core::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// Namespace of the leases (Kubernetes backend).
     #[arg(long, env = "POD_NAMESPACE", default_value = "user-workloads")]

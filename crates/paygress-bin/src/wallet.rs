@@ -11,7 +11,7 @@ use paygress_core::{Amount, Unit};
 #[derive(Debug, Clone, Args)]
 pub struct WalletArgs {
     /// State directory.
-    #[arg(long, env = "PAYGRESS_DATA_DIR", default_value = "./paygress-data")]
+    #[arg(long, env = "PAYGRESS_DATA_DIR", default_value = paygress_core::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// Wallet database [default: <data dir>/cashu.db].
     #[arg(long, env = "CASHU_DB_PATH")]
