@@ -38,15 +38,9 @@ pub fn rss_kib(pid: Option<u32>) -> Result<u64> {
 }
 
 fn spawn_request(sats: u64, verifier: &MemoryVerifier, mint: &MintUrl) -> Request {
-    Request::Spawn(SpawnRequest {
-        cashu_token: verifier.mint_token(mint, Amount::sat(sats)),
-        ssh_username: None,
-        pod_image: None,
-        duration_minutes: None,
-        tier: None,
-        ssh_public_key: None,
-        password_login: None,
-    })
+    Request::Spawn(SpawnRequest::new(
+        verifier.mint_token(mint, Amount::sat(sats)),
+    ))
 }
 
 /// The child: `n` live leases on `backend` (`memory`, or `k8s` on the fake API at
@@ -80,15 +74,13 @@ pub async fn leases_child(
     let verifier = Arc::new(MemoryVerifier::new(vec![mint.clone()]));
     let dir = tempfile::tempdir()?;
     let journal = Arc::new(FileJournal::open(dir.path().join("journal.jsonl"))?);
-    let config = ServiceConfig {
-        // One sat buys one second, from one second up: short leases for the expiry test.
-        rate: Rate::from_sats_per_hour(3600).context("rate")?,
-        limits: DurationLimits {
+    // One sat buys one second, from one second up: short leases for the expiry test.
+    let config = ServiceConfig::default()
+        .with_rate(Rate::from_sats_per_hour(3600).context("rate")?)
+        .with_limits(DurationLimits {
             min_seconds: 1,
             max_seconds: 7 * 24 * 3600,
-        },
-        ..ServiceConfig::default()
-    };
+        });
     let service = Arc::new(
         Paygress::builder(config, verifier.clone(), timed.clone())
             .journal(journal)

@@ -197,15 +197,11 @@ pub async fn payment_to_login(
         if i == 1 {
             rec.take();
         }
-        let request = Request::Spawn(SpawnRequest {
-            cashu_token: token,
-            ssh_username: None,
-            pod_image: None,
-            duration_minutes: None,
-            tier: None,
-            ssh_public_key: Some(public_key.clone()),
-            password_login: Some(false),
-        });
+        let request = Request::Spawn(
+            SpawnRequest::new(token)
+                .with_ssh_public_key(public_key.clone())
+                .with_password_login(false),
+        );
         let prepared = buyer.prepare(&request, SendOptions::default()).await?;
         let t0 = Instant::now();
         let reply = buyer.send_and_wait(&prepared).await?;

@@ -208,15 +208,7 @@ pub async fn nostr_spawns(
         let (c, t) = (c.clone(), tokens.clone());
         async move {
             let reply = c[i % c.len()]
-                .spawn(SpawnRequest {
-                    cashu_token: t[i].clone(),
-                    ssh_username: None,
-                    pod_image: None,
-                    duration_minutes: None,
-                    tier: None,
-                    ssh_public_key: None,
-                    password_login: None,
-                })
+                .spawn(SpawnRequest::new(t[i].clone()))
                 .await?;
             match reply {
                 Reply::AccessDetails(_) => Ok(()),

@@ -86,12 +86,10 @@ impl Stack {
         let journal = FileJournal::open(dir.path().join("journal.jsonl"))?;
         let timed_journal: DynJournal =
             Arc::new(TimedJournal(Arc::new(journal.clone()), rec.clone()));
-        let config = ServiceConfig {
-            name: "paygress-bench".to_owned(),
-            ssh_host: "127.0.0.1".to_owned(),
-            max_concurrent_requests: 512,
-            ..ServiceConfig::default()
-        };
+        let config = ServiceConfig::default()
+            .with_name("paygress-bench")
+            .with_ssh_host("127.0.0.1")
+            .with_max_concurrent_requests(512);
         let mut builder =
             Paygress::builder(config, payments.clone(), timed_backend).journal(timed_journal);
         let mut tasks = Vec::new();

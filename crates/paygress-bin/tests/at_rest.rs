@@ -76,11 +76,9 @@ async fn fresh_dev_data_dir_and_buyer_dir_are_private_after_a_real_flow() {
         port_range: "2470-2474".to_owned(),
         unsandboxed: true,
     };
-    let terms = ServiceConfig {
-        name: "at-rest".into(),
-        ssh_host: "127.0.0.1".into(),
-        ..ServiceConfig::default()
-    };
+    let terms = ServiceConfig::default()
+        .with_name("at-rest")
+        .with_ssh_host("127.0.0.1");
     let stack = DevStack::start_with(&args, terms).await.expect("stack");
     let token_file = stack.mint_buyer_token(10).await.expect("buyer token");
 

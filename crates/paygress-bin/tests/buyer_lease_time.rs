@@ -16,16 +16,14 @@ use paygress_testkit::dev::DevStack;
 /// One sat buys one second and any length of top-up is sold: a lease's whole life, and
 /// two automatic top-ups, fit in a few seconds.
 fn fast_terms(min_seconds: u64) -> ServiceConfig {
-    ServiceConfig {
-        name: "lease-time".into(),
-        rate: Rate::from_sats_per_hour(3600).expect("non-zero"),
-        limits: DurationLimits {
+    ServiceConfig::default()
+        .with_name("lease-time")
+        .with_rate(Rate::from_sats_per_hour(3600).expect("non-zero"))
+        .with_limits(DurationLimits {
             min_seconds,
             max_seconds: 3600,
-        },
-        ssh_host: "127.0.0.1".into(),
-        ..ServiceConfig::default()
-    }
+        })
+        .with_ssh_host("127.0.0.1")
 }
 
 fn timestamp(v: &serde_json::Value) -> jiff::Timestamp {

@@ -26,16 +26,14 @@ fn args(ports: &str) -> DevOptions {
 
 /// One sat buys one second, leases from 5 s: the whole life of a lease fits in a test.
 fn fast_terms() -> ServiceConfig {
-    ServiceConfig {
-        name: "e2e".into(),
-        rate: Rate::from_sats_per_hour(3600).expect("non-zero"),
-        limits: DurationLimits {
+    ServiceConfig::default()
+        .with_name("e2e")
+        .with_rate(Rate::from_sats_per_hour(3600).expect("non-zero"))
+        .with_limits(DurationLimits {
             min_seconds: 5,
             max_seconds: 3600,
-        },
-        ssh_host: "127.0.0.1".into(),
-        ..ServiceConfig::default()
-    }
+        })
+        .with_ssh_host("127.0.0.1")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,15 +53,7 @@ async fn pay_login_top_up_expire() {
         .await
         .expect("mint");
     let reply = buyer
-        .spawn(SpawnRequest {
-            cashu_token: token,
-            ssh_username: Some("alice".into()),
-            pod_image: None,
-            duration_minutes: None,
-            tier: None,
-            ssh_public_key: None,
-            password_login: None,
-        })
+        .spawn(SpawnRequest::new(token).with_ssh_username("alice"))
         .await
         .expect("reply");
     let Reply::AccessDetails(access) = reply else {
@@ -204,15 +194,11 @@ async fn refund_and_change_are_real_tokens() {
         .await
         .expect("mint");
     let reply = buyer
-        .spawn(SpawnRequest {
-            cashu_token: token,
-            ssh_username: Some("bob".into()),
-            pod_image: None,
-            duration_minutes: Some(1),
-            tier: None,
-            ssh_public_key: None,
-            password_login: None,
-        })
+        .spawn(
+            SpawnRequest::new(token)
+                .with_ssh_username("bob")
+                .with_duration_minutes(1),
+        )
         .await
         .expect("reply");
     let Reply::AccessDetails(access) = reply else {

@@ -32,15 +32,9 @@ fn free_port() -> u16 {
 }
 
 fn spawn_request(token: &CashuToken, user: &str) -> SpawnRequest {
-    SpawnRequest {
-        cashu_token: token.clone(),
-        ssh_username: Some(user.into()),
-        pod_image: None,
-        duration_minutes: Some(2),
-        tier: None,
-        ssh_public_key: None,
-        password_login: None,
-    }
+    SpawnRequest::new(token.clone())
+        .with_ssh_username(user)
+        .with_duration_minutes(2)
 }
 
 /// Collects the secrets of a reply: password, change and refund tokens.

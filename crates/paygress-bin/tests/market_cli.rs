@@ -39,11 +39,9 @@ async fn offers_show_reachability_and_request_picks_the_provider() {
         port_range: "2480-2484".to_owned(),
         unsandboxed: false,
     };
-    let terms = ServiceConfig {
-        name: "market-test".into(),
-        ssh_host: "127.0.0.1".into(),
-        ..ServiceConfig::default()
-    };
+    let terms = ServiceConfig::default()
+        .with_name("market-test")
+        .with_ssh_host("127.0.0.1");
     let stack = DevStack::start_with(&args, terms).await.expect("stack");
     let home = tempfile::tempdir().expect("tempdir");
     let cfg = home.path();

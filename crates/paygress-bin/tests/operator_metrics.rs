@@ -253,15 +253,11 @@ async fn nostr_only_mode_serves_metrics_on_metrics_addr() {
         .with_timeout(Duration::from_secs(30));
     let paid = token(&mint, 2, TokenFormat::V4).await;
     let reply = buyer
-        .spawn(SpawnRequest {
-            cashu_token: paid,
-            ssh_username: Some("bob".into()),
-            pod_image: None,
-            duration_minutes: Some(2),
-            tier: None,
-            ssh_public_key: None,
-            password_login: None,
-        })
+        .spawn(
+            SpawnRequest::new(paid)
+                .with_ssh_username("bob")
+                .with_duration_minutes(2),
+        )
         .await
         .expect("reply");
     assert!(matches!(reply, Reply::AccessDetails(_)), "{reply:?}");

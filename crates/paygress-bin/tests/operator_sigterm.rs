@@ -17,15 +17,9 @@ use paygress_nostr::testkit::TestRelay;
 use serde_json::Value;
 
 fn spawn_request(token: CashuToken, user: &str) -> SpawnRequest {
-    SpawnRequest {
-        cashu_token: token,
-        ssh_username: Some(user.into()),
-        pod_image: None,
-        duration_minutes: Some(30),
-        tier: None,
-        ssh_public_key: None,
-        password_login: None,
-    }
+    SpawnRequest::new(token)
+        .with_ssh_username(user)
+        .with_duration_minutes(30)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,11 +14,9 @@ use serde_json::Value;
 
 /// 60 sat an hour (one sat a minute), the default 5-minute minimum charge.
 fn terms() -> ServiceConfig {
-    ServiceConfig {
-        name: "release-test".into(),
-        ssh_host: "127.0.0.1".into(),
-        ..ServiceConfig::default()
-    }
+    ServiceConfig::default()
+        .with_name("release-test")
+        .with_ssh_host("127.0.0.1")
 }
 
 async fn paygress(config_dir: &Path, args: &[&str]) -> Output {

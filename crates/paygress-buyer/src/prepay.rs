@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::Arc;
 
 use paygress_cashu::cdk::Amount;
 use paygress_cashu::cdk::nuts::{CurrencyUnit, Token};
-use paygress_cashu::cdk::wallet::{ReceiveOptions, SendOptions, Wallet, WalletBuilder};
+use paygress_cashu::cdk::wallet::{ReceiveOptions, SendOptions, Wallet};
+use paygress_cashu::ephemeral_wallet;
 use paygress_core::CashuToken;
 
 use crate::{BuyerError, BuyerHome, TokenKind};
@@ -80,22 +80,12 @@ pub async fn prepay(
     let mint_url = decoded
         .mint_url()
         .map_err(|_| BuyerError::InvalidArgument("the token names no single mint".to_owned()))?;
-    let store = cdk_sqlite::wallet::memory::empty()
+    let wallet = ephemeral_wallet(mint_url, unit)
         .await
         .map_err(|e| BuyerError::Mint {
             action: "opening a wallet",
             reason: e.to_string(),
         })?;
-    let mut seed = [0u8; 64];
-    rand::fill(&mut seed[..]);
-    let wallet = WalletBuilder::new()
-        .mint_url(mint_url)
-        .unit(unit)
-        .localstore(Arc::new(store))
-        .seed(seed)
-        .without_rate_limiting()
-        .build()
-        .map_err(mint_err("opening a wallet"))?;
     wallet
         .receive(token.expose().trim(), ReceiveOptions::default())
         .await

@@ -39,7 +39,7 @@ pub enum CashuError {
     Database(#[source] cdk::cdk_database::Error),
     /// The mint is not one of the whitelisted mints.
     #[error("mint {0} is not whitelisted")]
-    MintNotAccepted(String),
+    MintNotAccepted(paygress_core::money::MintUrl),
     /// No whitelisted mint holds enough to pay the amount.
     #[error("insufficient funds: no accepted mint holds {0}")]
     InsufficientFunds(paygress_core::money::Amount),

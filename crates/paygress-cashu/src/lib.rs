@@ -2,6 +2,7 @@
 
 mod backup;
 mod config;
+mod ephemeral;
 mod error;
 mod history;
 pub mod lnaddress;
@@ -19,6 +20,7 @@ pub use backup::{RestoredAt, SeedBackup, read_seed_backup, write_seed_backup};
 pub use config::{
     CashuConfig, DEFAULT_DB_PATH, ENV_DB_PATH, ENV_WHITELISTED_MINTS, load_or_create_seed,
 };
+pub use ephemeral::ephemeral_wallet;
 pub use error::CashuError;
 pub use history::{HistoryEntry, Movement};
 pub use lock::{LockError, Locked, lock_token};

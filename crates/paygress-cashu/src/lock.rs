@@ -2,12 +2,12 @@
 //! with a locktime after which the buyer's refund key can take it back.
 
 use std::str::FromStr;
-use std::sync::Arc;
 
 use cdk::nuts::{Conditions, CurrencyUnit, PublicKey, SigFlag, SpendingConditions, Token};
-use cdk::wallet::{ReceiveOptions, SendOptions, WalletBuilder};
+use cdk::wallet::{ReceiveOptions, SendOptions};
 use paygress_core::secret::CashuToken;
 
+use crate::ephemeral::ephemeral_wallet;
 use crate::error::CashuError;
 
 /// A token locked to a service.
@@ -62,19 +62,7 @@ pub async fn lock_token(
         )))
     })?;
     let unit = decoded.unit().unwrap_or(CurrencyUnit::Sat);
-    let store = cdk_sqlite::wallet::memory::empty()
-        .await
-        .map_err(|e| fail(CashuError::Database(e)))?;
-    let mut seed = [0u8; 64];
-    rand::fill(&mut seed[..]);
-    let wallet = WalletBuilder::new()
-        .mint_url(mint_url)
-        .unit(unit)
-        .localstore(Arc::new(store))
-        .seed(seed)
-        .without_rate_limiting()
-        .build()
-        .map_err(|e| fail(wallet_err(e)))?;
+    let wallet = ephemeral_wallet(mint_url, unit).await.map_err(fail)?;
     let face = decoded.value().map_err(|e| fail(wallet_err(e.into())))?;
     let received = wallet
         .receive(token.expose().trim(), ReceiveOptions::default())

@@ -31,7 +31,7 @@ use cdk::nuts::nut02::ShortKeysetId;
 use cdk::nuts::{CurrencyUnit, KeySetInfo, PaymentMethod, Token, TokenV3};
 use cdk::types::FeeReserve;
 use cdk::wallet::types::KeysetLoadPolicy;
-use cdk::wallet::{ReceiveOptions, SendOptions, Wallet, WalletBuilder};
+use cdk::wallet::{ReceiveOptions, SendOptions, Wallet};
 use cdk_fake_wallet::FakeWallet;
 use paygress_core::money::{MintUrl, Unit};
 use paygress_core::secret::CashuToken;
@@ -318,17 +318,7 @@ impl Buyer {
     pub async fn new(mint: &MintUrl, unit: Unit) -> Result<Self, CashuError> {
         let url = cdk::mint_url::MintUrl::from_str(mint.as_str())
             .map_err(|e| wallet_err(CdkError::from(e)))?;
-        let store = cdk_sqlite::wallet::memory::empty()
-            .await
-            .map_err(CashuError::Database)?;
-        let wallet = WalletBuilder::new()
-            .mint_url(url)
-            .unit(cdk_unit(unit))
-            .localstore(Arc::new(store))
-            .seed(rand::random())
-            .without_rate_limiting()
-            .build()
-            .map_err(wallet_err)?;
+        let wallet = crate::ephemeral_wallet(url, cdk_unit(unit)).await?;
         Ok(Self { wallet })
     }
 

@@ -16,15 +16,7 @@ use paygress_core::protocol::{Reply, Request, SpawnRequest};
 use paygress_core::{CashuToken, Paygress, Requester, ServiceConfig, Unit};
 
 fn spawn(token: CashuToken, minutes: u64) -> Request {
-    Request::Spawn(SpawnRequest {
-        cashu_token: token,
-        ssh_username: None,
-        pod_image: None,
-        duration_minutes: Some(minutes),
-        tier: None,
-        ssh_public_key: None,
-        password_login: None,
-    })
+    Request::Spawn(SpawnRequest::new(token).with_duration_minutes(minutes))
 }
 
 /// A plain token worth `amount` and the same money locked to `to` for an hour.

@@ -12,15 +12,7 @@ use paygress_core::protocol::{Reply, Request, SpawnRequest};
 use paygress_core::{Paygress, Requester, ServiceConfig, Unit};
 
 fn spawn(token: paygress_core::CashuToken, minutes: u64) -> Request {
-    Request::Spawn(SpawnRequest {
-        cashu_token: token,
-        ssh_username: None,
-        pod_image: None,
-        duration_minutes: Some(minutes),
-        tier: None,
-        ssh_public_key: None,
-        password_login: None,
-    })
+    Request::Spawn(SpawnRequest::new(token).with_duration_minutes(minutes))
 }
 
 #[tokio::test]

@@ -98,15 +98,7 @@ async fn main() {
 
     // 3. A buyer pays 30 sat for 20 minutes (the default rate is 60 sat an hour).
     let token = verifier.mint_token(&mint, Amount::sat(30));
-    let request = Request::Spawn(SpawnRequest {
-        cashu_token: token,
-        ssh_username: None,
-        pod_image: None,
-        duration_minutes: Some(20),
-        tier: None,
-        ssh_public_key: None,
-        password_login: None,
-    });
+    let request = Request::Spawn(SpawnRequest::new(token).with_duration_minutes(20));
     let key = RequestKey::new("example", "first-request");
     match service
         .handle(&key, &Requester::new("example", "buyer"), request)

@@ -26,6 +26,7 @@ use crate::secret::Password;
 /// top-up brings it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum LeaseState {
     /// A request arrived; no money has moved.
     Requested,
@@ -191,6 +192,7 @@ pub struct Provisioned {
 /// Where a lease's pod stands, as its backend sees it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum LeasePhase {
     /// The pod runs (or its time is simply counted by `expires_at`).
     #[default]

@@ -8,6 +8,7 @@ use thiserror::Error;
 
 /// A name that failed validation.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum NameError {
     /// Not a valid lease name.
     #[error(

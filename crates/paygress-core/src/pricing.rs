@@ -115,6 +115,7 @@ impl Default for DurationLimits {
 
 /// The outcome of pricing a payment: time granted, amount kept, amount to give back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Purchase {
     /// Lease seconds granted.
     pub seconds: u64,
@@ -126,6 +127,7 @@ pub struct Purchase {
 
 /// Why a payment cannot buy what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum PricingError {
     /// The requested duration is outside the operator's limits.
     #[error(

@@ -16,6 +16,7 @@ use crate::secret::{CashuToken, Password};
 /// Kind 1000 / `POST /spawn-pod`: pay for a new lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SpawnRequest {
     /// The payment.
     pub cashu_token: CashuToken,
@@ -39,6 +40,64 @@ pub struct SpawnRequest {
     /// `true` with a key: both; `false` needs a key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_login: Option<bool>,
+}
+
+impl SpawnRequest {
+    /// A request paying with `cashu_token`, every option left to the service's default;
+    /// the `with_…` methods set them.
+    pub fn new(cashu_token: CashuToken) -> Self {
+        Self {
+            cashu_token,
+            ssh_username: None,
+            pod_image: None,
+            duration_minutes: None,
+            tier: None,
+            ssh_public_key: None,
+            password_login: None,
+        }
+    }
+
+    /// Sets the login name.
+    #[must_use]
+    pub fn with_ssh_username(mut self, username: impl Into<String>) -> Self {
+        self.ssh_username = Some(username.into());
+        self
+    }
+
+    /// Sets the container image.
+    #[must_use]
+    pub fn with_pod_image(mut self, image: impl Into<String>) -> Self {
+        self.pod_image = Some(image.into());
+        self
+    }
+
+    /// Sets the exact duration to buy.
+    #[must_use]
+    pub fn with_duration_minutes(mut self, minutes: u64) -> Self {
+        self.duration_minutes = Some(minutes);
+        self
+    }
+
+    /// Sets the resource tier.
+    #[must_use]
+    pub fn with_tier(mut self, tier: impl Into<String>) -> Self {
+        self.tier = Some(tier.into());
+        self
+    }
+
+    /// Sets the OpenSSH public key line to log in with.
+    #[must_use]
+    pub fn with_ssh_public_key(mut self, key: impl Into<String>) -> Self {
+        self.ssh_public_key = Some(key.into());
+        self
+    }
+
+    /// Sets whether the password also logs in.
+    #[must_use]
+    pub fn with_password_login(mut self, on: bool) -> Self {
+        self.password_login = Some(on);
+        self
+    }
 }
 
 /// Kind 1002 / `POST /top-up-pod`: pay to extend a lease.
@@ -97,6 +156,7 @@ impl Request {
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "schema", schema(as = SpawnPodResponse))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct AccessDetails {
     /// Lease name, for top-ups.
     #[cfg_attr(feature = "schema", schema(value_type = String, pattern = r"^ssh-pod-[a-z0-9]{8}$"))]
@@ -159,6 +219,7 @@ pub struct HostKey {
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "schema", schema(as = TopUpPodResponse))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TopUpResult {
     /// The lease.
     #[cfg_attr(feature = "schema", schema(value_type = String, pattern = r"^ssh-pod-[a-z0-9]{8}$"))]
@@ -180,6 +241,7 @@ pub struct TopUpResult {
 
 /// A lease's state, for its owner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct LeaseStatus {
     /// The lease.
     pub pod_name: LeaseId,
@@ -197,11 +259,33 @@ pub struct LeaseStatus {
     pub node_port: Option<u16>,
 }
 
+impl LeaseStatus {
+    /// The status of lease `pod_name` in `state`, paid until `expires_at` with
+    /// `remaining_seconds` left, on `tier`; no port.
+    pub fn new(
+        pod_name: LeaseId,
+        state: LeaseState,
+        expires_at: Timestamp,
+        remaining_seconds: u64,
+        tier: impl Into<String>,
+    ) -> Self {
+        Self {
+            pod_name,
+            state,
+            expires_at,
+            remaining_seconds,
+            tier: tier.into(),
+            node_port: None,
+        }
+    }
+}
+
 /// A released lease: it is gone, and the unused time (less the minimum charge) comes
 /// back as a token.
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "schema", schema(as = ReleasePodResponse))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ReleaseResult {
     /// The lease, now removed.
     #[cfg_attr(feature = "schema", schema(value_type = String, pattern = r"^ssh-pod-[a-z0-9]{8}$"))]
@@ -224,6 +308,7 @@ pub struct ReleaseResult {
 /// Sent to a lease's owner once per expiry, ahead of it (`EXPIRY_NOTICE_MINUTES`): the
 /// transport adds how to top the lease up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ExpiryNotice {
     /// The lease.
     pub pod_name: LeaseId,
@@ -238,6 +323,7 @@ pub struct ExpiryNotice {
 #[cfg_attr(feature = "schema", schema(as = ErrorCodeBody))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ErrorCode {
     /// The request could not be parsed or has unknown fields.
     InvalidRequest,

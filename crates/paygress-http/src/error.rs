@@ -55,6 +55,8 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         // No answer is a 5xx other than 503 (the documented one), an internal failure
         // included: clients retry it like any unavailability.
         | ErrorCode::Internal => StatusCode::SERVICE_UNAVAILABLE,
+        // A code added to core later: unavailable until this crate maps it.
+        _ => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

@@ -146,14 +146,15 @@ impl TryFrom<PodInfo> for LeaseStatus {
                 });
             }
         };
-        Ok(Self {
-            pod_name: lease_id(pod_name)?,
+        let mut status = LeaseStatus::new(
+            lease_id(pod_name)?,
             state,
             expires_at,
             remaining_seconds,
             tier,
-            node_port,
-        })
+        );
+        status.node_port = node_port;
+        Ok(status)
     }
 }
 
@@ -208,6 +209,7 @@ impl From<TokenQuote> for AuthResponse {
             spendable,
             minutes,
             covers_requested,
+            ..
         } = q;
         Self {
             mint: mint.to_string(),

@@ -15,15 +15,11 @@ use paygress_core::{
 use paygress_http::client::HttpClient;
 
 fn spawn(token: CashuToken) -> Request {
-    Request::Spawn(SpawnRequest {
-        cashu_token: token,
-        ssh_username: Some("alice".to_owned()),
-        pod_image: None,
-        duration_minutes: Some(30),
-        tier: None,
-        ssh_public_key: None,
-        password_login: None,
-    })
+    Request::Spawn(
+        SpawnRequest::new(token)
+            .with_ssh_username("alice")
+            .with_duration_minutes(30),
+    )
 }
 
 #[tokio::test]

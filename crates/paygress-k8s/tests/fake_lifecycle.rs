@@ -26,13 +26,10 @@ fn buyer() -> Requester {
 
 fn service(fake: &Fake, backend: Arc<paygress_k8s::K8sBackend>) -> (Paygress, MemoryVerifier) {
     let wallet = MemoryVerifier::new(vec![MintUrl::new(MINT)]);
-    let config = ServiceConfig {
-        limits: DurationLimits {
-            min_seconds: 60,
-            max_seconds: 24 * 3600,
-        },
-        ..ServiceConfig::default()
-    };
+    let config = ServiceConfig::default().with_limits(DurationLimits {
+        min_seconds: 60,
+        max_seconds: 24 * 3600,
+    });
     let service = Paygress::builder(config, Arc::new(wallet.clone()), backend)
         .journal(Arc::new(MemoryJournal::new()))
         .clock(Arc::new(fake.clock()))
@@ -56,15 +53,11 @@ async fn lifecycle_a_60_s_lease_topped_up_by_120_s_runs_180_s_from_readiness() {
         s.handle(
             &RequestKey::new("test", "spawn"),
             &buyer(),
-            Request::Spawn(SpawnRequest {
-                cashu_token: token,
-                ssh_username: Some("alice".to_owned()),
-                pod_image: None,
-                duration_minutes: Some(1),
-                tier: None,
-                ssh_public_key: None,
-                password_login: None,
-            }),
+            Request::Spawn(
+                SpawnRequest::new(token)
+                    .with_ssh_username("alice")
+                    .with_duration_minutes(1),
+            ),
         )
         .await
     });
@@ -137,15 +130,11 @@ async fn lifecycle_a_pod_never_ready_is_refunded_in_full() {
         .handle(
             &RequestKey::new("test", "spawn"),
             &buyer(),
-            Request::Spawn(SpawnRequest {
-                cashu_token: token,
-                ssh_username: Some("alice".to_owned()),
-                pod_image: None,
-                duration_minutes: Some(10),
-                tier: None,
-                ssh_public_key: None,
-                password_login: None,
-            }),
+            Request::Spawn(
+                SpawnRequest::new(token)
+                    .with_ssh_username("alice")
+                    .with_duration_minutes(10),
+            ),
         )
         .await;
     let refund = match reply {

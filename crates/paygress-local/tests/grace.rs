@@ -171,30 +171,22 @@ async fn the_service_tops_up_a_lease_in_grace_and_its_owner_finds_the_home_intac
     let backend = backend_with_grace(dir.path(), 24830, grace).await;
     let mint = MintUrl::new("http://127.0.0.1:3338");
     let wallet = MemoryVerifier::new(vec![mint.clone()]);
-    let config = ServiceConfig {
-        // One sat a second.
-        rate: Rate::from_sats_per_hour(3600).unwrap(),
-        limits: DurationLimits {
+    // One sat a second.
+    let config = ServiceConfig::default()
+        .with_rate(Rate::from_sats_per_hour(3600).unwrap())
+        .with_limits(DurationLimits {
             min_seconds: 1,
             max_seconds: 3600,
-        },
-        grace,
-        ..ServiceConfig::default()
-    };
+        })
+        .with_grace(grace);
     let service =
         Paygress::builder(config, Arc::new(wallet.clone()), Arc::new(backend.clone())).build();
     let owner = Requester::new("test", "owner");
     let key = |k: &str| RequestKey::new("test", k);
 
-    let spawn = Request::Spawn(SpawnRequest {
-        cashu_token: wallet.mint_token(&mint, Amount::sat(5)),
-        ssh_username: Some("alice".to_owned()),
-        pod_image: None,
-        duration_minutes: None,
-        tier: None,
-        ssh_public_key: None,
-        password_login: None,
-    });
+    let spawn = Request::Spawn(
+        SpawnRequest::new(wallet.mint_token(&mint, Amount::sat(5))).with_ssh_username("alice"),
+    );
     let access = match service.handle(&key("spawn"), &owner, spawn).await {
         Reply::AccessDetails(a) => a,
         other => panic!("expected access, got {other:?}"),

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use paygress_cashu::CashuVerifier;
-use paygress_core::{DynJournal, DynNotifier, DynPaymentVerifier, DynPodBackend, Paygress};
+use paygress_core::{
+    DynJournal, DynNotifier, DynPaymentVerifier, DynPodBackend, DynTransport, Paygress,
+};
 use paygress_http::wire::ComponentHealth;
 use paygress_local::LocalBackend;
 use paygress_nostr::NostrTransport;
@@ -40,6 +42,9 @@ pub struct Node {
     pub nostr: Option<Arc<NostrTransport>>,
     /// Where the HTTP listener listens.
     pub http_addr: SocketAddr,
+    /// The transports served, each shut down (through the port) at the end of
+    /// [`Node::shutdown`].
+    transports: Vec<DynTransport>,
     tasks: JoinSet<()>,
     stop: watch::Sender<bool>,
     maintenance: Option<AbortHandle>,
@@ -154,7 +159,9 @@ impl Node {
             .map(|every| tasks.spawn(service.clone().run_maintenance(every)));
         // Set while the Nostr serve loop runs; reported by `/healthz`.
         let nostr_up = Arc::new(AtomicBool::new(false));
+        let mut transports: Vec<DynTransport> = Vec::new();
         if let Some(transport) = &nostr {
+            transports.push(transport.clone());
             nostr_up.store(true, Ordering::SeqCst);
             let (svc, t, up) = (service.clone(), transport.clone(), nostr_up.clone());
             tasks.spawn(async move {
@@ -252,6 +259,7 @@ impl Node {
             local,
             nostr,
             http_addr,
+            transports,
             tasks,
             stop,
             maintenance,
@@ -269,8 +277,9 @@ impl Node {
 
     /// Stops serving gracefully: no new request is taken (HTTP stops accepting, Nostr
     /// stops reading), the ones in flight finish within the grace period (Nostr stays
-    /// connected to answer them), then the Nostr transport disconnects and the rest is
-    /// stopped. Leases live in the backend and are picked up at the next start.
+    /// connected to answer them), then every transport is shut down
+    /// ([`paygress_core::Transport::shutdown`]: Nostr disconnects from its relays) and
+    /// the rest is stopped. Leases live in the backend and are picked up at the next start.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         if let Some(m) = self.maintenance.take() {
@@ -296,8 +305,8 @@ impl Node {
                  settles them at the next start)"
             );
         }
-        if let Some(n) = &self.nostr {
-            n.shutdown().await;
+        for t in &self.transports {
+            t.shutdown().await;
         }
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}

@@ -42,15 +42,9 @@ async fn main() {
     for scheme in [Scheme::Nip44, Scheme::Nip04, Scheme::Nip17] {
         let mut times = Vec::with_capacity(n);
         for _ in 0..n {
-            let request = Request::Spawn(SpawnRequest {
-                cashu_token: verifier.mint_token(&mint, Amount::sat(10)),
-                ssh_username: None,
-                pod_image: None,
-                duration_minutes: None,
-                tier: None,
-                ssh_public_key: None,
-                password_login: None,
-            });
+            let request = Request::Spawn(SpawnRequest::new(
+                verifier.mint_token(&mint, Amount::sat(10)),
+            ));
             let opts = SendOptions {
                 scheme,
                 p_tag: true,

@@ -5,6 +5,8 @@
 //! WebSocket, and handed to [`LocalRelay::take_connection`]. Rate limits are relaxed.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nostr_relay_builder::builder::RateLimit;
 use nostr_relay_builder::{LocalRelay, RelayBuilder};
@@ -24,6 +26,7 @@ pub struct TestRelay {
     addr: SocketAddr,
     url: RelayUrl,
     accept: JoinHandle<()>,
+    open: Arc<AtomicUsize>,
 }
 
 impl TestRelay {
@@ -53,12 +56,14 @@ impl TestRelay {
             url: addr.to_string(),
             reason: e.to_string(),
         })?;
-        let accept = tokio::spawn(accept_loop(listener, relay.clone()));
+        let open = Arc::new(AtomicUsize::new(0));
+        let accept = tokio::spawn(accept_loop(listener, relay.clone(), open.clone()));
         Ok(Self {
             relay,
             addr,
             url,
             accept,
+            open,
         })
     }
 
@@ -70,6 +75,12 @@ impl TestRelay {
     /// The listening address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How many clients are connected now (a connection counts until its client closes
+    /// it or the relay shuts down).
+    pub fn connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     /// Stops accepting and closes every connection.
@@ -85,16 +96,18 @@ impl Drop for TestRelay {
     }
 }
 
-async fn accept_loop(listener: TcpListener, relay: LocalRelay) {
+async fn accept_loop(listener: TcpListener, relay: LocalRelay, open: Arc<AtomicUsize>) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
-        let relay = relay.clone();
+        let (relay, open) = (relay.clone(), open.clone());
         tokio::spawn(async move {
+            open.fetch_add(1, Ordering::SeqCst);
             if let Err(e) = serve(stream, peer, relay).await {
                 debug!(error = %e, %peer, "test relay connection ended");
             }
+            open.fetch_sub(1, Ordering::SeqCst);
         });
     }
 }

@@ -282,15 +282,7 @@ async fn the_owner_receives_one_expiry_notice_per_expiry() {
     let owner = paygress_nostr::nostr_sdk::Keys::generate();
     let buyer = h.buyer_as(owner.clone()).await;
     let reply = buyer
-        .spawn(paygress_core::SpawnRequest {
-            cashu_token: h.token(30),
-            ssh_username: None,
-            pod_image: None,
-            duration_minutes: Some(30),
-            tier: None,
-            ssh_public_key: None,
-            password_login: None,
-        })
+        .spawn(paygress_core::SpawnRequest::new(h.token(30)).with_duration_minutes(30))
         .await
         .unwrap();
     let paygress_core::Reply::AccessDetails(access) = reply else {
@@ -299,10 +291,7 @@ async fn the_owner_receives_one_expiry_notice_per_expiry() {
     // The same backend and journal seen by a service whose notices start an hour ahead.
     let journal = std::sync::Arc::new(paygress_core::memory::MemoryJournal::new());
     let notifying = Paygress::builder(
-        ServiceConfig {
-            expiry_notice: Some(std::time::Duration::from_secs(3600)),
-            ..ServiceConfig::default()
-        },
+        ServiceConfig::default().with_expiry_notice(Some(std::time::Duration::from_secs(3600))),
         std::sync::Arc::new(h.verifier.clone()),
         std::sync::Arc::new(h.backend.clone()),
     )

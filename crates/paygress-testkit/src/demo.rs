@@ -110,15 +110,11 @@ pub async fn run(stack: &DevStack) -> Result<()> {
         "   request: {{\"ssh_username\":\"alice\",\"duration_minutes\":30,\"cashu_token\":\"cashuB…\"}}"
     );
     let reply = buyer
-        .spawn(SpawnRequest {
-            cashu_token: token,
-            ssh_username: Some("alice".into()),
-            pod_image: None,
-            duration_minutes: Some(30),
-            tier: None,
-            ssh_public_key: None,
-            password_login: None,
-        })
+        .spawn(
+            SpawnRequest::new(token)
+                .with_ssh_username("alice")
+                .with_duration_minutes(30),
+        )
         .await?;
     let access = match reply {
         Reply::AccessDetails(a) => a,

@@ -81,11 +81,9 @@ pub struct DevStack {
 impl DevStack {
     /// Starts every component on 127.0.0.1 with the dev terms (60 sat/h, 1 min to 7 days).
     pub async fn start(options: &DevOptions) -> Result<Self> {
-        let config = ServiceConfig {
-            name: "paygress-dev".to_owned(),
-            ssh_host: "127.0.0.1".to_owned(),
-            ..ServiceConfig::default()
-        };
+        let config = ServiceConfig::default()
+            .with_name("paygress-dev")
+            .with_ssh_host("127.0.0.1");
         Self::start_with(options, config).await
     }
 

@@ -116,15 +116,14 @@ pub async fn request(id: &IdentityArgs, args: RequestArgs) -> Result<()> {
     } else {
         (token, picked)
     };
-    let request = Request::Spawn(SpawnRequest {
-        cashu_token: token,
-        ssh_username: args.user,
-        pod_image: args.image,
-        duration_minutes,
-        tier: args.tier,
-        ssh_public_key,
-        password_login: args.password_login.then_some(true),
-    });
+    let mut spawn = SpawnRequest::new(token);
+    spawn.ssh_username = args.user;
+    spawn.pod_image = args.image;
+    spawn.duration_minutes = duration_minutes;
+    spawn.tier = args.tier;
+    spawn.ssh_public_key = ssh_public_key;
+    spawn.password_login = args.password_login.then_some(true);
+    let request = Request::Spawn(spawn);
     let reply = send_to(id, &args.to, request, picked).await?;
     let login = match &reply {
         Reply::AccessDetails(a) => {

@@ -193,35 +193,36 @@ impl ServeArgs {
             .filter(|t| !t.trim().is_empty())
             .map(|t| parse_tier(t))
             .collect::<Result<Vec<_>>>()?;
-        Ok(ServiceConfig {
-            name: self.service_name.clone(),
-            rate,
-            tiers,
-            limits: DurationLimits {
+        Ok(ServiceConfig::default()
+            .with_name(self.service_name.clone())
+            .with_rate(rate)
+            .with_tiers(tiers)
+            .with_limits(DurationLimits {
                 min_seconds: self.min_pod_duration_minutes * 60,
                 max_seconds: self.max_pod_duration_minutes.saturating_mul(60),
-            },
-            default_image: self.ssh_base_image.clone(),
-            allowed_images: self
-                .allowed_pod_images
-                .iter()
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect(),
-            ssh_host: self.ssh_host.clone(),
-            max_leases: self.max_leases,
-            journal_retention: std::time::Duration::from_secs(
+            })
+            .with_default_image(self.ssh_base_image.clone())
+            .with_allowed_images(
+                self.allowed_pod_images
+                    .iter()
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+            )
+            .with_ssh_host(self.ssh_host.clone())
+            .with_max_leases(self.max_leases)
+            .with_journal_retention(std::time::Duration::from_secs(
                 self.journal_retention_hours.saturating_mul(3600),
-            ),
-            release_minimum: std::time::Duration::from_secs(
+            ))
+            .with_release_minimum(std::time::Duration::from_secs(
                 self.release_min_charge_minutes.saturating_mul(60),
-            ),
-            expiry_notice: (self.expiry_notice_minutes > 0).then(|| {
+            ))
+            .with_expiry_notice((self.expiry_notice_minutes > 0).then(|| {
                 std::time::Duration::from_secs(self.expiry_notice_minutes.saturating_mul(60))
-            }),
-            grace: std::time::Duration::from_secs(self.grace_minutes.saturating_mul(60)),
-            ..ServiceConfig::default()
-        })
+            }))
+            .with_grace(std::time::Duration::from_secs(
+                self.grace_minutes.saturating_mul(60),
+            )))
     }
 }
 

@@ -21,11 +21,9 @@ pub fn args(ports: &str) -> DevOptions {
 
 /// The service's terms: the defaults, reachable on 127.0.0.1.
 pub fn terms() -> ServiceConfig {
-    ServiceConfig {
-        name: "cli-test".into(),
-        ssh_host: "127.0.0.1".into(),
-        ..ServiceConfig::default()
-    }
+    ServiceConfig::default()
+        .with_name("cli-test")
+        .with_ssh_host("127.0.0.1")
 }
 
 /// `paygress ARGS` with `config_dir` as the buyer's directory and home.

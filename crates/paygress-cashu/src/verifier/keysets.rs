@@ -73,21 +73,15 @@ impl CashuVerifier {
             .map_err(map_redeem_error)?;
         self.remember_keysets(wallet, &fresh);
         resolve(fresh).ok_or_else(|| {
-            let id = match token {
-                Token::TokenV4(t) => t
-                    .token
-                    .iter()
-                    .map(|k| k.keyset_id.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
+            let ids = match token {
+                Token::TokenV4(t) => t.token.iter().map(|k| k.keyset_id.to_string()).collect(),
                 Token::TokenV3(t) => t
                     .token
                     .iter()
                     .flat_map(|k| k.proofs.iter().map(|p| p.keyset_id.to_string()))
-                    .collect::<Vec<_>>()
-                    .join(","),
+                    .collect(),
             };
-            PaymentError::UnknownKeyset(id)
+            PaymentError::UnknownKeyset(ids)
         })
     }
 

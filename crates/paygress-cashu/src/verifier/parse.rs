@@ -37,9 +37,9 @@ impl CashuVerifier {
             .mint_url()
             .map_err(|e| PaymentError::InvalidToken(format!("token names no single mint: {e}")))?;
         let mint = normalize_mint_url(&raw_mint.to_string())
-            .map_err(|_| PaymentError::MintNotAccepted(raw_mint.to_string()))?;
+            .map_err(|_| PaymentError::MintNotAccepted(MintUrl::new(raw_mint.to_string())))?;
         if !self.inner.mints.contains(&mint) {
-            return Err(PaymentError::MintNotAccepted(mint.to_string()));
+            return Err(PaymentError::MintNotAccepted(mint));
         }
         let cdk_unit = decoded.unit().unwrap_or_default();
         let unit = Unit::parse(&cdk_unit.to_string())

@@ -74,7 +74,7 @@ impl CashuVerifier {
 
     pub(super) fn slot(&self, mint: &MintUrl, unit: Unit) -> Result<Slot, CashuError> {
         if !self.inner.mints.contains(mint) {
-            return Err(CashuError::MintNotAccepted(mint.to_string()));
+            return Err(CashuError::MintNotAccepted(mint.clone()));
         }
         let mut wallets = lock(&self.inner.wallets);
         if let Some(slot) = wallets.get(&(mint.clone(), unit)) {

@@ -3,15 +3,7 @@
 use super::*;
 
 fn spawn(token: CashuToken, minutes: u64) -> Request {
-    Request::Spawn(SpawnRequest {
-        cashu_token: token,
-        ssh_username: None,
-        pod_image: None,
-        duration_minutes: Some(minutes),
-        tier: None,
-        ssh_public_key: None,
-        password_login: None,
-    })
+    Request::Spawn(SpawnRequest::new(token).with_duration_minutes(minutes))
 }
 
 #[tokio::test]

@@ -127,7 +127,7 @@ impl PaymentVerifier for MemoryVerifier {
             None => return Err(PaymentError::InvalidToken("unknown token".into())),
         };
         if !self.accepted.contains(&mint) {
-            return Err(PaymentError::MintNotAccepted(mint.to_string()));
+            return Err(PaymentError::MintNotAccepted(mint));
         }
         if amount.is_zero() {
             return Err(PaymentError::InvalidToken("token is worth nothing".into()));

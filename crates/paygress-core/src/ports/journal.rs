@@ -160,6 +160,7 @@ pub enum Stage {
 
 /// A journal failure.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum JournalError {
     /// Reading or writing the store failed.
     #[error("journal I/O: {0}")]

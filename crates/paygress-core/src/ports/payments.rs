@@ -99,14 +99,17 @@ pub struct TokenCheck {
 /// Every variant except [`PaymentError::Issue`] and [`PaymentError::Ambiguous`] means the
 /// token was **not** received: the payer still holds its value (or never had it).
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum PaymentError {
     /// The token cannot be decoded, has no proofs or is worth nothing.
     #[error("invalid token: {0}")]
     InvalidToken(String),
-    /// The token's mint is not whitelisted. No request was sent to it.
+    /// The token's mint (as the token names it) is not whitelisted. No request was sent
+    /// to it.
     #[error("mint {0} is not accepted")]
-    MintNotAccepted(String),
-    /// The token's unit is not one Paygress prices in.
+    MintNotAccepted(MintUrl),
+    /// The token's unit (its name, as the token or the mint gives it) is not one
+    /// Paygress prices in.
     #[error("unit {0:?} is not accepted")]
     UnsupportedUnit(String),
     /// The mint says (some of) the proofs are spent.
@@ -135,9 +138,9 @@ pub enum PaymentError {
         /// The limit.
         max: usize,
     },
-    /// A proof names a keyset the mint does not have.
-    #[error("the token names keyset {0}, which its mint does not have")]
-    UnknownKeyset(String),
+    /// A proof names a keyset the mint does not have: the keyset ids the token names.
+    #[error("the token names keysets {}, which its mint does not have", .0.join(", "))]
+    UnknownKeyset(Vec<String>),
     /// Creating a token for the payer (change or refund) failed.
     #[error("could not issue a token: {0}")]
     Issue(#[source] BoxError),

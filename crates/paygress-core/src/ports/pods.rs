@@ -12,6 +12,7 @@ use crate::names::LeaseId;
 
 /// Why a backend operation failed.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum BackendError {
     /// No such lease.
     #[error("lease {0} not found")]

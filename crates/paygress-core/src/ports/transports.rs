@@ -12,6 +12,7 @@ use crate::protocol::{ExpiryNotice, Offer, Reply, Request};
 
 /// A transport's failure to deliver or receive.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum TransportError {
     /// The peer or relay could not be reached.
     #[error("transport unavailable: {0}")]
@@ -84,6 +85,12 @@ pub trait Transport: Send + Sync {
     async fn publish_offer(&self, _offer: &Offer) -> Result<(), TransportError> {
         Ok(())
     }
+
+    /// Stops the transport for good at a graceful shutdown, once the requests in flight
+    /// were answered (or their time ran out): stops its tasks and closes its
+    /// connections; [`Transport::next`] then returns `None` once queued requests are
+    /// taken. Called once; a second call does nothing. Default: nothing to release.
+    async fn shutdown(&self) {}
 }
 
 /// A shared transport.

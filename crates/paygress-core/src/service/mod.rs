@@ -42,8 +42,10 @@ use self::replies::{
 
 pub use self::quotes::{QuoteError, TokenQuote};
 
-/// The operator's terms.
+/// The operator's terms. Start from [`ServiceConfig::default`] and set what differs
+/// (the fields, or the `with_…` methods): new terms may be added.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServiceConfig {
     /// Name shown in the offer.
     pub name: String,
@@ -115,6 +117,99 @@ impl Default for ServiceConfig {
             expiry_notice: Some(DEFAULT_EXPIRY_NOTICE),
             grace: Duration::ZERO,
         }
+    }
+}
+
+impl ServiceConfig {
+    /// Sets the name shown in the offer.
+    #[must_use]
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets the base price.
+    #[must_use]
+    pub fn with_rate(mut self, rate: Rate) -> Self {
+        self.rate = rate;
+        self
+    }
+
+    /// Sets the tiers (the first is the default).
+    #[must_use]
+    pub fn with_tiers(mut self, tiers: Vec<Tier>) -> Self {
+        self.tiers = tiers;
+        self
+    }
+
+    /// Sets the lease length bounds.
+    #[must_use]
+    pub fn with_limits(mut self, limits: DurationLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets the image used when a request names none.
+    #[must_use]
+    pub fn with_default_image(mut self, default_image: impl Into<String>) -> Self {
+        self.default_image = default_image.into();
+        self
+    }
+
+    /// Sets the other images buyers may ask for.
+    #[must_use]
+    pub fn with_allowed_images(mut self, allowed_images: Vec<String>) -> Self {
+        self.allowed_images = allowed_images;
+        self
+    }
+
+    /// Sets the host buyers connect to.
+    #[must_use]
+    pub fn with_ssh_host(mut self, ssh_host: impl Into<String>) -> Self {
+        self.ssh_host = ssh_host.into();
+        self
+    }
+
+    /// Sets the requests processed at once per transport.
+    #[must_use]
+    pub fn with_max_concurrent_requests(mut self, max_concurrent_requests: usize) -> Self {
+        self.max_concurrent_requests = max_concurrent_requests;
+        self
+    }
+
+    /// Sets the most live leases at once.
+    #[must_use]
+    pub fn with_max_leases(mut self, max_leases: Option<usize>) -> Self {
+        self.max_leases = max_leases;
+        self
+    }
+
+    /// Sets how long finished requests are remembered.
+    #[must_use]
+    pub fn with_journal_retention(mut self, journal_retention: Duration) -> Self {
+        self.journal_retention = journal_retention;
+        self
+    }
+
+    /// Sets the least lease time a release charges.
+    #[must_use]
+    pub fn with_release_minimum(mut self, release_minimum: Duration) -> Self {
+        self.release_minimum = release_minimum;
+        self
+    }
+
+    /// Sets how long before expiry its owner is told (`None`: never).
+    #[must_use]
+    pub fn with_expiry_notice(mut self, expiry_notice: Option<Duration>) -> Self {
+        self.expiry_notice = expiry_notice;
+        self
+    }
+
+    /// Sets how long a lease's data is kept after its paid end.
+    #[must_use]
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
     }
 }
 
@@ -217,7 +312,8 @@ impl Paygress {
         }
     }
 
-    /// The operator's terms.
+    /// The operator's terms. Start from [`ServiceConfig::default`] and set what differs
+    /// (the fields, or the `with_…` methods): new terms may be added.
     pub fn config(&self) -> &ServiceConfig {
         &self.config
     }

@@ -21,6 +21,7 @@ pub const REAP_CONCURRENCY: usize = 32;
 /// mint unavailable, …) and a sentence for the buyer. Nothing was redeemed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message} ({code:?})")]
+#[non_exhaustive]
 pub struct QuoteError {
     /// Machine-readable code, the same a request would get.
     pub code: ErrorCode,
@@ -49,6 +50,7 @@ impl From<QuoteError> for ErrorReply {
 
 /// What a token would buy, checked without redeeming it (`GET /auth`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct TokenQuote {
     /// The token's mint.
     pub mint: MintUrl,

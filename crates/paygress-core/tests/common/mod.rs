@@ -48,15 +48,9 @@ pub fn buyer() -> Requester {
 }
 
 pub fn spawn_req(token: &CashuToken, minutes: Option<u64>) -> Request {
-    Request::Spawn(SpawnRequest {
-        cashu_token: token.clone(),
-        ssh_username: Some("alice".to_owned()),
-        pod_image: None,
-        duration_minutes: minutes,
-        tier: None,
-        ssh_public_key: None,
-        password_login: None,
-    })
+    let mut spawn = SpawnRequest::new(token.clone()).with_ssh_username("alice");
+    spawn.duration_minutes = minutes;
+    Request::Spawn(spawn)
 }
 
 pub fn top_up_req(pod: &LeaseId, token: &CashuToken) -> Request {
@@ -198,13 +192,10 @@ impl PaymentVerifier for HookedVerifier {
 
 /// 60 sat/hour, leases of 1 minute to 24 hours.
 pub fn config() -> ServiceConfig {
-    ServiceConfig {
-        limits: DurationLimits {
-            min_seconds: 60,
-            max_seconds: MAX_SECONDS,
-        },
-        ..ServiceConfig::default()
-    }
+    ServiceConfig::default().with_limits(DurationLimits {
+        min_seconds: 60,
+        max_seconds: MAX_SECONDS,
+    })
 }
 
 /// A service over in-memory ports, with handles on each of them.

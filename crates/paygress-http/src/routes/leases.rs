@@ -60,15 +60,14 @@ pub(crate) async fn spawn_pod(
         ));
     };
     let id = Identity::of("spawn", &headers, &token)?;
-    let request = Request::Spawn(SpawnRequest {
-        cashu_token: token,
-        ssh_username: body.ssh_username,
-        pod_image: body.pod_image,
-        duration_minutes: body.duration_minutes,
-        tier: body.tier,
-        ssh_public_key: body.ssh_public_key,
-        password_login: body.password_login,
-    });
+    let mut spawn = SpawnRequest::new(token);
+    spawn.ssh_username = body.ssh_username;
+    spawn.pod_image = body.pod_image;
+    spawn.duration_minutes = body.duration_minutes;
+    spawn.tier = body.tier;
+    spawn.ssh_public_key = body.ssh_public_key;
+    spawn.password_login = body.password_login;
+    let request = Request::Spawn(spawn);
     Ok(state.run(id, request).await)
 }
 

@@ -114,10 +114,7 @@ async fn requests_over_the_concurrency_limit_wait_and_time_out_unredeemed() {
                 ..HttpConfig::default()
             },
             backend: Some(backend),
-            service: paygress_core::ServiceConfig {
-                max_concurrent_requests: 1,
-                ..Default::default()
-            },
+            service: paygress_core::ServiceConfig::default().with_max_concurrent_requests(1),
             ..Options::default()
         })
         .await,

@@ -222,4 +222,9 @@ impl Transport for NostrTransport {
         }
         result.map_err(Into::into)
     }
+
+    /// Stops reading and publishing and disconnects from every relay.
+    async fn shutdown(&self) {
+        NostrTransport::shutdown(self).await;
+    }
 }

@@ -144,15 +144,9 @@ pub async fn start_service_with(
 
 /// A request for a 30-minute lease paid with `token`, logging in as `user`.
 pub fn spawn_as(token: CashuToken, user: Option<&str>) -> Request {
-    Request::Spawn(SpawnRequest {
-        cashu_token: token,
-        ssh_username: user.map(str::to_owned),
-        pod_image: None,
-        duration_minutes: Some(30),
-        tier: None,
-        ssh_public_key: None,
-        password_login: None,
-    })
+    let mut spawn = SpawnRequest::new(token).with_duration_minutes(30);
+    spawn.ssh_username = user.map(str::to_owned);
+    Request::Spawn(spawn)
 }
 
 /// A request for a 30-minute lease paid with `token`, logging in as `alice`.

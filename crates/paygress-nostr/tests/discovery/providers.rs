@@ -12,11 +12,9 @@ struct Provider {
 async fn provider(relays: &[RelayUrl], name: &str, sat_per_hour: u64, mint: &MintUrl) -> Provider {
     let keys = Keys::generate();
     let dir = tempfile::tempdir().unwrap();
-    let config = ServiceConfig {
-        name: name.into(),
-        rate: Rate::from_sats_per_hour(sat_per_hour).unwrap(),
-        ..ServiceConfig::default()
-    };
+    let config = ServiceConfig::default()
+        .with_name(name)
+        .with_rate(Rate::from_sats_per_hour(sat_per_hour).unwrap());
     let service = Arc::new(
         Paygress::builder(
             config,

@@ -291,7 +291,7 @@ async fn the_backends_host_keys_are_in_the_reply() {
 async fn offline_token_errors_are_refused_without_redeeming() {
     let cases: Vec<(fn() -> PaymentError, ErrorCode)> = vec![
         (
-            || PaymentError::MintNotAccepted("https://evil.example".into()),
+            || PaymentError::MintNotAccepted(MintUrl::new("https://evil.example")),
             ErrorCode::MintNotAccepted,
         ),
         (

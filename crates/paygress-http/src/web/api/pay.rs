@@ -41,15 +41,13 @@ async fn pay_now(
     let (key, request) = {
         let mut d = entry.data();
         let request = match (kind, &d.access) {
-            (PayKind::Spawn, None) => Request::Spawn(SpawnRequest {
-                cashu_token: token,
-                ssh_username: d.username.clone(),
-                pod_image: None,
-                duration_minutes: Some(d.minutes),
-                tier: Some(d.tier.clone()),
-                ssh_public_key: None,
-                password_login: None,
-            }),
+            (PayKind::Spawn, None) => {
+                let mut spawn = SpawnRequest::new(token)
+                    .with_duration_minutes(d.minutes)
+                    .with_tier(d.tier.clone());
+                spawn.ssh_username = d.username.clone();
+                Request::Spawn(spawn)
+            }
             (PayKind::Spawn, Some(_)) => {
                 return Err(ApiError::with_status(
                     StatusCode::CONFLICT,

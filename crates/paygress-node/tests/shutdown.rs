@@ -1,0 +1,73 @@
+//! A graceful shutdown shuts every transport down through the port: the Nostr
+//! transport closes its relay connection, against a real in-process relay.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use paygress_cashu::CashuConfig;
+use paygress_core::ServiceConfig;
+use paygress_core::memory::MemoryBackend;
+use paygress_http::HttpConfig;
+use paygress_node::{BackendConfig, HttpListen, Node, NodeConfig};
+use paygress_nostr::NostrConfig;
+use paygress_nostr::nostr_sdk::Keys;
+use paygress_nostr::testkit::TestRelay;
+
+/// Polls `f` until it holds, for at most ten seconds.
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_the_nostr_relay_connection() {
+    let relay = TestRelay::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    // No mint listens here: the node warns at start and serves anyway.
+    let mint = "http://127.0.0.1:9";
+    let node = Node::start(NodeConfig {
+        service: ServiceConfig::default(),
+        journal_path: data_dir.join("journal.jsonl"),
+        cashu: CashuConfig::new(data_dir.join("cashu.db"), [mint]).unwrap(),
+        allow_shared_data: true,
+        backend: BackendConfig::Custom(Arc::new(MemoryBackend::new())),
+        nostr: Some(NostrConfig::new(
+            Keys::generate(),
+            vec![relay.url()],
+            &data_dir,
+        )),
+        http: HttpListen {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            api: false,
+            config: HttpConfig::default(),
+            web: None,
+            web_addr: None,
+            metrics: None,
+        },
+        maintenance: None,
+        shutdown_grace: Duration::from_secs(5),
+        data_dir: data_dir.clone(),
+    })
+    .await
+    .unwrap();
+    eventually("the node connects to the relay", || {
+        relay.connections() == 1
+    })
+    .await;
+    // Held past the shutdown: the service (and its Nostr notifier) outlive the node, so
+    // only the transport's shutdown, not a drop, closes the connection.
+    let service = node.service.clone();
+    let transport = node.nostr.clone().unwrap();
+    node.shutdown().await;
+    eventually("the relay connection is closed", || {
+        relay.connections() == 0
+    })
+    .await;
+    assert_eq!(transport.relays_connected().await, 0);
+    drop(service);
+}
