@@ -226,7 +226,7 @@ impl FakeState {
             return (403, full(serde_json::to_vec(&body).expect("json")));
         }
         if seen.method == Method::GET && name.is_none() && seen.query.contains_key("watch") {
-            if self.refuse_watches {
+            if self.refused_watches.contains(&resource) {
                 let body = status_failure(500, "InternalError", "watches refused", "", "");
                 return (500, full(serde_json::to_vec(&body).expect("json")));
             }

@@ -105,8 +105,9 @@ pub struct FakeState {
     watches: Vec<Watch>,
     /// The last [`HISTORY`] watch events, for watches resumed from a resourceVersion.
     history: std::collections::VecDeque<Event>,
-    /// Whether watch requests are refused (answered 500), see [`Fake::refuse_watches`].
-    refuse_watches: bool,
+    /// Resources whose watch requests are refused (answered 500), see
+    /// [`Fake::refuse_watches`].
+    refused_watches: BTreeSet<String>,
     /// How many requests [`log`](Self::log) keeps (the latest); `None`: all.
     log_limit: Option<usize>,
     /// Objects by uid.
@@ -199,7 +200,7 @@ impl Fake {
             forbidden: Vec::new(),
             watches: Vec::new(),
             history: std::collections::VecDeque::new(),
-            refuse_watches: false,
+            refused_watches: BTreeSet::new(),
             log_limit: None,
             uids: HashMap::new(),
             owned: HashMap::new(),
@@ -325,14 +326,16 @@ impl Fake {
         });
     }
 
-    /// While `refuse` holds, every watch request is answered `500` (an API server that
-    /// cannot serve watches); `true` also ends the watches open now, as a restarting
-    /// API server does.
-    pub fn refuse_watches(&self, refuse: bool) {
+    /// While `refuse` holds, every watch of `resource` (e.g. `jobs`) is answered `500`
+    /// (an API server that cannot serve them); `true` also ends the watches of it open
+    /// now, as a restarting API server does.
+    pub fn refuse_watches(&self, resource: &str, refuse: bool) {
         self.with(|st| {
-            st.refuse_watches = refuse;
             if refuse {
-                st.watches.clear();
+                st.refused_watches.insert(resource.to_owned());
+                st.watches.retain(|w| w.resource != resource);
+            } else {
+                st.refused_watches.remove(resource);
             }
         });
     }
