@@ -37,6 +37,15 @@ pub fn rss_kib(pid: Option<u32>) -> Result<u64> {
         .context("no VmRSS")
 }
 
+/// This process's peak resident set, KiB.
+pub fn peak_rss_kib() -> Result<u64> {
+    std::fs::read_to_string("/proc/self/status")?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmHWM")
+}
+
 fn spawn_request(sats: u64, verifier: &MemoryVerifier, mint: &MintUrl) -> Request {
     Request::Spawn(SpawnRequest {
         cashu_token: verifier.mint_token(mint, Amount::sat(sats)),
