@@ -77,10 +77,18 @@ pub async fn leases_child(
             let mut config = kube::Config::new(url.parse().context("api url")?);
             config.default_namespace = NS.to_owned();
             let client = kube::Client::try_from(config)?;
-            Arc::new(paygress_k8s::K8sBackend::new(
-                client,
-                paygress_k8s::K8sConfig::default(),
-            ))
+            let backend = paygress_k8s::K8sBackend::new(client, paygress_k8s::K8sConfig::default());
+            // As the service's first reaper pass at startup does: the watches behind
+            // `list` sync while there are no leases yet.
+            backend.start_watch();
+            let t = Instant::now();
+            while !backend.watch_synced() {
+                if t.elapsed() > Duration::from_secs(30) {
+                    bail!("the lease watches did not sync within 30 s");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Arc::new(backend)
         }
         other => bail!("unknown backend {other}"),
     };
