@@ -37,6 +37,15 @@ pub fn rss_kib(pid: Option<u32>) -> Result<u64> {
         .context("no VmRSS")
 }
 
+/// This process's peak resident set, KiB.
+pub fn peak_rss_kib() -> Result<u64> {
+    std::fs::read_to_string("/proc/self/status")?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmHWM")
+}
+
 fn spawn_request(sats: u64, verifier: &MemoryVerifier, mint: &MintUrl) -> Request {
     Request::Spawn(SpawnRequest::new(
         verifier.mint_token(mint, Amount::sat(sats)),
@@ -62,10 +71,18 @@ pub async fn leases_child(
             let mut config = kube::Config::new(url.parse().context("api url")?);
             config.default_namespace = NS.to_owned();
             let client = kube::Client::try_from(config)?;
-            Arc::new(paygress_k8s::K8sBackend::new(
-                client,
-                paygress_k8s::K8sConfig::default(),
-            ))
+            let backend = paygress_k8s::K8sBackend::new(client, paygress_k8s::K8sConfig::default());
+            // As the service's first reaper pass at startup does: the watches behind
+            // `list` sync while there are no leases yet.
+            backend.start_watch();
+            let t = Instant::now();
+            while !backend.watch_synced() {
+                if t.elapsed() > Duration::from_secs(30) {
+                    bail!("the lease watches did not sync within 30 s");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Arc::new(backend)
         }
         other => bail!("unknown backend {other}"),
     };

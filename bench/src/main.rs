@@ -7,6 +7,7 @@
 //! paygress-bench run [--quick] [--paygress PATH] [--paygress-dist PATH] [--out docs/BENCHMARKS.md]
 //!                    [--only http,nostr,k8s0,k8s25,login,leases]
 //! paygress-bench leases --n 10000 --backend memory|k8s [--api URL] [--reap-interval-ms MS]
+//!                    (k8s without --api: a fake API in this process, the leases in a child)
 //! ```
 
 mod footprint;
@@ -55,13 +56,18 @@ fn main() -> Result<()> {
             let backend = flag(&args, "--backend").unwrap_or_else(|| "memory".to_owned());
             let api = flag(&args, "--api");
             let interval = flag(&args, "--reap-interval-ms").map_or(Ok(1000), |v| v.parse())?;
-            let out = footprint::leases_child(
-                n,
-                &backend,
-                api.as_deref(),
-                Duration::from_millis(interval),
-            )
-            .await?;
+            let interval = Duration::from_millis(interval);
+            let out = if backend == "k8s" && api.is_none() {
+                // No API given: a fake one here, the leases in a child of their own.
+                let served = Fake::serve(Duration::ZERO).await?;
+                let mut out = footprint::leases(n, &backend, Some(&served), interval).await?;
+                // This process is the fake API server, still holding the child's leases.
+                out["api_rss_kib"] = serde_json::json!(footprint::rss_kib(None)?);
+                out["api_rss_peak_kib"] = serde_json::json!(footprint::peak_rss_kib()?);
+                out
+            } else {
+                footprint::leases_child(n, &backend, api.as_deref(), interval).await?
+            };
             println!("{out}");
             Ok(())
         }),

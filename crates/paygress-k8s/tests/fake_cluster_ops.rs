@@ -52,7 +52,8 @@ async fn a_failed_pod_ends_the_lease_and_get_and_list_say_so() {
 async fn the_sweep_removes_what_an_orphaning_delete_left_running() {
     let (client, fake) = Fake::start();
     fake.enforce_rbac();
-    let backend = on_fake(client, &fake, K8sConfig::default());
+    // Sweeping at every call (the watched path is in watch_view.rs).
+    let backend = on_fake(client, &fake, K8sConfig::default()).without_watch();
     let kept = spec_now(&fake, 5);
     let orphaned = spec_now(&fake, 5);
     backend.create(&kept).await.expect("create");

@@ -305,7 +305,7 @@ async fn get_rebuilds_the_lease_from_annotations_and_service() {
 #[tokio::test]
 async fn list_rebuilds_leases_by_label_and_skips_foreign_jobs() {
     let (client, mut api) = mock_client();
-    let backend = K8sBackend::new(client, config());
+    let backend = K8sBackend::new(client, config()).without_watch();
     let task = tokio::spawn(async move { backend.list().await });
     let (_, send) = expect(&mut api, Method::GET, JOBS, &[("labelSelector", SELECTOR)]).await;
     let first = job_from_server(Some("2026-01-01T00:00:03Z"), "9");
@@ -356,7 +356,7 @@ async fn list_rebuilds_leases_by_label_and_skips_foreign_jobs() {
 #[tokio::test]
 async fn list_server_error_is_unavailable() {
     let (client, mut api) = mock_client();
-    let backend = K8sBackend::new(client, config());
+    let backend = K8sBackend::new(client, config()).without_watch();
     let task = tokio::spawn(async move { backend.list().await });
     let (_, send) = expect(&mut api, Method::GET, JOBS, &[("labelSelector", SELECTOR)]).await;
     respond(

@@ -111,7 +111,9 @@ impl K8sBackend {
                 None => self.node_host(id, &pod).await,
             }
         };
-        let (_, host) = futures::try_join!(started, host)?;
+        let (job, host) = futures::try_join!(started, host)?;
+        self.cache.wrote_job(&job);
+        self.cache.wrote_service(&service);
         debug!(%ready_at, %expires_at, "lease pod ready");
         let node_port = match self.config.service_type {
             ServiceType::NodePort => objects::node_port(&service),

@@ -20,8 +20,11 @@ use crate::config::K8sConfig;
 use crate::error::{K8sError, map_kube, map_kube_for};
 use crate::objects::{self, annotations};
 
+mod cache;
 mod create;
 mod sweep;
+
+use cache::LeaseCache;
 
 /// How often `extend` tries when its patch loses a race (HTTP 409).
 pub const EXTEND_ATTEMPTS: u32 = 3;
@@ -36,6 +39,8 @@ pub struct K8sBackend {
     pods: Api<Pod>,
     nodes: Api<Node>,
     clock: DynClock,
+    /// The watched view of lease Jobs and Services that `list` reads once synced.
+    cache: Arc<LeaseCache>,
 }
 
 impl std::fmt::Debug for K8sBackend {
@@ -57,6 +62,7 @@ impl K8sBackend {
             pods: Api::namespaced(client.clone(), ns),
             nodes: Api::all(client),
             clock: Arc::new(SystemClock),
+            cache: Arc::new(LeaseCache::default()),
             config,
         }
     }
@@ -72,6 +78,26 @@ impl K8sBackend {
     pub async fn try_default(config: K8sConfig) -> Result<Self, K8sError> {
         let client = Client::try_default().await.map_err(K8sError::Client)?;
         Ok(Self::new(client, config))
+    }
+
+    /// Whether the watches of lease Jobs and Services (started by the first `list` or
+    /// `sweep`) have synced and not failed since: `list` then reads the backend's own
+    /// view instead of the API.
+    pub fn watch_synced(&self) -> bool {
+        self.cache.synced()
+    }
+
+    /// The same backend without the watched view: `list` and `sweep` always read the
+    /// API (every lease Job and Service, and the sweep's lists, at every call).
+    pub fn without_watch(mut self) -> Self {
+        self.cache = Arc::new(LeaseCache::disabled());
+        self
+    }
+
+    /// Starts the watches behind `list` now rather than at the first `list` (inside a
+    /// tokio runtime; elsewhere, does nothing).
+    pub fn start_watch(&self) {
+        self.cache.start(&self.jobs, &self.services);
     }
 
     /// The configuration in use.
@@ -125,10 +151,12 @@ impl K8sBackend {
             },
             "spec": { "activeDeadlineSeconds": deadline },
         });
-        self.jobs
+        let job = self
+            .jobs
             .patch(id.as_str(), &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(|e| map_kube(id, e))?;
+        self.cache.wrote_job(&job);
         Ok(())
     }
 }
@@ -204,8 +232,14 @@ impl PodBackend for K8sBackend {
             .delete(id.as_str(), &DeleteParams::background())
             .await
         {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Ok(_) => {
+                self.cache.deleted_job(id.as_str());
+                Ok(())
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                self.cache.deleted_job(id.as_str());
+                Ok(())
+            }
             Err(err) => Err(map_kube(id, err)),
         }
     }
@@ -237,9 +271,40 @@ impl PodBackend for K8sBackend {
     }
 
     /// Every lease Job (by label), with node ports from the lease Services. Jobs whose
-    /// annotations do not parse are skipped with a warning.
+    /// annotations do not parse are skipped with a warning. Read from the backend's
+    /// watched view once its watches have synced (started here at the first call);
+    /// before that, and while a watch is broken, listed from the API. The view may lag
+    /// the API by the watch's delay for changes made elsewhere (this backend's own
+    /// writes are in it at once): the reaper re-reads each due lease with `get`.
     #[instrument(skip_all)]
     async fn list(&self) -> Result<Vec<LeaseRecord>, BackendError> {
+        self.start_watch();
+        if let Some(records) = self.cache.list() {
+            return Ok(records);
+        }
+        self.list_from_api().await
+    }
+
+    /// Removes pods, Services and Secrets whose lease Job no longer exists. Lists only
+    /// when orphans may exist: at the first call, after a lease Job went away by another
+    /// hand than this backend's, or while the Job watch is not synced.
+    #[instrument(skip_all)]
+    async fn sweep(&self) -> Result<usize, BackendError> {
+        self.start_watch();
+        if !self.cache.take_sweep_due() {
+            return Ok(0);
+        }
+        let result = self.sweep_orphans().await;
+        if result.is_err() {
+            self.cache.sweep_again();
+        }
+        result
+    }
+}
+
+impl K8sBackend {
+    /// `list` from the API: every lease Job and Service.
+    async fn list_from_api(&self) -> Result<Vec<LeaseRecord>, BackendError> {
         let lp = ListParams::default().labels(objects::SELECTOR);
         let list_error = |e| map_kube_for(None, e);
         let (jobs, services) = futures::try_join!(
@@ -265,12 +330,6 @@ impl PodBackend for K8sBackend {
         }
         records.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(records)
-    }
-
-    /// Removes pods, Services and Secrets whose lease Job no longer exists.
-    #[instrument(skip_all)]
-    async fn sweep(&self) -> Result<usize, BackendError> {
-        self.sweep_orphans().await
     }
 }
 

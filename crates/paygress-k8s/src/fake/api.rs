@@ -35,7 +35,11 @@ impl FakeState {
         } else {
             "ADDED"
         };
-        self.objects.insert(key, object.clone());
+        let old = self.objects.insert(key.clone(), object.clone());
+        if let Some(old) = &old {
+            self.unindex(&key, old);
+        }
+        self.index(&key, &object);
         self.touch(resource, &object);
         self.notify(resource, kind, &object);
         object
@@ -43,13 +47,64 @@ impl FakeState {
 
     /// Removes an object and tells the watches.
     pub(super) fn remove(&mut self, resource: &str, name: &str) -> Option<Value> {
-        let mut object = self
-            .objects
-            .remove(&(resource.to_owned(), name.to_owned()))?;
+        let key = (resource.to_owned(), name.to_owned());
+        let mut object = self.objects.remove(&key)?;
+        self.unindex(&key, &object);
         object["metadata"]["resourceVersion"] = json!(self.bump());
         self.touch(resource, &object);
         self.notify(resource, "DELETED", &object);
         Some(object)
+    }
+
+    fn owner_uids(object: &Value) -> impl Iterator<Item = &str> {
+        object["metadata"]["ownerReferences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["uid"].as_str())
+    }
+
+    /// Adds a stored object to the uid and owner indexes.
+    fn index(&mut self, key: &(String, String), object: &Value) {
+        if let Some(uid) = object["metadata"]["uid"].as_str() {
+            self.uids.insert(uid.to_owned(), key.clone());
+        }
+        for owner in Self::owner_uids(object) {
+            self.owned
+                .entry(owner.to_owned())
+                .or_default()
+                .insert(key.clone());
+        }
+    }
+
+    /// Removes an object from the uid and owner indexes.
+    fn unindex(&mut self, key: &(String, String), object: &Value) {
+        if let Some(uid) = object["metadata"]["uid"].as_str()
+            && self.uids.get(uid) == Some(key)
+        {
+            self.uids.remove(uid);
+        }
+        for owner in Self::owner_uids(object) {
+            if let Some(set) = self.owned.get_mut(owner) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.owned.remove(owner);
+                }
+            }
+        }
+    }
+
+    /// The objects that name `uid` among their owners.
+    pub(super) fn owned_by(&self, uid: &str) -> Vec<(String, String)> {
+        self.owned
+            .get(uid)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether an object with `uid` exists.
+    pub(super) fn uid_exists(&self, uid: &str) -> bool {
+        self.uids.contains_key(uid)
     }
 
     /// Marks the Job an object belongs to (itself, or a pod's owner) for the next sync.
@@ -80,11 +135,19 @@ impl FakeState {
 
     pub(super) fn notify(&mut self, resource: &str, kind: &str, object: &Value) {
         let event = json!({ "type": kind, "object": object });
-        self.history
-            .push((self.next_rv, resource.to_owned(), event.clone()));
         let mut line = serde_json::to_vec(&event).expect("json");
         line.push(b'\n');
         let line = Bytes::from(line);
+        if self.history.len() >= HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(Event {
+            rv: self.next_rv,
+            resource: resource.to_owned(),
+            name: object["metadata"]["name"].as_str().unwrap_or("").to_owned(),
+            labels: object["metadata"]["labels"].clone(),
+            line: line.clone(),
+        });
         self.watches.retain(|w| {
             if w.resource == resource
                 && matches_selector(object, &w.labels)
@@ -126,6 +189,11 @@ impl FakeState {
     }
 
     pub(super) fn serve(&mut self, seen: Seen) -> (u16, FakeBody) {
+        if let Some(limit) = self.log_limit
+            && self.log.len() >= 2 * limit.max(1)
+        {
+            self.log.drain(..self.log.len() - limit);
+        }
         self.log.push(seen.clone());
         if let Some(i) = self
             .faults
@@ -158,6 +226,10 @@ impl FakeState {
             return (403, full(serde_json::to_vec(&body).expect("json")));
         }
         if seen.method == Method::GET && name.is_none() && seen.query.contains_key("watch") {
+            if self.refused_watches.contains(&resource) {
+                let body = status_failure(500, "InternalError", "watches refused", "", "");
+                return (500, full(serde_json::to_vec(&body).expect("json")));
+            }
             return (200, self.watch(&resource, &seen));
         }
         let (code, body) = match (seen.method.clone(), name) {
@@ -234,6 +306,10 @@ impl FakeState {
                     .as_deref()
                     .is_none_or(|n| object["metadata"]["name"] == n)
         };
+        let wanted_event = |event: &Event| {
+            matches_labels(&event.labels, &labels)
+                && name.as_deref().is_none_or(|n| event.name == n)
+        };
         let send = |event: &Value| {
             let mut line = serde_json::to_vec(event).expect("json");
             line.push(b'\n');
@@ -250,11 +326,27 @@ impl FakeState {
             {
                 send(&json!({ "type": "ADDED", "object": object }));
             }
+        } else if self
+            .history
+            .front()
+            .is_some_and(|oldest| oldest.rv > since + 1)
+        {
+            // Events after `since` were dropped: 410 Gone, and the client lists again.
+            let status = status_failure(
+                410,
+                "Expired",
+                &format!("too old resource version: {since}"),
+                "",
+                "",
+            );
+            send(&json!({ "type": "ERROR", "object": status }));
+            drop(tx);
+            return StreamBody::new(rx.map(|b| Ok::<_, Infallible>(Frame::data(b)))).boxed_unsync();
         } else {
-            let first = self.history.partition_point(|(rv, _, _)| *rv <= since);
-            for (_, r, event) in &self.history[first..] {
-                if r == resource && wanted(&event["object"]) {
-                    send(event);
+            let first = self.history.partition_point(|e| e.rv <= since);
+            for event in self.history.range(first..) {
+                if event.resource == resource && wanted_event(event) {
+                    tx.unbounded_send(event.line.clone()).expect("open");
                 }
             }
         }
@@ -462,16 +554,7 @@ impl FakeState {
             });
         if policy == "Orphan" {
             // The garbage collector removes the ownerReferences to the deleted owner.
-            let owned: Vec<(String, String)> = self
-                .objects
-                .iter()
-                .filter(|(_, o)| {
-                    o["metadata"]["ownerReferences"]
-                        .as_array()
-                        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid.as_str()))
-                })
-                .map(|(k, _)| k.clone())
-                .collect();
+            let owned = self.owned_by(&uid);
             for (r, n) in owned {
                 let mut o = self.objects[&(r.clone(), n)].clone();
                 let refs: Vec<Value> = o["metadata"]["ownerReferences"]

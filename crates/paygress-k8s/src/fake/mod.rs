@@ -7,7 +7,7 @@
 //! REST handling is in `api`, controllers in `controllers`, the API's rules in `rules`,
 //! the wire in `wire`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,8 +30,8 @@ mod wire;
 
 pub use rules::{Rbac, Rule};
 use rules::{
-    b64, condition_true, group_of, invalid, kind_of, matches_selector, merge, parse_time, time,
-    valid_env_name, validate_pod_spec,
+    b64, condition_true, group_of, invalid, kind_of, matches_labels, matches_selector, merge,
+    parse_time, time, valid_env_name, validate_pod_spec,
 };
 pub use wire::{Seen, Served, decode, status_failure, status_success};
 
@@ -68,6 +68,21 @@ struct Watch {
     tx: futures::channel::mpsc::UnboundedSender<Bytes>,
 }
 
+/// How many watch events the fake keeps for watches that resume from a
+/// resourceVersion; an older one gets `410 Gone` (`Expired`) and lists again, as with
+/// the real API server's watch cache. Events are kept as the bytes sent, not as objects:
+/// thousands of leases written again and again stay a bounded amount of memory.
+pub const HISTORY: usize = 1000;
+
+/// One watch event as sent, with what a watch filters it by.
+struct Event {
+    rv: u64,
+    resource: String,
+    name: String,
+    labels: Value,
+    line: Bytes,
+}
+
 /// What the fake server holds.
 pub struct FakeState {
     /// Objects by (resource, name): resource is `jobs`, `pods`, `services`, `secrets`,
@@ -88,7 +103,17 @@ pub struct FakeState {
     /// Requests the RBAC refused, as `verb group/resource`.
     pub forbidden: Vec<String>,
     watches: Vec<Watch>,
-    history: Vec<(u64, String, Value)>,
+    /// The last [`HISTORY`] watch events, for watches resumed from a resourceVersion.
+    history: std::collections::VecDeque<Event>,
+    /// Resources whose watch requests are refused (answered 500), see
+    /// [`Fake::refuse_watches`].
+    refused_watches: BTreeSet<String>,
+    /// How many requests [`log`](Self::log) keeps (the latest); `None`: all.
+    log_limit: Option<usize>,
+    /// Objects by uid.
+    uids: HashMap<String, (String, String)>,
+    /// Objects by the uid of each of their owners (the garbage collector's index).
+    owned: HashMap<String, BTreeSet<(String, String)>>,
     next_uid: u64,
     next_node_port: u16,
     next_rv: u64,
@@ -98,6 +123,9 @@ pub struct FakeState {
     /// changed since.
     synced_at: Option<Timestamp>,
 }
+
+/// How many requests a served fake ([`Fake::serve`]) keeps in its log.
+pub const SERVED_LOG: usize = 1000;
 
 /// Handle on a running fake API server.
 #[derive(Clone)]
@@ -145,6 +173,8 @@ impl Fake {
     pub async fn serve(latency: Duration) -> std::io::Result<Served> {
         let clock = ManualClock::new(Timestamp::now());
         let fake = Self::new(clock, latency);
+        // A benchmark sends tens of thousands of requests: keep the latest only.
+        fake.with(|st| st.log_limit = Some(SERVED_LOG));
         let ticker = fake.clone();
         let served = Served::start(fake, async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -169,7 +199,11 @@ impl Fake {
             rbac: None,
             forbidden: Vec::new(),
             watches: Vec::new(),
-            history: Vec::new(),
+            history: std::collections::VecDeque::new(),
+            refused_watches: BTreeSet::new(),
+            log_limit: None,
+            uids: HashMap::new(),
+            owned: HashMap::new(),
             next_uid: 0,
             next_node_port: 30_000,
             next_rv: 100,
@@ -290,6 +324,25 @@ impl Fake {
             st.put("pods", p);
             st.reconcile();
         });
+    }
+
+    /// While `refuse` holds, every watch of `resource` (e.g. `jobs`) is answered `500`
+    /// (an API server that cannot serve them); `true` also ends the watches of it open
+    /// now, as a restarting API server does.
+    pub fn refuse_watches(&self, resource: &str, refuse: bool) {
+        self.with(|st| {
+            if refuse {
+                st.refused_watches.insert(resource.to_owned());
+                st.watches.retain(|w| w.resource != resource);
+            } else {
+                st.refused_watches.remove(resource);
+            }
+        });
+    }
+
+    /// Watches open now.
+    pub fn open_watches(&self) -> usize {
+        self.with(|st| st.watches.iter().filter(|w| !w.tx.is_closed()).count())
     }
 
     /// Injects a fault.

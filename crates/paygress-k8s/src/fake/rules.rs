@@ -132,9 +132,14 @@ pub(super) fn merge(target: &mut Value, patch: &Value) {
 }
 
 pub(super) fn matches_selector(object: &Value, selector: &str) -> bool {
+    matches_labels(&object["metadata"]["labels"], selector)
+}
+
+/// Whether `labels` (an object's `metadata.labels`) match an equality selector.
+pub(super) fn matches_labels(labels: &Value, selector: &str) -> bool {
     selector.split(',').filter(|s| !s.is_empty()).all(|term| {
         let (k, v) = term.split_once('=').expect("equality selector");
-        object["metadata"]["labels"][k].as_str() == Some(v)
+        labels[k].as_str() == Some(v)
     })
 }
 
