@@ -238,25 +238,26 @@ impl Pasta {
         tokio::spawn(async move {
             loop {
                 let name = this.fresh_name();
+                // Deletes the namespace unless it joins the spares, also when this task
+                // is dropped half-way (the runtime shutting down).
+                let mut unclaimed = Unclaimed(&this, Some(name.clone()));
                 let made = this.create(&name).await;
-                let (keep, more) = match this.spares.state.lock() {
+                let more = match this.spares.state.lock() {
                     Ok(mut s) => {
                         let keep = made.is_ok() && !s.closed;
                         if keep {
-                            s.ready.push(name.clone());
+                            s.ready.push(name);
+                            unclaimed.1 = None;
                         }
                         let more = keep && s.ready.len() < s.want;
                         s.filling = more;
-                        (keep, more)
+                        more
                     }
-                    Err(_) => (false, false),
+                    Err(_) => false,
                 };
-                match made {
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not set up a spare lease network namespace");
-                    }
-                    Ok(()) if !keep => this.destroy_async(&name).await,
-                    Ok(()) => {}
+                drop(unclaimed);
+                if let Err(e) = made {
+                    tracing::warn!(error = %e, "could not set up a spare lease network namespace");
                 }
                 if !more {
                     return;
@@ -399,6 +400,17 @@ impl Pasta {
     /// The namespace the start-up probe runs in.
     pub(crate) fn probe_name(&self) -> String {
         format!("{}probe", self.prefix)
+    }
+}
+
+/// A namespace being set up as a spare: deleted on drop unless claimed (`.1` taken).
+struct Unclaimed<'a>(&'a Pasta, Option<String>);
+
+impl Drop for Unclaimed<'_> {
+    fn drop(&mut self) {
+        if let Some(name) = self.1.take() {
+            self.0.destroy(&name);
+        }
     }
 }
 
