@@ -282,6 +282,11 @@ pub struct LocalConfig {
     /// an extension within this time starts it again; after it the lease is removed.
     /// Zero: removed at expiry. The service's grace must be the same.
     pub grace: Duration,
+    /// With `LOCAL_NETWORK=isolated`: how many lease network namespaces (each with its
+    /// pasta process) are kept set up ahead of time, so a new lease does not wait for
+    /// one (default 1; 0: each is set up when its lease is created; not read from the
+    /// environment).
+    pub spare_networks: usize,
 }
 
 impl LocalConfig {
@@ -302,6 +307,7 @@ impl LocalConfig {
             top_up_command: crate::DEFAULT_TOP_UP_COMMAND.to_owned(),
             expiry_warnings: vec![Duration::from_secs(600), Duration::from_secs(60)],
             grace: Duration::ZERO,
+            spare_networks: 1,
         }
     }
 

@@ -3,7 +3,8 @@
 //! to the host, its subnets or any private / link-local range.
 //!
 //! The isolated mode works like this, per lease, as root:
-//! 1. `ip netns add paygress-<dir hash>-<lease>`;
+//! 1. `ip netns add paygress-<dir hash>-<n>` (a counter: namespaces are not named after
+//!    their lease, so one can be set up before its lease exists, see below);
 //! 2. `prohibit` routes in it for the host's loopback, each host address and subnet, the
 //!    private, shared, link-local (cloud metadata `169.254.169.254`), benchmark,
 //!    multicast and reserved IPv4 ranges, so connecting there fails at once
@@ -17,10 +18,19 @@
 //!
 //! pasta quits by itself when the namespace is deleted (`ip netns del`) at the lease's
 //! end. IPv6 is off in the namespace (pasta `-4`): egress is IPv4 only.
+//!
+//! Steps 1–3 cost tens of milliseconds (four programs, pasta's start-up), so a few
+//! namespaces are set up ahead of time ([`Pasta::prepare`], `LocalConfig::spare_networks`)
+//! and a new lease takes one ([`Pasta::take`]); the spare is replaced in the background.
+//! A spare is set up exactly like a namespace made on demand and no command ever ran in
+//! it; spares are deleted when the backend stops, and a crashed instance's at the next
+//! start ([`Pasta::remove_stale`]).
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::error::LocalError;
 
@@ -75,6 +85,28 @@ pub(crate) struct Pasta {
     resolv_conf: PathBuf,
     /// CIDRs given a `prohibit` route in every lease namespace.
     blocked: Vec<String>,
+    /// Namespaces set up ahead of time.
+    spares: Arc<Spares>,
+}
+
+/// Namespaces set up before a lease asks for one.
+#[derive(Debug, Default)]
+struct Spares {
+    /// Suffix of the next namespace's name.
+    next: AtomicU64,
+    state: Mutex<SpareState>,
+}
+
+#[derive(Debug, Default)]
+struct SpareState {
+    /// Names of namespaces ready to be taken, oldest first.
+    ready: Vec<String>,
+    /// How many to keep ready.
+    want: usize,
+    /// Whether a task is setting one up now.
+    filling: bool,
+    /// The backend stopped: keep none, delete what is set up later.
+    closed: bool,
 }
 
 impl Net {
@@ -130,6 +162,7 @@ impl Net {
                     ),
                     resolv_conf,
                     blocked,
+                    spares: Arc::default(),
                 }))
             }
         }
@@ -137,13 +170,15 @@ impl Net {
 }
 
 impl Pasta {
-    fn ns_name(&self, lease: &str) -> String {
-        format!("{}{lease}", self.prefix)
+    /// A fresh namespace name of this data directory.
+    fn fresh_name(&self) -> String {
+        let n = self.spares.next.fetch_add(1, Ordering::Relaxed);
+        format!("{}{n}", self.prefix)
     }
 
-    /// `/run/netns/<name>` of `lease`.
-    pub(crate) fn ns_path(&self, lease: &str) -> PathBuf {
-        Path::new(NETNS_DIR).join(self.ns_name(lease))
+    /// `/run/netns/<name>`.
+    pub(crate) fn ns_path(&self, name: &str) -> PathBuf {
+        Path::new(NETNS_DIR).join(name)
     }
 
     /// `nsenter`, which joins the lease's namespace and execs bubblewrap.
@@ -156,19 +191,117 @@ impl Pasta {
         &self.resolv_conf
     }
 
-    /// Creates (or re-creates) lease `lease`'s namespace, its routes and its pasta.
-    pub(crate) async fn create(&self, lease: &str) -> Result<(), LocalError> {
-        let name = self.ns_name(lease);
-        self.destroy_async(lease).await;
-        run(&self.ip, &["netns", "add", &name], None).await?;
+    /// A namespace for a new lease: a spare if one is ready, else one set up now.
+    /// Either way a replacement spare is set up in the background. Returns its name.
+    pub(crate) async fn take(&self) -> Result<String, LocalError> {
+        let spare = self.spares.state.lock().ok().and_then(|mut s| {
+            if s.ready.is_empty() {
+                None
+            } else {
+                Some(s.ready.remove(0))
+            }
+        });
+        let name = match spare {
+            Some(name) if self.ns_path(&name).exists() => name,
+            _ => {
+                let name = self.fresh_name();
+                self.create(&name).await?;
+                name
+            }
+        };
+        self.refill();
+        Ok(name)
+    }
+
+    /// Keeps `want` namespaces set up ahead of time from now on (none once
+    /// [`close`](Self::close)d).
+    pub(crate) fn prepare(&self, want: usize) {
+        if let Ok(mut s) = self.spares.state.lock() {
+            s.want = want;
+        }
+        self.refill();
+    }
+
+    /// Starts setting up spares in the background, one after the other, until `want`
+    /// are ready (unless that is running already). Stops at the first failure: the
+    /// next [`take`](Self::take) sets one up itself and reports the error.
+    fn refill(&self) {
+        let start = self.spares.state.lock().is_ok_and(|mut s| {
+            let start = !s.closed && !s.filling && s.ready.len() < s.want;
+            s.filling |= start;
+            start
+        });
+        if !start {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let name = this.fresh_name();
+                // Deletes the namespace unless it joins the spares, also when this task
+                // is dropped half-way (the runtime shutting down).
+                let mut unclaimed = Unclaimed(&this, Some(name.clone()));
+                let made = this.create(&name).await;
+                let more = match this.spares.state.lock() {
+                    Ok(mut s) => {
+                        let keep = made.is_ok() && !s.closed;
+                        if keep {
+                            s.ready.push(name);
+                            unclaimed.1 = None;
+                        }
+                        let more = keep && s.ready.len() < s.want;
+                        s.filling = more;
+                        more
+                    }
+                    Err(_) => false,
+                };
+                drop(unclaimed);
+                if let Err(e) = made {
+                    tracing::warn!(error = %e, "could not set up a spare lease network namespace");
+                }
+                if !more {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Deletes the spares and sets up no more. Synchronous, for `Drop`.
+    pub(crate) fn close(&self) {
+        let ready = match self.spares.state.lock() {
+            Ok(mut s) => {
+                s.closed = true;
+                std::mem::take(&mut s.ready)
+            }
+            Err(_) => Vec::new(),
+        };
+        for name in ready {
+            self.destroy(&name);
+        }
+    }
+
+    /// Names of the spares ready now.
+    #[cfg(test)]
+    fn ready(&self) -> Vec<String> {
+        self.spares
+            .state
+            .lock()
+            .map(|s| s.ready.clone())
+            .unwrap_or_default()
+    }
+
+    /// Creates (or re-creates) namespace `name`, its routes and its pasta.
+    pub(crate) async fn create(&self, name: &str) -> Result<(), LocalError> {
+        self.destroy_async(name).await;
+        run(&self.ip, &["netns", "add", name], None).await?;
         let routes: String = self
             .blocked
             .iter()
             .map(|c| format!("route replace prohibit {c}\n"))
             .collect();
         let setup = async {
-            run(&self.ip, &["-n", &name, "link", "set", "lo", "up"], None).await?;
-            run(&self.ip, &["-n", &name, "-batch", "-"], Some(routes)).await?;
+            run(&self.ip, &["-n", name, "link", "set", "lo", "up"], None).await?;
+            run(&self.ip, &["-n", name, "-batch", "-"], Some(routes)).await?;
             // pasta daemonizes once the namespace is configured. It stays root (it must
             // keep joining a root-owned namespace), confined by its own seccomp filter
             // and capability drop.
@@ -176,7 +309,7 @@ impl Pasta {
                 &self.pasta,
                 &[
                     "--netns",
-                    &name,
+                    name,
                     "--runas",
                     "0:0",
                     "--config-net",
@@ -205,31 +338,34 @@ impl Pasta {
             .await
         };
         if let Err(e) = setup.await {
-            self.destroy_async(lease).await;
+            self.destroy_async(name).await;
             return Err(e);
         }
         Ok(())
     }
 
-    async fn destroy_async(&self, lease: &str) {
-        if self.ns_path(lease).exists() {
-            let _ = run(&self.ip, &["netns", "del", &self.ns_name(lease)], None).await;
+    async fn destroy_async(&self, name: &str) {
+        if self.ns_path(name).exists() {
+            let _ = run(&self.ip, &["netns", "del", name], None).await;
         }
     }
 
-    /// Deletes lease `lease`'s namespace (its pasta quits). Synchronous, for `Drop`.
-    pub(crate) fn destroy(&self, lease: &str) {
-        if !self.ns_path(lease).exists() {
+    /// Deletes namespace `name` (its pasta quits). Synchronous, for `Drop`.
+    pub(crate) fn destroy(&self, name: &str) {
+        if !self.ns_path(name).exists() {
             return;
         }
         let r = std::process::Command::new(&self.ip)
-            .args(["netns", "del", &self.ns_name(lease)])
+            .args(["netns", "del", name])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
         if !matches!(r, Ok(s) if s.success()) {
-            tracing::warn!(lease, "could not delete the lease's network namespace");
+            tracing::warn!(
+                namespace = name,
+                "could not delete a lease network namespace"
+            );
         }
     }
 
@@ -240,10 +376,40 @@ impl Pasta {
         };
         for entry in dir.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(lease) = name.strip_prefix(&self.prefix) {
+            if name.starts_with(&self.prefix) {
                 tracing::info!(namespace = %name, "removing a stale lease network namespace");
-                self.destroy_async(lease).await;
+                self.destroy_async(&name).await;
             }
+        }
+    }
+
+    /// A configuration for launch-line tests (nothing is run).
+    #[cfg(test)]
+    pub(crate) fn for_tests(state_dir: &str) -> Self {
+        Self {
+            pasta: "/usr/bin/pasta".into(),
+            ip: "/usr/sbin/ip".into(),
+            nsenter: "/usr/bin/nsenter".into(),
+            prefix: "paygress-0000-".into(),
+            resolv_conf: Path::new(state_dir).join("resolv.conf"),
+            blocked: Vec::new(),
+            spares: Arc::default(),
+        }
+    }
+
+    /// The namespace the start-up probe runs in.
+    pub(crate) fn probe_name(&self) -> String {
+        format!("{}probe", self.prefix)
+    }
+}
+
+/// A namespace being set up as a spare: deleted on drop unless claimed (`.1` taken).
+struct Unclaimed<'a>(&'a Pasta, Option<String>);
+
+impl Drop for Unclaimed<'_> {
+    fn drop(&mut self) {
+        if let Some(name) = self.1.take() {
+            self.0.destroy(&name);
         }
     }
 }
@@ -354,6 +520,63 @@ mod tests {
             parse_ipv4_cidrs(text),
             vec!["192.0.2.2/32", "192.0.2.0/24", "203.0.113.9/32"]
         );
+    }
+
+    /// Set up ahead of time, spares are what [`Pasta::take`] hands out (each once),
+    /// replaced in the background, configured like any lease namespace, and deleted by
+    /// [`Pasta::close`]. Needs root, `pasta` and `ip` (else nothing to test here).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spare_namespaces_are_taken_replaced_and_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let which = |n: &str| crate::sandbox::which(n);
+        let Net::Pasta(p) =
+            Net::detect(crate::config::NetworkMode::Isolated, dir.path(), &which).unwrap()
+        else {
+            assert!(
+                !rustix::process::geteuid().is_root() || which("pasta").is_none(),
+                "root with pasta must get per-lease namespaces"
+            );
+            return;
+        };
+        let ready = async |n: usize| {
+            for _ in 0..300 {
+                if p.ready().len() >= n {
+                    return p.ready();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            panic!("no {n} spare namespaces after 6 s: {:?}", p.ready());
+        };
+        p.prepare(1);
+        let spare = ready(1).await.remove(0);
+        assert!(p.ns_path(&spare).exists());
+        let taken = p.take().await.unwrap();
+        assert_eq!(taken, spare, "the spare is handed out");
+        let next = ready(1).await.remove(0);
+        assert_ne!(next, taken, "and replaced by a new one");
+        let routes = std::process::Command::new("ip")
+            .args(["-n", &next, "route", "show", "table", "all"])
+            .output()
+            .unwrap();
+        let routes = String::from_utf8_lossy(&routes.stdout);
+        assert!(routes.contains("prohibit 10.0.0.0/8"), "{routes}");
+        assert!(
+            routes.contains("default via 169.254.1.1"),
+            "pasta configured it: {routes}"
+        );
+        p.close();
+        assert!(!p.ns_path(&next).exists(), "closing deletes the spares");
+        assert!(
+            p.ns_path(&taken).exists(),
+            "but not the namespaces handed out"
+        );
+        let after = p.take().await.unwrap();
+        assert!(p.ns_path(&after).exists(), "taking still works once closed");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(p.ready().is_empty(), "no spares once closed");
+        p.destroy(&taken);
+        p.destroy(&after);
+        assert!(!p.ns_path(&taken).exists());
     }
 
     #[test]

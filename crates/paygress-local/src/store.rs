@@ -51,6 +51,16 @@ impl PasswordHash {
         })
     }
 
+    /// A hash no password matches, for a lease whose password does not log in (no
+    /// PBKDF2 work for a password that is never checked). Readable by older versions.
+    pub(crate) fn disabled() -> Self {
+        Self {
+            iterations: 0,
+            salt: String::new(),
+            hash: String::new(),
+        }
+    }
+
     /// Whether `candidate` is the password (constant time in the hash comparison).
     pub(crate) fn verify(&self, candidate: &str) -> bool {
         let (Some(salt), Some(expected), Some(iterations)) = (
@@ -183,6 +193,24 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LocalError> 
     Ok(())
 }
 
+/// Replaces `path` with `bytes` (mode 0600) through a temporary file and a rename, so
+/// readers never see a partial file; not synced to disk: for files that are written
+/// again at every start.
+pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), LocalError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| LocalError::io("creating", &tmp, e))?;
+    f.write_all(bytes)
+        .map_err(|e| LocalError::io("writing", &tmp, e))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(|e| LocalError::io("renaming onto", path, e))
+}
+
 /// Loads `<state_dir>/host_key` (OpenSSH format), creating an Ed25519 key on first use.
 pub(crate) fn load_or_create_host_key(state_dir: &Path) -> Result<PrivateKey, LocalError> {
     let path = state_dir.join("host_key");
@@ -227,6 +255,15 @@ mod tests {
         let json = serde_json::to_string(&h).unwrap();
         assert!(!json.contains("correct"));
         assert!(!format!("{h:?}").contains(&h.hash));
+        let off = PasswordHash::disabled();
+        assert!(!off.verify("correct horse"));
+        assert!(
+            !off.verify(""),
+            "a disabled hash matches nothing, not even empty"
+        );
+        let back: PasswordHash =
+            serde_json::from_str(&serde_json::to_string(&off).unwrap()).unwrap();
+        assert!(!back.verify(""));
     }
 
     #[test]

@@ -99,11 +99,13 @@ impl Inner {
         self.allocate(leases).await
     }
 
-    /// Starts the listener and the expiry timer of `stored`.
+    /// Starts the listener and the expiry timer of `stored`, whose commands run in
+    /// network namespace `netns` (from `net_up`).
     pub(super) fn launch(
         self: &Arc<Self>,
         stored: StoredLease,
         listener: TcpListener,
+        netns: Option<String>,
     ) -> Result<Live, LocalError> {
         let id = stored.record.id.clone();
         let public_key = stored
@@ -125,8 +127,9 @@ impl Inner {
                     &self.sandbox.shell(),
                 );
                 let files = (dir.join("passwd"), dir.join("group"));
+                // Not synced: written again for every lease at every start.
                 for (path, text) in [(&files.0, passwd), (&files.1, group)] {
-                    store::write_atomic(path, text.as_bytes())?;
+                    store::replace_file(path, text.as_bytes())?;
                     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
                         .map_err(|e| LocalError::io("opening up", path, e))?;
                 }
@@ -147,6 +150,7 @@ impl Inner {
             self.sandbox.clone(),
             owner,
             identity,
+            netns,
             stored.record.expires_at,
         ));
         let home = self.home_of(&id);
@@ -197,15 +201,15 @@ impl Inner {
         let (listener, port) = self.resume_listener(&stored, leases).await?;
         stored.record.ssh_port = port;
         stored.record.node_port = Some(port);
-        self.sandbox.net_up(id.as_str()).await?;
+        let netns = self.sandbox.net_up().await?;
         let started = match self.mount_home(id).await {
-            Ok(()) => self.launch(stored, listener),
+            Ok(()) => self.launch(stored, listener, netns.clone()),
             Err(e) => Err(e),
         };
         let live = match started {
             Ok(live) => live,
             Err(e) => {
-                self.sandbox.net_down(id.as_str());
+                self.sandbox.net_down(netns.as_deref());
                 return Err(e);
             }
         };

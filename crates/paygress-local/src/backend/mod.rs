@@ -82,7 +82,7 @@ impl Live {
         self.listener.abort();
         self.timer.abort();
         self.warner.abort();
-        self.shared.sandbox.net_down(self.stored.record.id.as_str());
+        self.shared.sandbox.net_down(self.shared.netns.as_deref());
     }
 }
 
@@ -93,6 +93,7 @@ impl Drop for Inner {
                 live.stop();
             }
         }
+        self.sandbox.close_networks();
     }
 }
 
@@ -162,15 +163,19 @@ impl LocalBackend {
                 if inner.sandbox.owner().is_some() && lease.uid.is_none() {
                     lease.uid = Some(inner.allocate_uid(&leases)?);
                 }
-                inner.sandbox.net_up(id.as_str()).await?;
-                inner.mount_home(&id).await?;
-                let live = inner.launch(lease, listener)?;
+                let netns = inner.sandbox.net_up().await?;
+                let live = match inner.mount_home(&id).await {
+                    Ok(()) => inner.launch(lease, listener, netns.clone()),
+                    Err(e) => Err(e),
+                };
+                let live = live.inspect_err(|_| inner.sandbox.net_down(netns.as_deref()))?;
                 tracing::info!(lease = %id, port, "resumed lease");
                 leases.insert(id, live);
             }
             inner.persist(&leases).await?;
             inner.remove_orphan_homes(&leases).await;
         }
+        inner.sandbox.prepare_networks(inner.config.spare_networks);
         Ok(Self { inner })
     }
 
@@ -294,12 +299,18 @@ impl PodBackend for LocalBackend {
     #[tracing::instrument(skip_all, fields(lease = %spec.id))]
     async fn create(&self, spec: &LeaseSpec) -> Result<Provisioned, BackendError> {
         let inner = &self.inner;
-        // PBKDF2 is CPU work: off the async workers, and before the lease table is locked
-        // so concurrent creates do not queue behind it.
-        let password = spec.password.clone();
-        let password = tokio::task::spawn_blocking(move || PasswordHash::new(&password))
-            .await
-            .map_err(|e| BackendError::Unavailable(Box::new(e)))??;
+        let password_login = spec.password_login || spec.ssh_public_key.is_none();
+        let password = if password_login {
+            // PBKDF2 is CPU work: off the async workers, and before the lease table is
+            // locked so concurrent creates do not queue behind it.
+            let password = spec.password.clone();
+            tokio::task::spawn_blocking(move || PasswordHash::new(&password))
+                .await
+                .map_err(|e| BackendError::Unavailable(Box::new(e)))??
+        } else {
+            // Never checked: the password does not log in.
+            PasswordHash::disabled()
+        };
         let mut leases = inner.leases.lock().await;
         if leases.contains_key(&spec.id) {
             return Err(BackendError::AlreadyExists(spec.id.clone()));
@@ -326,20 +337,20 @@ impl PodBackend for LocalBackend {
             record: LeaseRecord::new(spec, port, Some(port)),
             password,
             ssh_public_key: spec.ssh_public_key.clone(),
-            password_login: spec.password_login || spec.ssh_public_key.is_none(),
+            password_login,
             tier: spec.tier.clone(),
             uid,
         };
-        inner.sandbox.net_up(spec.id.as_str()).await?;
+        let netns = inner.sandbox.net_up().await?;
         if let Err(e) = inner.mount_home(&spec.id).await {
-            inner.sandbox.net_down(spec.id.as_str());
+            inner.sandbox.net_down(netns.as_deref());
             remove_home(inner.home_of(&spec.id)).await;
             return Err(e.into());
         }
-        let live = match inner.launch(stored, listener) {
+        let live = match inner.launch(stored, listener, netns.clone()) {
             Ok(live) => live,
             Err(e) => {
-                inner.sandbox.net_down(spec.id.as_str());
+                inner.sandbox.net_down(netns.as_deref());
                 return Err(e.into());
             }
         };

@@ -107,10 +107,13 @@ impl Sandbox {
                         args.push(dest.into());
                     }
                 }
-                match &self.net {
-                    Net::Host => {}
-                    Net::Loopback => args.push("--unshare-net".into()),
-                    Net::Pasta(p) => {
+                match (&self.net, spec.netns) {
+                    (Net::Host, _) => {}
+                    // Isolated without its namespace: no network rather than the host's.
+                    (Net::Loopback, _) | (Net::Pasta(_), None) => {
+                        args.push("--unshare-net".into());
+                    }
+                    (Net::Pasta(p), Some(_)) => {
                         // The host's resolver is not reachable: pasta forwards DNS.
                         let dest = std::fs::canonicalize("/etc/resolv.conf")
                             .unwrap_or_else(|_| PathBuf::from("/etc/resolv.conf"));
@@ -121,13 +124,13 @@ impl Sandbox {
                 }
                 args.push("--".into());
                 args.extend(inner);
-                let program = match &self.net {
-                    Net::Pasta(p) => {
+                let program = match (&self.net, spec.netns) {
+                    (Net::Pasta(p), Some(ns)) => {
                         // nsenter joins the lease's namespace and execs bubblewrap.
                         let mut outer: Vec<OsString> = vec![
                             {
                                 let mut a = OsString::from("--net=");
-                                a.push(p.ns_path(spec.lease));
+                                a.push(p.ns_path(ns));
                                 a
                             },
                             "--".into(),
@@ -137,7 +140,7 @@ impl Sandbox {
                         args = outer;
                         p.nsenter().to_owned()
                     }
-                    Net::Host | Net::Loopback => bwrap.clone(),
+                    _ => bwrap.clone(),
                 };
                 Launch {
                     program,

@@ -71,6 +71,9 @@ pub(crate) struct LaunchSpec<'a> {
     /// `passwd` and `group` files naming the lease's own uid, bound over the
     /// sandbox's (so `id`, `scp` and shell prompts know the user).
     pub identity: Option<(&'a Path, &'a Path)>,
+    /// The lease's network namespace (isolated mode): from [`Sandbox::net_up`]. Without
+    /// one, an isolated-mode command gets no network at all (loopback only).
+    pub netns: Option<&'a str>,
 }
 
 /// Sizes applied to every sandboxed command.
@@ -201,10 +204,11 @@ impl Sandbox {
         if mode == SandboxMode::Bubblewrap {
             if let Net::Pasta(p) = &sandbox.net {
                 p.remove_stale().await;
-                let probed = match p.create(PROBE).await {
+                let ns = p.probe_name();
+                let probed = match p.create(&ns).await {
                     Ok(()) => {
-                        let r = sandbox.probe().await;
-                        p.destroy(PROBE);
+                        let r = sandbox.probe(Some(&ns)).await;
+                        p.destroy(&ns);
                         r
                     }
                     Err(e) => Err(e),
@@ -220,23 +224,39 @@ impl Sandbox {
                     }
                 }
             }
-            sandbox.probe().await?;
+            sandbox.probe(None).await?;
         }
         Ok(sandbox)
     }
 
-    /// Creates lease `lease`'s network namespace, if the mode has one per lease.
-    pub(crate) async fn net_up(&self, lease: &str) -> Result<(), LocalError> {
+    /// A network namespace for a new lease, if the mode has one per lease: its name,
+    /// for [`LaunchSpec::netns`] and [`net_down`](Self::net_down).
+    pub(crate) async fn net_up(&self) -> Result<Option<String>, LocalError> {
         match &self.net {
-            Net::Pasta(p) => p.create(lease).await,
-            Net::Host | Net::Loopback => Ok(()),
+            Net::Pasta(p) => p.take().await.map(Some),
+            Net::Host | Net::Loopback => Ok(None),
         }
     }
 
-    /// Deletes lease `lease`'s network namespace, if any. Synchronous (for `Drop`).
-    pub(crate) fn net_down(&self, lease: &str) {
+    /// Deletes a lease's network namespace, if any. Synchronous (for `Drop`).
+    pub(crate) fn net_down(&self, netns: Option<&str>) {
+        if let (Net::Pasta(p), Some(name)) = (&self.net, netns) {
+            p.destroy(name);
+        }
+    }
+
+    /// Keeps `spares` network namespaces set up ahead of time (isolated mode only).
+    pub(crate) fn prepare_networks(&self, spares: usize) {
         if let Net::Pasta(p) = &self.net {
-            p.destroy(lease);
+            p.prepare(spares);
+        }
+    }
+
+    /// Deletes the spare network namespaces and sets up no more. Synchronous (for
+    /// `Drop`).
+    pub(crate) fn close_networks(&self) {
+        if let Net::Pasta(p) = &self.net {
+            p.close();
         }
     }
 
@@ -251,7 +271,7 @@ impl Sandbox {
 
     /// Runs `true` in a sandbox like a lease's, so a host where bubblewrap cannot work
     /// (no user namespaces, seccomp) fails at start, not at the first login.
-    async fn probe(&self) -> Result<(), LocalError> {
+    async fn probe(&self, netns: Option<&str>) -> Result<(), LocalError> {
         let home = std::env::temp_dir();
         let launch = self.launch(&LaunchSpec {
             lease: PROBE,
@@ -263,6 +283,7 @@ impl Sandbox {
             client_env: &[],
             owner: None,
             identity: None,
+            netns,
         });
         let out = tokio::process::Command::new(&launch.program)
             .args(&launch.args)

@@ -15,6 +15,7 @@ fn spec<'a>(home: &'a Path, command: Option<&'a str>, pty: bool) -> LaunchSpec<'
         client_env: &[],
         owner: None,
         identity: None,
+        netns: None,
     }
 }
 
@@ -145,6 +146,40 @@ fn as_root_commands_drop_to_nobody() {
         joined.contains("setpriv --reuid=2000007 --regid=2000007"),
         "{joined}"
     );
+}
+
+#[test]
+fn isolated_commands_enter_their_lease_namespace_or_get_no_network() {
+    let sb = Sandbox {
+        mode: SandboxMode::Bubblewrap,
+        bwrap: Some("/usr/bin/bwrap".into()),
+        prlimit: None,
+        shell: "/bin/sh".into(),
+        drop_to: None,
+        sftp_server: None,
+        net: Net::Pasta(crate::net::Pasta::for_tests("/state")),
+        sizes: Sizes::default(),
+    };
+    let strings = |l: &Launch| -> Vec<String> {
+        l.args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    };
+    let mut own = spec(Path::new("/h"), Some("id"), false);
+    own.netns = Some("paygress-0000-7");
+    let l = sb.launch(&own);
+    assert_eq!(l.program, PathBuf::from("/usr/bin/nsenter"));
+    let args = strings(&l);
+    assert_eq!(
+        args[..3],
+        ["--net=/run/netns/paygress-0000-7", "--", "/usr/bin/bwrap"]
+    );
+    assert!(!args.iter().any(|a| a == "--unshare-net"), "{args:?}");
+    // Without its namespace a command must not run in the host's: loopback only.
+    let l = sb.launch(&spec(Path::new("/h"), Some("id"), false));
+    assert_eq!(l.program, PathBuf::from("/usr/bin/bwrap"));
+    assert!(strings(&l).iter().any(|a| a == "--unshare-net"));
 }
 
 #[test]

@@ -83,6 +83,7 @@ impl Conn {
                 .identity
                 .as_ref()
                 .map(|(p, g)| (p.as_path(), g.as_path())),
+            netns: self.lease.netns.as_deref(),
         });
         let output = chan.output.clone();
         if pty.is_some() {

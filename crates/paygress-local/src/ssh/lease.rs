@@ -21,6 +21,8 @@ pub(crate) struct LeaseShared {
     pub owner: Option<(u32, u32)>,
     /// `passwd` and `group` naming that uid.
     pub identity: Option<(PathBuf, PathBuf)>,
+    /// The lease's network namespace (isolated mode).
+    pub netns: Option<String>,
     pub(super) expires_at: Mutex<Timestamp>,
     pub(super) closed: AtomicBool,
     pub(super) shutdown: watch::Sender<bool>,
@@ -92,6 +94,7 @@ impl LeaseShared {
         sandbox: Arc<Sandbox>,
         owner: Option<(u32, u32)>,
         identity: Option<(PathBuf, PathBuf)>,
+        netns: Option<String>,
         expires_at: Timestamp,
     ) -> Self {
         Self {
@@ -106,6 +109,7 @@ impl LeaseShared {
             sandbox,
             owner,
             identity,
+            netns,
             expires_at: Mutex::new(expires_at),
             closed: AtomicBool::new(false),
             shutdown: watch::channel(false).0,

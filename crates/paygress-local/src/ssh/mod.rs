@@ -85,6 +85,66 @@ pub(crate) async fn serve(listener: TcpListener, lease: Arc<LeaseShared>, ctx: A
     }
 }
 
+/// A connection's socket that acknowledges what it reads at once (`TCP_QUICKACK`,
+/// re-armed after every read: Linux clears it by itself).
+///
+/// Clients that do not set `TCP_NODELAY` (OpenSSH for a command without a terminal,
+/// `ssh host cmd`) hold back their next small packet until the previous one is
+/// acknowledged (Nagle), and a delayed ACK waits up to 40 ms: without this, a login
+/// stalls for that long at some steps of the handshake.
+struct QuickAck(tokio::net::TcpStream);
+
+impl AsyncRead for QuickAck {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let read = std::pin::Pin::new(&mut self.0).poll_read(cx, buf);
+        if matches!(read, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let _ = rustix::net::sockopt::set_tcp_quickack(&self.0, true);
+        }
+        read
+    }
+}
+
+impl tokio::io::AsyncWrite for QuickAck {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 /// The socket back as a tokio stream, plus a duplicate descriptor to shut it down.
 fn split_killer(
     socket: tokio::net::TcpStream,
@@ -133,7 +193,7 @@ async fn connection(
 
     // Handshake (the client may never even send its version line).
     let session = tokio::select! {
-        r = russh::server::run_stream(ctx.config.clone(), socket, handler) => match r {
+        r = russh::server::run_stream(ctx.config.clone(), QuickAck(socket), handler) => match r {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(lease = %lease.id, %peer, error = %e, "ssh handshake failed");
