@@ -70,7 +70,7 @@ pub(crate) fn policy(objects: &[Value], generated_cm: Option<&Value>) -> Vec<Str
         (
             "batch",
             "jobs",
-            &["create", "get", "list", "patch", "delete"][..],
+            &["create", "get", "list", "watch", "patch", "delete"][..],
         ),
         ("", "pods", &["list", "watch", "delete"][..]),
         (
