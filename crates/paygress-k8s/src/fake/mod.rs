@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 mod api;
 mod controllers;
 mod rules;
+mod store;
 mod wire;
 
 pub use rules::{Rbac, Rule};

@@ -26,13 +26,16 @@
 //! it; spares are deleted when the backend stops, and a crashed instance's at the next
 //! start ([`Pasta::remove_stale`]).
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::LocalError;
+
+mod host;
+
+use host::{host_ipv4_cidrs, parse_ipv4_cidrs};
 
 /// The lease namespace's own address, gateway and DNS forwarder (link-local, so the
 /// host's networks are never shadowed).
@@ -458,48 +461,6 @@ async fn run(program: &Path, args: &[&str], stdin: Option<String>) -> Result<(),
     }
 }
 
-/// Every IPv4 address of the host (as /32) and every subnet it is on, except loopback.
-fn host_ipv4_cidrs(ip: &Path) -> Vec<String> {
-    let out = std::process::Command::new(ip)
-        .args(["-4", "-o", "addr", "show"])
-        .stdin(Stdio::null())
-        .output();
-    let Ok(out) = out else {
-        return Vec::new();
-    };
-    parse_ipv4_cidrs(&String::from_utf8_lossy(&out.stdout))
-}
-
-/// Parses `ip -4 -o addr show` output into `addr/32` and `network/len` entries.
-fn parse_ipv4_cidrs(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let mut words = line.split_whitespace();
-        while let Some(w) = words.next() {
-            if w != "inet" {
-                continue;
-            }
-            let Some((addr, len)) = words.next().and_then(|c| c.split_once('/')) else {
-                break;
-            };
-            let (Ok(addr), Ok(len)) = (addr.parse::<Ipv4Addr>(), len.parse::<u32>()) else {
-                break;
-            };
-            if addr.is_loopback() || len > 32 {
-                break;
-            }
-            out.push(format!("{addr}/32"));
-            if len < 32 {
-                let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-                let net = Ipv4Addr::from(u32::from(addr) & mask);
-                out.push(format!("{net}/{len}"));
-            }
-            break;
-        }
-    }
-    out
-}
-
 /// 32-bit FNV-1a: a short, stable tag for the data directory in namespace names.
 fn fnv1a(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
@@ -508,80 +469,4 @@ fn fnv1a(bytes: &[u8]) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_addresses_and_subnets_are_blocked() {
-        let text = "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever\n\
-                    4: eth0    inet 192.0.2.2/24 brd 192.0.2.255 scope global eth0\\  valid_lft forever\n\
-                    5: wg0    inet 203.0.113.9/32 scope global wg0\n";
-        assert_eq!(
-            parse_ipv4_cidrs(text),
-            vec!["192.0.2.2/32", "192.0.2.0/24", "203.0.113.9/32"]
-        );
-    }
-
-    /// Set up ahead of time, spares are what [`Pasta::take`] hands out (each once),
-    /// replaced in the background, configured like any lease namespace, and deleted by
-    /// [`Pasta::close`]. Needs root, `pasta` and `ip` (else nothing to test here).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn spare_namespaces_are_taken_replaced_and_closed() {
-        let dir = tempfile::tempdir().unwrap();
-        let which = |n: &str| crate::sandbox::which(n);
-        let Net::Pasta(p) =
-            Net::detect(crate::config::NetworkMode::Isolated, dir.path(), &which).unwrap()
-        else {
-            assert!(
-                !rustix::process::geteuid().is_root() || which("pasta").is_none(),
-                "root with pasta must get per-lease namespaces"
-            );
-            return;
-        };
-        let ready = async |n: usize| {
-            for _ in 0..300 {
-                if p.ready().len() >= n {
-                    return p.ready();
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            panic!("no {n} spare namespaces after 6 s: {:?}", p.ready());
-        };
-        p.prepare(1);
-        let spare = ready(1).await.remove(0);
-        assert!(p.ns_path(&spare).exists());
-        let taken = p.take().await.unwrap();
-        assert_eq!(taken, spare, "the spare is handed out");
-        let next = ready(1).await.remove(0);
-        assert_ne!(next, taken, "and replaced by a new one");
-        let routes = std::process::Command::new("ip")
-            .args(["-n", &next, "route", "show", "table", "all"])
-            .output()
-            .unwrap();
-        let routes = String::from_utf8_lossy(&routes.stdout);
-        assert!(routes.contains("prohibit 10.0.0.0/8"), "{routes}");
-        assert!(
-            routes.contains("default via 169.254.1.1"),
-            "pasta configured it: {routes}"
-        );
-        p.close();
-        assert!(!p.ns_path(&next).exists(), "closing deletes the spares");
-        assert!(
-            p.ns_path(&taken).exists(),
-            "but not the namespaces handed out"
-        );
-        let after = p.take().await.unwrap();
-        assert!(p.ns_path(&after).exists(), "taking still works once closed");
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        assert!(p.ready().is_empty(), "no spares once closed");
-        p.destroy(&taken);
-        p.destroy(&after);
-        assert!(!p.ns_path(&taken).exists());
-    }
-
-    #[test]
-    fn namespace_names_are_per_data_directory() {
-        assert_ne!(fnv1a(b"/var/lib/a"), fnv1a(b"/var/lib/b"));
-        assert_eq!(fnv1a(b""), 0x811c_9dc5);
-    }
-}
+mod tests;

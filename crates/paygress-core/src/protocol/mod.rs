@@ -13,6 +13,10 @@ use crate::names::LeaseId;
 use crate::pricing::{DurationLimits, Rate, Tier};
 use crate::secret::{CashuToken, Password};
 
+mod offer;
+
+pub use offer::{Offer, TierOffer};
+
 /// Kind 1000 / `POST /spawn-pod`: pay for a new lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -453,134 +457,5 @@ impl Reply {
     }
 }
 
-/// A tier as advertised.
-#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
-#[cfg_attr(feature = "schema", schema(as = TierOfferBody))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TierOffer {
-    /// Id to request.
-    pub id: String,
-    /// CPU millicores.
-    pub cpu_millicores: u32,
-    /// Memory MiB.
-    pub memory_mib: u32,
-    /// Price in msat per hour.
-    pub rate_msat_per_hour: u64,
-}
-
-impl TierOffer {
-    /// Advertises `tier` with `base` as the fallback rate.
-    pub fn new(tier: &Tier, base: Rate) -> Self {
-        Self {
-            id: tier.id.clone(),
-            cpu_millicores: tier.cpu_millicores,
-            memory_mib: tier.memory_mib,
-            rate_msat_per_hour: tier.rate.unwrap_or(base).msat_per_hour(),
-        }
-    }
-}
-
-/// What the service sells and on which terms; transports publish it (Nostr kind
-/// 38383, `GET /offer`) and may add their own fields around it.
-#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
-#[cfg_attr(feature = "schema", schema(as = OfferBody))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Offer {
-    /// Operator-chosen service name.
-    pub name: String,
-    /// Paygress version.
-    pub version: String,
-    /// Base rate in sat per hour (the seed's `PAYMENT_RATE_SATS_PER_HOUR`).
-    pub rate_sats_per_hour: u64,
-    /// Base rate in msat per hour (exact).
-    pub rate_msat_per_hour: u64,
-    /// Tiers with their rates.
-    pub tiers: Vec<TierOffer>,
-    /// Shortest lease, minutes (rounded up).
-    pub min_duration_minutes: u64,
-    /// Longest lease, minutes (rounded down).
-    pub max_duration_minutes: u64,
-    /// Accepted mints.
-    #[cfg_attr(feature = "schema", schema(value_type = Vec<String>))]
-    pub mints: Vec<MintUrl>,
-    /// Accepted units (`sat`, `msat`).
-    #[cfg_attr(feature = "schema", schema(value_type = Vec<String>))]
-    pub units: Vec<Unit>,
-    /// Host buyers connect to.
-    pub ssh_host: String,
-    /// Which backend runs leases (`kubernetes`, `local`, …).
-    pub backend: String,
-    /// Images a buyer may ask for (the default first).
-    pub images: Vec<String>,
-    /// The public key (compressed secp256k1, hex) a payment may be locked to (NUT-11
-    /// P2PK, one signature, with a locktime and the buyer's refund key); absent when the
-    /// service refuses locked tokens.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub locking_key: Option<String>,
-}
-
-impl Offer {
-    /// The limits, in seconds, as the offer states them.
-    pub fn limits(&self) -> DurationLimits {
-        DurationLimits {
-            min_seconds: self.min_duration_minutes * 60,
-            max_seconds: self.max_duration_minutes * 60,
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seed_spawn_request_parses() {
-        let json = r#"{"cashu_token":"cashuBxyz","ssh_username":"alice","pod_image":"linuxserver/openssh-server:latest","duration_minutes":120}"#;
-        let r: SpawnRequest = serde_json::from_str(json).unwrap();
-        assert_eq!(r.duration_minutes, Some(120));
-        assert_eq!(r.ssh_username.as_deref(), Some("alice"));
-        assert_eq!(r.cashu_token.expose(), "cashuBxyz");
-    }
-
-    #[test]
-    fn unknown_fields_are_rejected() {
-        let json = r#"{"cashu_token":"cashuBxyz","duration_minute":120}"#;
-        assert!(serde_json::from_str::<SpawnRequest>(json).is_err());
-    }
-
-    #[test]
-    fn reply_keeps_seed_field_names() {
-        let reply = Reply::AccessDetails(AccessDetails {
-            pod_name: "ssh-pod-abc12345".parse().unwrap(),
-            ssh_username: "alice".into(),
-            ssh_password: Password::new("pw"),
-            ssh_host: "localhost".into(),
-            ssh_port: 2222,
-            node_port: Some(30022),
-            expires_at: "2026-01-01T00:00:00Z".parse().unwrap(),
-            duration_seconds: 60,
-            tier: "standard".into(),
-            instructions: vec![],
-            change_token: None,
-            host_keys: vec![],
-            password_login: true,
-        });
-        let v: serde_json::Value = serde_json::to_value(&reply).unwrap();
-        assert_eq!(v["type"], "access_details");
-        assert_eq!(v["pod_name"], "ssh-pod-abc12345");
-        assert_eq!(v["ssh_password"], "pw");
-        assert_eq!(v["node_port"], 30022);
-        assert_eq!(v["expires_at"], "2026-01-01T00:00:00Z");
-        let back: Reply = serde_json::from_value(v).unwrap();
-        assert_eq!(back, reply);
-    }
-
-    #[test]
-    fn error_reply_shape() {
-        let v = serde_json::to_value(Reply::error(ErrorCode::PodNotFound, "no such pod")).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"type":"error","code":"pod_not_found","message":"no such pod"})
-        );
-    }
-}
+mod tests;
