@@ -8,9 +8,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::lease::LeaseState;
-use crate::money::{Amount, MintUrl, Unit};
+use crate::money::Amount;
 use crate::names::LeaseId;
-use crate::pricing::{DurationLimits, Rate, Tier};
 use crate::secret::{CashuToken, Password};
 
 mod offer;

@@ -32,7 +32,7 @@ use crate::ports::{
     DynClock, DynJournal, DynNotifier, DynPaymentVerifier, DynPodBackend, DynTransport, Entry,
     RequestKey, Stage, SystemClock,
 };
-use crate::pricing::{DurationLimits, Rate, Tier};
+use crate::pricing::{Rate, Tier};
 use crate::protocol::{ErrorCode, Reply, Request};
 
 use self::locks::KeyedLocks;

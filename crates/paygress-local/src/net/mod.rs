@@ -35,7 +35,7 @@ use crate::error::LocalError;
 
 mod host;
 
-use host::{host_ipv4_cidrs, parse_ipv4_cidrs};
+use host::host_ipv4_cidrs;
 
 /// The lease namespace's own address, gateway and DNS forwarder (link-local, so the
 /// host's networks are never shadowed).

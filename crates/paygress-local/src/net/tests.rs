@@ -1,3 +1,4 @@
+use super::host::parse_ipv4_cidrs;
 use super::*;
 
 #[test]

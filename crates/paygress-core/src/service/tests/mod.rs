@@ -17,7 +17,7 @@ use crate::ports::{
     MockPaymentVerifier, MockPodBackend, PaymentError, PodBackend, Purpose, RedeemAttempt,
     Redeemed, TokenCheck, TokenInfo,
 };
-use crate::pricing::Rate;
+use crate::pricing::{DurationLimits, Rate};
 use crate::protocol::{AccessDetails, ErrorReply};
 use crate::protocol::{SpawnRequest, StatusRequest, TopUpRequest, TopUpResult};
 use crate::secret::{CashuToken, Password};
