@@ -206,9 +206,12 @@ async fn concurrent_puts_share_fsyncs_are_durable_when_they_return_and_keep_orde
     }
     let puts = (TASKS * (STAGES + 1)) as u64;
     let syncs = j.syncs() - syncs_at_open;
+    // Each put above waits for its own fsync; how many they shared depends on how the
+    // tasks were scheduled (on a loaded machine, little): only "never more than one per
+    // put" holds. The sharing itself is checked by the next test.
     assert!(
-        syncs < puts / 2,
-        "concurrent puts share fsyncs: {syncs} fsyncs for {puts} puts"
+        syncs <= puts,
+        "{syncs} fsyncs for {puts} puts: more than one fsync per put"
     );
     // Crash-shaped: no orderly shutdown of the writer (the handle is leaked, as a
     // killed process would leave it); a fresh open sees every request's last stage.
@@ -223,6 +226,37 @@ async fn concurrent_puts_share_fsyncs_are_durable_when_they_return_and_keep_orde
         );
     }
     assert!(j.unfinished().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_concurrent_puts_shares_fsyncs() {
+    const TASKS: usize = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.jsonl");
+    let j = FileJournal::open(&path).unwrap();
+    let syncs_at_open = j.syncs();
+    // All puts are released at once, and nothing else runs between them: while the
+    // writer's first fsync is in flight the others queue behind it and share the next.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(TASKS));
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..TASKS {
+        let (j, start) = (j.clone(), start.clone());
+        tasks.spawn(async move {
+            start.wait().await;
+            j.put(&RequestKey::new("t", &format!("k{t}")), &paid())
+                .await
+                .unwrap();
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let syncs = j.syncs() - syncs_at_open;
+    assert!(
+        syncs <= (TASKS / 4) as u64,
+        "concurrent puts share fsyncs: {syncs} fsyncs for {TASKS} puts"
+    );
+    assert_eq!(FileJournal::open(&path).unwrap().len(), TASKS);
 }
 
 /// The journal contract core holds every journal to, one test per check.
