@@ -228,6 +228,12 @@ impl FromStr for PortRange {
     }
 }
 
+impl fmt::Display for UidRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.start, self.end)
+    }
+}
+
 impl fmt::Display for PortRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.start, self.end)
@@ -448,6 +454,19 @@ mod tests {
         assert!("bridge".parse::<NetworkMode>().is_err());
         assert!(
             LocalConfig::from_lookup(|k| (k == "LOCAL_SANDBOX").then(|| "docker".into())).is_err()
+        );
+    }
+
+    #[test]
+    fn exhausted_ranges_name_the_range_they_searched() {
+        let ports = PortRange::new(2300, 2301).unwrap();
+        let uids = UidRange::new(5000, 5009).unwrap();
+        let port_err = LocalError::NoFreePort(ports);
+        assert!(matches!(port_err, LocalError::NoFreePort(r) if r == ports));
+        assert_eq!(port_err.to_string(), "no free port in 2300-2301");
+        assert_eq!(
+            LocalError::NoFreeUid(uids).to_string(),
+            "no free uid in 5000-5009"
         );
     }
 }

@@ -52,10 +52,10 @@ pub enum LocalError {
     Locked(PathBuf),
     /// Every port of the configured range is taken.
     #[error("no free port in {0}")]
-    NoFreePort(String),
+    NoFreePort(crate::config::PortRange),
     /// Every uid of the configured range is taken.
     #[error("no free uid in {0}")]
-    NoFreeUid(String),
+    NoFreeUid(crate::config::UidRange),
     /// The disk holding the data directory is nearly full.
     #[error(
         "only {free_mib} MiB free where the data directory lives (at least {min_mib} MiB needed for a new lease)"

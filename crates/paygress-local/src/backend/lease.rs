@@ -22,12 +22,7 @@ impl Inner {
             .uid_range
             .uids()
             .find(|u| !used.contains(u))
-            .ok_or_else(|| {
-                LocalError::NoFreeUid(format!(
-                    "{}-{}",
-                    self.config.uid_range.start, self.config.uid_range.end
-                ))
-            })
+            .ok_or(LocalError::NoFreeUid(self.config.uid_range))
     }
 
     /// Free bytes (for unprivileged users) on the filesystem holding the data
@@ -53,7 +48,7 @@ impl Inner {
         }
         let used = Self::used_ports(leases);
         if !self.config.port_range.ports().any(|p| !used.contains(&p)) {
-            return Some(LocalError::NoFreePort(self.config.port_range.to_string()));
+            return Some(LocalError::NoFreePort(self.config.port_range));
         }
         if self.sandbox.owner().is_some() && self.allocate_uid(leases).is_err() {
             return self.allocate_uid(leases).err();
@@ -75,7 +70,7 @@ impl Inner {
                 return Ok((l, port));
             }
         }
-        Err(LocalError::NoFreePort(self.config.port_range.to_string()))
+        Err(LocalError::NoFreePort(self.config.port_range))
     }
 
     /// A listener on the lease's old port, retried briefly (a previous instance may
