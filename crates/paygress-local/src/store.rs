@@ -172,31 +172,18 @@ pub(crate) fn save_leases(path: &Path, leases: &[StoredLease]) -> Result<(), Loc
 /// Writes `bytes` to `path` via a temporary file in the same directory (mode 0600),
 /// fsyncs it, renames it over `path` and fsyncs the directory.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LocalError> {
-    let tmp = path.with_extension("tmp");
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| LocalError::io("creating", &tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| LocalError::io("writing", &tmp, e))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(|e| LocalError::io("renaming onto", path, e))?;
-    if let Some(dir) = path.parent()
-        && let Ok(d) = fs::File::open(dir)
-    {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    write_via_rename(path, bytes, true)
 }
 
 /// Replaces `path` with `bytes` (mode 0600) through a temporary file and a rename, so
 /// readers never see a partial file; not synced to disk: for files that are written
 /// again at every start.
 pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), LocalError> {
+    write_via_rename(path, bytes, false)
+}
+
+/// The temporary file, rename and (when `durable`) fsyncs behind both writers above.
+fn write_via_rename(path: &Path, bytes: &[u8], durable: bool) -> Result<(), LocalError> {
     let tmp = path.with_extension("tmp");
     let mut f = OpenOptions::new()
         .write(true)
@@ -206,9 +193,17 @@ pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), LocalError> 
         .open(&tmp)
         .map_err(|e| LocalError::io("creating", &tmp, e))?;
     f.write_all(bytes)
+        .and_then(|()| if durable { f.sync_all() } else { Ok(()) })
         .map_err(|e| LocalError::io("writing", &tmp, e))?;
     drop(f);
-    fs::rename(&tmp, path).map_err(|e| LocalError::io("renaming onto", path, e))
+    fs::rename(&tmp, path).map_err(|e| LocalError::io("renaming onto", path, e))?;
+    if durable
+        && let Some(dir) = path.parent()
+        && let Ok(d) = fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 /// Loads `<state_dir>/host_key` (OpenSSH format), creating an Ed25519 key on first use.

@@ -14,15 +14,6 @@ use paygress_nostr::NostrConfig;
 use paygress_nostr::nostr_sdk::Keys;
 use paygress_nostr::testkit::TestRelay;
 
-/// Polls `f` until it holds, for at most ten seconds.
-async fn eventually(what: &str, f: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_the_nostr_relay_connection() {
     let relay = TestRelay::start().await.unwrap();
@@ -55,19 +46,19 @@ async fn shutdown_closes_the_nostr_relay_connection() {
     })
     .await
     .unwrap();
-    eventually("the node connects to the relay", || {
-        relay.connections() == 1
-    })
-    .await;
+    assert!(
+        relay.wait_for_connections(1, Duration::from_secs(10)).await,
+        "never: the node connects to the relay"
+    );
     // Held past the shutdown: the service (and its Nostr notifier) outlive the node, so
     // only the transport's shutdown, not a drop, closes the connection.
     let service = node.service.clone();
     let transport = node.nostr.clone().unwrap();
     node.shutdown().await;
-    eventually("the relay connection is closed", || {
-        relay.connections() == 0
-    })
-    .await;
+    assert!(
+        relay.wait_for_connections(0, Duration::from_secs(10)).await,
+        "never: the relay connection is closed"
+    );
     assert_eq!(transport.relays_connected().await, 0);
     drop(service);
 }

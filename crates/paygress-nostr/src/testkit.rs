@@ -83,6 +83,19 @@ impl TestRelay {
         self.open.load(Ordering::SeqCst)
     }
 
+    /// Waits until [`connections`](Self::connections) is `n`, polling; `false` if it is
+    /// not within `within`.
+    pub async fn wait_for_connections(&self, n: usize, within: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.connections() != n {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     /// Stops accepting and closes every connection.
     pub fn shutdown(&self) {
         self.accept.abort();

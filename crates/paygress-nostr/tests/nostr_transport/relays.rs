@@ -99,15 +99,6 @@ async fn reconnects_to_a_relay_that_comes_up_after_start() {
     assert_eq!(backend.len(), 1);
 }
 
-/// Polls `f` until it holds, for at most ten seconds.
-async fn eventually(what: &str, f: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_through_the_port_closes_the_relay_connection() {
     let relay = paygress_nostr::testkit::TestRelay::start().await.unwrap();
@@ -116,12 +107,15 @@ async fn shutdown_through_the_port_closes_the_relay_connection() {
         paygress_nostr::NostrConfig::from_values(None, relay.url().as_str(), dir.path()).unwrap();
     let transport: paygress_core::DynTransport =
         std::sync::Arc::new(paygress_nostr::NostrTransport::start(config).await.unwrap());
-    eventually("the transport connects", || relay.connections() == 1).await;
+    assert!(
+        relay.wait_for_connections(1, Duration::from_secs(10)).await,
+        "never: the transport connects"
+    );
     transport.shutdown().await;
-    eventually("the relay connection is closed", || {
-        relay.connections() == 0
-    })
-    .await;
+    assert!(
+        relay.wait_for_connections(0, Duration::from_secs(10)).await,
+        "never: the relay connection is closed"
+    );
     assert!(transport.next().await.is_none(), "closed for requests");
     // A second call does nothing.
     transport.shutdown().await;
