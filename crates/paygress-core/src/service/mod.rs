@@ -223,7 +223,7 @@ impl Paygress {
             match entry.stage {
                 Stage::Done { reply } if !refused_without_payment(&reply) => {
                     debug!("duplicate request, replaying the first reply");
-                    return reply;
+                    return self.replay(sender, reply).await;
                 }
                 Stage::Done { .. } => {
                     debug!("retrying a request that was refused before its token was received");
@@ -324,6 +324,36 @@ impl Paygress {
         };
         if let Err(e) = self.put(ctx, done).await {
             warn!(error = %e, "could not journal a reply; a duplicate may be answered differently");
+        }
+    }
+
+    /// A stored reply, repeated to `sender` (who sent the request it answers). Login
+    /// details are repeated only while the backend confirms the lease is `sender`'s: the
+    /// journal entry's requester is already checked, this is the last guard before a
+    /// password leaves again. A fresh reply never needs it (its lease was just created
+    /// for its requester), so only repeats pay for the lookup.
+    async fn replay(&self, sender: &Requester, reply: Reply) -> Reply {
+        let Reply::AccessDetails(details) = &reply else {
+            return reply;
+        };
+        match self.backend.get(&details.pod_name).await {
+            Ok(Some(record)) if record.owner != *sender => {
+                warn!(lease = %details.pod_name, "stored login details name another owner's lease; withheld");
+                Reply::error(
+                    ErrorCode::TokenAlreadySpent,
+                    "this request's token already paid for a lease of another requester; \
+                     its answer is only repeated to that requester",
+                )
+            }
+            // Gone since (its details open nothing any more), or still the sender's.
+            Ok(_) => reply,
+            Err(e) => {
+                warn!(error = %e, "cannot confirm the lease owner; withholding the login details");
+                Reply::error(
+                    ErrorCode::Unavailable,
+                    "the backend is unavailable; send the same request again to get its answer",
+                )
+            }
         }
     }
 

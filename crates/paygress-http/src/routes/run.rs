@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use paygress_core::{Amount, ErrorCode, LeaseId, Paygress, Reply, Request, Requester, Unit};
+use paygress_core::{Amount, ErrorCode, LeaseId, Reply, Request, Unit};
 use tracing::warn;
 
 use super::X_CASHU;
@@ -58,7 +58,6 @@ impl AppState {
         let paygress = self.paygress.clone();
         let task = tokio::spawn(async move {
             let reply = paygress.handle(&id.key, &id.sender, request).await;
-            let reply = withhold_foreign_lease(&paygress, &id.sender, reply).await;
             drop(permit);
             if id.keyed || holds_secret(&reply) {
                 admission.keep();
@@ -83,31 +82,6 @@ fn holds_secret(reply: &Reply) -> bool {
         Reply::Error(e) => e.refund_token.is_some(),
         Reply::Released(r) => r.refund_token.is_some(),
         Reply::Status(_) => false,
-    }
-}
-
-/// Login details are only ever answered to the lease's owner: a stored reply replayed
-/// for somebody else (e.g. a keyless repeat after a restart, which this process has no
-/// record of) is replaced by an answer without secrets.
-async fn withhold_foreign_lease(paygress: &Paygress, sender: &Requester, reply: Reply) -> Reply {
-    let Reply::AccessDetails(details) = &reply else {
-        return reply;
-    };
-    match paygress.backend().get(&details.pod_name).await {
-        Ok(Some(record)) if record.owner == *sender => reply,
-        Ok(_) => Reply::error(
-            ErrorCode::TokenAlreadySpent,
-            "this token already paid for an earlier request; its answer is only repeated to \
-             a request carrying that request's Idempotency-Key",
-        ),
-        Err(e) => {
-            warn!(error = %e, "cannot confirm the lease owner; withholding the login details");
-            Reply::error(
-                ErrorCode::Unavailable,
-                "the backend is unavailable; send the same request (same Idempotency-Key) \
-                 again to get its answer",
-            )
-        }
     }
 }
 

@@ -81,6 +81,36 @@ async fn a_request_id_from_another_sender_gets_nothing_of_the_stored_reply() {
     assert_eq!(journal.len(), 1);
 }
 
+/// The journal's requester check is not the only guard: a stored reply whose lease the
+/// backend says is someone else's (a corrupted or hand-edited journal, a key collision)
+/// is not repeated, and only repeats pay for that lookup.
+#[tokio::test]
+async fn stored_login_details_of_another_owners_lease_are_not_replayed() {
+    let (service, backend, journal, _) = Ports::new()
+        .token_worth(Amount::sat(100))
+        .redeems(Amount::sat(100))
+        .issues(Amount::sat(40), "change")
+        .build();
+    let other = Requester::new("test", "other");
+    let theirs = service
+        .handle(&key("1"), &other, Request::Spawn(spawn_req(Some(60))))
+        .await;
+    let details = expect_access(theirs.clone());
+    assert_eq!(backend.spec(&details.pod_name).expect("lease").owner, other);
+    let stored = Entry::new(buyer(), start(), Stage::Done { reply: theirs });
+    journal.put(&key("2"), &stored).await.expect("journal");
+
+    let reply = spawn(&service, "2", spawn_req(Some(60))).await;
+    let text = serde_json::to_string(&reply).expect("json");
+    assert_eq!(expect_error(reply).code, ErrorCode::TokenAlreadySpent);
+    assert!(!text.contains(details.ssh_password.expose()));
+    // The owner's own repeat still gets it.
+    let again = service
+        .handle(&key("1"), &other, Request::Spawn(spawn_req(Some(60))))
+        .await;
+    assert_eq!(expect_access(again), details);
+}
+
 #[tokio::test]
 async fn duplicate_of_a_request_with_a_pending_refund_still_says_it_is_pending() {
     let mut ports = Ports::new()
