@@ -44,6 +44,8 @@ struct Shared {
     path: PathBuf,
     entries: RwLock<HashMap<RequestKey, Entry>>,
     syncs: AtomicU64,
+    /// Nanoseconds the writer spent appending and syncing.
+    write_nanos: AtomicU64,
 }
 
 /// A line to append, answered once it is durable.
@@ -141,6 +143,7 @@ impl FileJournal {
             path: path.clone(),
             entries: RwLock::new(entries),
             syncs: AtomicU64::new(0),
+            write_nanos: AtomicU64::new(0),
         });
         // Rewrite at open so a torn tail never precedes new lines.
         let file = compact(&shared).map_err(io)?;
@@ -172,6 +175,13 @@ impl FileJournal {
     /// compactions); concurrent `put`s share one.
     pub fn syncs(&self) -> u64 {
         self.shared.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Time the writer thread has spent appending lines and `fsync`ing them since the
+    /// journal was opened: what the disk costs the `put`s, apart from the time a `put`
+    /// waits for the writer's turn and for its own task to run again.
+    pub fn write_time(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.shared.write_nanos.load(Ordering::Relaxed))
     }
 
     async fn submit<T>(
@@ -326,10 +336,13 @@ impl Writer {
     /// was, so a half-written batch never sits before later lines.
     fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         let before = self.file.metadata()?.len();
+        let started = std::time::Instant::now();
         let result = self
             .file
             .write_all(bytes)
             .and_then(|()| self.file.sync_data());
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.shared.write_nanos.fetch_add(nanos, Ordering::Relaxed);
         self.shared.syncs.fetch_add(1, Ordering::Relaxed);
         if result.is_err() {
             let _ = self.file.set_len(before);

@@ -271,3 +271,22 @@ mod contract {
 
     paygress_core::journal_tests!(fresh);
 }
+
+#[tokio::test]
+async fn write_time_counts_the_writers_appends_and_only_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = FileJournal::open(dir.path().join("journal.jsonl")).unwrap();
+    let at_open = j.write_time();
+    let key = RequestKey::new("t", "k");
+    j.put(&key, &paid()).await.unwrap();
+    let one = j.write_time();
+    assert!(
+        one > at_open,
+        "a put's append and fsync took no time: {one:?}"
+    );
+    // Reads never touch the file.
+    j.get(&key).await.unwrap();
+    assert_eq!(j.write_time(), one);
+    j.put(&key, &done("x")).await.unwrap();
+    assert!(j.write_time() > one);
+}
