@@ -1,6 +1,6 @@
 #![doc = include_str!("../README.md")]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -42,7 +42,7 @@ struct Line {
 /// changes it, and only for the moment of an insert (never across a write or `fsync`).
 struct Shared {
     path: PathBuf,
-    entries: RwLock<HashMap<RequestKey, Entry>>,
+    entries: RwLock<Entries>,
     syncs: AtomicU64,
     /// Nanoseconds the writer spent appending and syncing.
     write_nanos: AtomicU64,
@@ -87,11 +87,51 @@ impl std::fmt::Debug for FileJournal {
     }
 }
 
-fn read(shared: &Shared) -> RwLockReadGuard<'_, HashMap<RequestKey, Entry>> {
+/// Every request's latest entry, and which of them are unfinished (not `Done`): the
+/// money flows ask for those on every top-up and release, and a week of finished
+/// requests must not be scanned for them.
+#[derive(Default)]
+struct Entries {
+    all: HashMap<RequestKey, Entry>,
+    open: HashSet<RequestKey>,
+}
+
+impl Entries {
+    fn insert(&mut self, key: RequestKey, entry: Entry) {
+        if matches!(entry.stage, Stage::Done { .. }) {
+            self.open.remove(&key);
+        } else {
+            self.open.insert(key.clone());
+        }
+        self.all.insert(key, entry);
+    }
+
+    fn remove(&mut self, key: &RequestKey) {
+        self.open.remove(key);
+        self.all.remove(key);
+    }
+
+    fn unfinished(&self) -> Vec<(RequestKey, Entry)> {
+        self.open
+            .iter()
+            .filter_map(|k| self.all.get(k).map(|e| (k.clone(), e.clone())))
+            .collect()
+    }
+}
+
+impl std::ops::Deref for Entries {
+    type Target = HashMap<RequestKey, Entry>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.all
+    }
+}
+
+fn read(shared: &Shared) -> RwLockReadGuard<'_, Entries> {
     shared.entries.read().unwrap_or_else(|p| p.into_inner())
 }
 
-fn write(shared: &Shared) -> RwLockWriteGuard<'_, HashMap<RequestKey, Entry>> {
+fn write(shared: &Shared) -> RwLockWriteGuard<'_, Entries> {
     shared.entries.write().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -114,7 +154,7 @@ impl FileJournal {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             private::create_private_dir(dir).map_err(io)?;
         }
-        let mut entries = HashMap::new();
+        let mut entries = Entries::default();
         if path.exists() {
             let reader = BufReader::new(File::open(&path).map_err(io)?);
             let all: Vec<String> = reader.lines().collect::<Result<_, _>>().map_err(io)?;
@@ -407,11 +447,7 @@ impl Journal for FileJournal {
     }
 
     async fn unfinished(&self) -> Result<Vec<(RequestKey, Entry)>, JournalError> {
-        Ok(read(&self.shared)
-            .iter()
-            .filter(|(_, e)| !matches!(e.stage, Stage::Done { .. }))
-            .map(|(k, e)| (k.clone(), e.clone()))
-            .collect())
+        Ok(read(&self.shared).unfinished())
     }
 
     async fn prune(&self, before: Timestamp) -> Result<usize, JournalError> {

@@ -53,6 +53,47 @@ async fn survives_reopen_and_reports_unfinished() {
     assert_eq!(unfinished, vec![(b, paid())]);
 }
 
+/// `unfinished` follows every move: done leaves it, a finished request retried (a refusal
+/// before payment is not final) comes back, a prune never touches it.
+#[tokio::test]
+async fn unfinished_follows_entries_both_ways_and_through_prune() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = FileJournal::open(dir.path().join("journal.jsonl")).unwrap();
+    let keys: Vec<RequestKey> = (0..50)
+        .map(|i| RequestKey::new("t", &format!("k{i}")))
+        .collect();
+    for k in &keys {
+        j.put(k, &paid()).await.unwrap();
+    }
+    for k in &keys[..45] {
+        j.put(k, &done("d")).await.unwrap();
+    }
+    let mut open: Vec<RequestKey> = j
+        .unfinished()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    open.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    let mut want = keys[45..].to_vec();
+    want.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(open, want);
+    // Retried after a refusal: open again.
+    j.put(&keys[0], &paid()).await.unwrap();
+    assert!(
+        j.unfinished()
+            .await
+            .unwrap()
+            .contains(&(keys[0].clone(), paid()))
+    );
+    // Pruning removes finished entries only.
+    let far = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 365);
+    assert_eq!(j.prune(far).await.unwrap(), 44);
+    assert_eq!(j.unfinished().await.unwrap().len(), 6);
+    assert_eq!(j.len(), 6);
+}
+
 #[cfg(unix)]
 #[tokio::test]
 async fn file_is_private() {
