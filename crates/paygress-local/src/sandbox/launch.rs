@@ -124,29 +124,17 @@ impl Sandbox {
                 }
                 args.push("--".into());
                 args.extend(inner);
-                let program = match (&self.net, spec.netns) {
-                    (Net::Pasta(p), Some(ns)) => {
-                        // nsenter joins the lease's namespace and execs bubblewrap.
-                        let mut outer: Vec<OsString> = vec![
-                            {
-                                let mut a = OsString::from("--net=");
-                                a.push(p.ns_path(ns));
-                                a
-                            },
-                            "--".into(),
-                            bwrap.into(),
-                        ];
-                        outer.append(&mut args);
-                        args = outer;
-                        p.nsenter().to_owned()
-                    }
-                    _ => bwrap.clone(),
+                // The lease's namespace is joined by the thread that starts bubblewrap.
+                let netns = match (&self.net, spec.netns) {
+                    (Net::Pasta(p), Some(ns)) => Some(p.ns_path(ns)),
+                    _ => None,
                 };
                 Launch {
-                    program,
+                    program: bwrap.clone(),
                     args,
                     env,
                     cwd: spec.home.to_owned(),
+                    netns,
                 }
             }
             _ => {
@@ -157,6 +145,7 @@ impl Sandbox {
                     args: it.collect(),
                     env,
                     cwd: spec.home.to_owned(),
+                    netns: None,
                 }
             }
         }

@@ -13,6 +13,7 @@ use crate::net::Net;
 
 mod launch;
 mod processes;
+mod spawner;
 #[cfg(test)]
 mod tests;
 
@@ -50,6 +51,24 @@ pub(crate) struct Launch {
     pub args: Vec<OsString>,
     pub env: Vec<(String, String)>,
     pub cwd: PathBuf,
+    /// The network namespace (`/run/netns/<name>`) the program must start in; see
+    /// [`Launch::start`].
+    pub netns: Option<PathBuf>,
+}
+
+impl Launch {
+    /// Runs `spawn`, which starts this launch's program: on the thread that joined
+    /// [`netns`](Self::netns) first when there is one (see [`spawner`]), else here.
+    pub(crate) async fn start<T, F>(&self, spawn: F) -> std::io::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> std::io::Result<T> + Send + 'static,
+    {
+        match &self.netns {
+            Some(netns) => spawner::in_netns(netns, spawn).await,
+            None => spawn(),
+        }
+    }
 }
 
 /// What one command of a lease needs.
@@ -285,15 +304,23 @@ impl Sandbox {
             identity: None,
             netns,
         });
-        let out = tokio::process::Command::new(&launch.program)
-            .args(&launch.args)
+        let mut cmd = tokio::process::Command::new(&launch.program);
+        cmd.args(&launch.args)
             .env_clear()
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|e| LocalError::io("running", &launch.program, e))?;
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let out = async {
+            launch
+                .start(move || cmd.spawn())
+                .await?
+                .wait_with_output()
+                .await
+        }
+        .await
+        .map_err(|e| LocalError::io("running", &launch.program, e))?;
         if out.status.success() {
             Ok(())
         } else {
