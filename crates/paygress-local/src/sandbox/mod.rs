@@ -20,7 +20,8 @@ mod tests;
 pub(crate) use self::launch::identity_files;
 pub(crate) use self::processes::{kill_all, lease_processes};
 
-/// Resource limits applied to every command of a lease (via `prlimit`).
+/// Resource limits applied to every command of a lease (by bash's `ulimit` builtin, or
+/// `prlimit` with another shell).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// `RLIMIT_AS`: address space in bytes (the tier's memory).
@@ -146,6 +147,11 @@ const NOBODY: u32 = 65534;
 
 const PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin";
 
+/// Whether `shell` is bash (by name: `/bin/bash`, `/usr/bin/bash`).
+fn is_bash(shell: &Path) -> bool {
+    shell.file_name().is_some_and(|n| n == "bash")
+}
+
 /// Finds `name` in `PATH` (or the usual system directories).
 pub(crate) fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| PATH.into());
@@ -179,15 +185,23 @@ impl Sandbox {
             SandboxMode::Bubblewrap => Some(which("bwrap").ok_or(LocalError::BwrapMissing)?),
             SandboxMode::Unsandboxed => None,
         };
-        let prlimit = which("prlimit");
-        if prlimit.is_none() {
-            tracing::warn!("`prlimit` (util-linux) not found: lease commands run without rlimits");
-        }
         let shell = ["/bin/bash", "/usr/bin/bash", "/bin/sh"]
             .iter()
             .map(PathBuf::from)
             .find(|p| p.is_file())
             .unwrap_or_else(|| PathBuf::from("/bin/sh"));
+        // bash sets the rlimits itself (`ulimit`); another shell needs `prlimit`.
+        let prlimit = if is_bash(&shell) {
+            None
+        } else {
+            let prlimit = which("prlimit");
+            if prlimit.is_none() {
+                tracing::warn!(
+                    "`prlimit` (util-linux) not found: lease commands run without rlimits"
+                );
+            }
+            prlimit
+        };
         let drop_to = if mode == SandboxMode::Bubblewrap && rustix::process::geteuid().is_root() {
             let setpriv = which("setpriv").ok_or_else(|| {
                 LocalError::Config(
@@ -330,6 +344,12 @@ impl Sandbox {
                 String::from_utf8_lossy(&out.stderr).trim()
             )))
         }
+    }
+
+    /// Whether lease commands get their rlimits from the shell's own `ulimit` (bash)
+    /// rather than from `prlimit`.
+    fn bash_limits(&self) -> bool {
+        is_bash(&self.shell)
     }
 
     /// The login shell of lease users.
