@@ -48,8 +48,8 @@ pub enum NetworkMode {
     /// Each lease gets its own network namespace with user-mode internet egress
     /// (`pasta`, from Debian's `passt`) and no route to the host's loopback, the host's
     /// own addresses and subnets, private and link-local ranges (cloud metadata
-    /// `169.254.169.254`). Needs Paygress to run as root with `pasta`, `ip` and
-    /// `nsenter` installed; otherwise falls back to [`None`](Self::None) with a warning.
+    /// `169.254.169.254`). Needs Paygress to run as root with `pasta` and `ip`
+    /// installed; otherwise falls back to [`None`](Self::None) with a warning.
     #[default]
     Isolated,
     /// The host's network namespace, unfiltered: a lease reaches everything the host

@@ -68,17 +68,22 @@ async fn exec_returns_output_stderr_and_exit_code() {
             .all(|(i, l)| *l == (i + 1).to_string())
     );
 
-    // Tier rlimits: address space = 1024 MiB (in KiB), processes, open files.
+    // Tier rlimits: address space = 1024 MiB (in KiB), processes, open files; the
+    // file size (4096 MiB, in KiB). Hard limits too: the lease cannot raise them.
     let out = ssh(
         port,
         "alice",
         pw,
         &[],
-        "echo $USER $HOME; pwd; ulimit -v; ulimit -u; ulimit -n",
+        "echo $USER $HOME; pwd; ulimit -v; ulimit -u; ulimit -n; \
+         ulimit -Hv; ulimit -Hu; ulimit -Hn; ulimit -Hf; \
+         (ulimit -v unlimited) 2>/dev/null && echo raised-v; \
+         (ulimit -n 100000) 2>/dev/null && echo raised-n",
     )
     .await;
     assert_eq!(
-        out.stdout, "alice /home/alice\n/home/alice\n1048576\n256\n4096\n",
+        out.stdout,
+        "alice /home/alice\n/home/alice\n1048576\n256\n4096\n1048576\n256\n4096\n4194304\n",
         "{out:?}"
     );
     b.delete(&spec.id).await.unwrap();
@@ -147,10 +152,12 @@ async fn pty_exec_and_interactive_shell() {
         pw,
         &["-tt"],
         "",
-        "echo \"user=$USER\"; tty; exit 0\n",
+        "echo \"user=$USER\"; tty; echo \"limits=$(ulimit -Hv)/$(ulimit -n)\"; exit 0\n",
     )
     .await;
     assert!(out.stdout.contains("user=alice"), "{out:?}");
+    // The tier's limits hold in an interactive login shell too.
+    assert!(out.stdout.contains("limits=1048576/4096"), "{out:?}");
     assert!(
         out.stdout.contains("/dev/console") || out.stdout.contains("/dev/pts/"),
         "{out:?}"

@@ -14,7 +14,9 @@
 //!    TCP/UDP/ICMP re-originated from the host's sockets, no gateway-to-host-loopback
 //!    mapping, no port forwarding in either direction, DNS queries to `169.254.1.3`
 //!    forwarded to the host's resolver (the sandbox's `/etc/resolv.conf` points there);
-//! 4. every command of the lease starts as `nsenter --net=/run/netns/… bwrap …`.
+//! 4. every command of the lease starts (bubblewrap) from a thread that joined the
+//!    namespace first (`setns`), so it is in the namespace from its first instruction
+//!    (`sandbox::spawner`).
 //!
 //! pasta quits by itself when the namespace is deleted (`ip netns del`) at the lease's
 //! end. IPv6 is off in the namespace (pasta `-4`): egress is IPv4 only.
@@ -81,7 +83,6 @@ pub(crate) enum Net {
 pub(crate) struct Pasta {
     pasta: PathBuf,
     ip: PathBuf,
-    nsenter: PathBuf,
     /// `paygress-<hash of the state dir>-`: namespaces of this data directory.
     prefix: String,
     /// `<state dir>/resolv.conf`, bound over the sandbox's `/etc/resolv.conf`.
@@ -114,7 +115,7 @@ struct SpareState {
 
 impl Net {
     /// Decides the mechanism for `mode` (isolated falls back to loopback-only with a
-    /// warning when Paygress is not root or `pasta`/`ip`/`nsenter` are missing).
+    /// warning when Paygress is not root or `pasta`/`ip` are missing).
     pub(crate) fn detect(
         mode: crate::config::NetworkMode,
         state_dir: &Path,
@@ -125,10 +126,10 @@ impl Net {
             NetworkMode::Host => Ok(Self::Host),
             NetworkMode::None => Ok(Self::Loopback),
             NetworkMode::Isolated => {
-                let tools = (which("pasta"), which("ip"), which("nsenter"));
-                let (Some(pasta), Some(ip), Some(nsenter)) = tools else {
+                let tools = (which("pasta"), which("ip"));
+                let (Some(pasta), Some(ip)) = tools else {
                     tracing::warn!(
-                        "LOCAL_NETWORK=isolated needs `pasta` (Debian: passt), `ip` (iproute2) and `nsenter` (util-linux): leases get NO network (loopback only) instead"
+                        "LOCAL_NETWORK=isolated needs `pasta` (Debian: passt) and `ip` (iproute2): leases get NO network (loopback only) instead"
                     );
                     return Ok(Self::Loopback);
                 };
@@ -158,7 +159,6 @@ impl Net {
                 Ok(Self::Pasta(Pasta {
                     pasta,
                     ip,
-                    nsenter,
                     prefix: format!(
                         "paygress-{:08x}-",
                         fnv1a(state_dir.as_os_str().as_encoded_bytes())
@@ -182,11 +182,6 @@ impl Pasta {
     /// `/run/netns/<name>`.
     pub(crate) fn ns_path(&self, name: &str) -> PathBuf {
         Path::new(NETNS_DIR).join(name)
-    }
-
-    /// `nsenter`, which joins the lease's namespace and execs bubblewrap.
-    pub(crate) fn nsenter(&self) -> &Path {
-        &self.nsenter
     }
 
     /// The resolver file bound over the sandbox's `/etc/resolv.conf`.
@@ -392,7 +387,6 @@ impl Pasta {
         Self {
             pasta: "/usr/bin/pasta".into(),
             ip: "/usr/sbin/ip".into(),
-            nsenter: "/usr/bin/nsenter".into(),
             prefix: "paygress-0000-".into(),
             resolv_conf: Path::new(state_dir).join("resolv.conf"),
             blocked: Vec::new(),

@@ -25,7 +25,9 @@ impl Sandbox {
             env.push((k.clone(), v.clone()));
         }
 
-        // The command proper: [setpriv …] [prlimit …] shell -l | shell -c CMD
+        // The command proper: [setpriv …] then the shell, which sets the rlimits with
+        // its `ulimit` builtin (bash) before anything of the lease runs, or
+        // [prlimit …] shell -l | shell -c CMD (another shell).
         let mut inner: Vec<OsString> = Vec::new();
         if let (SandboxMode::Bubblewrap, Some((setpriv, uid, gid))) = (self.mode, &self.drop_to) {
             let (uid, gid) = spec.owner.unwrap_or((*uid, *gid));
@@ -36,23 +38,39 @@ impl Sandbox {
             inner.push("--inh-caps=-all".into());
             inner.push("--".into());
         }
-        if let Some(prlimit) = &self.prlimit {
-            inner.push(prlimit.into());
-            inner.push(format!("--as={}", spec.limits.address_space_bytes).into());
-            inner.push(format!("--nproc={}", spec.limits.processes).into());
-            inner.push(format!("--nofile={}", spec.limits.open_files).into());
-            if self.mode == SandboxMode::Bubblewrap {
-                inner.push(format!("--fsize={}", self.sizes.max_file_bytes).into());
+        let max_file_bytes =
+            (self.mode == SandboxMode::Bubblewrap).then_some(self.sizes.max_file_bytes);
+        if self.bash_limits() {
+            // One process less than `prlimit`: the shell limits itself (soft and hard,
+            // so nothing it starts can raise them again) and goes on only if it could.
+            let ulimit = bash_ulimit(&spec.limits, max_file_bytes);
+            let script = match spec.command {
+                Some(cmd) => format!("{ulimit}\n{cmd}"),
+                // `-bash` as argv[0]: a login shell, like sshd starts.
+                None => format!("{ulimit}\nexec -a -bash '{shell}'"),
+            };
+            inner.push(shell.into());
+            inner.push("-c".into());
+            inner.push(script.into());
+        } else {
+            if let Some(prlimit) = &self.prlimit {
+                inner.push(prlimit.into());
+                inner.push(format!("--as={}", spec.limits.address_space_bytes).into());
+                inner.push(format!("--nproc={}", spec.limits.processes).into());
+                inner.push(format!("--nofile={}", spec.limits.open_files).into());
+                if let Some(max) = max_file_bytes {
+                    inner.push(format!("--fsize={max}").into());
+                }
+                inner.push("--".into());
             }
-            inner.push("--".into());
-        }
-        inner.push(shell.into());
-        match spec.command {
-            Some(cmd) => {
-                inner.push("-c".into());
-                inner.push(cmd.into());
+            inner.push(shell.into());
+            match spec.command {
+                Some(cmd) => {
+                    inner.push("-c".into());
+                    inner.push(cmd.into());
+                }
+                None => inner.push("-l".into()),
             }
-            None => inner.push("-l".into()),
         }
 
         match (&self.mode, &self.bwrap) {
@@ -124,29 +142,17 @@ impl Sandbox {
                 }
                 args.push("--".into());
                 args.extend(inner);
-                let program = match (&self.net, spec.netns) {
-                    (Net::Pasta(p), Some(ns)) => {
-                        // nsenter joins the lease's namespace and execs bubblewrap.
-                        let mut outer: Vec<OsString> = vec![
-                            {
-                                let mut a = OsString::from("--net=");
-                                a.push(p.ns_path(ns));
-                                a
-                            },
-                            "--".into(),
-                            bwrap.into(),
-                        ];
-                        outer.append(&mut args);
-                        args = outer;
-                        p.nsenter().to_owned()
-                    }
-                    _ => bwrap.clone(),
+                // The lease's namespace is joined by the thread that starts bubblewrap.
+                let netns = match (&self.net, spec.netns) {
+                    (Net::Pasta(p), Some(ns)) => Some(p.ns_path(ns)),
+                    _ => None,
                 };
                 Launch {
-                    program,
+                    program: bwrap.clone(),
                     args,
                     env,
                     cwd: spec.home.to_owned(),
+                    netns,
                 }
             }
             _ => {
@@ -157,10 +163,28 @@ impl Sandbox {
                     args: it.collect(),
                     env,
                     cwd: spec.home.to_owned(),
+                    netns: None,
                 }
             }
         }
     }
+}
+
+/// The `ulimit` line that sets `limits` (and `max_file_bytes`, if any) as both soft and
+/// hard limits in bash (whose `-v` and `-f` count KiB; rounded down), exiting 126 if it
+/// cannot.
+pub(crate) fn bash_ulimit(limits: &Limits, max_file_bytes: Option<u64>) -> String {
+    let mut line = format!(
+        "ulimit -S -H -v {} -u {} -n {}",
+        limits.address_space_bytes / 1024,
+        limits.processes,
+        limits.open_files
+    );
+    if let Some(max) = max_file_bytes {
+        line.push_str(&format!(" -f {}", max / 1024));
+    }
+    line.push_str(" || exit 126");
+    line
 }
 
 /// The host's `passwd` and `group` with `username` as `uid`/`gid` (replacing any

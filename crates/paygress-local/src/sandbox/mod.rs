@@ -13,13 +13,15 @@ use crate::net::Net;
 
 mod launch;
 mod processes;
+mod spawner;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use self::launch::identity_files;
 pub(crate) use self::processes::{kill_all, lease_processes};
 
-/// Resource limits applied to every command of a lease (via `prlimit`).
+/// Resource limits applied to every command of a lease (by bash's `ulimit` builtin, or
+/// `prlimit` with another shell).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// `RLIMIT_AS`: address space in bytes (the tier's memory).
@@ -50,6 +52,24 @@ pub(crate) struct Launch {
     pub args: Vec<OsString>,
     pub env: Vec<(String, String)>,
     pub cwd: PathBuf,
+    /// The network namespace (`/run/netns/<name>`) the program must start in; see
+    /// [`Launch::start`].
+    pub netns: Option<PathBuf>,
+}
+
+impl Launch {
+    /// Runs `spawn`, which starts this launch's program: on the thread that joined
+    /// [`netns`](Self::netns) first when there is one (see [`spawner`]), else here.
+    pub(crate) async fn start<T, F>(&self, spawn: F) -> std::io::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> std::io::Result<T> + Send + 'static,
+    {
+        match &self.netns {
+            Some(netns) => spawner::in_netns(netns, spawn).await,
+            None => spawn(),
+        }
+    }
 }
 
 /// What one command of a lease needs.
@@ -127,6 +147,11 @@ const NOBODY: u32 = 65534;
 
 const PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin";
 
+/// Whether `shell` is bash (by name: `/bin/bash`, `/usr/bin/bash`).
+fn is_bash(shell: &Path) -> bool {
+    shell.file_name().is_some_and(|n| n == "bash")
+}
+
 /// Finds `name` in `PATH` (or the usual system directories).
 pub(crate) fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| PATH.into());
@@ -160,15 +185,23 @@ impl Sandbox {
             SandboxMode::Bubblewrap => Some(which("bwrap").ok_or(LocalError::BwrapMissing)?),
             SandboxMode::Unsandboxed => None,
         };
-        let prlimit = which("prlimit");
-        if prlimit.is_none() {
-            tracing::warn!("`prlimit` (util-linux) not found: lease commands run without rlimits");
-        }
         let shell = ["/bin/bash", "/usr/bin/bash", "/bin/sh"]
             .iter()
             .map(PathBuf::from)
             .find(|p| p.is_file())
             .unwrap_or_else(|| PathBuf::from("/bin/sh"));
+        // bash sets the rlimits itself (`ulimit`); another shell needs `prlimit`.
+        let prlimit = if is_bash(&shell) {
+            None
+        } else {
+            let prlimit = which("prlimit");
+            if prlimit.is_none() {
+                tracing::warn!(
+                    "`prlimit` (util-linux) not found: lease commands run without rlimits"
+                );
+            }
+            prlimit
+        };
         let drop_to = if mode == SandboxMode::Bubblewrap && rustix::process::geteuid().is_root() {
             let setpriv = which("setpriv").ok_or_else(|| {
                 LocalError::Config(
@@ -285,15 +318,23 @@ impl Sandbox {
             identity: None,
             netns,
         });
-        let out = tokio::process::Command::new(&launch.program)
-            .args(&launch.args)
+        let mut cmd = tokio::process::Command::new(&launch.program);
+        cmd.args(&launch.args)
             .env_clear()
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|e| LocalError::io("running", &launch.program, e))?;
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let out = async {
+            launch
+                .start(move || cmd.spawn())
+                .await?
+                .wait_with_output()
+                .await
+        }
+        .await
+        .map_err(|e| LocalError::io("running", &launch.program, e))?;
         if out.status.success() {
             Ok(())
         } else {
@@ -303,6 +344,12 @@ impl Sandbox {
                 String::from_utf8_lossy(&out.stderr).trim()
             )))
         }
+    }
+
+    /// Whether lease commands get their rlimits from the shell's own `ulimit` (bash)
+    /// rather than from `prlimit`.
+    fn bash_limits(&self) -> bool {
+        is_bash(&self.shell)
     }
 
     /// The login shell of lease users.

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use super::launch::bash_ulimit;
 use super::*;
 
 fn spec<'a>(home: &'a Path, command: Option<&'a str>, pty: bool) -> LaunchSpec<'a> {
@@ -105,6 +106,118 @@ fn bubblewrap_launch_isolates() {
 }
 
 #[test]
+fn bash_sets_the_limits_itself_before_the_command() {
+    let sb = Sandbox {
+        mode: SandboxMode::Bubblewrap,
+        bwrap: Some("/usr/bin/bwrap".into()),
+        prlimit: None,
+        shell: "/bin/bash".into(),
+        drop_to: Some(("/usr/bin/setpriv".into(), NOBODY, NOBODY)),
+        sftp_server: None,
+        net: Net::Host,
+        sizes: Sizes::default(),
+    };
+    let ulimit = "ulimit -S -H -v 1048576 -u 256 -n 4096 -f 4194304 || exit 126";
+    let args = |l: &Launch| -> Vec<String> {
+        l.args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    };
+    let l = sb.launch(&spec(Path::new("/h"), Some("echo hi"), false));
+    let a = args(&l);
+    // setpriv first (the limits are set unprivileged, so they stay), then bash.
+    let n = a.len();
+    assert_eq!(a[n - 5..n - 3], ["--inh-caps=-all", "--"]);
+    assert_eq!(
+        a[n - 3..],
+        ["/bin/bash", "-c", &format!("{ulimit}\necho hi")]
+    );
+    assert!(!a.iter().any(|x| x.contains("prlimit")), "{a:?}");
+    // An interactive login: a login bash, exec'd once the limits are set.
+    let l = sb.launch(&spec(Path::new("/h"), None, true));
+    let a = args(&l);
+    assert_eq!(
+        a[a.len() - 3..],
+        [
+            "/bin/bash",
+            "-c",
+            &format!("{ulimit}\nexec -a -bash '/bin/bash'")
+        ]
+    );
+    // Unsandboxed: no file size limit, as with prlimit.
+    let sb = Sandbox {
+        mode: SandboxMode::Unsandboxed,
+        bwrap: None,
+        drop_to: None,
+        ..sb
+    };
+    let l = sb.launch(&spec(Path::new("/h"), Some("id"), false));
+    assert_eq!(l.program, PathBuf::from("/bin/bash"));
+    assert_eq!(
+        args(&l),
+        [
+            "-c",
+            "ulimit -S -H -v 1048576 -u 256 -n 4096 || exit 126\nid"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_bash_ulimit_line_sets_soft_and_hard_limits() {
+    if !Path::new("/bin/bash").is_file() {
+        return;
+    }
+    let limits = Limits {
+        address_space_bytes: 512 * 1024 * 1024,
+        processes: 77,
+        open_files: 99,
+    };
+    let line = bash_ulimit(&limits, Some(3 * 1024 * 1024 + 5));
+    let out = tokio::process::Command::new("/bin/bash")
+        .arg("-c")
+        .arg(format!(
+            "{line}\nfor r in v u n f; do ulimit -S$r; ulimit -H$r; done; cat /proc/self/limits"
+        ))
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[..8],
+        ["524288", "524288", "77", "77", "99", "99", "3072", "3072"]
+    );
+    // What a child of the shell sees, in bytes (the file size rounded down to KiB).
+    for (name, value) in [
+        ("Max address space", "536870912"),
+        ("Max processes", "77"),
+        ("Max open files", "99"),
+        ("Max file size", "3145728"),
+    ] {
+        let row = lines
+            .iter()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} in {text}"));
+        let cols: Vec<&str> = row[name.len()..].split_whitespace().collect();
+        assert_eq!(cols[..2], [value, value], "{row}");
+    }
+    // A limit it cannot set stops the shell before the command.
+    let out = tokio::process::Command::new("/bin/bash")
+        .arg("-c")
+        .arg(format!(
+            "{}\necho ran",
+            bash_ulimit(&limits, None).replace("-u 77", "-u not-a-number")
+        ))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(126), "{out:?}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ran"));
+}
+
+#[test]
 fn as_root_commands_drop_to_nobody() {
     let sb = Sandbox {
         mode: SandboxMode::Bubblewrap,
@@ -169,16 +282,18 @@ fn isolated_commands_enter_their_lease_namespace_or_get_no_network() {
     let mut own = spec(Path::new("/h"), Some("id"), false);
     own.netns = Some("paygress-0000-7");
     let l = sb.launch(&own);
-    assert_eq!(l.program, PathBuf::from("/usr/bin/nsenter"));
-    let args = strings(&l);
+    // bubblewrap itself, started by a thread in the lease's namespace.
+    assert_eq!(l.program, PathBuf::from("/usr/bin/bwrap"));
     assert_eq!(
-        args[..3],
-        ["--net=/run/netns/paygress-0000-7", "--", "/usr/bin/bwrap"]
+        l.netns.as_deref(),
+        Some(Path::new("/run/netns/paygress-0000-7"))
     );
+    let args = strings(&l);
     assert!(!args.iter().any(|a| a == "--unshare-net"), "{args:?}");
     // Without its namespace a command must not run in the host's: loopback only.
     let l = sb.launch(&spec(Path::new("/h"), Some("id"), false));
     assert_eq!(l.program, PathBuf::from("/usr/bin/bwrap"));
+    assert_eq!(l.netns, None);
     assert!(strings(&l).iter().any(|a| a == "--unshare-net"));
 }
 

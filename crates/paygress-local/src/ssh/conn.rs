@@ -100,32 +100,42 @@ impl Conn {
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let flow = self.flow.clone();
-        let spawned = match pty {
-            Some((pty, pts)) => pty_process::Command::new(&launch.program)
-                .args(&launch.args)
-                .env_clear()
-                .envs(launch.env.iter().map(|(k, v)| (k, v)))
-                .current_dir(&launch.cwd)
-                .kill_on_drop(true)
-                .spawn(pts)
-                .map_err(|e| e.to_string())
-                .map(|child| run_pty(child, pty, rx, output, flow, self.lease.clone(), motd)),
-            None => {
-                let mut cmd = tokio::process::Command::new(&launch.program);
-                cmd.args(&launch.args)
+        // Built and started on the thread `launch.start` picks (the lease's network
+        // namespace's, in isolated mode).
+        let program = launch.program.clone();
+        let (args, env, cwd) = (launch.args.clone(), launch.env.clone(), launch.cwd.clone());
+        let (pty, pts) = match pty {
+            Some((pty, pts)) => (Some(pty), Some(pts)),
+            None => (None, None),
+        };
+        let started = launch
+            .start(move || match pts {
+                Some(pts) => pty_process::Command::new(&program)
+                    .args(&args)
                     .env_clear()
-                    .envs(launch.env.iter().map(|(k, v)| (k, v)))
-                    .current_dir(&launch.cwd)
+                    .envs(env)
+                    .current_dir(&cwd)
+                    .kill_on_drop(true)
+                    .spawn(pts)
+                    .map_err(std::io::Error::other),
+                None => tokio::process::Command::new(&program)
+                    .args(&args)
+                    .env_clear()
+                    .envs(env)
+                    .current_dir(&cwd)
                     .stdin(Stdio::piped())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
                     .process_group(0)
-                    .kill_on_drop(true);
-                cmd.spawn()
-                    .map_err(|e| e.to_string())
-                    .map(|child| run_pipes(child, rx, output, flow, self.lease.clone()))
-            }
-        };
+                    .kill_on_drop(true)
+                    .spawn(),
+            })
+            .await;
+        let lease = self.lease.clone();
+        let spawned = started.map_err(|e| e.to_string()).map(|child| match pty {
+            Some(pty) => run_pty(child, pty, rx, output, flow, lease, motd),
+            None => run_pipes(child, rx, output, flow, lease),
+        });
         match spawned {
             Ok(pid) => {
                 chan.input = Some(tx);
