@@ -315,7 +315,8 @@ async fn label_selected_lists_and_watches_follow_relabels_and_deletes() {
     assert_eq!(names("tier=a", Some("p3")).await, Vec::<String>::new());
 
     let pp = PatchParams::default();
-    let relabel = |tier: Option<&str>| Patch::Merge(json!({ "metadata": { "labels": { "tier": tier } } }));
+    let relabel =
+        |tier: Option<&str>| Patch::Merge(json!({ "metadata": { "labels": { "tier": tier } } }));
     pods.patch("p1", &pp, &relabel(Some("b"))).await.unwrap();
     assert_eq!(names("tier=a", None).await, ["p2"]);
     assert_eq!(names("tier=b", None).await, ["p1", "p3"]);

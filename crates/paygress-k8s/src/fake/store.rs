@@ -67,7 +67,12 @@ impl FakeState {
     /// resourceVersion answers. Reads the label index for the selector's narrowest term,
     /// so that one lease's objects among thousands cost what they are, not what all the
     /// others are.
-    pub(super) fn selected(&self, resource: &str, selector: &str, name: Option<&str>) -> Vec<&Value> {
+    pub(super) fn selected(
+        &self,
+        resource: &str,
+        selector: &str,
+        name: Option<&str>,
+    ) -> Vec<&Value> {
         if let Some(name) = name {
             return self
                 .objects
@@ -81,8 +86,7 @@ impl FakeState {
             .filter(|t| !t.is_empty())
             .map(|term| {
                 let (k, v) = term.split_once('=').expect("equality selector");
-                self.labeled
-                    .get(&(resource.to_owned(), format!("{k}={v}")))
+                self.labeled.get(&(resource.to_owned(), format!("{k}={v}")))
             })
             .min_by_key(|names| names.map_or(0, BTreeSet::len));
         match narrowest {
