@@ -276,3 +276,74 @@ async fn a_pod_waits_for_the_secret_its_environment_reads() {
     assert_eq!(pod["status"]["phase"], "Running");
     assert_eq!(pod["status"]["conditions"][0]["type"], "Ready");
 }
+
+#[tokio::test]
+async fn label_selected_lists_and_watches_follow_relabels_and_deletes() {
+    // The fake answers label selectors from an index kept on every write (so that one
+    // lease's objects among thousands cost what they are): what it answers must stay
+    // what matching every object would answer, through relabels and deletes.
+    use futures::StreamExt;
+    use kube::api::{DeleteParams, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
+    let (client, fake) = Fake::start();
+    let pods: Api<Pod> = Api::namespaced(client, NS);
+    for (name, tier) in [("p1", "a"), ("p2", "a"), ("p3", "b")] {
+        fake.insert(
+            "pods",
+            json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": { "name": name, "labels": { "tier": tier, "lease": name } },
+            }),
+        );
+    }
+    let names = async |selector: &str, name: Option<&str>| -> Vec<String> {
+        let mut lp = ListParams::default().labels(selector);
+        if let Some(name) = name {
+            lp = lp.fields(&format!("metadata.name={name}"));
+        }
+        let list = pods.list(&lp).await.unwrap();
+        list.items
+            .into_iter()
+            .map(|p| p.metadata.name.unwrap())
+            .collect()
+    };
+    assert_eq!(names("tier=a", None).await, ["p1", "p2"]);
+    assert_eq!(names("tier=a,lease=p2", None).await, ["p2"]);
+    assert_eq!(names("lease=p2,tier=b", None).await, Vec::<String>::new());
+    assert_eq!(names("tier=c", None).await, Vec::<String>::new());
+    assert_eq!(names("", None).await, ["p1", "p2", "p3"]);
+    assert_eq!(names("tier=b", Some("p3")).await, ["p3"]);
+    assert_eq!(names("tier=a", Some("p3")).await, Vec::<String>::new());
+
+    let pp = PatchParams::default();
+    let relabel =
+        |tier: Option<&str>| Patch::Merge(json!({ "metadata": { "labels": { "tier": tier } } }));
+    pods.patch("p1", &pp, &relabel(Some("b"))).await.unwrap();
+    assert_eq!(names("tier=a", None).await, ["p2"]);
+    assert_eq!(names("tier=b", None).await, ["p1", "p3"]);
+    pods.patch("p3", &pp, &relabel(None)).await.unwrap();
+    assert_eq!(names("tier=b", None).await, ["p1"]);
+    assert_eq!(names("lease=p3", None).await, ["p3"]);
+    pods.delete("p2", &DeleteParams::default()).await.unwrap();
+    assert_eq!(names("tier=a", None).await, Vec::<String>::new());
+    assert_eq!(names("lease=p2", None).await, Vec::<String>::new());
+
+    // A watch from no resourceVersion: the matching objects as they are, then changes.
+    let mut events = pods
+        .watch(&WatchParams::default().labels("tier=b"), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let mut next = async || match events.next().await.unwrap().unwrap() {
+        WatchEvent::Added(p) => p.metadata.name.unwrap(),
+        other => panic!("expected ADDED, got {other:?}"),
+    };
+    assert_eq!(next().await, "p1");
+    fake.insert(
+        "pods",
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": "p4", "labels": { "tier": "b" } },
+        }),
+    );
+    assert_eq!(next().await, "p4");
+}

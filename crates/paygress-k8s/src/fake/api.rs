@@ -116,13 +116,9 @@ impl FakeState {
         let selector = seen.query.get("labelSelector").cloned().unwrap_or_default();
         let name = Self::field_name(seen);
         let items: Vec<Value> = self
-            .objects
-            .range((resource.to_owned(), String::new())..)
-            .take_while(|((r, _), _)| r == resource)
-            .filter(|((_, n), o)| {
-                matches_selector(o, &selector) && name.as_ref().is_none_or(|want| want == n)
-            })
-            .map(|(_, o)| o.clone())
+            .selected(resource, &selector, name.as_deref())
+            .into_iter()
+            .cloned()
             .collect();
         (
             200,
@@ -146,12 +142,6 @@ impl FakeState {
             .get("resourceVersion")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let wanted = |object: &Value| {
-            matches_selector(object, &labels)
-                && name
-                    .as_deref()
-                    .is_none_or(|n| object["metadata"]["name"] == n)
-        };
         let wanted_event = |event: &Event| {
             matches_labels(&event.labels, &labels)
                 && name.as_deref().is_none_or(|n| event.name == n)
@@ -164,12 +154,7 @@ impl FakeState {
         if since == 0 {
             // No resourceVersion (or "0"): the current state as synthetic ADDED events,
             // then what changes, as the real API server does.
-            for (_, object) in self
-                .objects
-                .range((resource.to_owned(), String::new())..)
-                .take_while(|((r, _), _)| r == resource)
-                .filter(|(_, o)| wanted(o))
-            {
+            for object in self.selected(resource, &labels, name.as_deref()) {
                 send(&json!({ "type": "ADDED", "object": object }));
             }
         } else if self

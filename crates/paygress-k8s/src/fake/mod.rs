@@ -115,6 +115,10 @@ pub struct FakeState {
     uids: HashMap<String, (String, String)>,
     /// Objects by the uid of each of their owners (the garbage collector's index).
     owned: HashMap<String, BTreeSet<(String, String)>>,
+    /// Names of objects by (resource, `key=value` of one of their labels): a list or
+    /// watch with a label selector reads the objects it names, never every object of
+    /// the resource (see `FakeState::selected`).
+    labeled: HashMap<(String, String), BTreeSet<String>>,
     next_uid: u64,
     next_node_port: u16,
     next_rv: u64,
@@ -205,6 +209,7 @@ impl Fake {
             log_limit: None,
             uids: HashMap::new(),
             owned: HashMap::new(),
+            labeled: HashMap::new(),
             next_uid: 0,
             next_node_port: 30_000,
             next_rv: 100,
