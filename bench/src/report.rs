@@ -448,7 +448,8 @@ impl Report {
         let _ = writeln!(
             o,
             "Live leases, in a process of their own (paid through the service with an in-memory \
-             mint, file journal; the reaper every second, as `run_maintenance(1 s)`, running before the short leases are paid, as in `paygress serve`):\n\n\
+             mint, file journal; the reaper every second, as `run_maintenance(1 s)`, \
+             running before the short leases are paid, as in `paygress serve`):\n\n\
              | backend | leases | RSS before | RSS with leases | created in | reaper pass p50 / max | expiring | acted on | lateness p50 / p99 / max |\n|---|---|---|---|---|---|---|---|---|"
         );
         for l in &self.leases {
