@@ -60,7 +60,7 @@ async fn create_sends_exact_job_secret_and_service_then_waits_for_ready() {
     let mut owners = owner_refs();
     owners[0]["uid"] = uid;
     let owner_patch = json!({ "metadata": { "ownerReferences": owners } });
-    assert_eq!(body(Method::PATCH, SECRET), [owner_patch.clone()]);
+    assert_eq!(body(Method::PATCH, SECRET), std::slice::from_ref(&owner_patch));
     assert_eq!(body(Method::PATCH, SERVICE), [owner_patch]);
     assert_eq!(
         body(Method::POST, SECRETS),
