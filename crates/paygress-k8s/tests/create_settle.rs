@@ -47,9 +47,9 @@ fn refuse_owner_patches(fake: &Fake, id: &str) {
     }
 }
 
-/// A top-up taken right after the reply: the started patch, delayed (its first try
-/// failed), is waited for by `get` and `extend`, so the lease reads as running until the
-/// expiry the buyer was told, and the top-up is what stays.
+/// A top-up taken right after the reply: the started patch is delayed (its first try
+/// failed); `get` shows the lease as it will make it (running until the expiry the
+/// buyer was told) and `extend` waits for it, so the top-up is what stays.
 #[tokio::test(start_paused = true)]
 async fn a_top_up_right_after_the_reply_waits_for_the_started_patch() {
     let (client, fake) = Fake::start_with_latency(RTT);
@@ -59,10 +59,15 @@ async fn a_top_up_right_after_the_reply_waits_for_the_started_patch() {
     fake.fail(Method::PATCH, &format!("/jobs/{id}"), 500, "InternalError");
     let provisioned = backend.create(&spec).await.expect("create");
     let told = provisioned.expires_at.unwrap();
-    // What core reads before a top-up.
+    // What core reads before a top-up, while the patch has not landed.
     let record = backend.get(&spec.id).await.unwrap().unwrap();
     assert_eq!(record.phase, LeasePhase::Running);
     assert_eq!(record.expires_at, told);
+    let job = fake.object("jobs", id).unwrap();
+    assert_eq!(
+        job["metadata"]["annotations"]["paygress.io/starting"],
+        "true"
+    );
     let extension = Extension {
         expires_at: told + SignedDuration::from_secs(120),
         paid_msat: 99_000,
@@ -131,6 +136,7 @@ async fn a_retried_started_patch_never_undoes_another_replicas_top_up() {
     );
     job["spec"]["activeDeadlineSeconds"] = json!(9 * 3600);
     fake.insert("jobs", job);
+    backend.settled(&spec.id).await;
     let record = backend.get(&spec.id).await.unwrap().unwrap();
     assert_eq!(record.expires_at.to_string(), "2026-01-01T09:00:00Z");
     assert_eq!(
@@ -159,6 +165,7 @@ async fn a_started_patch_that_never_lands_never_shortchanges_the_buyer() {
     fake.advance(3);
     let told = create.await.unwrap().expect("create").expires_at.unwrap();
     assert_eq!(told, spec.created_at + SignedDuration::from_secs(3 + 300));
+    backend.settled(&spec.id).await;
     let record = backend.get(&spec.id).await.unwrap().unwrap();
     assert_eq!(record.phase, LeasePhase::Provisioning);
     // One second before the told expiry... and at it: the pod runs, nothing is due.
@@ -189,7 +196,7 @@ async fn the_sweep_adopts_what_a_create_left_without_owner() {
     let id = spec.id.as_str();
     refuse_owner_patches(&fake, id);
     backend.create(&spec).await.expect("create");
-    backend.get(&spec.id).await.unwrap().expect("settled");
+    backend.settled(&spec.id).await;
     let secret = format!("{id}-auth");
     let service = format!("{id}-ssh");
     for (resource, name) in [("secrets", &secret), ("services", &service)] {
@@ -222,7 +229,7 @@ async fn the_sweep_removes_what_a_create_left_without_owner_once_its_job_is_gone
     let id = spec.id.as_str();
     refuse_owner_patches(&fake, id);
     backend.create(&spec).await.expect("create");
-    backend.get(&spec.id).await.unwrap().expect("settled");
+    backend.settled(&spec.id).await;
     fake.delete("jobs", id, "Background");
     assert_eq!(fake.names("secrets").len(), 1, "no owner: not collected");
     let next = on_fake(client, &fake, K8sConfig::default()).without_watch();

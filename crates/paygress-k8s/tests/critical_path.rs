@@ -41,8 +41,7 @@ fn critical(fake: &Fake) -> Vec<String> {
 
 /// One round trip: the Job, its Secret and Service, and the pod watch, together (the
 /// pod cannot start before its Secret exists; the watch sees it Ready meanwhile). The
-/// ownerReferences and the write that starts the paid clock follow the reply; this
-/// backend's `get` waits for them.
+/// ownerReferences and the write that starts the paid clock follow the reply.
 #[tokio::test(start_paused = true)]
 async fn a_create_waits_for_one_round_trip_and_makes_four_calls_before_replying() {
     let (client, fake) = Fake::start_with_latency(RTT);
@@ -63,11 +62,16 @@ async fn a_create_waits_for_one_round_trip_and_makes_four_calls_before_replying(
     assert_eq!(pods.len(), 1, "{:?}", calls(&fake));
     assert!(pods[0].query.contains_key("watch"));
     assert_eq!(pods[0].method, Method::GET);
-    // After the reply: two ownerReference patches and the started patch, one round
-    // trip later.
+    // A read right after the reply: one round trip, the lease as the started patch
+    // (still on its way) makes it.
+    let t1 = tokio::time::Instant::now();
     let record = backend.get(&spec.id).await.unwrap().expect("the lease");
+    assert_eq!(t1.elapsed(), RTT);
     assert_eq!(record.phase, LeasePhase::Running);
     assert_eq!(Some(record.expires_at), provisioned.expires_at);
+    // After the reply: two ownerReference patches and the started patch.
+    backend.settled(&spec.id).await;
+    assert_eq!(t0.elapsed(), RTT * 2, "{:?}", calls(&fake));
     let calls = calls(&fake);
     assert_eq!(
         critical(&fake).len(),

@@ -256,8 +256,8 @@ async fn delete_removes_dependents_through_owner_references() {
     let backend = on_fake(client, &fake, K8sConfig::default());
     let spec = spec_now(&fake, 5);
     let provisioned = backend.create(&spec).await.expect("create");
-    // The ownerReferences are set after the reply; `get` waits for them.
-    backend.get(&spec.id).await.unwrap().expect("the lease");
+    // The ownerReferences are set after the reply.
+    backend.settled(&spec.id).await;
     let id = spec.id.as_str();
     let job_uid = fake.object("jobs", id).unwrap()["metadata"]["uid"].clone();
     for (resource, name) in [

@@ -34,8 +34,8 @@ async fn create_sends_exact_job_secret_and_service_then_waits_for_ready() {
     created.sort();
     assert_eq!(created, [SECRETS, SERVICES, JOBS], "{writes:?}");
     assert!(writes[..3].iter().all(|(m, _)| m == "POST"), "{writes:?}");
-    // The writes left to finish have landed once `get` answers.
-    backend.get(&spec().id).await.unwrap().expect("the lease");
+    // The writes left to finish after the reply.
+    backend.settled(&spec().id).await;
     let writes: Vec<(String, String)> = fake
         .log()
         .iter()
@@ -60,7 +60,10 @@ async fn create_sends_exact_job_secret_and_service_then_waits_for_ready() {
     let mut owners = owner_refs();
     owners[0]["uid"] = uid;
     let owner_patch = json!({ "metadata": { "ownerReferences": owners } });
-    assert_eq!(body(Method::PATCH, SECRET), std::slice::from_ref(&owner_patch));
+    assert_eq!(
+        body(Method::PATCH, SECRET),
+        std::slice::from_ref(&owner_patch)
+    );
     assert_eq!(body(Method::PATCH, SERVICE), [owner_patch]);
     assert_eq!(
         body(Method::POST, SECRETS),

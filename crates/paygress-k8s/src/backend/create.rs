@@ -14,8 +14,9 @@
 //! ownerReferences of Secret and Service to the Job (sent as soon as the Job's uid is
 //! known), and the patch that starts the paid clock (its ready time and expiry are
 //! fixed before the reply, and are what the reply says). Until they have landed, this
-//! backend's `get`, `extend` and `delete` of the lease wait for them, and `list` shows
-//! the lease as they will make it: a top-up can never be overwritten by the late patch.
+//! backend's `extend` and `delete` of the lease wait for them, and `get` and `list` show
+//! the lease as the started patch will make it (running, until the expiry the reply
+//! said): a top-up can never be overwritten by the late patch.
 //! A retry of that patch is conditional (the Job's resourceVersion, after checking it
 //! still waits for it), so it never undoes another replica's top-up. Should the process
 //! die before the patch lands, the Job keeps its provisioning values: its pod runs until
@@ -134,8 +135,7 @@ impl K8sBackend {
                         let backend = self.clone();
                         let lease = id.clone();
                         self.inflight.settle(id, started.expires_at, async move {
-                            let _ = owners.await;
-                            backend.patch_started(&lease, started).await;
+                            let _ = futures::join!(owners, backend.patch_started(&lease, started));
                         });
                         Ok(provisioned)
                     }

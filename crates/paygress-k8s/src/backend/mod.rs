@@ -106,6 +106,13 @@ impl K8sBackend {
         self.cache.start(&self.jobs, &self.services);
     }
 
+    /// Waits until the writes a create of lease `id` left to finish after its reply
+    /// (the ownerReferences of its Secret and Service, the patch starting its paid
+    /// clock) have landed or been given up; at once when there are none.
+    pub async fn settled(&self, id: &LeaseId) {
+        self.inflight.settled(id).await;
+    }
+
     /// The configuration in use.
     pub fn config(&self) -> &K8sConfig {
         &self.config
@@ -244,11 +251,12 @@ impl PodBackend for K8sBackend {
         }
     }
 
-    /// The lease from its Job and Service, read from the API; after the writes a create
-    /// of this lease left to finish (the paid clock as the reply said).
+    /// The lease from its Job and Service, read from the API. While the started patch a
+    /// create of this lease left to finish is on its way, the lease is shown as that
+    /// patch makes it (running, until the expiry the reply said); `extend` and `delete`
+    /// wait for it.
     #[instrument(skip_all, fields(lease = %id))]
     async fn get(&self, id: &LeaseId) -> Result<Option<LeaseRecord>, BackendError> {
-        self.inflight.settled(id).await;
         // The Job and its Service in one round trip.
         let (job, service) = futures::try_join!(
             async {
@@ -270,7 +278,9 @@ impl PodBackend for K8sBackend {
         if job.metadata.deletion_timestamp.is_some() || !is_ours(&job) {
             return Ok(None);
         }
-        Ok(Some(objects::record(&job, service.as_ref())?))
+        let mut record = objects::record(&job, service.as_ref())?;
+        self.inflight.overlay(std::slice::from_mut(&mut record));
+        Ok(Some(record))
     }
 
     /// Every lease Job (by label), with node ports from the lease Services. Jobs whose
