@@ -106,11 +106,10 @@ impl K8sBackend {
             }
             Either::Right((pods, creates)) => (creates.await, pods),
         };
-        let uid = |meta: &Option<String>| meta.clone();
         let created = Created {
-            job: job.as_ref().ok().and_then(|j| uid(&j.metadata.uid)),
-            secret: secret.as_ref().ok().and_then(|s| uid(&s.metadata.uid)),
-            service: service.as_ref().ok().and_then(|s| uid(&s.metadata.uid)),
+            job: job.as_ref().ok().and_then(|j| j.metadata.uid.clone()),
+            secret: secret.as_ref().ok().and_then(|s| s.metadata.uid.clone()),
+            service: service.as_ref().ok().and_then(|s| s.metadata.uid.clone()),
         };
         // The Job's answer decides first: when it failed, the lease is not ours (or not
         // there), and only what this call created is removed.
