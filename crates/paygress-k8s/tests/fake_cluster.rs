@@ -184,17 +184,32 @@ async fn top_up_raises_the_job_deadline_and_the_controller_re_arms_it() {
     assert!(pod_of(&fake, id.as_str()).is_some(), "running at 179 s");
     fake.advance(1);
     assert!(pod_of(&fake, id.as_str()).is_none(), "gone at 180 s");
-    // Only the Job was ever patched.
-    let patched: Vec<String> = fake
+    // Only the Job was ever patched, but for the ownerReferences of its Secret and
+    // Service (set once, right after the create).
+    let patched: Vec<(String, serde_json::Value)> = fake
         .log()
         .iter()
         .filter(|r| r.method == Method::PATCH)
-        .map(|r| r.path.clone())
+        .map(|r| (r.path.clone(), r.body.clone()))
         .collect();
-    assert!(
-        patched.iter().all(|p| p.ends_with(id.as_str())),
-        "{patched:?}"
-    );
+    let (job_patches, owner_patches): (Vec<_>, Vec<_>) =
+        patched.iter().partition(|(p, _)| p.ends_with(id.as_str()));
+    assert_eq!(job_patches.len(), 2, "started, top-up: {patched:?}");
+    assert_eq!(owner_patches.len(), 2, "{patched:?}");
+    for (_, body) in owner_patches {
+        assert_eq!(
+            body.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["metadata"]
+        );
+        assert_eq!(
+            body["metadata"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            ["ownerReferences"]
+        );
+    }
     // The finished Job (and everything it owns) goes after its TTL.
     fake.advance(60);
     assert_empty(&fake);
@@ -241,6 +256,8 @@ async fn delete_removes_dependents_through_owner_references() {
     let backend = on_fake(client, &fake, K8sConfig::default());
     let spec = spec_now(&fake, 5);
     let provisioned = backend.create(&spec).await.expect("create");
+    // The ownerReferences are set after the reply.
+    backend.settled(&spec.id).await;
     let id = spec.id.as_str();
     let job_uid = fake.object("jobs", id).unwrap()["metadata"]["uid"].clone();
     for (resource, name) in [

@@ -162,6 +162,16 @@ async fn the_sweep_lists_only_after_a_job_went_away_by_another_hand() {
     // `kubectl delete job --cascade=orphan`: the pod runs on, unpaid, until swept.
     fake.delete("jobs", orphaned.id.as_str(), "Orphan");
     let mut swept = 0;
+    eventually("the orphaned pod is swept", async || {
+        swept += backend.sweep().await.unwrap();
+        swept == 1
+    })
+    .await;
+    assert!(pod_of(&fake, orphaned.id.as_str()).is_none());
+    // The Service and Secret, left without an owner (as those of a create under way),
+    // once older than any create can take: the sweep keeps looking until then.
+    assert_eq!(fake.names("services").len(), 1);
+    fake.advance(120 + 30);
     eventually("the orphans are swept", async || {
         swept += backend.sweep().await.unwrap();
         swept == 3

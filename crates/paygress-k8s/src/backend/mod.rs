@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+
 use kube::{Api, Client};
 use paygress_core::{
     BackendError, DynClock, Extension, LeaseId, LeaseRecord, LeaseSpec, PodBackend, Provisioned,
@@ -22,9 +23,11 @@ use crate::objects::{self, annotations};
 
 mod cache;
 mod create;
+mod inflight;
 mod sweep;
 
 use cache::LeaseCache;
+use inflight::Inflight;
 
 /// How often `extend` tries when its patch loses a race (HTTP 409).
 pub const EXTEND_ATTEMPTS: u32 = 3;
@@ -41,6 +44,8 @@ pub struct K8sBackend {
     clock: DynClock,
     /// The watched view of lease Jobs and Services that `list` reads once synced.
     cache: Arc<LeaseCache>,
+    /// Creates under way, writes they left to finish, node addresses.
+    inflight: Arc<Inflight>,
 }
 
 impl std::fmt::Debug for K8sBackend {
@@ -63,6 +68,7 @@ impl K8sBackend {
             nodes: Api::all(client),
             clock: Arc::new(SystemClock),
             cache: Arc::new(LeaseCache::default()),
+            inflight: Arc::new(Inflight::default()),
             config,
         }
     }
@@ -100,22 +106,16 @@ impl K8sBackend {
         self.cache.start(&self.jobs, &self.services);
     }
 
+    /// Waits until the writes a create of lease `id` left to finish after its reply
+    /// (the ownerReferences of its Secret and Service, the patch starting its paid
+    /// clock) have landed or been given up; at once when there are none.
+    pub async fn settled(&self, id: &LeaseId) {
+        self.inflight.settled(id).await;
+    }
+
     /// The configuration in use.
     pub fn config(&self) -> &K8sConfig {
         &self.config
-    }
-
-    /// Removes the Job of a lease whose creation failed half-way; its Secret and Service
-    /// (if they were created) go with it through their ownerReferences.
-    async fn roll_back(&self, id: &LeaseId) {
-        if let Err(err) = self
-            .jobs
-            .delete(id.as_str(), &DeleteParams::background())
-            .await
-        {
-            // The Job's deadline still ends it and its TTL removes it.
-            warn!(lease = %id, error = %err, "could not delete the Job of a failed create");
-        }
     }
 
     async fn try_extend(&self, id: &LeaseId, extension: &Extension) -> Result<(), BackendError> {
@@ -190,14 +190,15 @@ impl PodBackend for K8sBackend {
         "kubernetes"
     }
 
-    /// Creates the lease and returns once its pod is ready to log in: the Job, with a
-    /// watch of its pods opened beside it; then its Secret and Service together (they
-    /// need the Job's uid; the pod cannot start before its Secret exists) while the
-    /// watch waits for the pod to be Ready; the paid time counts from that moment, and
-    /// the Job's deadline and annotations are set to end exactly then. Three round trips
-    /// one after another. Not ready within the readiness timeout, or any failure on the
-    /// way: the Job is deleted (with everything it owns) and the error returned, so core
-    /// refunds the payment.
+    /// Creates the lease and returns once its pod is ready to log in: the Job, its
+    /// Secret and its Service, with a watch of its pods, in one round trip; then the
+    /// watch waits for the pod to be Ready (and, without `SSH_HOST`, the node's address
+    /// is read, once per node). The paid time counts from that moment. The Secret's and
+    /// Service's ownerReferences to the Job, and the Job's deadline and annotations
+    /// ending it exactly at the paid expiry, are written after the reply, in a task of
+    /// its own (see the `create` module). Not ready within the readiness timeout, or
+    /// any failure on the way: what this call created is deleted (Job, Secret, Service)
+    /// and the error returned, so core refunds the payment.
     #[instrument(skip_all, fields(lease = %spec.id))]
     async fn create(&self, spec: &LeaseSpec) -> Result<Provisioned, BackendError> {
         self.create_lease(spec).await
@@ -209,8 +210,12 @@ impl PodBackend for K8sBackend {
     /// `resourceVersion`; when a concurrent change (e.g. a Job status update) wins, the
     /// Job is read again and the patch retried, [`EXTEND_ATTEMPTS`] times in all, then
     /// `Conflict` is returned.
+    ///
+    /// Waits first for the writes a create of this lease left to finish (see
+    /// [`create`](Self::create)): the top-up applies to the started lease.
     #[instrument(skip_all, fields(lease = %id))]
     async fn extend(&self, id: &LeaseId, extension: &Extension) -> Result<(), BackendError> {
+        self.inflight.settled(id).await;
         let mut attempt = 1;
         loop {
             match self.try_extend(id, extension).await {
@@ -225,8 +230,10 @@ impl PodBackend for K8sBackend {
 
     /// Deletes the Job with `propagationPolicy: Background` (the API's default for Jobs
     /// is to orphan their pods); the garbage collector removes pod, Service and Secret.
+    /// Waits first for the writes a create of this lease left to finish.
     #[instrument(skip_all, fields(lease = %id))]
     async fn delete(&self, id: &LeaseId) -> Result<(), BackendError> {
+        self.inflight.settled(id).await;
         match self
             .jobs
             .delete(id.as_str(), &DeleteParams::background())
@@ -244,6 +251,10 @@ impl PodBackend for K8sBackend {
         }
     }
 
+    /// The lease from its Job and Service, read from the API. While the started patch a
+    /// create of this lease left to finish is on its way, the lease is shown as that
+    /// patch makes it (running, until the expiry the reply said); `extend` and `delete`
+    /// wait for it.
     #[instrument(skip_all, fields(lease = %id))]
     async fn get(&self, id: &LeaseId) -> Result<Option<LeaseRecord>, BackendError> {
         // The Job and its Service in one round trip.
@@ -267,7 +278,9 @@ impl PodBackend for K8sBackend {
         if job.metadata.deletion_timestamp.is_some() || !is_ours(&job) {
             return Ok(None);
         }
-        Ok(Some(objects::record(&job, service.as_ref())?))
+        let mut record = objects::record(&job, service.as_ref())?;
+        self.inflight.overlay(std::slice::from_mut(&mut record));
+        Ok(Some(record))
     }
 
     /// Every lease Job (by label), with node ports from the lease Services. Jobs whose
@@ -275,14 +288,18 @@ impl PodBackend for K8sBackend {
     /// watched view once its watches have synced (started here at the first call);
     /// before that, and while a watch is broken, listed from the API. The view may lag
     /// the API by the watch's delay for changes made elsewhere (this backend's own
-    /// writes are in it at once): the reaper re-reads each due lease with `get`.
+    /// writes are in it at once): the reaper re-reads each due lease with `get`. A lease
+    /// whose started patch is still on its way (see [`create`](Self::create)) is listed
+    /// as that patch makes it.
     #[instrument(skip_all)]
     async fn list(&self) -> Result<Vec<LeaseRecord>, BackendError> {
         self.start_watch();
-        if let Some(records) = self.cache.list() {
-            return Ok(records);
-        }
-        self.list_from_api().await
+        let mut records = match self.cache.list() {
+            Some(records) => records,
+            None => self.list_from_api().await?,
+        };
+        self.inflight.overlay(&mut records);
+        Ok(records)
     }
 
     /// Removes pods, Services and Secrets whose lease Job no longer exists. Lists only

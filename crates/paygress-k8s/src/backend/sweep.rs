@@ -1,12 +1,14 @@
 //! Startup checks and the sweep of objects whose lease Job is gone.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, ListParams, PartialObjectMeta};
-use paygress_core::BackendError;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams};
+use paygress_core::{BackendError, LeaseId};
 use tracing::info;
 
 use super::K8sBackend;
@@ -17,10 +19,16 @@ use crate::objects;
 /// Deletes the sweep sends at once.
 const DELETE_CONCURRENCY: usize = 16;
 
+/// Beyond the readiness timeout, how old a Secret or Service without an ownerReference
+/// and without a Job must be before the sweep deletes it (clocks may differ between
+/// the API server and this process).
+pub(super) const UNOWNED_GRACE: Duration = Duration::from_secs(30);
+
 impl K8sBackend {
     /// Refuses a configuration under which buyers could not reach their pods: without
     /// `SSH_HOST` and with NodePort Services, the nodes must be readable and at least one
-    /// must have an ExternalIP or InternalIP. Call it once at startup.
+    /// must have an ExternalIP or InternalIP. Call it once at startup: the addresses
+    /// read are remembered for the first creates (see `create`).
     pub async fn check_reachability(&self) -> Result<(), K8sError> {
         if self.config.ssh_host.is_some() || self.config.service_type == ServiceType::LoadBalancer {
             return Ok(());
@@ -32,11 +40,17 @@ impl K8sBackend {
                 .map_err(|e| K8sError::Unreachable {
                     reason: format!("cannot read the cluster's nodes ({e})"),
                 })?;
-        if nodes
-            .items
-            .iter()
-            .any(|n| objects::node_address(n).is_some())
-        {
+        let mut reachable = false;
+        for node in &nodes.items {
+            if let (Some(name), Some(address)) =
+                (node.metadata.name.as_deref(), objects::node_address(node))
+            {
+                // The first creates on each node need not read it again.
+                self.inflight.remember_node(name, &address);
+                reachable = true;
+            }
+        }
+        if reachable {
             Ok(())
         } else {
             Err(K8sError::Unreachable {
@@ -48,6 +62,14 @@ impl K8sBackend {
     /// Deletes pods, Services and Secrets labelled as Paygress's whose owner Job no longer
     /// exists (a Job deleted with orphaning leaves them running, unpaid). Dependents are
     /// listed before Jobs, so the Job of any dependent seen is in the Job list.
+    ///
+    /// A Secret or Service without an ownerReference is one a create made before its
+    /// Job's uid was known (see the `create` module): while its lease's Job exists it is
+    /// adopted (given the ownerReference the create would have set, had it not died
+    /// first); with no such Job it is deleted, unless this process is creating that
+    /// lease now or it is younger than the readiness timeout plus [`UNOWNED_GRACE`]
+    /// (another replica's create may be under way; the sweep looks again at its next
+    /// call).
     pub(super) async fn sweep_orphans(&self) -> Result<usize, BackendError> {
         let lp = ListParams::default().labels(objects::SELECTOR);
         let list_error = |e| map_kube_for(None, e);
@@ -62,40 +84,107 @@ impl K8sBackend {
             .iter()
             .filter_map(|j| j.metadata.uid.clone())
             .collect();
-        let orphaned = |meta: &ObjectMeta| {
-            meta.deletion_timestamp.is_none()
-                && !meta
-                    .owner_references
-                    .iter()
-                    .flatten()
-                    .any(|r| r.kind == "Job" && live.contains(&r.uid))
+        // Lease name → uid of its Job, for the Jobs not being deleted.
+        let by_name: HashMap<String, String> = jobs
+            .items
+            .iter()
+            .filter(|j| j.metadata.deletion_timestamp.is_none())
+            .filter_map(|j| Some((j.metadata.name.clone()?, j.metadata.uid.clone()?)))
+            .collect();
+        let young_before = self.clock.now()
+            - jiff::SignedDuration::try_from(self.config.ready_timeout + UNOWNED_GRACE)
+                .unwrap_or(jiff::SignedDuration::MAX);
+        let mut look_again = false;
+        let mut verdict = |meta: &ObjectMeta, adoptable: bool| -> Verdict {
+            if meta.deletion_timestamp.is_some() {
+                return Verdict::Keep;
+            }
+            let mut owners = meta
+                .owner_references
+                .iter()
+                .flatten()
+                .filter(|r| r.kind == "Job")
+                .peekable();
+            if owners.peek().is_some() {
+                return if owners.any(|r| live.contains(&r.uid)) {
+                    Verdict::Keep
+                } else {
+                    Verdict::Delete
+                };
+            }
+            if !adoptable {
+                return Verdict::Delete;
+            }
+            let lease = meta
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(objects::LEASE_LABEL))
+                .cloned()
+                .unwrap_or_default();
+            if self.inflight.is_creating(&lease) {
+                look_again = true;
+                return Verdict::Keep;
+            }
+            if let Some(uid) = by_name.get(&lease) {
+                return Verdict::Adopt(lease, uid.clone());
+            }
+            let young = meta
+                .creation_timestamp
+                .as_ref()
+                .is_none_or(|t| t.0 > young_before);
+            if young {
+                look_again = true;
+                Verdict::Keep
+            } else {
+                Verdict::Delete
+            }
         };
         let dp = DeleteParams::background();
-        let names = |items: Vec<ObjectMeta>| -> Vec<String> {
-            items
-                .into_iter()
-                .filter(|m| orphaned(m))
-                .filter_map(|m| m.name)
-                .collect()
-        };
         let mut deletes: Vec<BoxFuture<'_, Result<usize, BackendError>>> = Vec::new();
-        for name in names(metas(pods.items)) {
-            let dp = &dp;
-            deletes.push(Box::pin(async move {
-                deleted(self.pods.delete(&name, dp).await, "pod", &name)
-            }));
+        for meta in metas(pods.items) {
+            if let (Verdict::Delete, Some(name)) = (verdict(&meta, false), meta.name) {
+                let dp = &dp;
+                deletes.push(Box::pin(async move {
+                    deleted(self.pods.delete(&name, dp).await, "pod", &name)
+                }));
+            }
         }
-        for name in names(metas(services.items)) {
-            let dp = &dp;
-            deletes.push(Box::pin(async move {
-                deleted(self.services.delete(&name, dp).await, "service", &name)
-            }));
+        for meta in metas(services.items) {
+            let Some(name) = meta.name.clone() else {
+                continue;
+            };
+            match verdict(&meta, true) {
+                Verdict::Keep => {}
+                Verdict::Delete => {
+                    let dp = &dp;
+                    deletes.push(Box::pin(async move {
+                        deleted(self.services.delete(&name, dp).await, "service", &name)
+                    }));
+                }
+                Verdict::Adopt(lease, uid) => deletes.push(Box::pin(async move {
+                    adopted(&self.services, &name, &lease, &uid).await
+                })),
+            }
         }
-        for name in names(metas(secrets.items)) {
-            let dp = &dp;
-            deletes.push(Box::pin(async move {
-                deleted(self.secrets.delete(&name, dp).await, "secret", &name)
-            }));
+        for meta in metas(secrets.items) {
+            let Some(name) = meta.name.clone() else {
+                continue;
+            };
+            match verdict(&meta, true) {
+                Verdict::Keep => {}
+                Verdict::Delete => {
+                    let dp = &dp;
+                    deletes.push(Box::pin(async move {
+                        deleted(self.secrets.delete(&name, dp).await, "secret", &name)
+                    }));
+                }
+                Verdict::Adopt(lease, uid) => deletes.push(Box::pin(async move {
+                    adopted(&self.secrets, &name, &lease, &uid).await
+                })),
+            }
+        }
+        if look_again {
+            self.cache.sweep_again();
         }
         // Every orphan is tried, [`DELETE_CONCURRENCY`] at a time; the first error is
         // returned.
@@ -108,6 +197,36 @@ impl K8sBackend {
             removed += result?;
         }
         Ok(removed)
+    }
+}
+
+/// What the sweep does with one object.
+enum Verdict {
+    Keep,
+    Delete,
+    /// Give it an ownerReference to Job (lease name, uid).
+    Adopt(String, String),
+}
+
+/// Sets the ownerReference a create did not get to set; 0 (nothing removed).
+async fn adopted<K>(api: &Api<K>, name: &str, lease: &str, uid: &str) -> Result<usize, BackendError>
+where
+    K: Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let id: LeaseId = lease
+        .parse()
+        .map_err(|e: paygress_core::NameError| BackendError::Other(e.to_string().into()))?;
+    let patch = objects::owner_patch(&id, uid);
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {
+            info!(name, lease, "gave an object its lease Job as owner");
+            Ok(0)
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(0),
+        Err(err) => Err(map_kube_for(None, err)),
     }
 }
 

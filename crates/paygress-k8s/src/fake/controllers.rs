@@ -327,6 +327,7 @@ impl FakeState {
             // does not exist (CreateContainerConfigError); it retries, here at the next
             // reconcile.
             if !self.env_secrets_exist(&pod) {
+                self.wait_for_secrets(&pod);
                 continue;
             }
             let created = parse_time(&pod["metadata"]["creationTimestamp"]).expect("created");
@@ -337,6 +338,37 @@ impl FakeState {
                 });
                 self.put("pods", pod);
             }
+        }
+    }
+
+    /// Remembers the Secrets `pod` waits for, so that writing one wakes its Job's pods
+    /// (the kubelet retries on its own; here, when the Secret appears).
+    fn wait_for_secrets(&mut self, pod: &Value) {
+        let jobs: Vec<String> = pod["metadata"]["ownerReferences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["kind"] == "Job")
+            .filter_map(|r| r["name"].as_str().map(str::to_owned))
+            .collect();
+        let secrets: Vec<String> = pod["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["env"].as_array().into_iter().flatten())
+            .filter_map(|e| e["valueFrom"]["secretKeyRef"]["name"].as_str())
+            .filter(|name| {
+                !self
+                    .objects
+                    .contains_key(&("secrets".to_owned(), (*name).to_owned()))
+            })
+            .map(str::to_owned)
+            .collect();
+        for secret in secrets {
+            self.waiting
+                .entry(secret)
+                .or_default()
+                .extend(jobs.iter().cloned());
         }
     }
 

@@ -124,6 +124,9 @@ pub struct FakeState {
     next_rv: u64,
     /// Jobs to sync at the next reconcile (written, or one of their pods written).
     dirty: BTreeSet<String>,
+    /// Secrets a pending pod waits for (its environment reads them), by name: the Jobs
+    /// whose pods the kubelet tries again once the Secret is written.
+    waiting: HashMap<String, BTreeSet<String>>,
     /// When the controllers last ran over every object; `None`: never, or a setting
     /// changed since.
     synced_at: Option<Timestamp>,
@@ -214,6 +217,7 @@ impl Fake {
             next_node_port: 30_000,
             next_rv: 100,
             dirty: BTreeSet::new(),
+            waiting: HashMap::new(),
             synced_at: None,
         }));
         let fake = Fake {

@@ -182,8 +182,15 @@ impl FakeState {
                 }
             }
             // A pod waits for the Secret its environment reads: its Job's pods are
-            // looked at again when a Secret it owns is written.
+            // looked at again when a Secret it owns, or one they wait for, is written.
             "pods" | "secrets" => {
+                if resource == "secrets"
+                    && let Some(jobs) = object["metadata"]["name"]
+                        .as_str()
+                        .and_then(|name| self.waiting.remove(name))
+                {
+                    self.dirty.extend(jobs);
+                }
                 for owner in object["metadata"]["ownerReferences"]
                     .as_array()
                     .into_iter()

@@ -26,8 +26,8 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
 }
 
 /// The lease's Job. It runs at once: its pod cannot start before the Secret its
-/// environment reads exists, which is created right after (with the Job's uid).
-/// `activeDeadlineSeconds` is the paid time plus the readiness timeout, counted by the
+/// environment reads exists, which is created beside it. `activeDeadlineSeconds` is the
+/// paid time plus the readiness timeout (see `provisioning_deadline`), counted by the
 /// controller from `status.startTime`; once the pod is ready, the backend sets it to end
 /// exactly at the paid expiry.
 pub(crate) fn job(config: &K8sConfig, spec: &LeaseSpec) -> Job {

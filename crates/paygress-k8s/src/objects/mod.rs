@@ -99,33 +99,52 @@ pub fn lease_selector(id: &LeaseId) -> String {
 }
 
 /// Seconds the Job may run while its pod starts: the paid time plus the readiness
-/// timeout. Tightened to the exact paid time once the pod is ready.
+/// timeout, plus one second for the rounding up of the moment the pod became ready.
+/// Tightened to the exact paid time once the pod is ready, by a patch the create does
+/// not wait for: should that patch never land (the process died), the pod still runs
+/// until at least the expiry the buyer was told (the pod was ready within the
+/// readiness timeout of the Job's start).
 pub(crate) fn provisioning_deadline(config: &K8sConfig, spec: &LeaseSpec) -> i64 {
     let ready = i64::try_from(config.ready_timeout.as_secs()).unwrap_or(i64::MAX / 2);
-    deadline_seconds(spec.created_at, spec.expires_at).saturating_add(ready)
+    deadline_seconds(spec.created_at, spec.expires_at)
+        .saturating_add(ready)
+        .saturating_add(1)
 }
 
-fn owned_meta(config: &K8sConfig, id: &LeaseId, name: String, job_uid: &str) -> ObjectMeta {
+/// Metadata of a lease's Secret or Service. Created with the Job, before its uid is
+/// known: without an ownerReference, which [`owner_patch`] adds next.
+fn lease_meta(config: &K8sConfig, id: &LeaseId, name: String) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: Some(config.namespace.clone()),
         labels: Some(labels(id)),
-        owner_references: Some(vec![OwnerReference {
-            api_version: "batch/v1".to_owned(),
-            kind: "Job".to_owned(),
-            name: id.as_str().to_owned(),
-            uid: job_uid.to_owned(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        }]),
         ..ObjectMeta::default()
     }
 }
 
-/// The Secret holding the lease's password, owned by the Job.
-pub(crate) fn secret(config: &K8sConfig, spec: &LeaseSpec, job_uid: &str) -> Secret {
+/// The ownerReference of a lease's Secret or Service to its Job (the garbage collector
+/// removes them with it).
+pub(crate) fn owner_reference(id: &LeaseId, job_uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: "batch/v1".to_owned(),
+        kind: "Job".to_owned(),
+        name: id.as_str().to_owned(),
+        uid: job_uid.to_owned(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// The merge patch making the lease's Job (uid `job_uid`) the owner of a Secret or
+/// Service.
+pub(crate) fn owner_patch(id: &LeaseId, job_uid: &str) -> Value {
+    json!({ "metadata": { "ownerReferences": [owner_reference(id, job_uid)] } })
+}
+
+/// The Secret holding the lease's password (its owner is set once the Job exists).
+pub(crate) fn secret(config: &K8sConfig, spec: &LeaseSpec) -> Secret {
     Secret {
-        metadata: owned_meta(config, &spec.id, secret_name(&spec.id), job_uid),
+        metadata: lease_meta(config, &spec.id, secret_name(&spec.id)),
         type_: Some("Opaque".to_owned()),
         string_data: Some(BTreeMap::from([(
             SECRET_KEY.to_owned(),
@@ -135,11 +154,12 @@ pub(crate) fn secret(config: &K8sConfig, spec: &LeaseSpec, job_uid: &str) -> Sec
     }
 }
 
-/// The Service `<lease>-ssh` (NodePort or LoadBalancer), owned by the Job.
-pub(crate) fn service(config: &K8sConfig, spec: &LeaseSpec, job_uid: &str) -> Service {
+/// The Service `<lease>-ssh` (NodePort or LoadBalancer; its owner is set once the Job
+/// exists).
+pub(crate) fn service(config: &K8sConfig, spec: &LeaseSpec) -> Service {
     let port = i32::from(config.ssh_port);
     Service {
-        metadata: owned_meta(config, &spec.id, service_name(&spec.id), job_uid),
+        metadata: lease_meta(config, &spec.id, service_name(&spec.id)),
         spec: Some(ServiceSpec {
             type_: Some(config.service_type.as_str().to_owned()),
             selector: Some(BTreeMap::from([(
@@ -160,16 +180,34 @@ pub(crate) fn service(config: &K8sConfig, spec: &LeaseSpec, job_uid: &str) -> Se
 }
 
 /// The merge patch recording that the pod became ready at `ready_at`: the paid time ends
-/// at `expires_at`, `deadline` seconds after the Job's (re)start.
-pub(crate) fn started_patch(ready_at: Timestamp, expires_at: Timestamp, deadline: i64) -> Value {
-    json!({
+/// at `expires_at`, `deadline` seconds after the Job's (re)start. With
+/// `resource_version`, the API applies it only to that version of the Job.
+pub(crate) fn started_patch(
+    ready_at: Timestamp,
+    expires_at: Timestamp,
+    deadline: i64,
+    resource_version: Option<&str>,
+) -> Value {
+    let mut patch = json!({
         "metadata": { "annotations": {
             annotations::STARTING: null,
             annotations::READY_AT: ready_at.to_string(),
             annotations::EXPIRES_AT: expires_at.to_string(),
         } },
         "spec": { "activeDeadlineSeconds": deadline },
-    })
+    });
+    if let Some(rv) = resource_version {
+        patch["metadata"]["resourceVersion"] = json!(rv);
+    }
+    patch
+}
+
+/// Whether the Job still waits for its started patch (the paid clock has not started).
+pub(crate) fn is_starting(job: &k8s_openapi::api::batch::v1::Job) -> bool {
+    job.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(annotations::STARTING))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub const ID: &str = "ssh-pod-abcd1234";
 pub const JOBS: &str = "/apis/batch/v1/namespaces/user-workloads/jobs";
 pub const JOB: &str = "/apis/batch/v1/namespaces/user-workloads/jobs/ssh-pod-abcd1234";
 pub const SECRETS: &str = "/api/v1/namespaces/user-workloads/secrets";
+pub const SECRET: &str = "/api/v1/namespaces/user-workloads/secrets/ssh-pod-abcd1234-auth";
 pub const SERVICES: &str = "/api/v1/namespaces/user-workloads/services";
 pub const SERVICE: &str = "/api/v1/namespaces/user-workloads/services/ssh-pod-abcd1234-ssh";
 pub const UID: &str = "4b5d5c2e-8f0a-4a51-9d3e-0c1f2a3b4c5d";
@@ -92,8 +93,9 @@ pub fn expected_job() -> serde_json::Value {
                 "action": "Ignore",
                 "onPodConditions": [{ "type": "DisruptionTarget", "status": "True" }],
             }] },
-            // The paid hour plus the readiness timeout, until the pod is ready.
-            "activeDeadlineSeconds": 3600 + 120,
+            // The paid hour plus the readiness timeout (and a second for rounding the
+            // ready time up), until the pod is ready.
+            "activeDeadlineSeconds": 3600 + 120 + 1,
             "ttlSecondsAfterFinished": 60,
             "template": {
                 "metadata": { "labels": {
