@@ -147,6 +147,12 @@ impl PodBackend for TimedBackend {
     async fn check_capacity(&self) -> Result<(), BackendError> {
         self.inner.check_capacity().await
     }
+    async fn sweep(&self) -> Result<usize, BackendError> {
+        self.inner.sweep().await
+    }
+    async fn shutdown(&self) {
+        self.inner.shutdown().await;
+    }
 }
 
 /// Times journal writes and reads.

@@ -358,6 +358,10 @@ impl PodBackend for MeteredBackend {
         timed("backend", "sweep", Phase::Backend, started);
         result
     }
+
+    async fn shutdown(&self) {
+        self.0.shutdown().await;
+    }
 }
 
 #[cfg(test)]

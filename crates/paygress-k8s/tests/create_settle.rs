@@ -276,3 +276,36 @@ async fn a_failed_create_removes_secret_and_service_without_owner() {
     ));
     assert_empty(&fake);
 }
+
+/// An orderly shutdown (`PodBackend::shutdown`, called by the node within its grace)
+/// lets the writes a create left land: the Job ends at the expiry the buyer was told
+/// and its Secret and Service are owned by it, not left starting until the
+/// provisioning deadline.
+#[tokio::test(start_paused = true)]
+async fn shutdown_waits_for_the_writes_a_create_left() {
+    let (client, fake) = Fake::start_with_latency(RTT);
+    let backend = on_fake(client, &fake, with_host());
+    let spec = spec_now(&fake, 5);
+    let id = spec.id.as_str();
+    // The first try of the started patch fails: it is still on its way after the reply.
+    fake.fail(Method::PATCH, &format!("/jobs/{id}"), 500, "InternalError");
+    let told = backend.create(&spec).await.unwrap().expires_at.unwrap();
+    let job = fake.object("jobs", id).unwrap();
+    assert_eq!(
+        job["metadata"]["annotations"]["paygress.io/starting"],
+        "true"
+    );
+    let dyn_backend: Arc<dyn PodBackend> = Arc::new(backend);
+    dyn_backend.shutdown().await;
+    let job = fake.object("jobs", id).unwrap();
+    let annotations = &job["metadata"]["annotations"];
+    assert!(annotations.get("paygress.io/starting").is_none());
+    assert_eq!(annotations["paygress.io/expires-at"], told.to_string());
+    for (kind, name) in [
+        ("secrets", format!("{id}-auth")),
+        ("services", format!("{id}-ssh")),
+    ] {
+        let owners = &fake.object(kind, &name).unwrap()["metadata"]["ownerReferences"];
+        assert_eq!(owners[0]["kind"], "Job", "{kind}");
+    }
+}

@@ -288,6 +288,7 @@ impl Node {
         if let Some(n) = &self.nostr {
             n.stop_reading();
         }
+        let backend = self.backend.clone();
         let waited = tokio::time::timeout(self.grace, async {
             while let Some(done) = self.tasks.join_next().await {
                 if let Err(e) = done
@@ -296,6 +297,8 @@ impl Node {
                     warn!(error = %e, "a component panicked while stopping");
                 }
             }
+            // Requests have ended: what the backend owes their leases lands now.
+            backend.shutdown().await;
         })
         .await;
         if waited.is_err() {

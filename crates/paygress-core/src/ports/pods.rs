@@ -80,6 +80,11 @@ pub trait PodBackend: Send + Sync {
     async fn sweep(&self) -> Result<usize, BackendError> {
         Ok(0)
     }
+
+    /// Finishes what the backend still owes leases it already answered for (e.g. writes
+    /// a create left to complete after its reply), before the process stops. Called
+    /// once by an orderly shutdown, within its grace period. Default: nothing owed.
+    async fn shutdown(&self) {}
 }
 
 /// A shared pod backend.

@@ -122,6 +122,15 @@ impl Inflight {
         }
     }
 
+    /// Waits until the writes every create left have ended.
+    pub(super) async fn all_settled(&self) {
+        let pending: Vec<_> = lock(&self.settling)
+            .values()
+            .map(|s| s.done.clone())
+            .collect();
+        futures::future::join_all(pending).await;
+    }
+
     /// Leases whose started patch has not landed yet are shown as it will make them:
     /// running, until the expiry the buyer was told.
     pub(super) fn overlay(&self, records: &mut [LeaseRecord]) {

@@ -306,6 +306,13 @@ impl PodBackend for K8sBackend {
     /// when orphans may exist: at the first call, after a lease Job went away by another
     /// hand than this backend's, or while the Job watch is not synced.
     #[instrument(skip_all)]
+    /// Waits for the writes creates left after their replies (ownerReferences, the
+    /// patches starting paid clocks): stopped before they land, a lease would read as
+    /// still starting until its Job's provisioning deadline.
+    async fn shutdown(&self) {
+        self.inflight.all_settled().await;
+    }
+
     async fn sweep(&self) -> Result<usize, BackendError> {
         self.start_watch();
         if !self.cache.take_sweep_due() {
