@@ -76,9 +76,10 @@ pub(crate) fn policy(objects: &[Value], generated_cm: Option<&Value>) -> Vec<Str
         (
             "",
             "services",
-            &["create", "get", "list", "watch", "delete"][..],
+            &["create", "get", "list", "watch", "patch", "delete"][..],
         ),
-        ("", "secrets", &["create", "list", "delete"][..]),
+        // patch: the ownerReference to the Job, set after the create's reply.
+        ("", "secrets", &["create", "list", "patch", "delete"][..]),
     ] {
         want.insert(
             (group.to_owned(), resource.to_owned()),
