@@ -419,7 +419,7 @@ impl Report {
         if let Some(first) = self.startup.first() {
             let _ = writeln!(
                 o,
-                "`paygress serve`, `RUN_MODE=http`, Kubernetes backend on the fake API, \
+                "`paygress serve`, `RUN_MODE=http`, Kubernetes backend on a fake API without leases, \
                  the in-process mint whitelisted; {} starts of each build (`dist`: the profile \
                  operators ship, fat LTO and size-optimised). Idle RSS is the median after 3 s, \
                  split into anonymous memory (what the service allocates) and mapped files \

@@ -69,6 +69,12 @@ impl Inflight {
         lock(&self.creating).contains(name)
     }
 
+    /// Whether this process is creating lease `name`, or still writing what its create
+    /// left (the ownerReferences among them): its objects are this process's to finish.
+    pub(super) fn is_ours_in_progress(&self, name: &str) -> bool {
+        self.is_creating(name) || lock(&self.settling).contains_key(name)
+    }
+
     /// Runs `writes` in a task of its own; until they end, [`settled`](Self::settled)
     /// waits for them and [`overlay`](Self::overlay) shows the lease as running until
     /// `expires_at`. Inside a tokio runtime.

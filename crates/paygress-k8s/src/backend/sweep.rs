@@ -121,8 +121,11 @@ impl K8sBackend {
                 .and_then(|l| l.get(objects::LEASE_LABEL))
                 .cloned()
                 .unwrap_or_default();
-            if self.inflight.is_creating(&lease) {
-                look_again = true;
+            // This process's own create sets the ownerReference (or removes what it
+            // made, if it fails): nothing to adopt, and no reason to list everything
+            // again at the next pass (under a steady stream of creates, that would be
+            // at every pass).
+            if self.inflight.is_ours_in_progress(&lease) {
                 return Verdict::Keep;
             }
             if let Some(uid) = by_name.get(&lease) {
