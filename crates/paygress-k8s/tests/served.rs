@@ -29,6 +29,9 @@ async fn a_served_fake_runs_a_lease_over_tcp_and_counts_every_call() {
     assert_eq!(pods.len(), 1);
     let pod = fake.object("pods", &pods[0]).unwrap();
     assert_eq!(pod["status"]["phase"], "Running");
+    // The create's writes after its reply (ownerReferences, the started patch) land in
+    // the background; counting before they have would race them.
+    backend.shutdown().await;
     // Every request reached the fake and was counted; the pod watch saw the pod Ready
     // (readiness after 0 s, once its Secret existed; no clock moved by hand).
     let log = fake.log();
@@ -38,6 +41,14 @@ async fn a_served_fake_runs_a_lease_over_tcp_and_counts_every_call() {
             .any(|s| s.path.ends_with("/pods") && s.query.contains_key("watch")),
         "the backend watched the lease's pods: {:?}",
         log.iter().map(|s| &s.path).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|s| s.method == http::Method::PATCH)
+            .count(),
+        3,
+        "two ownerReferences and the started patch, all landed: {:?}",
+        log.iter().map(|s| (&s.method, &s.path)).collect::<Vec<_>>()
     );
 
     backend.delete(&spec.id).await.expect("delete");
