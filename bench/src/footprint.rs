@@ -139,7 +139,15 @@ pub async fn leases_child(
         bail!("{} of {n} spawns failed", n - ok);
     }
     let rss_leases = rss_kib(None)?;
-    // Reaper passes over n live leases, none due.
+    // Open descriptors: mostly the API client's pooled connections (HTTP/1.1, one per
+    // request in flight at the busiest moment, kept idle for 90 s).
+    let fds_leases = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    // The sweep at startup, which lists every object (the Job watch has just synced):
+    // timed on its own, then the reaper passes over n live leases, none due, each with
+    // the sweep that has nothing to look at.
+    let t = Instant::now();
+    paygress_core::PodBackend::sweep(timed.as_ref()).await?;
+    let first_sweep = t.elapsed();
     let mut passes = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
@@ -190,6 +198,8 @@ pub async fn leases_child(
         "create_secs": create_secs,
         "rss_start_kib": rss_start,
         "rss_leases_kib": rss_leases,
+        "first_sweep_ms": first_sweep.as_secs_f64() * 1e3,
+        "open_fds": fds_leases,
         "reap_pass_p50_ms": pass.p50,
         "reap_pass_max_ms": pass.max,
         "reap_interval_ms": reap_interval.as_millis() as u64,

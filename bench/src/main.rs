@@ -64,6 +64,7 @@ fn main() -> Result<()> {
                 // This process is the fake API server, still holding the child's leases.
                 out["api_rss_kib"] = serde_json::json!(footprint::rss_kib(None)?);
                 out["api_rss_peak_kib"] = serde_json::json!(footprint::peak_rss_kib()?);
+                out["api_calls"] = serde_json::json!(served.fake().tally());
                 out
             } else {
                 footprint::leases_child(n, &backend, api.as_deref(), interval).await?
@@ -304,9 +305,10 @@ async fn run(args: &[String]) -> Result<()> {
             .push(footprint::leases(n_leases, "memory", None, Duration::from_secs(1)).await?);
         eprintln!("bench: 10,000 live leases (k8s backend, fake API 0 ms) ...");
         let api_leases = Fake::serve(Duration::ZERO).await?;
-        report.leases.push(
-            footprint::leases(n_leases, "k8s", Some(&api_leases), Duration::from_secs(1)).await?,
-        );
+        let mut k8s =
+            footprint::leases(n_leases, "k8s", Some(&api_leases), Duration::from_secs(1)).await?;
+        k8s["api_calls"] = serde_json::json!(api_leases.fake().tally());
+        report.leases.push(k8s);
         drop(api_leases);
     }
 

@@ -51,6 +51,21 @@ async fn a_served_fake_runs_a_lease_over_tcp_and_counts_every_call() {
         log.iter().map(|s| (&s.method, &s.path)).collect::<Vec<_>>()
     );
 
+    // The tally counts the same calls by shape.
+    let tally = fake.tally();
+    assert_eq!(tally.values().sum::<u64>(), served.calls(), "{tally:?}");
+    for (call, count) in [
+        ("POST jobs", 1),
+        ("POST secrets", 1),
+        ("POST services", 1),
+        ("GET pods watch", 1),
+        ("PATCH jobs", 1),
+        ("PATCH secrets", 1),
+        ("PATCH services", 1),
+    ] {
+        assert_eq!(tally.get(call), Some(&count), "{call}: {tally:?}");
+    }
+
     backend.delete(&spec.id).await.expect("delete");
     for resource in ["jobs", "pods", "secrets", "services"] {
         assert!(fake.names(resource).is_empty(), "{resource} left");

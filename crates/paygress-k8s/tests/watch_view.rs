@@ -197,6 +197,30 @@ async fn the_sweep_lists_only_after_a_job_went_away_by_another_hand() {
     assert!(fake.names("secrets").is_empty());
 }
 
+/// The watch may report this backend's own delete before the delete's reply arrives (a
+/// real API server sends both at once): the sweep still knows the Job went away by our
+/// hand and lists nothing. (With 10,000 leases, each lease the reaper removed could make
+/// the next sweep list every object, seconds of lists while expiries waited.)
+#[tokio::test]
+async fn our_delete_seen_by_the_watch_before_its_reply_does_not_make_the_sweep_list() {
+    let (client, fake) = Fake::start();
+    let backend = on_fake(client, &fake, K8sConfig::default());
+    backend.start_watch();
+    eventually("the view syncs", async || backend.watch_synced()).await;
+    let spec = spec_now(&fake, 5);
+    backend.create(&spec).await.unwrap();
+    backend.shutdown().await;
+    // The first sweep looks (orphans may predate this process).
+    assert_eq!(backend.sweep().await.unwrap(), 0);
+    fake.delay_replies(Duration::from_millis(300));
+    backend.delete(&spec.id).await.unwrap();
+    fake.delay_replies(Duration::ZERO);
+    assert!(fake.names("jobs").is_empty());
+    let before = lists(&fake);
+    assert_eq!(backend.sweep().await.unwrap(), 0);
+    assert_eq!(lists(&fake), before, "our own delete: no list");
+}
+
 /// A sweep that meets this process's own create under way (its Secret and Service not
 /// owned yet) does not list everything again at the next pass: under a steady stream
 /// of creates it would list at every pass (10,000 leases: a reaper pass of seconds).

@@ -204,14 +204,29 @@ impl Paygress {
         self.backend.list().await
     }
 
-    /// Removes every lease whose time and grace period have passed; returns how many
-    /// were removed. Backends expire leases themselves; this is the second line of
-    /// defence.
+    /// Removes every lease whose time and grace period have passed, then the objects of
+    /// leases that no longer exist (the backend's sweep); returns how many of both were
+    /// removed. Backends expire leases themselves; this is the second line of defence.
+    /// [`run_maintenance`](Self::run_maintenance) runs the two apart, so that a long
+    /// sweep never delays an expiry.
     pub async fn reap_expired(&self) -> Result<usize, BackendError> {
-        self.reap().await.map(|(removed, _)| removed)
+        let reaped = self.reap().await.map(|(removed, _)| removed);
+        let swept = self.sweep().await;
+        Ok(reaped? + swept?)
     }
 
-    /// [`reap_expired`](Self::reap_expired), the due leases [`REAP_CONCURRENCY`] at a
+    /// Objects a lease left behind without its owner (e.g. a pod whose Job was deleted
+    /// with orphaning) run unpaid: the backend removes them. Returns how many.
+    pub(super) async fn sweep(&self) -> Result<usize, BackendError> {
+        let swept = self.backend.sweep().await?;
+        if swept > 0 {
+            info!(swept, "removed objects of leases that no longer exist");
+        }
+        Ok(swept)
+    }
+
+    /// The reaping half of [`reap_expired`](Self::reap_expired) (no sweep), the due
+    /// leases [`REAP_CONCURRENCY`] at a
     /// time (each is a read and a delete at the backend: one after the other, 10,000 of
     /// them take 20,000 round trips). Also returns the earliest expiry still ahead, for
     /// the reaper to wake up at. Every due lease is tried; the first error is returned.
@@ -262,18 +277,6 @@ impl Paygress {
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
-            }
-        }
-        // Objects a lease left behind without its owner (e.g. a pod whose Job was
-        // deleted with orphaning) run unpaid: the backend removes them.
-        match self.backend.sweep().await {
-            Ok(0) => {}
-            Ok(swept) => {
-                removed += swept;
-                info!(swept, "removed objects of leases that no longer exist");
-            }
-            Err(e) => {
-                first_error.get_or_insert(e);
             }
         }
         match first_error {

@@ -67,6 +67,9 @@ struct View {
     services: Store<Option<u16>>,
     /// uids of Jobs this backend deleted that the watch has not reported gone.
     deleted: HashSet<String>,
+    /// uids of Jobs this backend is deleting now (its delete sent, the reply not yet
+    /// read): the watch may report them gone first.
+    deleting: HashSet<String>,
     /// Whether orphans may exist: a Job went away by another hand, or the Job watch
     /// (re)listed or broke, since the last sweep. Starts true (the first sweep looks).
     sweep_due: bool,
@@ -222,6 +225,29 @@ impl LeaseCache {
         }
     }
 
+    /// This backend is about to delete Job `name`: until [`done_deleting`] with the uid
+    /// returned, a deletion the watch reports of it is this backend's, not another
+    /// hand's (the watch can report it before the delete's reply arrives).
+    ///
+    /// [`done_deleting`]: Self::done_deleting
+    pub(super) fn deleting_job(&self, name: &str) -> Option<String> {
+        if !self.enabled {
+            return None;
+        }
+        let mut view = lock(&self.view);
+        let uid = view.jobs.items.get(name)?.uid.clone();
+        view.deleting.insert(uid.clone());
+        Some(uid)
+    }
+
+    /// The delete [`deleting_job`](Self::deleting_job) announced has been answered
+    /// (either way).
+    pub(super) fn done_deleting(&self, uid: Option<String>) {
+        if let Some(uid) = uid {
+            lock(&self.view).deleting.remove(&uid);
+        }
+    }
+
     /// This backend deleted Job `name`.
     pub(super) fn deleted_job(&self, name: &str) {
         if !self.enabled {
@@ -277,7 +303,7 @@ fn on_job(view: &mut View, event: Result<Event<Job>, watcher::Error>) {
         Ok(Event::Delete(job)) => {
             let name = job.metadata.name.clone().unwrap_or_default();
             let uid = job.metadata.uid.clone().unwrap_or_default();
-            if !view.deleted.remove(&uid) {
+            if !view.deleted.remove(&uid) && !view.deleting.contains(&uid) {
                 // Not by this backend: its dependents may be left behind.
                 view.sweep_due = true;
             }

@@ -234,11 +234,12 @@ impl PodBackend for K8sBackend {
     #[instrument(skip_all, fields(lease = %id))]
     async fn delete(&self, id: &LeaseId) -> Result<(), BackendError> {
         self.inflight.settled(id).await;
-        match self
+        let deleting = self.cache.deleting_job(id.as_str());
+        let result = self
             .jobs
             .delete(id.as_str(), &DeleteParams::background())
-            .await
-        {
+            .await;
+        let outcome = match result {
             Ok(_) => {
                 self.cache.deleted_job(id.as_str());
                 Ok(())
@@ -248,7 +249,10 @@ impl PodBackend for K8sBackend {
                 Ok(())
             }
             Err(err) => Err(map_kube(id, err)),
-        }
+        };
+        // After `deleted_job`: a report of the deletion arriving in between is ours.
+        self.cache.done_deleting(deleting);
+        outcome
     }
 
     /// The lease from its Job and Service, read from the API. While the started patch a

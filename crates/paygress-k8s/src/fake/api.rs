@@ -62,6 +62,16 @@ impl FakeState {
             Some((r, n)) => (r.to_owned(), Some(n.to_owned())),
             None => (rest.to_owned(), None),
         };
+        let shape = match (&name, seen.query.contains_key("watch")) {
+            (Some(_), _) => "",
+            (None, true) => " watch",
+            (None, false) if seen.method == Method::GET => " list",
+            (None, false) => "",
+        };
+        *self
+            .tally
+            .entry(format!("{} {resource}{shape}", seen.method))
+            .or_default() += 1;
         if !self.authorize(&seen, &resource, name.as_deref()) {
             let message = format!(
                 "{resource} is forbidden: User \"system:serviceaccount:ingress-system:paygress-sidecar\" cannot {} resource \"{resource}\" in API group \"{}\"",

@@ -111,6 +111,12 @@ pub struct FakeState {
     refused_watches: BTreeSet<String>,
     /// How many requests [`log`](Self::log) keeps (the latest); `None`: all.
     log_limit: Option<usize>,
+    /// Every request served, counted by method, resource and shape (see
+    /// [`Fake::tally`]).
+    tally: BTreeMap<String, u64>,
+    /// Extra time between serving a request (its watch events sent) and its reply: see
+    /// [`Fake::delay_replies`].
+    reply_delay: Duration,
     /// Objects by uid.
     uids: HashMap<String, (String, String)>,
     /// Objects by the uid of each of their owners (the garbage collector's index).
@@ -210,6 +216,8 @@ impl Fake {
             history: std::collections::VecDeque::new(),
             refused_watches: BTreeSet::new(),
             log_limit: None,
+            tally: BTreeMap::new(),
+            reply_delay: Duration::ZERO,
             uids: HashMap::new(),
             owned: HashMap::new(),
             labeled: HashMap::new(),
@@ -246,6 +254,13 @@ impl Fake {
     /// Requests refused by the RBAC so far.
     pub fn forbidden(&self) -> Vec<String> {
         self.with(|st| st.forbidden.clone())
+    }
+
+    /// Replies to requests served from now on leave `delay` (tokio's clock) after the
+    /// request was served, while the watch events it caused go out at once: the watch
+    /// reports a write before its writer hears back, as it can with a real API server.
+    pub fn delay_replies(&self, delay: Duration) {
+        self.with(|st| st.reply_delay = delay);
     }
 
     /// Pods become ready `seconds` after they are created (`None`: never).
@@ -379,6 +394,13 @@ impl Fake {
     /// Names of stored objects of `resource`.
     pub fn names(&self, resource: &str) -> Vec<String> {
         self.with(|st| st.names(resource))
+    }
+
+    /// Every request served so far, counted by method, resource and shape:
+    /// `GET jobs list`, `GET pods watch`, `GET jobs` (one by name), `PATCH secrets`.
+    /// Unlike [`log`](Self::log), never trimmed: what a whole scenario cost the API.
+    pub fn tally(&self) -> BTreeMap<String, u64> {
+        self.with(|st| st.tally.clone())
     }
 
     /// The request log.

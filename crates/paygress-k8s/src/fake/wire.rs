@@ -128,7 +128,10 @@ impl Fake {
             tokio::time::sleep(self.latency).await;
         }
         let seen = decode(req).await;
-        let (code, body) = self.with(|st| st.serve(seen));
+        let ((code, body), delay) = self.with(|st| (st.serve(seen), st.reply_delay));
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         Response::builder()
             .status(StatusCode::from_u16(code).expect("status"))
             .header(http::header::CONTENT_TYPE, "application/json")
