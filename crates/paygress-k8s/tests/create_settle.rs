@@ -31,19 +31,14 @@ fn with_host() -> K8sConfig {
 
 /// Makes every ownerReference patch of lease `id`'s Secret and Service fail.
 fn refuse_owner_patches(fake: &Fake, id: &str) {
-    for _ in 0..ATTEMPTS {
-        fake.fail(
-            Method::PATCH,
-            &format!("/secrets/{id}-auth"),
-            500,
-            "InternalError",
-        );
-        fake.fail(
-            Method::PATCH,
-            &format!("/services/{id}-ssh"),
-            500,
-            "InternalError",
-        );
+    fail_patches(fake, &format!("/secrets/{id}-auth"), ATTEMPTS);
+    fail_patches(fake, &format!("/services/{id}-ssh"), ATTEMPTS);
+}
+
+/// The next `times` PATCHes of a path ending in `suffix` are answered 500.
+fn fail_patches(fake: &Fake, suffix: &str, times: usize) {
+    for _ in 0..times {
+        fake.fail(Method::PATCH, suffix, 500, "InternalError");
     }
 }
 
@@ -56,7 +51,7 @@ async fn a_top_up_right_after_the_reply_waits_for_the_started_patch() {
     let backend = on_fake(client, &fake, with_host());
     let spec = spec_now(&fake, 5);
     let id = spec.id.as_str();
-    fake.fail(Method::PATCH, &format!("/jobs/{id}"), 500, "InternalError");
+    fail_patches(&fake, &format!("/jobs/{id}"), 1);
     let provisioned = backend.create(&spec).await.expect("create");
     let told = provisioned.expires_at.unwrap();
     // What core reads before a top-up, while the patch has not landed.
@@ -90,12 +85,7 @@ async fn list_shows_the_lease_as_the_started_patch_makes_it() {
     let (client, fake) = Fake::start_with_latency(RTT);
     let backend = on_fake(client, &fake, with_host()).without_watch();
     let spec = spec_now(&fake, 5);
-    fake.fail(
-        Method::PATCH,
-        &format!("/jobs/{}", spec.id),
-        500,
-        "InternalError",
-    );
+    fail_patches(&fake, &format!("/jobs/{}", spec.id), 1);
     let told = backend.create(&spec).await.unwrap().expires_at.unwrap();
     let listed = backend.list().await.unwrap();
     let record = listed.iter().find(|r| r.id == spec.id).unwrap();
@@ -118,7 +108,7 @@ async fn a_retried_started_patch_never_undoes_another_replicas_top_up() {
     let backend = on_fake(client, &fake, with_host());
     let spec = spec_now(&fake, 5);
     let id = spec.id.as_str();
-    fake.fail(Method::PATCH, &format!("/jobs/{id}"), 500, "InternalError");
+    fail_patches(&fake, &format!("/jobs/{id}"), 1);
     backend.create(&spec).await.expect("create");
     // The first try has failed (as far as this process knows); the retry waits.
     tokio::time::sleep(RTT * 3).await;
@@ -156,7 +146,7 @@ async fn a_started_patch_that_never_lands_never_shortchanges_the_buyer() {
     let spec = spec_now(&fake, 5);
     let id = spec.id.as_str();
     for _ in 0..ATTEMPTS {
-        fake.fail(Method::PATCH, &format!("/jobs/{id}"), 500, "InternalError");
+        fail_patches(&fake, &format!("/jobs/{id}"), 1);
     }
     let b = backend.clone();
     let s = spec.clone();
@@ -288,7 +278,7 @@ async fn shutdown_waits_for_the_writes_a_create_left() {
     let spec = spec_now(&fake, 5);
     let id = spec.id.as_str();
     // The first try of the started patch fails: it is still on its way after the reply.
-    fake.fail(Method::PATCH, &format!("/jobs/{id}"), 500, "InternalError");
+    fail_patches(&fake, &format!("/jobs/{id}"), 1);
     let told = backend.create(&spec).await.unwrap().expires_at.unwrap();
     let job = fake.object("jobs", id).unwrap();
     assert_eq!(

@@ -20,24 +20,21 @@ use paygress_nostr::NostrConfig;
 use paygress_nostr::nostr_sdk::Keys;
 use paygress_nostr::testkit::TestRelay;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_closes_the_nostr_relay_connection() {
-    let relay = TestRelay::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
-    // No mint listens here: the node warns at start and serves anyway.
-    let mint = "http://127.0.0.1:9";
-    let node = Node::start(NodeConfig {
+/// A node on `backend`, HTTP on a free 127.0.0.1 port (the buyer API off), no
+/// maintenance, its data under `data_dir`. No mint listens at its mint's address: the
+/// node warns at start and serves anyway.
+fn node_config(
+    data_dir: &std::path::Path,
+    backend: Arc<dyn PodBackend>,
+    nostr: Option<NostrConfig>,
+) -> NodeConfig {
+    NodeConfig {
         service: ServiceConfig::default(),
         journal_path: data_dir.join("journal.jsonl"),
-        cashu: CashuConfig::new(data_dir.join("cashu.db"), [mint]).unwrap(),
+        cashu: CashuConfig::new(data_dir.join("cashu.db"), ["http://127.0.0.1:9"]).unwrap(),
         allow_shared_data: true,
-        backend: BackendConfig::Custom(Arc::new(MemoryBackend::new())),
-        nostr: Some(NostrConfig::new(
-            Keys::generate(),
-            vec![relay.url()],
-            &data_dir,
-        )),
+        backend: BackendConfig::Custom(backend),
+        nostr,
         http: HttpListen {
             addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             api: false,
@@ -48,8 +45,24 @@ async fn shutdown_closes_the_nostr_relay_connection() {
         },
         maintenance: None,
         shutdown_grace: Duration::from_secs(5),
-        data_dir: data_dir.clone(),
-    })
+        data_dir: data_dir.to_path_buf(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_the_nostr_relay_connection() {
+    let relay = TestRelay::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let node = Node::start(node_config(
+        &data_dir,
+        Arc::new(MemoryBackend::new()),
+        Some(NostrConfig::new(
+            Keys::generate(),
+            vec![relay.url()],
+            &data_dir,
+        )),
+    ))
     .await
     .unwrap();
     assert!(
@@ -102,25 +115,11 @@ async fn shutdown_lets_the_backend_finish_what_it_owes_leases() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let shutdowns = Arc::new(AtomicUsize::new(0));
-    let node = Node::start(NodeConfig {
-        service: ServiceConfig::default(),
-        journal_path: data_dir.join("journal.jsonl"),
-        cashu: CashuConfig::new(data_dir.join("cashu.db"), ["http://127.0.0.1:9"]).unwrap(),
-        allow_shared_data: true,
-        backend: BackendConfig::Custom(Arc::new(Counting(MemoryBackend::new(), shutdowns.clone()))),
-        nostr: None,
-        http: HttpListen {
-            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-            api: false,
-            config: HttpConfig::default(),
-            web: None,
-            web_addr: None,
-            metrics: None,
-        },
-        maintenance: None,
-        shutdown_grace: Duration::from_secs(5),
-        data_dir: data_dir.clone(),
-    })
+    let node = Node::start(node_config(
+        &data_dir,
+        Arc::new(Counting(MemoryBackend::new(), shutdowns.clone())),
+        None,
+    ))
     .await
     .unwrap();
     assert_eq!(shutdowns.load(Ordering::SeqCst), 0);

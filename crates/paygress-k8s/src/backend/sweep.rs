@@ -152,40 +152,20 @@ impl K8sBackend {
                 }));
             }
         }
-        for meta in metas(services.items) {
-            let Some(name) = meta.name.clone() else {
-                continue;
-            };
-            match verdict(&meta, true) {
-                Verdict::Keep => {}
-                Verdict::Delete => {
-                    let dp = &dp;
-                    deletes.push(Box::pin(async move {
-                        deleted(self.services.delete(&name, dp).await, "service", &name)
-                    }));
-                }
-                Verdict::Adopt(lease, uid) => deletes.push(Box::pin(async move {
-                    adopted(&self.services, &name, &lease, &uid).await
-                })),
-            }
-        }
-        for meta in metas(secrets.items) {
-            let Some(name) = meta.name.clone() else {
-                continue;
-            };
-            match verdict(&meta, true) {
-                Verdict::Keep => {}
-                Verdict::Delete => {
-                    let dp = &dp;
-                    deletes.push(Box::pin(async move {
-                        deleted(self.secrets.delete(&name, dp).await, "secret", &name)
-                    }));
-                }
-                Verdict::Adopt(lease, uid) => deletes.push(Box::pin(async move {
-                    adopted(&self.secrets, &name, &lease, &uid).await
-                })),
-            }
-        }
+        deletes.extend(dependents(
+            &self.services,
+            "service",
+            services.items,
+            &mut verdict,
+            &dp,
+        ));
+        deletes.extend(dependents(
+            &self.secrets,
+            "secret",
+            secrets.items,
+            &mut verdict,
+            &dp,
+        ));
         if look_again {
             self.cache.sweep_again();
         }
@@ -209,6 +189,38 @@ enum Verdict {
     Delete,
     /// Give it an ownerReference to Job (lease name, uid).
     Adopt(String, String),
+}
+
+/// What the sweep sends for the Services (or Secrets) it listed, by their verdicts:
+/// deletes and adoptions, none yet started.
+fn dependents<'a, K>(
+    api: &'a Api<K>,
+    kind: &'static str,
+    items: Vec<PartialObjectMeta<K>>,
+    verdict: &mut impl FnMut(&ObjectMeta, bool) -> Verdict,
+    dp: &'a DeleteParams,
+) -> Vec<BoxFuture<'a, Result<usize, BackendError>>>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync,
+{
+    let mut sent: Vec<BoxFuture<'a, Result<usize, BackendError>>> = Vec::new();
+    for meta in metas(items) {
+        let Some(name) = meta.name.clone() else {
+            continue;
+        };
+        match verdict(&meta, true) {
+            Verdict::Keep => {}
+            Verdict::Delete => sent.push(Box::pin(async move {
+                deleted(api.delete(&name, dp).await, kind, &name)
+            })),
+            Verdict::Adopt(lease, uid) => {
+                sent.push(Box::pin(
+                    async move { adopted(api, &name, &lease, &uid).await },
+                ))
+            }
+        }
+    }
+    sent
 }
 
 /// Sets the ownerReference a create did not get to set; 0 (nothing removed).
