@@ -70,7 +70,8 @@ pub async fn leases_child(
             let url = api_url.context("--api URL")?;
             let mut config = kube::Config::new(url.parse().context("api url")?);
             config.default_namespace = NS.to_owned();
-            let client = kube::Client::try_from(config)?;
+            // The client the service builds (its bound on requests in flight included).
+            let client = paygress_k8s::client(config)?;
             let backend = paygress_k8s::K8sBackend::new(client, paygress_k8s::K8sConfig::default());
             // As the service's first reaper pass at startup does: the watches behind
             // `list` sync while there are no leases yet.

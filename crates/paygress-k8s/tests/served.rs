@@ -81,3 +81,42 @@ async fn the_in_process_fake_counts_its_calls_too() {
     assert_eq!(fake.calls(), 1);
     assert_eq!(fake.log().len(), 1);
 }
+
+/// Many requests at once: the client the service builds keeps to
+/// [`paygress_k8s::MAX_IN_FLIGHT`] of them in flight, so the connections it opens (and
+/// keeps, idle, in its pool) stay near that many; kube's own client opens one per
+/// request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_client_opens_about_as_many_connections_as_it_allows_in_flight() {
+    const REQUESTS: usize = 300;
+    async fn burst(client: kube::Client) {
+        let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> =
+            kube::Api::namespaced(client, paygress_k8s::fake::NS);
+        let gets = (0..REQUESTS).map(|i| {
+            let jobs = jobs.clone();
+            async move { jobs.get_opt(&format!("job-{i}")).await.unwrap() }
+        });
+        assert!(
+            futures::future::join_all(gets)
+                .await
+                .iter()
+                .all(Option::is_none)
+        );
+    }
+    let limited = Fake::serve(Duration::from_millis(20)).await.unwrap();
+    burst(limited.client().unwrap()).await;
+    let plain = Fake::serve(Duration::from_millis(20)).await.unwrap();
+    burst(kube::Client::try_from(plain.config()).unwrap()).await;
+    assert!(
+        limited.connections() <= 2 * paygress_k8s::MAX_IN_FLIGHT as u64,
+        "{} connections for {} in flight",
+        limited.connections(),
+        paygress_k8s::MAX_IN_FLIGHT
+    );
+    // Without the bound (the contrast that shows the test can fail).
+    assert!(
+        plain.connections() > 2 * paygress_k8s::MAX_IN_FLIGHT as u64,
+        "{} connections without a bound",
+        plain.connections()
+    );
+}

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -154,6 +155,7 @@ impl Fake {
 pub struct Served {
     addr: SocketAddr,
     fake: Fake,
+    connections: Arc<AtomicU64>,
     tasks: [tokio::task::JoinHandle<()>; 2],
 }
 
@@ -177,14 +179,27 @@ impl Served {
         });
         // TCP_NODELAY, as the real API server (Go) sets it: without it, a watch event
         // written after the response's head waits for the client's delayed ACK (40 ms).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let connections = Arc::new(AtomicU64::new(0));
+        let accepted = connections.clone();
+        let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp| {
             let _ = tcp.set_nodelay(true);
+            accepted.fetch_add(1, Ordering::Relaxed);
         });
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
         let tasks = [server, tokio::spawn(background)];
-        Ok(Self { addr, fake, tasks })
+        Ok(Self {
+            addr,
+            fake,
+            connections,
+            tasks,
+        })
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// The fake cluster behind the port.
@@ -197,15 +212,21 @@ impl Served {
         format!("http://{}", self.addr)
     }
 
-    /// A kube client for it, over TCP, with [`NS`] as its default namespace.
+    /// A kube client for it, over TCP, with [`NS`] as its default namespace: the one
+    /// the service builds ([`crate::client`]).
     ///
     /// # Errors
     /// When kube cannot build a client for the URL.
     pub fn client(&self) -> Result<kube::Client, kube::Error> {
+        crate::client(self.config())
+    }
+
+    /// A kube configuration for it, with [`NS`] as its default namespace.
+    pub fn config(&self) -> kube::Config {
         let url = self.url().parse().expect("a 127.0.0.1 URL is a valid URI");
         let mut config = kube::Config::new(url);
         config.default_namespace = NS.to_owned();
-        kube::Client::try_from(config)
+        config
     }
 
     /// A kubeconfig document pointing at it (for a separate process).
