@@ -4,16 +4,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use paygress_cashu::CashuConfig;
 use paygress_core::memory::MemoryBackend;
-use paygress_core::{
-    BackendError, Extension, LeaseId, LeaseRecord, LeaseSpec, PodBackend, Provisioned,
-    ServiceConfig,
-};
+use paygress_core::{PodBackend, ServiceConfig};
 use paygress_http::HttpConfig;
 use paygress_node::{BackendConfig, HttpListen, Node, NodeConfig};
 use paygress_nostr::NostrConfig;
@@ -82,47 +77,15 @@ async fn shutdown_closes_the_nostr_relay_connection() {
     drop(service);
 }
 
-/// A memory backend that counts its shutdowns.
-struct Counting(MemoryBackend, Arc<AtomicUsize>);
-
-#[async_trait]
-impl PodBackend for Counting {
-    fn name(&self) -> &'static str {
-        "counting"
-    }
-    async fn create(&self, spec: &LeaseSpec) -> Result<Provisioned, BackendError> {
-        self.0.create(spec).await
-    }
-    async fn extend(&self, id: &LeaseId, extension: &Extension) -> Result<(), BackendError> {
-        self.0.extend(id, extension).await
-    }
-    async fn delete(&self, id: &LeaseId) -> Result<(), BackendError> {
-        self.0.delete(id).await
-    }
-    async fn get(&self, id: &LeaseId) -> Result<Option<LeaseRecord>, BackendError> {
-        self.0.get(id).await
-    }
-    async fn list(&self) -> Result<Vec<LeaseRecord>, BackendError> {
-        self.0.list().await
-    }
-    async fn shutdown(&self) {
-        self.1.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_the_backend_finish_what_it_owes_leases() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let shutdowns = Arc::new(AtomicUsize::new(0));
-    let node = Node::start(node_config(
-        &data_dir,
-        Arc::new(Counting(MemoryBackend::new(), shutdowns.clone())),
-        None,
-    ))
-    .await
-    .unwrap();
-    assert_eq!(shutdowns.load(Ordering::SeqCst), 0);
+    let backend = MemoryBackend::new();
+    let node = Node::start(node_config(&data_dir, Arc::new(backend.clone()), None))
+        .await
+        .unwrap();
+    assert_eq!(backend.shutdowns(), 0);
     node.shutdown().await;
-    assert_eq!(shutdowns.load(Ordering::SeqCst), 1);
+    assert_eq!(backend.shutdowns(), 1);
 }

@@ -31,6 +31,8 @@ struct BackendState {
     fail: HashMap<FailOn, usize>,
     next_port: u16,
     host_keys: Vec<HostKey>,
+    sweeps_stall: bool,
+    shutdowns: usize,
 }
 
 impl std::hash::Hash for FailOn {
@@ -65,6 +67,17 @@ impl MemoryBackend {
     /// Makes new leases present these SSH host keys.
     pub fn set_host_keys(&self, keys: Vec<HostKey>) {
         lock(&self.state).host_keys = keys;
+    }
+
+    /// Makes every later `sweep` wait forever, as a sweep listing every object of a big
+    /// cluster takes seconds (tests check that nothing else waits for it).
+    pub fn stall_sweeps(&self) {
+        lock(&self.state).sweeps_stall = true;
+    }
+
+    /// How many times `shutdown` was called.
+    pub fn shutdowns(&self) -> usize {
+        lock(&self.state).shutdowns
     }
 
     /// How many leases exist.
@@ -153,5 +166,17 @@ impl PodBackend for MemoryBackend {
             .values()
             .map(|(r, _)| r.clone())
             .collect())
+    }
+
+    async fn sweep(&self) -> Result<usize, BackendError> {
+        let stall = lock(&self.state).sweeps_stall;
+        if stall {
+            std::future::pending::<()>().await;
+        }
+        Ok(0)
+    }
+
+    async fn shutdown(&self) {
+        lock(&self.state).shutdowns += 1;
     }
 }

@@ -273,48 +273,20 @@ async fn reap_expired_spares_a_provisioning_lease_and_removes_an_ended_one() {
     assert_eq!(service.reap_expired().await.expect("reap"), 3);
 }
 
-/// A backend whose sweep never ends (a sweep listing every object of a big cluster
-/// takes seconds): everything else is the in-memory backend's.
-struct StuckSweep(MemoryBackend);
-
-#[async_trait::async_trait]
-impl PodBackend for StuckSweep {
-    fn name(&self) -> &'static str {
-        "stuck-sweep"
-    }
-    async fn create(&self, spec: &LeaseSpec) -> Result<Provisioned, BackendError> {
-        self.0.create(spec).await
-    }
-    async fn extend(&self, id: &LeaseId, extension: &Extension) -> Result<(), BackendError> {
-        self.0.extend(id, extension).await
-    }
-    async fn delete(&self, id: &LeaseId) -> Result<(), BackendError> {
-        self.0.delete(id).await
-    }
-    async fn get(&self, id: &LeaseId) -> Result<Option<LeaseRecord>, BackendError> {
-        self.0.get(id).await
-    }
-    async fn list(&self) -> Result<Vec<LeaseRecord>, BackendError> {
-        self.0.list().await
-    }
-    async fn sweep(&self) -> Result<usize, BackendError> {
-        std::future::pending().await
-    }
-}
-
 /// The reaper does not wait for the sweep: a lease expires at its paid second while a
 /// sweep over thousands of objects is still listing them (10,000 leases on the fake
 /// API: expiries seconds late while it ran in the reaper's pass).
 #[tokio::test(start_paused = true)]
 async fn a_slow_sweep_does_not_hold_up_the_reaper() {
     let memory = MemoryBackend::new();
+    memory.stall_sweeps();
     let clock = ManualClock::new(start());
     let lease = seed_lease(&memory, Tier::standard(), at(5)).await;
     let service = Arc::new(
         Paygress::builder(
             config(),
             Arc::new(MockPaymentVerifier::new()),
-            Arc::new(StuckSweep(memory.clone())),
+            Arc::new(memory.clone()),
         )
         .clock(Arc::new(clock.clone()))
         .build(),
