@@ -308,3 +308,22 @@ mod contract {
 
     paygress_core::pod_backend_tests!(fresh);
 }
+
+/// Creates that find their node's address unknown read the node once between them, not
+/// once each (64 creates at once on a fresh backend read it up to 39 times).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_arriving_together_read_their_node_once() {
+    let (client, fake) = Fake::start();
+    let backend = Arc::new(on_fake(client, &fake, K8sConfig::default()));
+    let creates = (0..24).map(|_| {
+        let backend = backend.clone();
+        let spec = spec_now(&fake, 5);
+        tokio::spawn(async move { backend.create(&spec).await })
+    });
+    for created in futures::future::join_all(creates).await {
+        created.unwrap().unwrap();
+    }
+    let tally = fake.tally();
+    assert_eq!(tally.get("GET nodes"), Some(&1), "{tally:?}");
+    backend.shutdown().await;
+}

@@ -369,6 +369,12 @@ impl K8sBackend {
         if let Some(address) = self.inflight.node_address(&name) {
             return Ok(address);
         }
+        let gate = self.inflight.node_read(&name);
+        let _reading = gate.lock().await;
+        // Another create may have read it while this one queued.
+        if let Some(address) = self.inflight.node_address(&name) {
+            return Ok(address);
+        }
         let node = self.nodes.get(&name).await.map_err(|e| map_kube(id, e))?;
         let address = objects::node_address(&node).ok_or_else(|| {
             BackendError::Rejected(

@@ -4,7 +4,7 @@
 //! the addresses of the nodes it has looked up.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -36,6 +36,7 @@ pub(super) struct Inflight {
     settling: Mutex<HashMap<String, Settling>>,
     serial: Mutex<u64>,
     nodes: Mutex<HashMap<String, (String, Instant)>>,
+    node_reads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -161,6 +162,17 @@ impl Inflight {
             .get(name)
             .filter(|(_, at)| at.elapsed() < NODE_ADDRESS_TTL)
             .map(|(address, _)| address.clone())
+    }
+
+    /// The gate of reads of node `name`: creates that find its address unknown queue on
+    /// it, so the first reads the node and the others use what it found (64 creates at
+    /// once on a fresh backend would otherwise read the same node dozens of times).
+    pub(super) fn node_read(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut reads = lock(&self.node_reads);
+        if reads.len() >= NODE_ADDRESSES && !reads.contains_key(name) {
+            reads.clear();
+        }
+        reads.entry(name.to_owned()).or_default().clone()
     }
 
     /// Remembers the address of node `name`.
