@@ -277,6 +277,25 @@ fn rss_parts(pid: u32) -> Result<(u64, u64, u64)> {
     Ok((field("VmRSS:")?, field("RssAnon:")?, field("RssFile:")?))
 }
 
+/// Stops `paygress serve` as an operator would (SIGTERM: it drains and exits), and
+/// kills it if it has not exited within 20 s. An orderly exit also lets a profiler
+/// wrapped around it (`cargo xtask startup-order`) write what it saw.
+async fn stop(child: &mut tokio::process::Child, pid: u32) -> Result<()> {
+    let term = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await?;
+    if term.success()
+        && tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .is_ok()
+    {
+        return Ok(());
+    }
+    child.kill().await?;
+    Ok(())
+}
+
 /// Starts `paygress serve` (HTTP mode, Kubernetes backend on the fake API, the test
 /// mint whitelisted) `runs` times.
 pub async fn startup(
@@ -346,7 +365,7 @@ pub async fn startup(
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
         rss.push(rss_parts(pid)?);
-        child.kill().await?;
+        stop(&mut child, pid).await?;
     }
     rss.sort_unstable();
     let (idle_rss_kib, idle_anon_kib, idle_file_kib) = rss[rss.len() / 2];

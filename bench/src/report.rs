@@ -212,10 +212,18 @@ impl Report {
         match &self.login {
             Some(l) => {
                 let (target, measured, met) = l.goal();
+                let sshd = if l.sshd.n > 0 {
+                    format!(
+                        "; the same client into OpenSSH's own sshd on 127.0.0.1: {:.1} ms",
+                        l.sshd.p50
+                    )
+                } else {
+                    String::new()
+                };
                 let why = format!(
                     "reply received after {:.1} ms (service {:.1} ms, of which mint {:.1} ms); \
                      then `ssh … true` {:.1} ms (the client's handshake, key login and the \
-                     sandboxed command)",
+                     sandboxed command){sshd}",
                     l.to_reply.p50,
                     l.stages
                         .iter()
@@ -433,7 +441,8 @@ impl Report {
                 o,
                 "`paygress serve`, `RUN_MODE=http`, Kubernetes backend on a fake API without leases, \
                  the in-process mint whitelisted; {} starts of each build (`dist`: the profile \
-                 operators ship, fat LTO and size-optimised). Idle RSS is the median after 3 s, \
+                 operators ship: fat LTO, size-optimised, its start-up code laid out together as \
+                 `crates/paygress-bin/startup.order` lists it). Idle RSS is the median after 3 s, \
                  split into anonymous memory (what the service allocates) and mapped files \
                  (mostly its own code):\n\n\
                  | build | binary | start to listening p50 / max | start to healthy p50 / max | idle RSS | anonymous | mapped files |\n\

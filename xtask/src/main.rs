@@ -14,6 +14,9 @@
 //! - `e2e-kind`: real-cluster tests on a kind cluster (needs Docker).
 //! - `fuzz [--secs N] [--cmin] [target…]`: runs the cargo-fuzz targets in `fuzz/` one
 //!   after the other (docs/FUZZING.md).
+//! - `startup-order`: profiles `paygress serve` starting (valgrind) and writes
+//!   `crates/paygress-bin/startup.order`, the functions the optimised build lays out
+//!   together (`xtask/src/startup_order.rs`).
 //! - `protoc-path`: prints the vendored protoc (`export PROTOC=$(cargo xtask protoc-path)`).
 
 use std::env;
@@ -27,6 +30,7 @@ mod ci;
 mod fuzz;
 mod paygress;
 mod soak;
+mod startup_order;
 
 use paygress::{chaos, run_paygress};
 
@@ -63,13 +67,14 @@ fn run() -> Result<()> {
             cmd("bash", &[script.to_str().context("path")?])
         }
         "fuzz" => fuzz::fuzz(&rest),
+        "startup-order" => startup_order::run(),
         "protoc-path" => {
             println!("{}", protoc()?.display());
             Ok(())
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | demo [args] | dev [args] | bench [--quick] | bench cashu [args] | chaos [--requests N] [--seed S] | e2e-kind | fuzz [--secs N] [--cmin] [target…] | protoc-path>"
+                "usage: cargo xtask <ci | demo [args] | dev [args] | bench [--quick] | bench cashu [args] | chaos [--requests N] [--seed S] | e2e-kind | fuzz [--secs N] [--cmin] [target…] | startup-order | protoc-path>"
             );
             bail!("unknown task {task:?}")
         }
