@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use paygress_cashu::testkit::TestMint;
-use paygress_core::protocol::{AccessDetails, Request, SpawnRequest};
+use paygress_core::protocol::{Request, SpawnRequest};
 use paygress_core::{DynPodBackend, PodBackend, Reply};
 use paygress_local::{LocalBackend, LocalConfig, PortRange, SandboxMode};
 use paygress_nostr::nostr_sdk::Keys;
@@ -50,6 +50,10 @@ pub struct Login {
     pub host_key_checked: bool,
     /// `ssh` attempts beyond the first, over all runs.
     pub retries: usize,
+    /// The same `ssh … true` (client, options, key) into OpenSSH's own `sshd` on
+    /// 127.0.0.1: what a login costs this client against a server that is not ours.
+    /// `n` is 0 where `sshd` could not run (not installed, or not root).
+    pub sshd: Summary,
 }
 
 impl Login {
@@ -123,9 +127,21 @@ impl Login {
             ),
             None => "not known: the relay round trip or the swap was not measured".to_owned(),
         };
+        let sshd = if self.sshd.n > 0 {
+            format!(
+                "\n\nFor the login part: the same `ssh … true` (client, options, key) into \
+                 OpenSSH's own `sshd` on 127.0.0.1, no sandbox, n = {}: p50 {:.1} ms, p90 \
+                 {:.1} ms, max {:.1} ms; here it took {:.1} ms at p50 (after the reply)",
+                self.sshd.n, self.sshd.p50, self.sshd.p90, self.sshd.max, self.to_login.p50
+            )
+        } else {
+            "\n\nFor the login part: OpenSSH's `sshd` was not measured (not installed, or \
+             not root)"
+                .to_owned()
+        };
         let _ = writeln!(
             o,
-            "\nFloor: {floor}.\n\nThe service's own timings per run (p50 of one call, calls \
+            "\nFloor: {floor}.{sshd}.\n\nThe service's own timings per run (p50 of one call, calls \
              per run): {}.\n",
             self.stages
                 .iter()
@@ -212,7 +228,21 @@ pub async fn payment_to_login(
         };
         ensure!(!access.password_login, "the lease accepts its password");
         let checked = !access.host_keys.is_empty();
-        let retries = login(&access, &key, &dir.path().join(format!("known_hosts{i}"))).await?;
+        let port = access.node_port.unwrap_or(access.ssh_port);
+        let host_keys: Vec<&str> = access
+            .host_keys
+            .iter()
+            .map(|k| k.public_key.as_str())
+            .collect();
+        let retries = ssh_true(
+            &format!("{}@{}", access.ssh_username, access.ssh_host),
+            port,
+            &host_keys,
+            &key,
+            &dir.path().join(format!("known_hosts{i}")),
+        )
+        .await
+        .with_context(|| format!("logging into {}", access.pod_name))?;
         let t2 = Instant::now();
         local
             .delete(&access.pod_name)
@@ -248,20 +278,100 @@ pub async fn payment_to_login(
     stack.shutdown().await;
     drop(stack);
     drop(local);
+    result.sshd = match floor_sshd(dir.path(), &key, &public_key, n).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("bench: OpenSSH sshd floor not measured: {e:#}");
+            Summary::default()
+        }
+    };
     Ok(result)
 }
 
-/// `ssh … true` into the lease with `key`, checking the reply's host key when it has
-/// one; retried for up to 10 s. Returns the attempts beyond the first.
-async fn login(access: &AccessDetails, key: &Path, known_hosts: &Path) -> Result<usize> {
-    let port = access.node_port.unwrap_or(access.ssh_port);
-    let strict = if access.host_keys.is_empty() {
+/// `n` logins (after one warm-up) with the same client, options and `key` into
+/// OpenSSH's own `sshd`, started on a free port of 127.0.0.1 with a fresh host key
+/// (checked strictly) and `public_key` authorised. An empty summary where `sshd` is not
+/// installed or cannot run (it needs root for its privilege separation).
+async fn floor_sshd(dir: &Path, key: &Path, public_key: &str, n: usize) -> Result<Summary> {
+    let sshd = Path::new("/usr/sbin/sshd");
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if !sshd.exists() || !root {
+        eprintln!("bench: OpenSSH sshd floor skipped: needs /usr/sbin/sshd and root");
+        return Ok(Summary::default());
+    }
+    // Privilege separation's empty directory (the package's service creates it at boot).
+    std::fs::create_dir_all("/run/sshd")?;
+    let host_key = dir.join("sshd_host_ed25519");
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&host_key)
+        .output()
+        .context("ssh-keygen")?;
+    ensure!(out.status.success(), "ssh-keygen failed: {out:?}");
+    let authorized = dir.join("sshd_authorized_keys");
+    std::fs::write(&authorized, format!("{public_key}\n"))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let config = dir.join("sshd_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
+             StrictModes no\nPidFile none\nPrintMotd no\nPrintLastLog no\nUseDNS no\n",
+            host_key.display(),
+            authorized.display()
+        ),
+    )?;
+    let mut server = tokio::process::Command::new(sshd)
+        .arg("-D")
+        .arg("-f")
+        .arg(&config)
+        .args(["-E"])
+        .arg(dir.join("sshd.log"))
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting sshd")?;
+    let host_public = std::fs::read_to_string(host_key.with_extension("pub"))?;
+    let host_public = host_public.trim();
+    let user = "root@127.0.0.1";
+    let known_hosts = dir.join("sshd_known_hosts");
+    let mut sample = Vec::new();
+    for i in 0..=n {
+        let t = Instant::now();
+        ssh_true(user, port, &[host_public], key, &known_hosts).await?;
+        if i > 0 {
+            sample.push(t.elapsed());
+        }
+    }
+    server.kill().await?;
+    Ok(Summary::of(&sample))
+}
+
+/// `ssh … true` as `user_at_host` on `port` with `key`, checking the host key when
+/// `host_keys` names any (written to `known_hosts`); retried for up to 10 s. Returns the
+/// attempts beyond the first.
+async fn ssh_true(
+    user_at_host: &str,
+    port: u16,
+    host_keys: &[&str],
+    key: &Path,
+    known_hosts: &Path,
+) -> Result<usize> {
+    let host = user_at_host
+        .rsplit_once('@')
+        .map_or(user_at_host, |(_, h)| h);
+    let strict = if host_keys.is_empty() {
         "StrictHostKeyChecking=no"
     } else {
-        let lines: String = access
-            .host_keys
+        let lines: String = host_keys
             .iter()
-            .map(|k| format!("[{}]:{port} {}\n", access.ssh_host, k.public_key))
+            .map(|k| format!("[{host}]:{port} {k}\n"))
             .collect();
         std::fs::write(known_hosts, lines)?;
         "StrictHostKeyChecking=yes"
@@ -298,7 +408,7 @@ async fn login(access: &AccessDetails, key: &Path, known_hosts: &Path) -> Result
                 "-p",
             ])
             .arg(port.to_string())
-            .arg(format!("{}@{}", access.ssh_username, access.ssh_host))
+            .arg(user_at_host)
             .arg("true")
             .stdin(Stdio::null())
             .kill_on_drop(true)
@@ -310,8 +420,7 @@ async fn login(access: &AccessDetails, key: &Path, known_hosts: &Path) -> Result
         }
         if Instant::now() >= deadline {
             bail!(
-                "ssh into {} on port {port} failed: {}",
-                access.pod_name,
+                "ssh to {user_at_host} on port {port} failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
