@@ -214,7 +214,8 @@ impl Report {
                 let (target, measured, met) = l.goal();
                 let sshd = if l.sshd.n > 0 {
                     format!(
-                        "; the same client into OpenSSH's own sshd on 127.0.0.1: {:.1} ms",
+                        "; the same client into OpenSSH's own sshd on 127.0.0.1, for comparison: \
+                         {:.1} ms",
                         l.sshd.p50
                     )
                 } else {
