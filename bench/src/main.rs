@@ -140,12 +140,15 @@ async fn run(args: &[String]) -> Result<()> {
         [0, 0]
     };
     let swaps = sizes.n(50);
+    // The mint alone at the load the throughput goal is judged at (concurrency 10).
+    let rate_swaps = if wanted("k8s0") { sizes.n(300) } else { 0 };
     let total: usize = plan
         .iter()
         .flat_map(|(_, ns)| ns.iter().map(|&n| sizes.n(n)))
         .sum::<usize>()
         + top_ups.iter().sum::<usize>()
-        + swaps;
+        + swaps
+        + rate_swaps;
     eprintln!("bench: minting {total} tokens ...");
     let t = std::time::Instant::now();
     let mut spawn_tokens = tokens(&mint, total - top_ups.iter().sum::<usize>(), 2).await?;
@@ -156,6 +159,14 @@ async fn run(args: &[String]) -> Result<()> {
     // Floors.
     eprintln!("bench: floors ...");
     let swap = scenarios::floor_swap(&mint, take(swaps)).await?;
+    if rate_swaps > 0 {
+        let r = scenarios::floor_swap_rate(&mint, take(rate_swaps), 10, &rec).await?;
+        eprintln!(
+            "bench:   the mint alone, 10 at a time: {:.1} swaps/s",
+            r.throughput
+        );
+        report.swap_rate = Some(r);
+    }
     let relay_rt = match scenarios::floor_relay(&relay, 50).await {
         Ok(s) => s,
         Err(e) => {

@@ -44,6 +44,36 @@ pub async fn floor_swap(mint: &TestMint, tokens: Vec<CashuToken>) -> Result<Summ
     Ok(Summary::of(&lat))
 }
 
+/// The mint alone under load: one service-style wallet receiving `tokens` with
+/// `concurrency` at a time (closed loop, as the spawn scenarios); what the service's
+/// paid spawns per second are compared with.
+pub async fn floor_swap_rate(
+    mint: &TestMint,
+    tokens: Vec<CashuToken>,
+    concurrency: usize,
+    rec: &Recorder,
+) -> Result<Run> {
+    let dir = tempfile::tempdir()?;
+    let wallet = Arc::new(
+        CashuVerifier::open(&CashuConfig::new(
+            dir.path().join("cashu.db"),
+            [mint.url().to_string()],
+        )?)
+        .await?,
+    );
+    wallet.warm_up().await;
+    let n = tokens.len();
+    let tokens = Arc::new(tokens);
+    load::run("mint alone", n, concurrency, rec, move |i| {
+        let (wallet, tokens) = (wallet.clone(), tokens.clone());
+        async move {
+            wallet.receive(&tokens[i]).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
 /// One relay round trip: publish an event and see it arrive at another client's
 /// subscription (a client does not report events it sent itself).
 pub async fn floor_relay(relay: &TestRelay, n: usize) -> Result<Summary> {
