@@ -26,8 +26,9 @@ fn idempotency_key() -> String {
     format!("bench-{:032x}", rand::random::<u128>())
 }
 
-/// One swap against the mint: a fresh service-style wallet receiving tokens one by one.
-pub async fn floor_swap(mint: &TestMint, tokens: Vec<CashuToken>) -> Result<Summary> {
+/// A fresh wallet as the service opens it (its database in a temporary directory,
+/// returned with it), warmed up against `mint`.
+async fn service_wallet(mint: &TestMint) -> Result<(tempfile::TempDir, CashuVerifier)> {
     let dir = tempfile::tempdir()?;
     let wallet = CashuVerifier::open(&CashuConfig::new(
         dir.path().join("cashu.db"),
@@ -35,6 +36,12 @@ pub async fn floor_swap(mint: &TestMint, tokens: Vec<CashuToken>) -> Result<Summ
     )?)
     .await?;
     wallet.warm_up().await;
+    Ok((dir, wallet))
+}
+
+/// One swap against the mint: a fresh service-style wallet receiving tokens one by one.
+pub async fn floor_swap(mint: &TestMint, tokens: Vec<CashuToken>) -> Result<Summary> {
+    let (_dir, wallet) = service_wallet(mint).await?;
     let mut lat = Vec::new();
     for t in &tokens {
         let t0 = Instant::now();
@@ -53,15 +60,8 @@ pub async fn floor_swap_rate(
     concurrency: usize,
     rec: &Recorder,
 ) -> Result<Run> {
-    let dir = tempfile::tempdir()?;
-    let wallet = Arc::new(
-        CashuVerifier::open(&CashuConfig::new(
-            dir.path().join("cashu.db"),
-            [mint.url().to_string()],
-        )?)
-        .await?,
-    );
-    wallet.warm_up().await;
+    let (_dir, wallet) = service_wallet(mint).await?;
+    let wallet = Arc::new(wallet);
     let n = tokens.len();
     let tokens = Arc::new(tokens);
     load::run("mint alone", n, concurrency, rec, move |i| {

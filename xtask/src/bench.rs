@@ -1,11 +1,8 @@
 //! `cargo xtask bench`: the benchmark suite.
 
-use std::env;
-use std::path::PathBuf;
-
 use anyhow::{Context, Result, bail};
 
-use crate::{cmd, root, soak};
+use crate::{cmd, soak, target_dir};
 
 /// `bench cashu [args]`: the redeem-only benchmark. `bench [--quick]`: the whole suite
 /// (`bench/`, issue 18): builds `paygress` and the bench in release (one invocation,
@@ -75,9 +72,7 @@ fn suite(args: &[String]) -> Result<()> {
             ],
         )?;
     }
-    let target = env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().map(|r| r.join("target")).unwrap_or_default());
+    let target = target_dir()?;
     let release = target.join("release");
     let bench = release.join("paygress-bench");
     let paygress = release.join("paygress");

@@ -89,6 +89,14 @@ fn root() -> Result<PathBuf> {
         .to_path_buf())
 }
 
+/// Cargo's target directory: `CARGO_TARGET_DIR`, else `target/` in the workspace root.
+fn target_dir() -> Result<PathBuf> {
+    match env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => Ok(PathBuf::from(dir)),
+        None => Ok(root()?.join("target")),
+    }
+}
+
 fn protoc() -> Result<PathBuf> {
     if let Some(p) = env::var_os("PROTOC") {
         return Ok(PathBuf::from(p));

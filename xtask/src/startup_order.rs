@@ -13,22 +13,19 @@
 //! by the linker, so a stale file costs memory, never correctness.
 
 use std::collections::HashSet;
-use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cmd, have, root};
+use crate::{cmd, have, root, target_dir};
 
 /// Builds, profiles and writes the file; prints how many functions it lists.
 pub fn run() -> Result<()> {
     if !have("valgrind") {
         bail!("valgrind is not installed (apt-get install valgrind)");
     }
-    let target = env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().map(|r| r.join("target")).unwrap_or_default());
+    let target = target_dir()?;
     cmd(
         "cargo",
         &[
@@ -181,7 +178,7 @@ mod tests {
 
     #[test]
     fn functions_of_the_binary_in_first_run_order_across_dumps() -> Result<()> {
-        let dir = env::temp_dir().join(format!("xtask-order-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("xtask-order-{}", std::process::id()));
         fs::create_dir_all(&dir)?;
         let bin = "/x/paygress";
         fs::write(
