@@ -44,16 +44,10 @@ impl Paygress {
                     .resolve_attempt(ctx, purpose, &lease, &token, &attempt)
                     .await
                 {
-                    Ok(payment) if request.is_none() && purpose == Purpose::Spawn => {
-                        // No pod should exist yet, but one may if the payment's own
-                        // journal line was lost: it must not run unpaid.
-                        if let Err(e) = self.backend.delete(&lease).await {
-                            warn!(error = %e, "could not remove a lease that may exist");
-                        }
-                        self.use_payment(ctx, purpose, lease, payment, None).await
-                    }
+                    // The payment's own line (`Paid`) is written without waiting for
+                    // its `fsync`: a crash may have lost it after the pod was created.
                     Ok(payment) => {
-                        self.use_payment(ctx, purpose, lease, payment, request)
+                        self.resume_paid(ctx, purpose, lease, payment, request)
                             .await
                     }
                     Err(reply) => reply,
@@ -64,19 +58,7 @@ impl Paygress {
                 lease,
                 payment,
             } => {
-                if purpose == Purpose::Spawn {
-                    // A crash between redeem and reply: a pod may exist whose password
-                    // nobody received. Remove it first; a retry gets a new lease.
-                    if let Err(e) = self.backend.delete(&lease).await {
-                        debug!(error = %e, "cannot remove a half-created lease yet");
-                        return pending_reply();
-                    }
-                }
-                let lease = match purpose {
-                    Purpose::Spawn => LeaseId::generate(),
-                    Purpose::TopUp => lease,
-                };
-                self.use_payment(ctx, purpose, lease, payment, request)
+                self.resume_paid(ctx, purpose, lease, payment, request)
                     .await
             }
             Stage::Extending {
@@ -132,6 +114,32 @@ impl Paygress {
             } => self.pay_out(ctx, reply, &mint, amount).await,
             Stage::Done { reply } => reply,
         }
+    }
+
+    /// Resumes a request whose payment is held: a retry's request still becomes the
+    /// lease or the top-up, settlement refunds it. A spawn's pod may exist (created
+    /// before the crash, its password never sent): it is removed first, and a retry
+    /// gets a new lease.
+    async fn resume_paid(
+        &self,
+        ctx: Ctx<'_>,
+        purpose: Purpose,
+        lease: LeaseId,
+        payment: Redeemed,
+        request: Option<Request>,
+    ) -> Reply {
+        let lease = match purpose {
+            Purpose::Spawn => {
+                if let Err(e) = self.backend.delete(&lease).await {
+                    debug!(error = %e, "cannot remove a half-created lease yet");
+                    return pending_reply();
+                }
+                LeaseId::generate()
+            }
+            Purpose::TopUp => lease,
+        };
+        self.use_payment(ctx, purpose, lease, payment, request)
+            .await
     }
 
     /// Whether the mint reports `token` unspent (no answer counts as "not known").

@@ -76,6 +76,58 @@ fn redeeming(lease: &LeaseId, token: &CashuToken, attempt: RedeemAttempt) -> Ent
     })
 }
 
+/// A spawn paid and created, then a crash before the payment's own journal line was
+/// durable (it is written without waiting for its `fsync`): the journal says
+/// `Redeeming`, and a pod exists under the lease id it names.
+async fn crashed_mid_spawn_with_the_payment_line_lost(fx: &Fixture, token: &CashuToken) -> LeaseId {
+    let (attempt, _) = swapped(fx, token).await;
+    let mut spec = sample_spec(60);
+    spec.owner = buyer();
+    fx.backend.create(&spec).await.expect("create");
+    fx.journal
+        .put(&key("1"), &redeeming(&spec.id, token, attempt))
+        .await
+        .expect("journal");
+    spec.id
+}
+
+#[tokio::test]
+async fn a_retry_after_a_crash_mid_spawn_that_lost_the_payment_line_gets_a_working_lease() {
+    let fx = Fixture::new();
+    let token = fx.wallet.token(100);
+    let half = crashed_mid_spawn_with_the_payment_line_lost(&fx, &token).await;
+
+    let a = access(fx.handle("1", spawn_req(&token, Some(60))).await);
+    assert_ne!(a.pod_name, half, "the half-created pod is replaced");
+    assert!(
+        fx.backend.spec(&half).is_none(),
+        "nobody holds its password"
+    );
+    assert_eq!(fx.backend.len(), 1);
+    let spec = fx.backend.spec(&a.pod_name).expect("the new lease");
+    assert_eq!(
+        spec.password.expose(),
+        a.ssh_password.expose(),
+        "the reply opens it"
+    );
+    assert_eq!(fx.wallet.spend(a.change_token.as_ref()), 40);
+    assert_eq!(fx.wallet.balance(), 60);
+    assert!(fx.journal.unfinished().await.expect("journal").is_empty());
+}
+
+#[tokio::test]
+async fn settle_after_a_crash_mid_spawn_that_lost_the_payment_line_deletes_the_pod_and_refunds() {
+    let fx = Fixture::new();
+    let token = fx.wallet.token(100);
+    crashed_mid_spawn_with_the_payment_line_lost(&fx, &token).await;
+
+    assert_eq!(fx.service.settle().await, 1);
+    assert!(fx.backend.is_empty());
+    let e = error(fx.handle("1", spawn_req(&token, Some(60))).await);
+    assert_eq!(fx.wallet.spend(e.refund_token.as_ref()), 100);
+    assert_eq!(fx.wallet.balance(), 0);
+}
+
 #[tokio::test]
 async fn settle_after_a_crash_before_the_swap_leaves_the_token_to_the_buyer() {
     let fx = Fixture::new();
