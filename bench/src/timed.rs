@@ -166,6 +166,11 @@ impl Journal for TimedJournal {
     async fn put(&self, key: &RequestKey, entry: &Entry) -> Result<(), JournalError> {
         self.1.time("journal", self.0.put(key, entry)).await
     }
+    async fn put_lazy(&self, key: &RequestKey, entry: &Entry) -> Result<(), JournalError> {
+        self.1
+            .time("journal-lazy", self.0.put_lazy(key, entry))
+            .await
+    }
     async fn unfinished(&self) -> Result<Vec<(RequestKey, Entry)>, JournalError> {
         self.0.unfinished().await
     }

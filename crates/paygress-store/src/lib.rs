@@ -48,12 +48,12 @@ struct Shared {
     write_nanos: AtomicU64,
 }
 
-/// A line to append, answered once it is durable.
+/// A line to append, answered once it is durable (unless nobody waits: `put_lazy`).
 struct Put {
     key: RequestKey,
     entry: Entry,
     line: Vec<u8>,
-    done: oneshot::Sender<std::io::Result<()>>,
+    done: Option<oneshot::Sender<std::io::Result<()>>>,
 }
 
 /// A change for the writer thread, answered once it is durable.
@@ -69,8 +69,9 @@ enum Op {
 ///
 /// Writes are group-committed: one writer thread appends every line queued while the
 /// previous `fsync` ran and makes them durable with a single `fsync`, so concurrent
-/// requests share it. A `put` returns only after its line is durable, and lines reach
-/// the file in the order their `put`s were called. Reads are served from memory and
+/// requests share it. A `put` returns only after its line is durable, a `put_lazy` once
+/// its line is queued (the writer makes it durable like the others, nobody waits), and
+/// lines reach the file in the order their `put`s were called. Reads are served from memory and
 /// never wait behind a write.
 #[derive(Clone)]
 pub struct FileJournal {
@@ -237,6 +238,17 @@ impl FileJournal {
     }
 }
 
+/// `entry` for `key` as one line of the file.
+fn line(key: &RequestKey, entry: &Entry) -> Result<Vec<u8>, JournalError> {
+    let mut line = serde_json::to_vec(&Line {
+        key: key.clone(),
+        entry: entry.clone(),
+    })
+    .map_err(|e| JournalError::Io(Box::new(e)))?;
+    line.push(b'\n');
+    Ok(line)
+}
+
 fn stopped() -> JournalError {
     JournalError::Io(Box::new(std::io::Error::other(
         "the journal writer stopped",
@@ -354,8 +366,8 @@ impl Writer {
                         entries.insert(put.key.clone(), put.entry.clone());
                     }
                 }
-                for put in puts {
-                    let _ = put.done.send(Ok(()));
+                for done in puts.into_iter().filter_map(|p| p.done) {
+                    let _ = done.send(Ok(()));
                 }
                 if let Err(e) = self.maybe_compact() {
                     warn!(error = %e, "journal compaction failed; appending to the old file");
@@ -363,10 +375,8 @@ impl Writer {
             }
             Err(e) => {
                 warn!(error = %e, "journal write failed");
-                for put in puts {
-                    let _ = put
-                        .done
-                        .send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                for done in puts.into_iter().filter_map(|p| p.done) {
+                    let _ = done.send(Err(std::io::Error::new(e.kind(), e.to_string())));
                 }
             }
         }
@@ -429,21 +439,28 @@ impl Journal for FileJournal {
     }
 
     async fn put(&self, key: &RequestKey, entry: &Entry) -> Result<(), JournalError> {
-        let mut line = serde_json::to_vec(&Line {
-            key: key.clone(),
-            entry: entry.clone(),
-        })
-        .map_err(|e| JournalError::Io(Box::new(e)))?;
-        line.push(b'\n');
+        let line = line(key, entry)?;
         self.submit(|done| {
             Op::Put(Box::new(Put {
                 key: key.clone(),
                 entry: entry.clone(),
                 line,
-                done,
+                done: Some(done),
             }))
         })
         .await
+    }
+
+    async fn put_lazy(&self, key: &RequestKey, entry: &Entry) -> Result<(), JournalError> {
+        let line = line(key, entry)?;
+        self.ops
+            .send(Op::Put(Box::new(Put {
+                key: key.clone(),
+                entry: entry.clone(),
+                line,
+                done: None,
+            })))
+            .map_err(|_| stopped())
     }
 
     async fn unfinished(&self) -> Result<Vec<(RequestKey, Entry)>, JournalError> {

@@ -300,6 +300,37 @@ async fn a_burst_of_concurrent_puts_shares_fsyncs() {
     assert_eq!(FileJournal::open(&path).unwrap().len(), TASKS);
 }
 
+#[tokio::test]
+async fn lazy_puts_reach_the_disk_unwaited_and_before_later_puts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.jsonl");
+    let j = FileJournal::open(&path).unwrap();
+    let (lone, first, then) = (
+        RequestKey::new("t", "lone"),
+        RequestKey::new("t", "first"),
+        RequestKey::new("t", "then"),
+    );
+    // Alone, nobody waits for it, and the writer still writes it out.
+    j.put_lazy(&lone, &paid()).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while last_line_on_disk(&path, &lone).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a lazy put never written"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // Followed by a put: durable when that put returns, in order.
+    j.put_lazy(&first, &paid()).await.unwrap();
+    j.put(&then, &done("after")).await.unwrap();
+    assert_eq!(last_line_on_disk(&path, &first), Some(paid()));
+    std::mem::forget(j);
+    let j = FileJournal::open(&path).unwrap();
+    assert_eq!(j.get(&lone).await.unwrap(), Some(paid()));
+    assert_eq!(j.get(&first).await.unwrap(), Some(paid()));
+    assert_eq!(j.get(&then).await.unwrap(), Some(done("after")));
+}
+
 /// The journal contract core holds every journal to, one test per check.
 mod contract {
     use paygress_store::FileJournal;

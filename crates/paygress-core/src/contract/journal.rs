@@ -31,6 +31,7 @@ macro_rules! journal_tests {
         $crate::journal_tests!(@one $make, 2, journal_contract_unfinished_lists_exactly_the_open_keys, unfinished_lists_exactly_the_open_keys);
         $crate::journal_tests!(@one $make, 3, journal_contract_prune_forgets_only_old_finished_entries, prune_forgets_only_old_finished_entries);
         $crate::journal_tests!(@one $make, 4, journal_contract_concurrent_puts_all_land, concurrent_puts_all_land);
+        $crate::journal_tests!(@one $make, 5, journal_contract_a_lazy_put_lands_before_any_later_put, a_lazy_put_lands_before_any_later_put);
     };
     (@one $make:path, $n:literal, $name:ident, $check:ident) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,4 +135,24 @@ pub async fn concurrent_puts_all_land(journal: &dyn Journal) {
             "key {n}"
         );
     }
+}
+
+/// A `put_lazy` lands in call order: once a later `put` (of any key) returns, the lazy
+/// entry reads back, and a later `put` of the same key replaces it (never the reverse).
+pub async fn a_lazy_put_lands_before_any_later_put(journal: &dyn Journal) {
+    journal.put_lazy(&key(1), &paid(1)).await.expect("put_lazy");
+    journal.put(&key(2), &done(2, "other")).await.expect("put");
+    assert_eq!(journal.get(&key(1)).await.expect("get"), Some(paid(1)));
+
+    journal.put_lazy(&key(3), &paid(3)).await.expect("put_lazy");
+    journal
+        .put(&key(3), &done(4, "finished"))
+        .await
+        .expect("put");
+    assert_eq!(
+        journal.get(&key(3)).await.expect("get"),
+        Some(done(4, "finished"))
+    );
+    let open = journal.unfinished().await.expect("unfinished");
+    assert_eq!(open, vec![(key(1), paid(1))]);
 }

@@ -171,7 +171,8 @@ pub enum JournalError {
 }
 
 /// A durable record of paid requests, so that duplicates get the first reply and money
-/// held across a crash is returned. `put` must be durable when it returns.
+/// held across a crash is returned. `put` must be durable when it returns; entries
+/// reach storage in the order they are recorded (`put` and `put_lazy` alike).
 #[cfg_attr(any(test, feature = "mockall"), mockall::automock)]
 #[async_trait]
 pub trait Journal: Send + Sync {
@@ -180,6 +181,16 @@ pub trait Journal: Send + Sync {
 
     /// Records `entry` for `key`, replacing the previous one.
     async fn put(&self, key: &RequestKey, entry: &Entry) -> Result<(), JournalError>;
+
+    /// Records `entry` for `key` like [`put`](Self::put), but may return before it is
+    /// durable: it is durable once any later `put` returns (entries reach storage in
+    /// call order), and a crash before then may lose it. For a stage that recovery can
+    /// do without, so that no request waits on the disk for it: the service writes
+    /// [`Stage::Paid`] this way (the [`Stage::Redeeming`] before it recovers the
+    /// payment). By default the same as `put`; a wrapper must forward it.
+    async fn put_lazy(&self, key: &RequestKey, entry: &Entry) -> Result<(), JournalError> {
+        self.put(key, entry).await
+    }
 
     /// Every key whose stage is not `Done`.
     async fn unfinished(&self) -> Result<Vec<(RequestKey, Entry)>, JournalError>;

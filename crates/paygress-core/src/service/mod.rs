@@ -330,6 +330,13 @@ impl Paygress {
         self.journal.put(ctx.key, &entry).await
     }
 
+    /// Records `stage` like [`put`](Self::put), without waiting for it to be durable
+    /// (see [`crate::ports::Journal::put_lazy`]).
+    async fn put_lazy(&self, ctx: Ctx<'_>, stage: Stage) -> Result<(), crate::ports::JournalError> {
+        let entry = Entry::new(ctx.requester.clone(), self.clock.now(), stage);
+        self.journal.put_lazy(ctx.key, &entry).await
+    }
+
     async fn record_done(&self, ctx: Ctx<'_>, reply: &Reply) {
         let done = Stage::Done {
             reply: reply.clone(),

@@ -136,9 +136,10 @@ impl Paygress {
             lease: lease.clone(),
             payment: payment.clone(),
         };
-        if let Err(e) = self.put(ctx, paid).await {
-            // Keep going: the reply will still settle the money; the Redeeming entry
-            // lets recovery find what was received.
+        // Not waited for: the Redeeming entry lets recovery find what was received
+        // (and remove a pod created meanwhile), so no request waits on the disk here.
+        if let Err(e) = self.put_lazy(ctx, paid).await {
+            // Keep going: the reply will still settle the money.
             warn!(error = %e, "could not journal a received payment");
         }
         debug!(amount = %payment.amount, mint = %payment.mint, "payment received");
