@@ -70,7 +70,8 @@ enum Op {
 /// Writes are group-committed: one writer thread appends every line queued while the
 /// previous `fsync` ran and makes them durable with a single `fsync`, so concurrent
 /// requests share it. A `put` returns only after its line is durable, a `put_lazy` once
-/// its line is queued (the writer makes it durable like the others, nobody waits), and
+/// its line is queued (written by the writer, made durable by the next `put`'s
+/// `fsync`, never one of its own), and
 /// lines reach the file in the order their `put`s were called. Reads are served from memory and
 /// never wait behind a write.
 #[derive(Clone)]
@@ -357,7 +358,10 @@ impl Writer {
         for put in &puts {
             bytes.extend_from_slice(&put.line);
         }
-        match self.append(&bytes) {
+        // Only lazy lines: written, not synced; the next waited put's `fsync` covers
+        // them (it syncs the whole file), so they never cost one of their own.
+        let sync = puts.iter().any(|p| p.done.is_some());
+        match self.append(&bytes, sync) {
             Ok(()) => {
                 self.lines += puts.len();
                 {
@@ -382,18 +386,19 @@ impl Writer {
         }
     }
 
-    /// Appends `bytes` and makes them durable; on failure cuts the file back to where it
-    /// was, so a half-written batch never sits before later lines.
-    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    /// Appends `bytes` and, with `sync`, makes them (and every line before) durable; on
+    /// failure cuts the file back to where it was, so a half-written batch never sits
+    /// before later lines.
+    fn append(&mut self, bytes: &[u8], sync: bool) -> std::io::Result<()> {
         let before = self.file.metadata()?.len();
         let started = std::time::Instant::now();
-        let result = self
-            .file
-            .write_all(bytes)
-            .and_then(|()| self.file.sync_data());
+        let mut result = self.file.write_all(bytes);
+        if sync && result.is_ok() {
+            result = self.file.sync_data();
+            self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+        }
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.shared.write_nanos.fetch_add(nanos, Ordering::Relaxed);
-        self.shared.syncs.fetch_add(1, Ordering::Relaxed);
         if result.is_err() {
             let _ = self.file.set_len(before);
         }

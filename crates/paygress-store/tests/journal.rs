@@ -310,7 +310,8 @@ async fn lazy_puts_reach_the_disk_unwaited_and_before_later_puts() {
         RequestKey::new("t", "first"),
         RequestKey::new("t", "then"),
     );
-    // Alone, nobody waits for it, and the writer still writes it out.
+    let syncs_at_open = j.syncs();
+    // Alone, nobody waits for it: the writer writes it out without an fsync of its own.
     j.put_lazy(&lone, &paid()).await.unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while last_line_on_disk(&path, &lone).is_none() {
@@ -320,10 +321,13 @@ async fn lazy_puts_reach_the_disk_unwaited_and_before_later_puts() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    // Followed by a put: durable when that put returns, in order.
+    assert_eq!(j.syncs(), syncs_at_open, "a lazy line costs no fsync");
+    // Followed by a put: durable when that put returns (its fsync covers the whole
+    // file), in order.
     j.put_lazy(&first, &paid()).await.unwrap();
     j.put(&then, &done("after")).await.unwrap();
     assert_eq!(last_line_on_disk(&path, &first), Some(paid()));
+    assert!(j.syncs() > syncs_at_open);
     std::mem::forget(j);
     let j = FileJournal::open(&path).unwrap();
     assert_eq!(j.get(&lone).await.unwrap(), Some(paid()));

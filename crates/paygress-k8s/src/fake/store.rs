@@ -207,8 +207,14 @@ impl FakeState {
     }
 
     pub(super) fn notify(&mut self, resource: &str, kind: &str, object: &Value) {
-        let event = json!({ "type": kind, "object": object });
-        let mut line = serde_json::to_vec(&event).expect("json");
+        // Serialised from a borrow: a `json!` event would deep-copy the object first.
+        #[derive(serde::Serialize)]
+        struct WatchEvent<'a> {
+            #[serde(rename = "type")]
+            kind: &'a str,
+            object: &'a Value,
+        }
+        let mut line = serde_json::to_vec(&WatchEvent { kind, object }).expect("json");
         line.push(b'\n');
         let line = Bytes::from(line);
         if self.history.len() >= HISTORY {
