@@ -83,6 +83,54 @@ async fn the_sweep_removes_what_an_orphaning_delete_left_running() {
 }
 
 #[tokio::test]
+async fn the_sweep_lists_in_pages_and_finds_orphans_on_every_page() {
+    let (client, fake) = Fake::start();
+    let backend = on_fake(client, &fake, K8sConfig::default())
+        .without_watch()
+        .with_list_page(2);
+    let mut specs = Vec::new();
+    for _ in 0..5 {
+        let spec = spec_now(&fake, 5);
+        backend.create(&spec).await.expect("create");
+        specs.push(spec);
+    }
+    assert_eq!(backend.sweep().await.unwrap(), 0, "nothing to sweep");
+    // Three Jobs deleted with orphaning: their pods run on, on whichever pages.
+    for spec in &specs[..3] {
+        fake.delete("jobs", spec.id.as_str(), "Orphan");
+    }
+    let before = fake.log().len();
+    assert_eq!(backend.sweep().await.unwrap(), 3, "the three pods");
+    for spec in &specs[..3] {
+        assert!(pod_of(&fake, spec.id.as_str()).is_none());
+    }
+    for spec in &specs[3..] {
+        assert!(
+            pod_of(&fake, spec.id.as_str()).is_some(),
+            "paid leases untouched"
+        );
+    }
+    let pages = |resource: &str| -> Vec<Option<String>> {
+        fake.log()[before..]
+            .iter()
+            .filter(|r| r.method == Method::GET && r.path.ends_with(&format!("/{resource}")))
+            .map(|r| r.query.get("limit").cloned())
+            .collect()
+    };
+    assert_eq!(
+        pages("pods"),
+        vec![Some("2".to_owned()); 3],
+        "5 pods, 2 a page"
+    );
+    assert_eq!(pages("services"), vec![Some("2".to_owned()); 3]);
+    assert_eq!(
+        pages("jobs"),
+        vec![Some("2".to_owned())],
+        "2 Jobs left: one page"
+    );
+}
+
+#[tokio::test]
 async fn rbac_allows_exactly_what_the_backend_does_and_refuses_the_rest() {
     let (client, fake) = Fake::start();
     fake.enforce_rbac();

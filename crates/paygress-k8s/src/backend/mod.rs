@@ -65,6 +65,8 @@ pub struct K8sBackend {
     cache: Arc<LeaseCache>,
     /// Creates under way, writes they left to finish, node addresses.
     inflight: Arc<Inflight>,
+    /// Objects per page when the sweep lists.
+    list_page: u32,
 }
 
 impl std::fmt::Debug for K8sBackend {
@@ -88,8 +90,17 @@ impl K8sBackend {
             clock: Arc::new(SystemClock),
             cache: Arc::new(LeaseCache::default()),
             inflight: Arc::new(Inflight::default()),
+            list_page: sweep::LIST_PAGE,
             config,
         }
+    }
+
+    /// The same backend reading `page` objects per request when its sweep lists
+    /// (default 500, kubectl's `--chunk-size`): smaller pages, smaller answers held at
+    /// once, more requests.
+    pub fn with_list_page(mut self, page: u32) -> Self {
+        self.list_page = page.max(1);
+        self
     }
 
     /// The same backend reading time from `clock` (when a pod became ready).

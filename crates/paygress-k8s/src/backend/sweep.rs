@@ -7,7 +7,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use paygress_core::{BackendError, LeaseId};
 use tracing::info;
 
@@ -18,6 +18,9 @@ use crate::objects;
 
 /// Deletes the sweep sends at once.
 const DELETE_CONCURRENCY: usize = 16;
+
+/// Objects per page when the sweep lists (kubectl's default `--chunk-size`).
+pub(super) const LIST_PAGE: u32 = 500;
 
 /// Beyond the readiness timeout, how old a Secret or Service without an ownerReference
 /// and without a Job must be before the sweep deletes it (clocks may differ between
@@ -73,23 +76,29 @@ impl K8sBackend {
     pub(super) async fn sweep_orphans(&self) -> Result<usize, BackendError> {
         let lp = ListParams::default().labels(objects::SELECTOR);
         let list_error = |e| map_kube_for(None, e);
+        let page = self.list_page;
         let (pods, services, secrets) = futures::try_join!(
-            async { self.pods.list_metadata(&lp).await.map_err(list_error) },
-            async { self.services.list_metadata(&lp).await.map_err(list_error) },
-            async { self.secrets.list_metadata(&lp).await.map_err(list_error) },
+            async { list_paged(&self.pods, &lp, page).await.map_err(list_error) },
+            async {
+                list_paged(&self.services, &lp, page)
+                    .await
+                    .map_err(list_error)
+            },
+            async {
+                list_paged(&self.secrets, &lp, page)
+                    .await
+                    .map_err(list_error)
+            },
         )?;
-        let jobs = self.jobs.list_metadata(&lp).await.map_err(list_error)?;
-        let live: HashSet<String> = jobs
-            .items
-            .iter()
-            .filter_map(|j| j.metadata.uid.clone())
-            .collect();
+        let jobs = list_paged(&self.jobs, &lp, page)
+            .await
+            .map_err(list_error)?;
+        let live: HashSet<String> = jobs.iter().filter_map(|j| j.uid.clone()).collect();
         // Lease name → uid of its Job, for the Jobs not being deleted.
         let by_name: HashMap<String, String> = jobs
-            .items
             .iter()
-            .filter(|j| j.metadata.deletion_timestamp.is_none())
-            .filter_map(|j| Some((j.metadata.name.clone()?, j.metadata.uid.clone()?)))
+            .filter(|j| j.deletion_timestamp.is_none())
+            .filter_map(|j| Some((j.name.clone()?, j.uid.clone()?)))
             .collect();
         let young_before = self.clock.now()
             - jiff::SignedDuration::try_from(self.config.ready_timeout + UNOWNED_GRACE)
@@ -144,7 +153,7 @@ impl K8sBackend {
         };
         let dp = DeleteParams::background();
         let mut deletes: Vec<BoxFuture<'_, Result<usize, BackendError>>> = Vec::new();
-        for meta in metas(pods.items) {
+        for meta in pods {
             if let (Verdict::Delete, Some(name)) = (verdict(&meta, false), meta.name) {
                 let dp = &dp;
                 deletes.push(Box::pin(async move {
@@ -155,14 +164,14 @@ impl K8sBackend {
         deletes.extend(dependents(
             &self.services,
             "service",
-            services.items,
+            services,
             &mut verdict,
             &dp,
         ));
         deletes.extend(dependents(
             &self.secrets,
             "secret",
-            secrets.items,
+            secrets,
             &mut verdict,
             &dp,
         ));
@@ -196,7 +205,7 @@ enum Verdict {
 fn dependents<'a, K>(
     api: &'a Api<K>,
     kind: &'static str,
-    items: Vec<PartialObjectMeta<K>>,
+    items: Vec<ObjectMeta>,
     verdict: &mut impl FnMut(&ObjectMeta, bool) -> Verdict,
     dp: &'a DeleteParams,
 ) -> Vec<BoxFuture<'a, Result<usize, BackendError>>>
@@ -204,7 +213,7 @@ where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync,
 {
     let mut sent: Vec<BoxFuture<'a, Result<usize, BackendError>>> = Vec::new();
-    for meta in metas(items) {
+    for meta in items {
         let Some(name) = meta.name.clone() else {
             continue;
         };
@@ -245,8 +254,47 @@ where
     }
 }
 
-fn metas<K>(items: Vec<PartialObjectMeta<K>>) -> Vec<ObjectMeta> {
-    items.into_iter().map(|o| o.metadata).collect()
+/// Every object `lp` selects, read as metadata [`LIST_PAGE`]-sized pages at a time
+/// (`page`), each object's metadata cut to what the sweep reads (names, uids, owners,
+/// times, the lease label) as its page arrives: with many leases, neither the answers
+/// nor what is kept of them grow with the whole list at once. Pages of one list are
+/// one snapshot (the API server's continue token); an expired token is an error, and
+/// the sweep runs again at its next call.
+async fn list_paged<K>(
+    api: &Api<K>,
+    lp: &ListParams,
+    page: u32,
+) -> Result<Vec<ObjectMeta>, kube::Error>
+where
+    K: Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let mut lp = lp.clone().limit(page.max(1));
+    let mut all = Vec::new();
+    loop {
+        let list = api.list_metadata(&lp).await?;
+        all.extend(list.items.into_iter().map(|o| slim(o.metadata)));
+        match list.metadata.continue_.filter(|t| !t.is_empty()) {
+            Some(token) => lp = lp.continue_token(&token),
+            None => return Ok(all),
+        }
+    }
+}
+
+/// What the sweep reads of an object's metadata (not its annotations, managed fields or
+/// other labels).
+fn slim(meta: ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        name: meta.name,
+        uid: meta.uid,
+        owner_references: meta.owner_references,
+        deletion_timestamp: meta.deletion_timestamp,
+        creation_timestamp: meta.creation_timestamp,
+        labels: meta.labels.map(|mut labels| {
+            labels.retain(|k, _| k == objects::LEASE_LABEL);
+            labels
+        }),
+        ..ObjectMeta::default()
+    }
 }
 
 /// 1 when an orphan was deleted, 0 when it was already gone.

@@ -125,17 +125,40 @@ impl FakeState {
     pub(super) fn list(&self, resource: &str, seen: &Seen) -> (u16, Value) {
         let selector = seen.query.get("labelSelector").cloned().unwrap_or_default();
         let name = Self::field_name(seen);
-        let items: Vec<Value> = self
+        // Pages (`limit`, `continue`), as the API server serves them: in name order, the
+        // token naming where the next page starts (opaque to clients; here the last
+        // name served). Unlike the real server, later pages read the objects as they
+        // are then, not as of the first page.
+        let limit: Option<usize> = seen
+            .query
+            .get("limit")
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0);
+        let after = seen.query.get("continue").cloned();
+        let mut items: Vec<Value> = self
             .selected(resource, &selector, name.as_deref())
             .into_iter()
+            .filter(|o| {
+                after
+                    .as_deref()
+                    .is_none_or(|a| o["metadata"]["name"].as_str().is_some_and(|n| n > a))
+            })
             .cloned()
             .collect();
+        let mut metadata = json!({ "resourceVersion": self.next_rv.to_string() });
+        if let Some(limit) = limit
+            && items.len() > limit
+        {
+            metadata["remainingItemCount"] = json!(items.len() - limit);
+            items.truncate(limit);
+            metadata["continue"] = items[limit - 1]["metadata"]["name"].clone();
+        }
         (
             200,
             json!({
                 "kind": format!("{}List", kind_of(resource)),
                 "apiVersion": if resource == "jobs" { "batch/v1" } else { "v1" },
-                "metadata": { "resourceVersion": self.next_rv.to_string() },
+                "metadata": metadata,
                 "items": items,
             }),
         )
